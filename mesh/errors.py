@@ -1,0 +1,188 @@
+"""The one exception tree of Agent Mesh.
+
+Every error the mesh raises on purpose derives from :class:`MeshError`. Errors from client
+libraries (confluent-kafka, aiokafka, fastavro, httpx) are translated at the boundary with
+``raise SomeMeshError(...) from exc`` so callers only ever catch mesh errors.
+
+Each message says what was wrong and what to do about it. ``retriable`` tells a caller
+whether the same call may succeed later without anyone changing anything.
+
+    MeshError
+    ├── ConfigError                    broken MESH_* settings, bad policy or CLI input
+    ├── SerdeError                     bytes that cannot become a record (dead-letter them)
+    │   ├── MalformedMessageError      not Confluent wire format at all
+    │   │   └── WrongMagicByteError    first byte is not 0
+    │   ├── UnknownSchemaIdError       the schema id is not in the registry
+    │   ├── TruncatedBodyError         the Avro body ends early or has trailing junk
+    │   └── RecordEncodeError          a record does not fit its schema
+    ├── IdentityError
+    │   ├── BadSignatureError          the envelope signature does not verify
+    │   ├── UnknownSenderError         no public key is known for the sender
+    │   └── KeyFileError               an agent key file is unreadable or too open
+    ├── SchemaRegistryError
+    │   ├── IncompatibleSchemaError    registration refused by the compatibility rule
+    │   ├── SubjectNotFoundError / VersionNotFoundError / SchemaNotFoundError
+    │   ├── InvalidSchemaError         not a parseable Avro schema
+    │   ├── RegistryFencedError        another registry writer took over (retriable)
+    │   └── RegistryUnavailableError   the external registry did not answer (retriable)
+    ├── SchemaCatalogueError           the schemas/ directory breaks its own rules
+    ├── KafkaUnavailableError          no broker answered (retriable)
+    ├── TopicError
+    │   ├── TopicConfigConflictError   an existing topic contradicts the catalogue
+    │   └── TopicNotFoundError
+    └── LocalKafkaError                the local broker could not be fetched, formatted or started
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "IdentityError",
+    "IncompatibleSchemaError",
+    "InvalidSchemaError",
+    "KafkaUnavailableError",
+    "KeyFileError",
+    "LocalKafkaError",
+    "MalformedMessageError",
+    "MeshError",
+    "RecordEncodeError",
+    "RegistryFencedError",
+    "RegistryUnavailableError",
+    "SchemaCatalogueError",
+    "SchemaNotFoundError",
+    "SchemaRegistryError",
+    "SerdeError",
+    "SubjectNotFoundError",
+    "TopicConfigConflictError",
+    "TopicError",
+    "TopicNotFoundError",
+    "TruncatedBodyError",
+    "UnknownSchemaIdError",
+    "UnknownSenderError",
+    "VersionNotFoundError",
+    "WrongMagicByteError",
+]
+
+
+class MeshError(Exception):
+    """Base of every error Agent Mesh raises on purpose."""
+
+    retriable: bool = False
+    #: A short stable code, used as the dead-letter reason and the REST error code.
+    code: str = "mesh_error"
+
+
+class ConfigError(MeshError):
+    code = "config"
+
+
+class SerdeError(MeshError):
+    code = "serde"
+
+
+class MalformedMessageError(SerdeError):
+    code = "malformed"
+
+
+class WrongMagicByteError(MalformedMessageError):
+    code = "wrong_magic_byte"
+
+
+class UnknownSchemaIdError(SerdeError):
+    code = "unknown_schema_id"
+
+
+class TruncatedBodyError(SerdeError):
+    code = "truncated_body"
+
+
+class RecordEncodeError(SerdeError):
+    code = "record_encode"
+
+
+class IdentityError(MeshError):
+    code = "identity"
+
+
+class BadSignatureError(IdentityError):
+    code = "bad_signature"
+
+
+class UnknownSenderError(IdentityError):
+    code = "unknown_sender"
+
+
+class KeyFileError(IdentityError):
+    code = "key_file"
+
+
+class SchemaRegistryError(MeshError):
+    code = "schema_registry"
+    #: The Confluent REST error code for this error.
+    http_status: int = 500
+    confluent_code: int = 50001
+
+
+class IncompatibleSchemaError(SchemaRegistryError):
+    code = "incompatible_schema"
+    http_status = 409
+    confluent_code = 409
+
+
+class InvalidSchemaError(SchemaRegistryError):
+    code = "invalid_schema"
+    http_status = 422
+    confluent_code = 42201
+
+
+class SubjectNotFoundError(SchemaRegistryError):
+    code = "subject_not_found"
+    http_status = 404
+    confluent_code = 40401
+
+
+class VersionNotFoundError(SchemaRegistryError):
+    code = "version_not_found"
+    http_status = 404
+    confluent_code = 40402
+
+
+class SchemaNotFoundError(SchemaRegistryError):
+    code = "schema_not_found"
+    http_status = 404
+    confluent_code = 40403
+
+
+class RegistryFencedError(SchemaRegistryError):
+    code = "registry_fenced"
+    retriable = True
+
+
+class RegistryUnavailableError(SchemaRegistryError):
+    code = "registry_unavailable"
+    retriable = True
+
+
+class SchemaCatalogueError(MeshError):
+    code = "schema_catalogue"
+
+
+class KafkaUnavailableError(MeshError):
+    code = "kafka_unavailable"
+    retriable = True
+
+
+class TopicError(MeshError):
+    code = "topic"
+
+
+class TopicConfigConflictError(TopicError):
+    code = "topic_config_conflict"
+
+
+class TopicNotFoundError(TopicError):
+    code = "topic_not_found"
+
+
+class LocalKafkaError(MeshError):
+    code = "local_kafka"

@@ -1,0 +1,131 @@
+"""Agent identity: one Ed25519 key per agent, kept on disk with owner-only permissions.
+
+The private key never leaves the agent's sidecar. The registry holds the raw 32-byte public
+key, and every receiver verifies a message against the key registered for its sender.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from mesh.errors import BadSignatureError, KeyFileError, UnknownSenderError
+
+__all__ = [
+    "AgentKey",
+    "KeyResolver",
+    "PublicKeys",
+    "load_or_create_key",
+    "verify_signature",
+]
+
+SIGNATURE_SIZE = 64
+PUBLIC_KEY_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKey:
+    """An agent's signing key and the raw public key others verify with."""
+
+    agent_id: str
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls, agent_id: str) -> AgentKey:
+        return cls(agent_id, Ed25519PrivateKey.generate())
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private.sign(data)
+
+    def private_bytes(self) -> bytes:
+        return self.private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+
+class KeyResolver(Protocol):
+    """Finds the public key registered for a sender (the registry, or a fixed map in tests)."""
+
+    def public_key(self, agent_id: str) -> Ed25519PublicKey: ...
+
+
+class PublicKeys:
+    """A KeyResolver over a fixed map of agent id to raw public key bytes."""
+
+    def __init__(self, keys: Mapping[str, bytes] | None = None) -> None:
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        for agent_id, raw in (keys or {}).items():
+            self.add(agent_id, raw)
+
+    def add(self, agent_id: str, raw: bytes) -> None:
+        if len(raw) != PUBLIC_KEY_SIZE:
+            raise KeyFileError(
+                f"public key of {agent_id!r} is {len(raw)} bytes; an Ed25519 key is 32"
+            )
+        self._keys[agent_id] = Ed25519PublicKey.from_public_bytes(raw)
+
+    def public_key(self, agent_id: str) -> Ed25519PublicKey:
+        try:
+            return self._keys[agent_id]
+        except KeyError:
+            raise UnknownSenderError(
+                f"no public key is registered for sender {agent_id!r}; the agent must register "
+                "before it sends"
+            ) from None
+
+
+def verify_signature(key: Ed25519PublicKey, signature: bytes, data: bytes, sender: str) -> None:
+    """Raise BadSignatureError unless ``signature`` is ``sender``'s signature over ``data``."""
+    if len(signature) != SIGNATURE_SIZE:
+        raise BadSignatureError(
+            f"signature from {sender!r} is {len(signature)} bytes, an Ed25519 signature is 64; "
+            "the message was not signed by a mesh sidecar"
+        )
+    try:
+        key.verify(signature, data)
+    except InvalidSignature:
+        raise BadSignatureError(
+            f"signature does not match {sender!r}'s registered key: the message was altered "
+            "after signing or signed with another key"
+        ) from None
+
+
+def load_or_create_key(path: Path, agent_id: str) -> AgentKey:
+    """Load the agent's key from ``path``, creating it (mode 0600) on first run.
+
+    A key file readable by group or others is refused: anyone who can read it can act as the
+    agent.
+    """
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise KeyFileError(
+                f"{path} has mode {mode:o}; a private key must be owner-only. "
+                f"Run: chmod 600 {path}"
+            )
+        raw = path.read_bytes()
+        if len(raw) != 32:
+            raise KeyFileError(f"{path} holds {len(raw)} bytes, not a raw 32-byte Ed25519 key")
+        return AgentKey(agent_id, Ed25519PrivateKey.from_private_bytes(raw))
+    key = AgentKey.generate(agent_id)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.private_bytes())
+    return key

@@ -1,0 +1,1 @@
+"""Kafka adapters. This package alone builds client configurations (see :mod:`.config`)."""

@@ -1,0 +1,160 @@
+"""Settings: one immutable object, read once from ``MESH_*`` environment variables and passed in.
+
+Nothing in the mesh reads the environment anywhere else. A bad value raises
+:class:`~mesh.errors.ConfigError` naming the variable, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mesh.errors import ConfigError
+
+__all__ = ["ENV_VARS", "Settings", "load_settings"]
+
+#: Every variable the mesh reads, with what it means. The README's table is generated from this.
+ENV_VARS: dict[str, str] = {
+    "MESH_BOOTSTRAP_SERVERS": "An existing Kafka cluster (host:port,...). Unset: the local broker.",
+    "MESH_SCHEMA_REGISTRY_URL": "An external Confluent-compatible registry. Unset: embedded one.",
+    "MESH_SCHEMA_REGISTRY_AUTH": "user:password for the external registry's basic auth.",
+    "MESH_TOPIC_PREFIX": "Prefix for every mesh topic, to share one cluster (default: none).",
+    "MESH_STATE_DIR": "Where keys, logs and the local broker live (default: ~/.local/state/agent-mesh).",
+    "MESH_KAFKA_PORT": "Port of the local broker (default 19092; the controller uses port+1).",
+    "MESH_KAFKA_VERSION": "Apache Kafka version fetched from Maven Central (default 4.1.1).",
+    "MESH_KAFKA_HEAP": "JVM heap of the local broker (default 1g).",
+    "MESH_PARTITIONS": "Partitions of the keyed mesh topics (default 6).",
+    "MESH_REPLICATION_FACTOR": "Replication factor of mesh topics (default 1; use 3 in production).",
+    "MESH_SECURITY_PROTOCOL": "Kafka security.protocol, e.g. SASL_SSL (default PLAINTEXT).",
+    "MESH_SASL_MECHANISM": "Kafka sasl.mechanism, e.g. PLAIN or SCRAM-SHA-512.",
+    "MESH_SASL_USERNAME": "Kafka SASL username.",
+    "MESH_SASL_PASSWORD": "Kafka SASL password.",
+    "MESH_MAX_MESSAGE_BYTES": "Largest message the mesh accepts (default 1048576).",
+}
+
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_KAFKA_VERSION = "4.1.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable about one mesh process. Build it with :func:`load_settings`."""
+
+    bootstrap_servers: str | None = None
+    schema_registry_url: str | None = None
+    schema_registry_auth: str | None = None
+    topic_prefix: str = ""
+    state_dir: Path = field(default_factory=lambda: _default_state_dir({}))
+    kafka_port: int = DEFAULT_KAFKA_PORT
+    kafka_version: str = DEFAULT_KAFKA_VERSION
+    kafka_heap: str = "1g"
+    partitions: int = 6
+    replication_factor: int = 1
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    max_message_bytes: int = 1_048_576
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields changed (used by CLI options and tests)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def client_security(self) -> dict[str, str]:
+        """The librdkafka-style security keys to add to every client config."""
+        pairs = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+        }
+        return {k: v for k, v in pairs.items() if v}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``env`` (default: the process environment); raise ConfigError if bad."""
+    env = os.environ if env is None else env
+    unknown = sorted(k for k in env if k.startswith("MESH_") and k not in ENV_VARS)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {unknown[0]}; the mesh reads only: {', '.join(sorted(ENV_VARS))}. "
+            "Fix the name or unset it."
+        )
+    return Settings(
+        bootstrap_servers=_text(env, "MESH_BOOTSTRAP_SERVERS"),
+        schema_registry_url=_url(env, "MESH_SCHEMA_REGISTRY_URL"),
+        schema_registry_auth=_text(env, "MESH_SCHEMA_REGISTRY_AUTH"),
+        topic_prefix=_prefix(env),
+        state_dir=_default_state_dir(env),
+        kafka_port=_int(env, "MESH_KAFKA_PORT", DEFAULT_KAFKA_PORT, 1024, 65534),
+        kafka_version=_text(env, "MESH_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION,
+        kafka_heap=_heap(env),
+        partitions=_int(env, "MESH_PARTITIONS", 6, 1, 1000),
+        replication_factor=_int(env, "MESH_REPLICATION_FACTOR", 1, 1, 10),
+        security_protocol=_choice(
+            env, "MESH_SECURITY_PROTOCOL", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        ),
+        sasl_mechanism=_text(env, "MESH_SASL_MECHANISM"),
+        sasl_username=_text(env, "MESH_SASL_USERNAME"),
+        sasl_password=_text(env, "MESH_SASL_PASSWORD"),
+        max_message_bytes=_int(env, "MESH_MAX_MESSAGE_BYTES", 1_048_576, 1024, 100_000_000),
+    )
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to {low}..{high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range; set it to {low}..{high}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = _text(env, name)
+    if raw is not None and raw.upper() not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return raw.upper() if raw else None
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _text(env, name)
+    if raw is not None and not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={raw!r} must start with http:// or https://")
+    return raw.rstrip("/") if raw else None
+
+
+def _prefix(env: Mapping[str, str]) -> str:
+    raw = _text(env, "MESH_TOPIC_PREFIX") or ""
+    if raw and not all(c.isalnum() or c in "._-" for c in raw):
+        raise ConfigError(
+            f"MESH_TOPIC_PREFIX={raw!r} may hold only letters, digits, '.', '_' and '-'"
+        )
+    return raw
+
+
+def _heap(env: Mapping[str, str]) -> str:
+    raw = _text(env, "MESH_KAFKA_HEAP") or "1g"
+    if not (raw[:-1].isdigit() and raw[-1].lower() in "mg"):
+        raise ConfigError(f"MESH_KAFKA_HEAP={raw!r} must look like 512m or 2g")
+    return raw
+
+
+def _default_state_dir(env: Mapping[str, str]) -> Path:
+    explicit = _text(env, "MESH_STATE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = _text(env, "XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "agent-mesh"

@@ -1,0 +1,104 @@
+"""The topic catalogue: every mesh topic with its partitions, cleanup policy and configs.
+
+This is pure data plus the pure check that compares a live topic with its entry; creating
+topics is :mod:`mesh.kafka.admin`'s job. Topics are never created by broker auto-create.
+
+Why these configs:
+
+* ``mesh.audit.v1`` keeps records forever (``retention.ms=-1``) and is never compacted,
+  because a hash chain with a hole in it cannot be verified. Any other cleanup is refused.
+* registry, state, control and ``_mesh_schemas`` are compacted: each holds the latest value
+  per key, and a restarting reader must still see every key's last value.
+* ``_mesh_schemas`` has one partition so schema registrations are totally ordered.
+* Keyed topics that processors join share one partition count (co-partitioning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "AUDIT",
+    "CONTROL",
+    "DLQ",
+    "REGISTRY",
+    "REGISTRY_EVENTS",
+    "SCHEMAS",
+    "STATE",
+    "TASKS",
+    "TELEMETRY",
+    "TopicSpec",
+    "catalogue",
+    "config_conflicts",
+    "inbox_topic",
+]
+
+REGISTRY_EVENTS = "mesh.registry.events.v1"
+REGISTRY = "mesh.registry.v1"
+TASKS = "mesh.tasks.v1"
+STATE = "mesh.state.v1"
+TELEMETRY = "mesh.telemetry.v1"
+CONTROL = "mesh.control.v1"
+AUDIT = "mesh.audit.v1"
+DLQ = "mesh.dlq.v1"
+SCHEMAS = "_mesh_schemas"
+
+_FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1"}
+_COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+_WEEK = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
+
+#: Configs whose value must match exactly when the topic already exists: the cleanup policy
+#: always, and the retention of topics that must keep everything. Other configs of a live topic
+#: (segment sizes, a week's retention made a month) may be tuned by operators freely.
+_STRICT_KEYS = ("cleanup.policy", "retention.ms")
+_KEEP_FOREVER = "-1"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One catalogue entry. ``name`` is the unprefixed name."""
+
+    name: str
+    key: str
+    what: str
+    configs: Mapping[str, str] = field(default_factory=dict)
+    partitions: int | None = None  # None: the settings' partition count
+
+    def full_name(self, prefix: str) -> str:
+        return f"{prefix}{self.name}"
+
+
+_ENTRIES: tuple[TopicSpec, ...] = (
+    TopicSpec(REGISTRY_EVENTS, "agent id", "agent lifecycle facts", _FOREVER),
+    TopicSpec(REGISTRY, "agent id", "current agent record (registry output)", _COMPACT),
+    TopicSpec(TASKS, "task id", "task lifecycle events", _WEEK),
+    TopicSpec(STATE, "task or conversation id", "shared context between handoffs", _COMPACT),
+    TopicSpec(TELEMETRY, "agent id", "tool calls, model calls, errors, latencies", _WEEK),
+    TopicSpec(CONTROL, "agent id or *", "halt and resume commands", _COMPACT),
+    TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
+    TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _WEEK),
+    TopicSpec(SCHEMAS, "subject + version", "the embedded schema registry", _COMPACT, 1),
+)
+
+
+def catalogue() -> tuple[TopicSpec, ...]:
+    """The fixed topics (agent inboxes are created per agent with :func:`inbox_topic`)."""
+    return _ENTRIES
+
+
+def inbox_topic(agent_id: str) -> TopicSpec:
+    """The inbox of one logical agent; its replicas share one consumer group on it."""
+    return TopicSpec(f"mesh.inbox.{agent_id}.v1", "conversation or task id", "inbox", _WEEK)
+
+
+def config_conflicts(spec: TopicSpec, live: Mapping[str, str]) -> list[str]:
+    """Describe each way a live topic's configs contradict ``spec`` (empty: it agrees)."""
+    problems = []
+    for key in _STRICT_KEYS:
+        wanted = spec.configs.get(key)
+        if wanted is None or (key == "retention.ms" and wanted != _KEEP_FOREVER):
+            continue
+        if live.get(key) != wanted:
+            problems.append(f"{key}={live.get(key)!r} but the catalogue requires {wanted!r}")
+    return problems
