@@ -12,6 +12,7 @@ Why these settings:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mesh.settings import Settings
@@ -26,8 +27,15 @@ __all__ = [
 ]
 
 
+#: librdkafka's own log lines go to Python logging under this name instead of raw stderr,
+#: so a transient "coordinator load in progress" does not litter the CLI's output; configure
+#: logging to see them.
+LIBRDKAFKA_LOGGER = logging.getLogger("mesh.librdkafka")
+LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
+
+
 def base_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, **settings.client_security()}
+    return {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER, **settings.client_security()}
 
 
 def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:

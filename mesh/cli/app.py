@@ -1,0 +1,52 @@
+"""The `mesh` command: one Typer app, sub-commands per concern, one error boundary.
+
+Every MeshError is shown as one clear line (exit 1; 2 for bad configuration), never as a
+traceback. Bad arguments are Typer's usage errors (exit 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from mesh.cli import demo_cmd, kafka_cmd, registry_cmd, schemas_cmd, topics_cmd
+from mesh.errors import ConfigError, MeshError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="mesh",
+    help="Agent Mesh: an event-sourced control plane for fleets of AI agents, on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(topics_cmd.app, name="topics")
+app.add_typer(schemas_cmd.app, name="schemas")
+app.add_typer(registry_cmd.app, name="registry")
+app.command("demo")(demo_cmd.demo)
+
+_errors = Console(stderr=True)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except MeshError as exc:
+        _errors.print(f"[bold red]error[/] ({exc.code}): {exc}", highlight=False)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    except (typer.Abort, KeyboardInterrupt):
+        _errors.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - click usage errors arrive here
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

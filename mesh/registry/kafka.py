@@ -1,0 +1,216 @@
+"""The embedded schema registry: its log is the compacted, single-partition ``_mesh_schemas``.
+
+How ids stay unique with any number of registry processes
+---------------------------------------------------------
+Every writer uses the same ``transactional.id``. Before it writes, a process must be *the*
+writer: ``init_transactions()`` fences every earlier holder of that id (their in-flight
+transaction is aborted and their next commit fails), and only then does it read the log to its
+end with ``read_committed``. So a writer's view includes every id any earlier writer committed,
+and a writer that was fenced in between cannot commit: it re-takes the role, re-reads and
+plans again. Two processes may take turns, but no id is ever committed twice.
+
+Readers never take the writer role, so a process that only decodes does not disturb the
+registry server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from mesh.errors import KafkaUnavailableError, RegistryFencedError
+from mesh.kafka.config import base_config, transactional_producer_config
+from mesh.registry.core import (
+    Entry,
+    LevelEntry,
+    RegisteredSchema,
+    RegistryState,
+    check_level,
+    entry_from_json,
+)
+from mesh.registry.memory import lookup
+from mesh.settings import Settings
+from mesh.topics import SCHEMAS
+
+__all__ = ["KafkaRegistry"]
+
+_WRITE_ATTEMPTS = 5
+_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+_TIMEOUT_S = 15.0
+
+
+class KafkaRegistry:
+    """A SchemaRegistry whose state is folded from ``_mesh_schemas``."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.topic = f"{settings.topic_prefix}{SCHEMAS}"
+        self.state = RegistryState()
+        self._lock = threading.RLock()
+        self._producer: Producer | None = None
+        self._consumer = Consumer(
+            {
+                **base_config(settings, bootstrap),
+                "group.id": f"mesh-registry-reader-{uuid.uuid4()}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "allow.auto.create.topics": False,
+            }
+        )
+        self._consumer.assign([TopicPartition(self.topic, 0, 0)])
+        self._closed = False
+
+    # -- the port --------------------------------------------------------------------------
+
+    def register(self, subject: str, schema: str) -> RegisteredSchema:
+        with self._lock:
+            for _ in range(_WRITE_ATTEMPTS):
+                self._become_writer()
+                self.catch_up()
+                planned = self.state.plan(subject, schema)
+                if isinstance(planned, RegisteredSchema):
+                    return planned
+                if self._commit(planned):
+                    return self.state.version(subject, planned.version)
+            raise RegistryFencedError(
+                f"another registry process kept taking the writer role; {subject!r} was not "
+                f"registered after {_WRITE_ATTEMPTS} attempts. Run one registry writer, then retry"
+            )
+
+    def schema_by_id(self, schema_id: int) -> str:
+        with self._lock:
+            if not self.state.has_id(schema_id):
+                self.catch_up()
+            return self.state.schema(schema_id)
+
+    def lookup(self, subject: str, schema: str) -> RegisteredSchema:
+        with self._lock:
+            self.catch_up()
+            return lookup(self.state, subject, schema)
+
+    def subjects(self) -> list[str]:
+        with self._lock:
+            self.catch_up()
+            return self.state.subjects()
+
+    def versions(self, subject: str) -> list[int]:
+        with self._lock:
+            self.catch_up()
+            return [v.version for v in self.state.versions(subject)]
+
+    def get_version(self, subject: str, version: int | str) -> RegisteredSchema:
+        with self._lock:
+            self.catch_up()
+            return self.state.version(subject, version)
+
+    def get_level(self, subject: str | None = None) -> str:
+        with self._lock:
+            self.catch_up()
+            return self.state.level(subject)
+
+    def set_level(self, level: str, subject: str | None = None) -> str:
+        entry = LevelEntry(subject, check_level(level))
+        with self._lock:
+            for _ in range(_WRITE_ATTEMPTS):
+                self._become_writer()
+                if self._commit(entry):
+                    return entry.level
+            raise RegistryFencedError("could not set the level: another writer kept fencing us")
+
+    def compatibility_problems(
+        self, subject: str, schema: str, against: str | int = "all"
+    ) -> list[str]:
+        with self._lock:
+            self.catch_up()
+            return self.state.problems(subject, schema, against)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._consumer.close()
+            if self._producer is not None:
+                self._producer.flush(_TIMEOUT_S)
+
+    # -- the log ---------------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Fold every committed entry up to the log's end as of this call.
+
+        Done when the consumer's position reaches the high watermark measured at the start
+        (the position moves past transaction markers too). An open transaction holds
+        read_committed readers back until it ends, which the writer's short transaction
+        timeout bounds.
+        """
+        partition = TopicPartition(self.topic, 0)
+        try:
+            _, high = self._consumer.get_watermark_offsets(partition, _TIMEOUT_S, cached=False)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(
+                f"cannot read {self.topic}: {exc}. Is the broker up and the topic created "
+                "(`mesh topics ensure`)?"
+            ) from exc
+        deadline = time.monotonic() + 2 * _TIMEOUT_S
+        while self._consumer.position([partition])[0].offset < high:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(
+                    f"reading {self.topic} to offset {high} timed out; is a registry writer "
+                    "stuck in a transaction, or the broker overloaded?"
+                )
+            message = self._consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                self._fold(message.key(), message.value())
+            elif error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaUnavailableError(f"reading {self.topic} failed: {error}")
+
+    def _fold(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or value is None:
+            return  # a tombstone: nothing to add (deletes are not part of the subset served)
+        entry = entry_from_json(orjson.loads(key), orjson.loads(value))
+        if entry is not None:
+            self.state.apply(entry)
+
+    def _become_writer(self) -> None:
+        if self._producer is not None:
+            return
+        producer = Producer(
+            transactional_producer_config(
+                self.settings, self.bootstrap, f"{self.topic}-writer",
+                **{"linger.ms": 0, "transaction.timeout.ms": 10_000},
+            )
+        )
+        try:
+            producer.init_transactions(_TIMEOUT_S)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"could not take the registry writer role: {exc}") from exc
+        self._producer = producer
+
+    def _commit(self, entry: Entry) -> bool:
+        """Write one entry in a transaction; False if fenced (the caller re-reads and retries)."""
+        producer = self._producer
+        assert producer is not None  # noqa: S101 - _become_writer ran
+        try:
+            producer.begin_transaction()
+            producer.produce(self.topic, orjson.dumps(entry.value()), orjson.dumps(entry.key()))
+            producer.commit_transaction(_TIMEOUT_S)
+        except KafkaException as exc:
+            self._producer = None  # fenced or broken: take the role again before writing
+            error = exc.args[0]
+            if error.fatal() or error.code() in _FENCED:
+                return False
+            if error.txn_requires_abort():
+                producer.abort_transaction(_TIMEOUT_S)
+            raise KafkaUnavailableError(f"writing to {self.topic} failed: {exc}") from exc
+        self.state.apply(entry)  # committed: fold it now; re-reading it later is a no-op
+        return True
+
