@@ -33,15 +33,21 @@ _ERRORS: dict[int, type[SchemaRegistryError]] = {
 class HttpRegistry:
     """Talks to ``url`` (e.g. ``MESH_SCHEMA_REGISTRY_URL``) and caches what never changes."""
 
-    def __init__(self, url: str, auth: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        auth: str | None = None,
+        timeout_s: float = 10.0,
+        client: httpx.Client | None = None,
+    ) -> None:
         basic = tuple(auth.split(":", 1)) if auth else None
         self.url = url.rstrip("/")
-        self._client = httpx.Client(
+        self._client = client or httpx.Client(
             base_url=self.url,
             auth=basic,  # type: ignore[arg-type]
             timeout=timeout_s,
-            headers={"Content-Type": _CONTENT_TYPE, "Accept": _CONTENT_TYPE},
         )
+        self._client.headers.update({"Content-Type": _CONTENT_TYPE, "Accept": _CONTENT_TYPE})
         self._by_id: dict[int, str] = {}
 
     def register(self, subject: str, schema: str) -> RegisteredSchema:

@@ -1,0 +1,67 @@
+"""Shared fixtures. Unit tests touch no network; integration tests share one real broker.
+
+The broker comes from the same rule as the mesh itself (mesh.kafka.source.acquire_broker):
+MESH_BOOTSTRAP_SERVERS if set, else a local broker from the jars started for this session
+in a temporary directory on a free port, else testcontainers where Docker runs. Tests isolate
+themselves by topic prefix, so they can share it.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mesh.kafka.admin import TopicAdmin
+from mesh.kafka.source import BrokerLease, acquire_broker
+from mesh.settings import Settings, load_settings
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p+1 are free (the local broker's controller uses p+1)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port < 65000 and _free(port + 1):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerLease]:
+    settings = load_settings()
+    data_dir = tmp_path_factory.mktemp("kafka")
+    lease = acquire_broker(settings, data_dir=data_dir, port=free_port_pair())
+    yield lease
+    lease.release()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def settings(broker: BrokerLease, prefix: str, tmp_path: Path) -> Settings:
+    """Settings for one test: the session broker, its own topic prefix and state dir."""
+    return load_settings().with_overrides(
+        bootstrap_servers=broker.bootstrap, topic_prefix=prefix, state_dir=tmp_path / "state",
+        partitions=3,
+    )
+
+
+@pytest.fixture
+def topics(settings: Settings) -> TopicAdmin:
+    """The catalogue's topics, created under the test's prefix."""
+    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin.ensure()
+    return admin

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from mesh.errors import ConfigError
+from mesh.settings import load_settings
+
+
+def test_defaults_without_any_variable() -> None:
+    settings = load_settings({"HOME": "/home/x"})
+    assert settings.bootstrap_servers is None
+    assert settings.schema_registry_url is None
+    assert settings.kafka_port == 19092
+    assert settings.partitions == 6
+    assert settings.state_dir.name == "agent-mesh"
+
+
+def test_reads_every_documented_variable() -> None:
+    settings = load_settings(
+        {
+            "MESH_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+            "MESH_SCHEMA_REGISTRY_URL": "http://sr:8081/",
+            "MESH_TOPIC_PREFIX": "team-a.",
+            "MESH_STATE_DIR": "/tmp/mesh-x",
+            "MESH_PARTITIONS": "12",
+            "MESH_SECURITY_PROTOCOL": "sasl_ssl",
+            "MESH_SASL_USERNAME": "u",
+            "MESH_SASL_PASSWORD": "p",
+        }
+    )
+    assert settings.bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.schema_registry_url == "http://sr:8081"
+    assert settings.topic_prefix == "team-a."
+    assert settings.state_dir == Path("/tmp/mesh-x")
+    assert settings.partitions == 12
+    assert settings.client_security() == {
+        "security.protocol": "SASL_SSL",
+        "sasl.username": "u",
+        "sasl.password": "p",
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MESH_PARTITIONS": "many"}, "MESH_PARTITIONS='many' is not a whole number"),
+        ({"MESH_PARTITIONS": "0"}, "MESH_PARTITIONS=0 is out of range"),
+        ({"MESH_KAFKA_PORT": "80"}, "MESH_KAFKA_PORT=80 is out of range"),
+        ({"MESH_SCHEMA_REGISTRY_URL": "sr:8081"}, "must start with http://"),
+        ({"MESH_SECURITY_PROTOCOL": "TLS"}, "is not one of PLAINTEXT"),
+        ({"MESH_TOPIC_PREFIX": "a b"}, "may hold only letters"),
+        ({"MESH_KAFKA_HEAP": "lots"}, "must look like 512m or 2g"),
+        ({"MESH_BOOTSTRAP_SERVER": "x:1"}, "unknown setting MESH_BOOTSTRAP_SERVER"),
+    ],
+)
+def test_broken_config_names_the_variable(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_settings(env)
+    assert fragment in str(caught.value)
+
+
+def test_settings_are_immutable() -> None:
+    settings = load_settings({})
+    with pytest.raises(AttributeError):
+        settings.partitions = 3  # type: ignore[misc]
+    assert settings.with_overrides(partitions=3).partitions == 3
