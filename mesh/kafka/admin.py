@@ -6,6 +6,7 @@ the catalogue: a half-applied bootstrap on a misconfigured cluster is worse than
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -52,6 +53,7 @@ class TopicAdmin:
             )
         missing = [n for n in names if n not in live]
         self._create([self._new_topic(n, names[n]) for n in missing])
+        self._await_leaders(missing)
         return EnsureReport(created=missing, existing=present)
 
     def topic_partitions(self) -> dict[str, int]:
@@ -109,6 +111,24 @@ class TopicAdmin:
             replication_factor=self.settings.replication_factor,
             config=dict(spec.configs),
         )
+
+    def _await_leaders(self, names: list[str]) -> None:
+        """Return once every partition of ``names`` has a leader, so first use cannot fail."""
+        deadline = time.monotonic() + _TIMEOUT_S
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            topics = self._admin.list_topics(timeout=_TIMEOUT_S).topics
+            pending = {
+                name
+                for name in pending
+                if name not in topics
+                or not topics[name].partitions
+                or any(p.leader < 0 for p in topics[name].partitions.values())
+            }
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            raise KafkaUnavailableError(f"topics created but without a leader: {sorted(pending)}")
 
     def _create(self, topics: list[NewTopic]) -> None:
         if not topics:

@@ -29,6 +29,8 @@ from mesh.localkafka.jars import INFRA_DIR, classpath, ensure_jars
 __all__ = ["BrokerStatus", "LocalKafka"]
 
 _STOP_TIMEOUT_S = 30.0
+#: Brokers this process started, kept so they can be reaped (and not warned about) on down.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _READY_TIMEOUT_S = 90.0
 
 
@@ -129,7 +131,7 @@ class LocalKafka:
     def _format_once(self, jars: Path) -> None:
         if (self.directory / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         command = [
             "java", "-cp", classpath(jars), "kafka.tools.StorageTool", "format",
             "-t", cluster_id, "-c", str(self._properties), "--ignore-formatted",
@@ -152,7 +154,7 @@ class LocalKafka:
         ]  # fmt: skip
         console = (self.directory / "console.log").open("ab")
         try:
-            return subprocess.Popen(  # noqa: S603
+            process = subprocess.Popen(  # noqa: S603
                 command, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
             )
         except FileNotFoundError:
@@ -162,6 +164,8 @@ class LocalKafka:
             ) from None
         finally:
             console.close()
+        _CHILDREN[process.pid] = process
+        return process
 
     def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
@@ -189,6 +193,14 @@ class LocalKafka:
             if path.exists():
                 lines += path.read_text(errors="replace").splitlines()[-15:]
         return "\n".join(lines)
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id (base64url of a UUID), never starting with '-' (read as an option)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def _answers_metadata(bootstrap: str) -> bool:
@@ -229,18 +241,19 @@ def _terminate(pid: int) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + _STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait()
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
     except (OSError, IndexError):

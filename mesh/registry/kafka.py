@@ -15,6 +15,7 @@ registry server.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -39,7 +40,13 @@ from mesh.topics import SCHEMAS
 __all__ = ["KafkaRegistry"]
 
 _WRITE_ATTEMPTS = 5
-_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+)
 _TIMEOUT_S = 15.0
 
 
@@ -53,6 +60,7 @@ class KafkaRegistry:
         self.state = RegistryState()
         self._lock = threading.RLock()
         self._producer: Producer | None = None
+        self._last_write_error = ""
         self._consumer = Consumer(
             {
                 **base_config(settings, bootstrap),
@@ -79,8 +87,9 @@ class KafkaRegistry:
                 if self._commit(planned):
                     return self.state.version(subject, planned.version)
             raise RegistryFencedError(
-                f"another registry process kept taking the writer role; {subject!r} was not "
-                f"registered after {_WRITE_ATTEMPTS} attempts. Run one registry writer, then retry"
+                f"{subject!r} was not registered after {_WRITE_ATTEMPTS} attempts (last: "
+                f"{self._last_write_error}); another registry process kept taking the writer "
+                "role, or the broker refused the writes. Check the broker, then retry"
             )
 
     def schema_by_id(self, schema_id: int) -> str:
@@ -121,7 +130,9 @@ class KafkaRegistry:
                 self._become_writer()
                 if self._commit(entry):
                     return entry.level
-            raise RegistryFencedError("could not set the level: another writer kept fencing us")
+            raise RegistryFencedError(
+                f"the level was not set after {_WRITE_ATTEMPTS} attempts ({self._last_write_error})"
+            )
 
     def compatibility_problems(
         self, subject: str, schema: str, against: str | int = "all"
@@ -150,15 +161,10 @@ class KafkaRegistry:
         timeout bounds.
         """
         partition = TopicPartition(self.topic, 0)
-        try:
-            _, high = self._consumer.get_watermark_offsets(partition, _TIMEOUT_S, cached=False)
-        except KafkaException as exc:
-            raise KafkaUnavailableError(
-                f"cannot read {self.topic}: {exc}. Is the broker up and the topic created "
-                "(`mesh topics ensure`)?"
-            ) from exc
+        low, high = self._watermarks(partition)
         deadline = time.monotonic() + 2 * _TIMEOUT_S
-        while self._consumer.position([partition])[0].offset < high:
+        reached = self._consumer.position([partition])[0].offset  # negative before any fetch
+        while reached < high and high > low:
             if time.monotonic() > deadline:
                 raise KafkaUnavailableError(
                     f"reading {self.topic} to offset {high} timed out; is a registry writer "
@@ -168,10 +174,27 @@ class KafkaRegistry:
             if message is None:
                 continue
             error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaUnavailableError(f"reading {self.topic} failed: {error}")
             if error is None:
                 self._fold(message.key(), message.value())
-            elif error.code() != KafkaError._PARTITION_EOF:
-                raise KafkaUnavailableError(f"reading {self.topic} failed: {error}")
+            reached = max(reached, self._consumer.position([partition])[0].offset)
+
+    def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
+        """The log's offsets, retrying while a new topic's leader is still being elected."""
+        deadline = time.monotonic() + _TIMEOUT_S
+        while True:
+            try:
+                low, high = self._consumer.get_watermark_offsets(partition, 5.0, cached=False)
+                return int(low), int(high)
+            except KafkaException as exc:
+                transient = exc.args[0].retriable() or exc.args[0].code() in _NOT_READY
+                if not transient or time.monotonic() > deadline:
+                    raise KafkaUnavailableError(
+                        f"cannot read {self.topic}: {exc}. Is the broker up and the topic "
+                        "created (`mesh topics ensure`)?"
+                    ) from exc
+                time.sleep(0.1)
 
     def _fold(self, key: bytes | None, value: bytes | None) -> None:
         if key is None or value is None:
@@ -196,7 +219,11 @@ class KafkaRegistry:
         self._producer = producer
 
     def _commit(self, entry: Entry) -> bool:
-        """Write one entry in a transaction; False if fenced (the caller re-reads and retries)."""
+        """Write one entry in a transaction; False if it did not commit (fenced, or aborted).
+
+        The caller then takes the writer role again, re-reads the log and plans afresh, so a
+        retry can never reuse an id someone else committed meanwhile.
+        """
         producer = self._producer
         assert producer is not None  # noqa: S101 - _become_writer ran
         try:
@@ -204,13 +231,12 @@ class KafkaRegistry:
             producer.produce(self.topic, orjson.dumps(entry.value()), orjson.dumps(entry.key()))
             producer.commit_transaction(_TIMEOUT_S)
         except KafkaException as exc:
-            self._producer = None  # fenced or broken: take the role again before writing
-            error = exc.args[0]
-            if error.fatal() or error.code() in _FENCED:
-                return False
-            if error.txn_requires_abort():
-                producer.abort_transaction(_TIMEOUT_S)
-            raise KafkaUnavailableError(f"writing to {self.topic} failed: {exc}") from exc
+            self._producer = None
+            self._last_write_error = str(exc)
+            if exc.args[0].txn_requires_abort():
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(_TIMEOUT_S)
+            return False
         self.state.apply(entry)  # committed: fold it now; re-reading it later is a no-op
         return True
 

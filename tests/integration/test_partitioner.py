@@ -1,0 +1,35 @@
+"""The same key lands on the same partition from confluent-kafka and aiokafka."""
+
+from aiokafka import AIOKafkaProducer
+from confluent_kafka import Producer
+
+from mesh.kafka.admin import TopicAdmin
+from mesh.kafka.config import aiokafka_producer_config, producer_config
+from mesh.settings import Settings
+from mesh.topics import TASKS
+
+
+async def test_partitioners_agree(settings: Settings, topics: TopicAdmin) -> None:
+    topic = f"{settings.topic_prefix}{TASKS}"
+    bootstrap = settings.bootstrap_servers or ""
+    keys = [f"task-{i}".encode() for i in range(200)]
+
+    from_confluent: dict[bytes, int] = {}
+    producer = Producer(producer_config(settings, bootstrap))
+    for key in keys:
+        producer.produce(topic, b"v", key,
+                         on_delivery=lambda e, m: from_confluent.__setitem__(m.key(), m.partition()))
+    producer.flush(15)
+
+    from_aiokafka: dict[bytes, int] = {}
+    aio = AIOKafkaProducer(**aiokafka_producer_config(settings, bootstrap))
+    await aio.start()
+    try:
+        for key in keys:
+            metadata = await aio.send_and_wait(topic, b"v", key=key)
+            from_aiokafka[key] = metadata.partition
+    finally:
+        await aio.stop()
+
+    assert from_confluent == from_aiokafka
+    assert len(set(from_confluent.values())) == settings.partitions  # keys spread over all
