@@ -92,9 +92,8 @@ def _directions(level: str) -> tuple[bool, ...]:
 
 
 def _problem(reader: dict[str, Any] | str, writer: dict[str, Any] | str) -> str | None:
-    result = ReaderWriterCompatibilityChecker().get_compatibility(
-        parse_avro(reader), parse_avro(writer)
-    )
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
+    result = checker.get_compatibility(parse_avro(reader), parse_avro(writer))
     if result.compatibility is SchemaCompatibilityType.compatible:
         return None
     reader_json = reader if isinstance(reader, dict) else json.loads(reader)

@@ -89,7 +89,9 @@ def latest(subject: str) -> SchemaFile:
 def subject_level(subject: str, root: Path = schemas.ROOT) -> str:
     """The compatibility level of a subject (compatibility.json; default BACKWARD_TRANSITIVE)."""
     levels = json.loads((root / LEVELS_FILE).read_text())
-    return str(levels.get("subjects", {}).get(subject, levels.get("default", "BACKWARD_TRANSITIVE")))
+    return str(
+        levels.get("subjects", {}).get(subject, levels.get("default", "BACKWARD_TRANSITIVE"))
+    )
 
 
 def check_catalogue(root: Path = schemas.ROOT) -> list[str]:
@@ -109,7 +111,7 @@ def check_catalogue(root: Path = schemas.ROOT) -> list[str]:
 
 
 def lock_catalogue(root: Path = schemas.ROOT) -> list[str]:
-    """Pin every new version in lock.json; refuse to re-pin a changed one. Returns what was added."""
+    """Pin every new version in lock.json; refuse to re-pin a changed one. Returns the added."""
     catalogue = load_catalogue(root)
     lock = _read_lock(root)
     changed = [
@@ -163,7 +165,9 @@ def _lock_problems(catalogue: dict[str, list[SchemaFile]], root: Path) -> list[s
                 f"{key} changed after it was published (digest differs from schemas/{LOCK_FILE}); "
                 "revert it and add the change as the next version file instead"
             )
-    problems += [f"{key} is pinned but its file is gone; restore it" for key in lock if key not in files]
+    problems += [
+        f"{key} is pinned but its file is gone; restore it" for key in lock if key not in files
+    ]
     return problems
 
 

@@ -116,8 +116,7 @@ def load_or_create_key(path: Path, agent_id: str) -> AgentKey:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             raise KeyFileError(
-                f"{path} has mode {mode:o}; a private key must be owner-only. "
-                f"Run: chmod 600 {path}"
+                f"{path} has mode {mode:o}; a private key must be owner-only. Run: chmod 600 {path}"
             )
         raw = path.read_bytes()
         if len(raw) != 32:

@@ -18,15 +18,15 @@ __all__ = ["ENV_VARS", "Settings", "load_settings"]
 #: Every variable the mesh reads, with what it means. The README's table is generated from this.
 ENV_VARS: dict[str, str] = {
     "MESH_BOOTSTRAP_SERVERS": "An existing Kafka cluster (host:port,...). Unset: the local broker.",
-    "MESH_SCHEMA_REGISTRY_URL": "An external Confluent-compatible registry. Unset: embedded one.",
+    "MESH_SCHEMA_REGISTRY_URL": "An external Confluent-compatible registry. Unset: embedded.",
     "MESH_SCHEMA_REGISTRY_AUTH": "user:password for the external registry's basic auth.",
     "MESH_TOPIC_PREFIX": "Prefix for every mesh topic, to share one cluster (default: none).",
-    "MESH_STATE_DIR": "Where keys, logs and the local broker live (default: ~/.local/state/agent-mesh).",
+    "MESH_STATE_DIR": "Keys, logs and the local broker (default ~/.local/state/agent-mesh).",
     "MESH_KAFKA_PORT": "Port of the local broker (default 19092; the controller uses port+1).",
     "MESH_KAFKA_VERSION": "Apache Kafka version fetched from Maven Central (default 4.1.1).",
     "MESH_KAFKA_HEAP": "JVM heap of the local broker (default 1g).",
     "MESH_PARTITIONS": "Partitions of the keyed mesh topics (default 6).",
-    "MESH_REPLICATION_FACTOR": "Replication factor of mesh topics (default 1; use 3 in production).",
+    "MESH_REPLICATION_FACTOR": "Replication factor of mesh topics (default 1; 3 in production).",
     "MESH_SECURITY_PROTOCOL": "Kafka security.protocol, e.g. SASL_SSL (default PLAINTEXT).",
     "MESH_SASL_MECHANISM": "Kafka sasl.mechanism, e.g. PLAIN or SCRAM-SHA-512.",
     "MESH_SASL_USERNAME": "Kafka SASL username.",
@@ -115,7 +115,9 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to {low}..{high}") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number; set it to {low}..{high}"
+        ) from None
     if not low <= value <= high:
         raise ConfigError(f"{name}={value} is out of range; set it to {low}..{high}")
     return value

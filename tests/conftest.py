@@ -54,7 +54,9 @@ def prefix() -> str:
 def settings(broker: BrokerLease, prefix: str, tmp_path: Path) -> Settings:
     """Settings for one test: the session broker, its own topic prefix and state dir."""
     return load_settings().with_overrides(
-        bootstrap_servers=broker.bootstrap, topic_prefix=prefix, state_dir=tmp_path / "state",
+        bootstrap_servers=broker.bootstrap,
+        topic_prefix=prefix,
+        state_dir=tmp_path / "state",
         partitions=3,
     )
 

@@ -39,8 +39,11 @@ class RegistryContract:
     def test_register_is_idempotent(self, registry: SchemaRegistry, subject: str) -> None:
         first = registry.register(subject, V1)
         again = registry.register(subject, json.dumps(json.loads(V1), indent=2))
-        assert (again.schema_id, again.version) == (first.schema_id, first.version) == (
-            first.schema_id, 1)
+        assert (
+            (again.schema_id, again.version)
+            == (first.schema_id, first.version)
+            == (first.schema_id, 1)
+        )
         assert json.loads(registry.schema_by_id(first.schema_id)) == json.loads(V1)
 
     def test_versions_count_up_and_ids_differ(self, registry: SchemaRegistry, subject: str) -> None:

@@ -33,20 +33,9 @@ _errors = Console(stderr=True)
 
 
 def main() -> None:
+    """Run the CLI. Usage errors are Typer's (exit 2); mesh errors are one line (exit 1 or 2)."""
     try:
-        app(standalone_mode=False)
+        app()
     except MeshError as exc:
         _errors.print(f"[bold red]error[/] ({exc.code}): {exc}", highlight=False)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
-    except (typer.Abort, KeyboardInterrupt):
-        _errors.print("aborted")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - click usage errors arrive here
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

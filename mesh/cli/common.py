@@ -7,7 +7,7 @@ from rich.console import Console
 from mesh.kafka.source import bootstrap_servers
 from mesh.settings import Settings, load_settings
 
-__all__ = ["console", "settings", "bootstrap"]
+__all__ = ["bootstrap", "console", "settings"]
 
 console = Console(highlight=False)
 

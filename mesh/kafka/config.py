@@ -35,7 +35,11 @@ LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
 
 
 def base_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER, **settings.client_security()}
+    return {
+        "bootstrap.servers": bootstrap,
+        "logger": LIBRDKAFKA_LOGGER,
+        **settings.client_security(),
+    }
 
 
 def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:
@@ -54,12 +58,12 @@ def transactional_producer_config(
     settings: Settings, bootstrap: str, transactional_id: str, **extra: Any
 ) -> dict[str, Any]:
     """A producer for exactly-once work; ``transactional_id`` must be stable per instance."""
-    return producer_config(
-        settings, bootstrap, **{"transactional.id": transactional_id, **extra}
-    )
+    return producer_config(settings, bootstrap, **{"transactional.id": transactional_id, **extra})
 
 
-def consumer_config(settings: Settings, bootstrap: str, group_id: str, **extra: Any) -> dict[str, Any]:
+def consumer_config(
+    settings: Settings, bootstrap: str, group_id: str, **extra: Any
+) -> dict[str, Any]:
     return {
         **base_config(settings, bootstrap),
         "group.id": group_id,
@@ -83,7 +87,9 @@ def aiokafka_producer_config(settings: Settings, bootstrap: str) -> dict[str, An
     }
 
 
-def aiokafka_consumer_config(settings: Settings, bootstrap: str, group_id: str | None) -> dict[str, Any]:
+def aiokafka_consumer_config(
+    settings: Settings, bootstrap: str, group_id: str | None
+) -> dict[str, Any]:
     return {
         "bootstrap_servers": bootstrap,
         "group_id": group_id,

@@ -52,7 +52,11 @@ def acquire_broker(
         broker = local_kafka(settings, port=port, data_dir=data_dir)
         was_running = broker.status().running
         status = broker.up()
-        release = (lambda: None) if was_running else (lambda: bool(broker.down()) and None)
+
+        def release() -> None:
+            if not was_running:  # leave a broker someone else started running
+                broker.down()
+
         return BrokerLease(status.bootstrap or broker.bootstrap, "local jars", release)
     if _docker_engine_runs():
         return _testcontainers_broker()

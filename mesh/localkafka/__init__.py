@@ -10,7 +10,9 @@ from pathlib import Path
 from mesh.settings import Settings
 
 
-def local_kafka(settings: Settings, *, port: int | None = None, data_dir: Path | None = None) -> LocalKafka:
+def local_kafka(
+    settings: Settings, *, port: int | None = None, data_dir: Path | None = None
+) -> LocalKafka:
     """The local broker the settings describe (options override them)."""
     return LocalKafka(
         data_dir or settings.state_dir / "kafka",

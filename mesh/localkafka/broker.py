@@ -80,7 +80,8 @@ class LocalKafka:
         recorded = self._recorded()
         if recorded is None or not _is_our_kafka(recorded["pid"], self._properties):
             return BrokerStatus(False, directory=self.directory)
-        return BrokerStatus(True, recorded["bootstrap"], recorded["pid"], self.directory)
+        bootstrap, pid = str(recorded["bootstrap"]), int(str(recorded["pid"]))
+        return BrokerStatus(True, bootstrap, pid, self.directory)
 
     def up(self) -> BrokerStatus:
         """Start the broker unless it runs; return once it answers metadata requests."""
@@ -145,7 +146,7 @@ class LocalKafka:
 
     def _spawn(self, jars: Path) -> subprocess.Popen[bytes]:
         command = [
-            "java", f"-Xms256m", f"-Xmx{self.heap}",
+            "java", "-Xms256m", f"-Xmx{self.heap}",
             "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExplicitGCInvokesConcurrent",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={INFRA_DIR / 'log4j2.properties'}",

@@ -60,7 +60,9 @@ class HttpRegistry:
         return self._by_id[schema_id]
 
     def lookup(self, subject: str, schema: str) -> RegisteredSchema:
-        return _registered(self._call("POST", f"/subjects/{_q(subject)}", {"schema": schema}), subject)
+        return _registered(
+            self._call("POST", f"/subjects/{_q(subject)}", {"schema": schema}), subject
+        )
 
     def subjects(self) -> list[str]:
         return list(self._call("GET", "/subjects"))
@@ -69,7 +71,9 @@ class HttpRegistry:
         return list(self._call("GET", f"/subjects/{_q(subject)}/versions"))
 
     def get_version(self, subject: str, version: int | str) -> RegisteredSchema:
-        return _registered(self._call("GET", f"/subjects/{_q(subject)}/versions/{version}"), subject)
+        return _registered(
+            self._call("GET", f"/subjects/{_q(subject)}/versions/{version}"), subject
+        )
 
     def get_level(self, subject: str | None = None) -> str:
         path = "/config" if subject is None else f"/config/{_q(subject)}?defaultToGlobal=true"

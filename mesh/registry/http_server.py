@@ -44,9 +44,7 @@ def registry_app(registry: SchemaRegistry) -> Starlette:
         Route("/schemas/ids/{id:int}/versions", api.id_versions, methods=["GET"]),
         Route("/schemas/ids/{id:int}/subjects", api.id_subjects, methods=["GET"]),
         Route("/compatibility/subjects/{subject}/versions", api.compat_all, methods=["POST"]),
-        Route(
-            "/compatibility/subjects/{subject}/versions/{version}", api.compat, methods=["POST"]
-        ),
+        Route("/compatibility/subjects/{subject}/versions/{version}", api.compat, methods=["POST"]),
         Route("/config", api.get_config, methods=["GET"]),
         Route("/config", api.put_config, methods=["PUT"]),
         Route("/config/{subject}", api.get_config, methods=["GET"]),

@@ -208,7 +208,9 @@ class KafkaRegistry:
             return
         producer = Producer(
             transactional_producer_config(
-                self.settings, self.bootstrap, f"{self.topic}-writer",
+                self.settings,
+                self.bootstrap,
+                f"{self.topic}-writer",
                 **{"linger.ms": 0, "transaction.timeout.ms": 10_000},
             )
         )
@@ -239,4 +241,3 @@ class KafkaRegistry:
             return False
         self.state.apply(entry)  # committed: fold it now; re-reading it later is a no-op
         return True
-

@@ -65,4 +65,3 @@ def lookup(state: RegistryState, subject: str, schema: str) -> RegisteredSchema:
     if found is None:
         raise SchemaNotFoundError(f"schema not found under subject {subject!r}")
     return found
-

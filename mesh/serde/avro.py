@@ -15,8 +15,15 @@ __all__ = ["ParsedSchema", "decode_body", "encode_body", "parse"]
 
 
 _TIME_TYPES = frozenset(
-    {"timestamp-millis", "timestamp-micros", "local-timestamp-millis", "local-timestamp-micros",
-     "time-millis", "time-micros", "date"}
+    {
+        "timestamp-millis",
+        "timestamp-micros",
+        "local-timestamp-millis",
+        "local-timestamp-micros",
+        "time-millis",
+        "time-micros",
+        "date",
+    }
 )
 
 

@@ -72,7 +72,9 @@ class Serde:
 
     def schema_id(self, subject: str, version: int | None = None) -> int:
         """The registry id of a subject's version, registering it if needed."""
-        return (self._writers.get((subject, version or 0)) or self._writer(subject, version)).schema_id
+        return (
+            self._writers.get((subject, version or 0)) or self._writer(subject, version)
+        ).schema_id
 
     def register_all(self) -> dict[str, int]:
         """Register every version of every subject, oldest first; returns newest ids."""

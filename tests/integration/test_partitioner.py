@@ -17,8 +17,12 @@ async def test_partitioners_agree(settings: Settings, topics: TopicAdmin) -> Non
     from_confluent: dict[bytes, int] = {}
     producer = Producer(producer_config(settings, bootstrap))
     for key in keys:
-        producer.produce(topic, b"v", key,
-                         on_delivery=lambda e, m: from_confluent.__setitem__(m.key(), m.partition()))
+        producer.produce(
+            topic,
+            b"v",
+            key,
+            on_delivery=lambda e, m: from_confluent.__setitem__(m.key(), m.partition()),
+        )
     producer.flush(15)
 
     from_aiokafka: dict[bytes, int] = {}

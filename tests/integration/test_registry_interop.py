@@ -26,8 +26,13 @@ from tests.conftest import free_port_pair
 from tests.registry_contract import RegistryContract
 
 HEARTBEAT = "mesh.registry.Heartbeat"
-RECORD = {"agent_id": "a-1", "instance_id": "i-1", "sequence": 42, "load": 0.25,
-          "in_flight_tasks": 3}
+RECORD = {
+    "agent_id": "a-1",
+    "instance_id": "i-1",
+    "sequence": 42,
+    "load": 0.25,
+    "in_flight_tasks": 3,
+}
 
 
 @pytest.fixture

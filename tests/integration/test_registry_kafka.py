@@ -1,7 +1,6 @@
 """The embedded registry on the real broker: the contract, and ids that are never reused."""
 
 import threading
-import traceback
 from collections.abc import Iterator
 
 import pytest
@@ -50,7 +49,9 @@ def test_two_writers_never_hand_out_one_id_twice(settings: Settings, topics: Top
         except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(w, t)) for w, t in zip(writers, "AB", strict=True)]
+    threads = [
+        threading.Thread(target=work, args=(w, t)) for w, t in zip(writers, "AB", strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -17,8 +17,9 @@ def test_ensure_creates_every_topic_with_its_configs(settings: Settings) -> None
     live = admin.topic_partitions()
     assert live[f"{settings.topic_prefix}_mesh_schemas"] == 1
     assert live[f"{settings.topic_prefix}mesh.tasks.v1"] == settings.partitions
-    configs = admin.topic_configs([f"{settings.topic_prefix}{AUDIT}",
-                                   f"{settings.topic_prefix}mesh.state.v1"])
+    configs = admin.topic_configs(
+        [f"{settings.topic_prefix}{AUDIT}", f"{settings.topic_prefix}mesh.state.v1"]
+    )
     assert configs[f"{settings.topic_prefix}{AUDIT}"]["retention.ms"] == "-1"
     assert configs[f"{settings.topic_prefix}{AUDIT}"]["cleanup.policy"] == "delete"
     assert configs[f"{settings.topic_prefix}mesh.state.v1"]["cleanup.policy"] == "compact"
@@ -40,8 +41,12 @@ def test_a_compacted_audit_topic_is_refused_and_nothing_is_created(settings: Set
     )[audit].result()
     with pytest.raises(TopicConfigConflictError) as caught:
         admin.ensure()
-    assert f"{audit}: cleanup.policy='compact' but the catalogue requires 'delete'" in str(caught.value)
-    assert set(admin.topic_partitions()) & {s.full_name(settings.topic_prefix) for s in catalogue()} == {audit}
+    assert f"{audit}: cleanup.policy='compact' but the catalogue requires 'delete'" in str(
+        caught.value
+    )
+    assert set(admin.topic_partitions()) & {
+        s.full_name(settings.topic_prefix) for s in catalogue()
+    } == {audit}
 
 
 def test_a_partition_count_mismatch_is_refused(settings: Settings) -> None:

@@ -12,7 +12,9 @@ def record(*fields: dict) -> dict:
 
 
 V1 = record({"name": "a", "type": "string"})
-V2_WITH_DEFAULT = record({"name": "a", "type": "string"}, {"name": "b", "type": "int", "default": 0})
+V2_WITH_DEFAULT = record(
+    {"name": "a", "type": "string"}, {"name": "b", "type": "int", "default": 0}
+)
 V2_NO_DEFAULT = record({"name": "a", "type": "string"}, {"name": "b", "type": "int"})
 V3_DROPS_A = record({"name": "b", "type": "int", "default": 0})
 
@@ -49,19 +51,25 @@ def test_non_transitive_checks_only_the_previous_version() -> None:
 
 def test_none_allows_anything_and_unknown_levels_are_named() -> None:
     assert check_versions("t.Thing", [(1, V1), (2, V2_NO_DEFAULT)], "NONE") == []
-    assert "unknown compatibility level 'SOMETIMES'" in check_versions(
-        "t.Thing", [(1, V1), (2, V1)], "SOMETIMES"
-    )[0]
+    assert (
+        "unknown compatibility level 'SOMETIMES'"
+        in check_versions("t.Thing", [(1, V1), (2, V1)], "SOMETIMES")[0]
+    )
 
 
 def test_nested_field_is_named_with_its_path() -> None:
     inner_v1 = {"type": "record", "name": "In", "fields": [{"name": "x", "type": "int"}]}
-    inner_v2 = {"type": "record", "name": "In", "fields": [{"name": "x", "type": "int"},
-                                                          {"name": "y", "type": "int"}]}
+    inner_v2 = {
+        "type": "record",
+        "name": "In",
+        "fields": [{"name": "x", "type": "int"}, {"name": "y", "type": "int"}],
+    }
     problems = check_versions(
         "t.Thing",
-        [(1, record({"name": "inner", "type": inner_v1})),
-         (2, record({"name": "inner", "type": inner_v2}))],
+        [
+            (1, record({"name": "inner", "type": inner_v1})),
+            (2, record({"name": "inner", "type": inner_v2})),
+        ],
         "BACKWARD",
     )
     assert "field inner.y" in problems[0]

@@ -31,7 +31,9 @@ def test_rest_errors_follow_confluent() -> None:
         assert missing.status_code == 404
         assert missing.json()["error_code"] == 40401
         assert client.get("/schemas/ids/42").json()["error_code"] == 40403
-        protobuf = client.post("/subjects/x/versions", json={"schema": "x", "schemaType": "PROTOBUF"})
+        protobuf = client.post(
+            "/subjects/x/versions", json={"schema": "x", "schemaType": "PROTOBUF"}
+        )
         assert protobuf.status_code == 422
         assert "this registry serves AVRO" in protobuf.json()["message"]
         not_json = client.post("/subjects/x/versions", content=b"{{")

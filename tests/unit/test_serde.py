@@ -30,8 +30,7 @@ def test_wire_format_is_magic_zero_then_big_endian_id() -> None:
 
 
 def test_round_trip_of_the_newest_version(serde: Serde) -> None:
-    record = {"agent_id": "a", "instance_id": "i", "sequence": 7, "load": 0.5,
-              "in_flight_tasks": 2}
+    record = {"agent_id": "a", "instance_id": "i", "sequence": 7, "load": 0.5, "in_flight_tasks": 2}
     decoded = serde.decode(serde.encode(HEARTBEAT, record))
     assert decoded.subject == HEARTBEAT
     assert decoded.record == record
@@ -45,8 +44,10 @@ def test_v1_data_read_by_a_v2_reader_gets_defaults(serde: Serde) -> None:
 
 
 def test_v2_data_read_by_a_v1_reader_drops_new_fields(serde: Serde) -> None:
-    data = serde.encode(HEARTBEAT, {"agent_id": "a", "instance_id": "i", "sequence": 1,
-                                    "load": 0.9, "in_flight_tasks": 4})
+    data = serde.encode(
+        HEARTBEAT,
+        {"agent_id": "a", "instance_id": "i", "sequence": 1, "load": 0.9, "in_flight_tasks": 4},
+    )
     assert serde.decode(data, reader_version=1).record == {
         "agent_id": "a", "instance_id": "i", "sequence": 1,
     }  # fmt: skip
@@ -58,8 +59,13 @@ def test_versions_get_distinct_ids(serde: Serde) -> None:
 
 
 def test_timestamps_stay_epoch_millis(serde: Serde) -> None:
-    record = {"reason_code": "x", "reason": "y", "original": b"\x01", "detected_by": "t",
-              "detected_at": 1_700_000_000_123}
+    record = {
+        "reason_code": "x",
+        "reason": "y",
+        "original": b"\x01",
+        "detected_by": "t",
+        "detected_at": 1_700_000_000_123,
+    }
     decoded = serde.decode(serde.encode("mesh.dlq.DeadLetter", record)).record
     assert decoded["detected_at"] == 1_700_000_000_123
 
@@ -76,7 +82,9 @@ def test_wrong_magic_byte(serde: Serde) -> None:
 
 
 def test_unknown_schema_id(serde: Serde) -> None:
-    with pytest.raises(UnknownSchemaIdError, match="schema id 999999 is not in the schema registry"):
+    with pytest.raises(
+        UnknownSchemaIdError, match="schema id 999999 is not in the schema registry"
+    ):
         serde.decode(struct.pack(">bI", 0, 999_999) + b"\x02a")
 
 
@@ -100,7 +108,12 @@ def test_record_that_does_not_fit_its_schema(serde: Serde) -> None:
 def test_every_bad_input_error_shares_one_root() -> None:
     from mesh.errors import MeshError, SerdeError
 
-    for error in (MalformedMessageError, WrongMagicByteError, UnknownSchemaIdError,
-                  TruncatedBodyError, RecordEncodeError):
+    for error in (
+        MalformedMessageError,
+        WrongMagicByteError,
+        UnknownSchemaIdError,
+        TruncatedBodyError,
+        RecordEncodeError,
+    ):
         assert issubclass(error, SerdeError)
         assert issubclass(error, MeshError)

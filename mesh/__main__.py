@@ -1,0 +1,3 @@
+from mesh.cli.app import main
+
+main()

@@ -1,0 +1,79 @@
+"""The `mesh` command as a user runs it: real processes, the session broker."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mesh.settings import Settings
+
+MESH = [sys.executable, "-m", "mesh"]
+
+
+def run(
+    args: list[str], settings: Settings | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    if settings is not None:
+        environment |= {
+            "MESH_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
+            "MESH_TOPIC_PREFIX": settings.topic_prefix,
+            "MESH_STATE_DIR": str(settings.state_dir),
+            "MESH_PARTITIONS": str(settings.partitions),
+        }
+    environment |= env
+    environment["COLUMNS"] = "200"
+    return subprocess.run(
+        MESH + args, capture_output=True, text=True, env=environment, timeout=180, check=False
+    )
+
+
+def test_bad_arguments_are_usage_errors() -> None:
+    result = run(["kafka", "up", "--port", "eleven"])
+    assert result.returncode == 2
+    assert "Invalid value for '--port'" in result.stderr
+    assert "valid integer" in result.stderr
+    low = run(["kafka", "up", "--port", "5"])
+    assert low.returncode == 2
+    assert "greater than or equal to 1024" in low.stderr
+    assert run(["no-such-command"]).returncode == 2
+
+
+def test_broken_config_is_one_clear_line(tmp_path: Path) -> None:
+    result = run(["topics", "ensure"], MESH_PARTITIONS="lots", MESH_STATE_DIR=str(tmp_path))
+    assert result.returncode == 2
+    assert "error (config): MESH_PARTITIONS='lots' is not a whole number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_broker_says_what_to_do(tmp_path: Path) -> None:
+    result = run(["topics", "ensure"], MESH_STATE_DIR=str(tmp_path))
+    assert result.returncode == 1
+    assert "Run `mesh kafka up`, or set MESH_BOOTSTRAP_SERVERS" in result.stderr
+
+
+def test_topics_ensure_twice(settings: Settings) -> None:
+    first = run(["topics", "ensure"], settings)
+    assert first.returncode == 0, first.stderr
+    assert f"created  {settings.topic_prefix}mesh.audit.v1" in first.stdout
+    second = run(["topics", "ensure"], settings)
+    assert second.returncode == 0
+    assert "created" not in second.stdout
+    assert f"ok       {settings.topic_prefix}mesh.audit.v1" in second.stdout
+
+
+def test_schemas_check_and_register(settings: Settings) -> None:
+    assert run(["schemas", "check"]).returncode == 0
+    assert run(["topics", "ensure"], settings).returncode == 0
+    registered = run(["schemas", "register"], settings)
+    assert registered.returncode == 0, registered.stderr
+    assert "mesh.Envelope" in registered.stdout
+
+
+def test_demo_round_trip(settings: Settings) -> None:
+    result = run(["demo"], settings)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verified from intake" in result.stdout
+    assert "bad_signature" in result.stdout
+    assert "wrong_magic_byte" in result.stdout
+    assert "1 message verified and delivered, 2 refused" in result.stdout
