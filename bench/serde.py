@@ -62,8 +62,11 @@ def records(n: int) -> list[tuple[Envelope, dict[str, object]]]:
             "role": "AGENT",
             "parts": [
                 {"kind": "TEXT", "text": f"Findings for task {i}: " + "the market grew. " * 20},
-                {"kind": "DATA", "data_json": '{"sources": 4, "confidence": 0.82}',
-                 "mime_type": "application/json"},
+                {
+                    "kind": "DATA",
+                    "data_json": '{"sources": 4, "confidence": 0.82}',
+                    "mime_type": "application/json",
+                },
             ],
             "metadata": {"step": "research"},
         }
@@ -137,10 +140,12 @@ def run(serde: Serde, where: str) -> None:
     figures["rounds"] = ROUNDS
     figures["mesh message size (bytes, signed)"] = len(signed_bytes[0])
     figures["plain message size (bytes)"] = len(plain_bytes[0])
-    figures["signing cost per message (us)"] = 1e6 / m["mesh encode + sign"] - 1e6 / m[
-        "mesh encode (unsigned)"]
-    figures["verification cost per message (us)"] = 1e6 / m["mesh verify + decode"] - 1e6 / m[
-        "mesh decode (unverified)"]
+    figures["signing cost per message (us)"] = (
+        1e6 / m["mesh encode + sign"] - 1e6 / m["mesh encode (unsigned)"]
+    )
+    figures["verification cost per message (us)"] = (
+        1e6 / m["mesh verify + decode"] - 1e6 / m["mesh decode (unverified)"]
+    )
     ratios = {
         "mesh encode / plain encode (target >= 0.60)": m["mesh encode (unsigned)"]
         / m["plain fastavro encode"],

@@ -14,6 +14,7 @@ whether the same call may succeed later without anyone changing anything.
     │   │   └── WrongMagicByteError    first byte is not 0
     │   ├── UnknownSchemaIdError       the schema id is not in the registry
     │   ├── TruncatedBodyError         the Avro body ends early or has trailing junk
+    │   ├── OversizeMessageError       larger than MESH_MAX_MESSAGE_BYTES
     │   └── RecordEncodeError          a record does not fit its schema
     ├── IdentityError
     │   ├── BadSignatureError          the envelope signature does not verify
@@ -45,6 +46,7 @@ __all__ = [
     "LocalKafkaError",
     "MalformedMessageError",
     "MeshError",
+    "OversizeMessageError",
     "RecordEncodeError",
     "RegistryFencedError",
     "RegistryUnavailableError",
@@ -94,6 +96,10 @@ class UnknownSchemaIdError(SerdeError):
 
 class TruncatedBodyError(SerdeError):
     code = "truncated_body"
+
+
+class OversizeMessageError(SerdeError):
+    code = "oversize"
 
 
 class RecordEncodeError(SerdeError):

@@ -69,9 +69,8 @@ def _exchange(
     keys_dir = settings.state_dir / "keys"
     intake = load_or_create_key(keys_dir / "intake.key", "intake")
     research = load_or_create_key(keys_dir / "research.key", "research")
-    codec = MessageCodec(
-        serde, PublicKeys({"intake": intake.public_bytes, "research": research.public_bytes})
-    )
+    keys = PublicKeys({"intake": intake.public_bytes, "research": research.public_bytes})
+    codec = MessageCodec(serde, keys, max_bytes=settings.max_message_bytes)
     inbox = f"{settings.topic_prefix}{inbox_topic('research').name}"
     values = _outgoing(codec, intake)
     producer = Producer(producer_config(settings, bootstrap))

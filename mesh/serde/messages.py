@@ -18,7 +18,7 @@ from typing import Any
 
 from mesh.contracts import ENVELOPE_SUBJECT
 from mesh.envelope import SIGNATURE_SCHEME, Envelope
-from mesh.errors import BadSignatureError
+from mesh.errors import BadSignatureError, OversizeMessageError
 from mesh.identity import AgentKey, KeyResolver, verify_signature
 from mesh.serde.codec import Serde
 
@@ -38,9 +38,10 @@ class OpenedMessage:
 class MessageCodec:
     """Seal (encode + sign) and open (verify + decode) mesh messages."""
 
-    def __init__(self, serde: Serde, keys: KeyResolver) -> None:
+    def __init__(self, serde: Serde, keys: KeyResolver, max_bytes: int = 1_048_576) -> None:
         self.serde = serde
         self.keys = keys
+        self.max_bytes = max_bytes
 
     def seal(
         self,
@@ -52,6 +53,7 @@ class MessageCodec:
         """The wire bytes of a message; unsigned (empty signature) only when ``key`` is None."""
         framed_body = self.serde.encode(body_subject, body)
         unsigned = self.serde.encode(ENVELOPE_SUBJECT, envelope.to_record(framed_body))
+        self._refuse_oversize(len(unsigned) + 65, "sending")
         if key is None:
             return unsigned
         # An empty ``bytes`` field is the single byte 0 (its length); the signed prefix is
@@ -62,6 +64,7 @@ class MessageCodec:
 
     def open(self, data: bytes, *, verify: bool = True) -> OpenedMessage:
         """Decode and (unless ``verify`` is False) verify; raise a SerdeError or IdentityError."""
+        self._refuse_oversize(len(data), "received")
         decoded = self.serde.decode(data)
         record = decoded.record
         if decoded.subject != ENVELOPE_SUBJECT:
@@ -74,6 +77,13 @@ class MessageCodec:
             self._verify(data, record, envelope.sender)
         body = self.serde.decode(record["body"])
         return OpenedMessage(envelope, body.subject, body.record, data)
+
+    def _refuse_oversize(self, size: int, what: str) -> None:
+        if size > self.max_bytes:
+            raise OversizeMessageError(
+                f"message {what} is {size} bytes, over the limit of {self.max_bytes} "
+                "(MESH_MAX_MESSAGE_BYTES); send large content as a file part with a URI instead"
+            )
 
     def _verify(self, data: bytes, record: dict[str, Any], sender: str) -> None:
         scheme = record.get("signature_scheme")

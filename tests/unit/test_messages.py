@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mesh.envelope import RecipientKind, new_envelope
-from mesh.errors import BadSignatureError, KeyFileError, UnknownSenderError
+from mesh.errors import BadSignatureError, KeyFileError, OversizeMessageError, UnknownSenderError
 from mesh.identity import AgentKey, PublicKeys, load_or_create_key
 from mesh.registry.memory import InMemoryRegistry
 from mesh.serde.codec import Serde
@@ -81,6 +81,19 @@ def test_unregistered_sender(codec: MessageCodec) -> None:
     with pytest.raises(
         UnknownSenderError, match="no public key is registered for sender 'mallory'"
     ):
+        codec.open(data)
+
+
+def test_oversize_messages_are_refused_both_ways(alice: AgentKey) -> None:
+    codec = MessageCodec(
+        Serde(InMemoryRegistry()), PublicKeys({"alice": alice.public_bytes}), max_bytes=2048
+    )
+    big = {"role": "AGENT", "parts": [{"kind": "TEXT", "text": "x" * 4096}]}
+    with pytest.raises(OversizeMessageError, match="over the limit of 2048"):
+        codec.seal(new_envelope("alice", "bob"), "mesh.a2a.Message", big, alice)
+    roomy = MessageCodec(codec.serde, codec.keys)
+    data = roomy.seal(new_envelope("alice", "bob"), "mesh.a2a.Message", big, alice)
+    with pytest.raises(OversizeMessageError, match="message received is"):
         codec.open(data)
 
 
