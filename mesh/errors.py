@@ -27,6 +27,10 @@ whether the same call may succeed later without anyone changing anything.
     │   ├── RegistryFencedError        another registry writer took over (retriable)
     │   └── RegistryUnavailableError   the external registry did not answer (retriable)
     ├── SchemaCatalogueError           the schemas/ directory breaks its own rules
+    ├── EventRejectedError             a well-formed event the domain refuses (dead-lettered)
+    │   ├── RegistrationConflictError  same agent id, different key
+    │   └── StaleWriteError            a context write against an outdated version
+    ├── ProcessorError                 a processor cannot run (co-partitioning, a bug: fail loudly)
     ├── KafkaUnavailableError          no broker answered (retriable)
     ├── TopicError
     │   ├── TopicConfigConflictError   an existing topic contradicts the catalogue
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "EventRejectedError",
     "IdentityError",
     "IncompatibleSchemaError",
     "InvalidSchemaError",
@@ -47,13 +52,16 @@ __all__ = [
     "MalformedMessageError",
     "MeshError",
     "OversizeMessageError",
+    "ProcessorError",
     "RecordEncodeError",
+    "RegistrationConflictError",
     "RegistryFencedError",
     "RegistryUnavailableError",
     "SchemaCatalogueError",
     "SchemaNotFoundError",
     "SchemaRegistryError",
     "SerdeError",
+    "StaleWriteError",
     "SubjectNotFoundError",
     "TopicConfigConflictError",
     "TopicError",
@@ -171,6 +179,22 @@ class RegistryUnavailableError(SchemaRegistryError):
 
 class SchemaCatalogueError(MeshError):
     code = "schema_catalogue"
+
+
+class EventRejectedError(MeshError):
+    code = "rejected"
+
+
+class RegistrationConflictError(EventRejectedError):
+    code = "registration_conflict"
+
+
+class StaleWriteError(EventRejectedError):
+    code = "stale_write"
+
+
+class ProcessorError(MeshError):
+    code = "processor"
 
 
 class KafkaUnavailableError(MeshError):

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from mesh.contracts import ENVELOPE_SUBJECT
 from mesh.envelope import SIGNATURE_SCHEME, Envelope
 from mesh.errors import BadSignatureError, OversizeMessageError
@@ -33,6 +35,21 @@ class OpenedMessage:
     body_subject: str
     body: dict[str, Any]
     raw: bytes
+    signature_scheme: str = SIGNATURE_SCHEME
+    signature: bytes = b""
+
+    def verify(self, public_key: bytes | Ed25519PublicKey) -> None:
+        """Raise BadSignatureError unless the sender's key (raw 32 bytes or a key) signed it."""
+        sender = self.envelope.sender
+        if self.signature_scheme != SIGNATURE_SCHEME:
+            raise BadSignatureError(
+                f"signature scheme {self.signature_scheme!r} from {sender!r} is not "
+                f"supported; this mesh verifies {SIGNATURE_SCHEME!r}"
+            )
+        if isinstance(public_key, bytes):
+            public_key = Ed25519PublicKey.from_public_bytes(public_key)
+        tail = len(self.signature) + len(_zigzag_varint(len(self.signature)))
+        verify_signature(public_key, self.signature, self.raw[: len(self.raw) - tail], sender)
 
 
 class MessageCodec:
@@ -72,11 +89,18 @@ class MessageCodec:
                 f"expected a {ENVELOPE_SUBJECT} but got {decoded.subject}: the record was not "
                 "sent through a mesh sidecar"
             )
-        envelope = Envelope.from_record(record)
-        if verify:
-            self._verify(data, record, envelope.sender)
         body = self.serde.decode(record["body"])
-        return OpenedMessage(envelope, body.subject, body.record, data)
+        opened = OpenedMessage(
+            Envelope.from_record(record),
+            body.subject,
+            body.record,
+            data,
+            record["signature_scheme"],
+            record["signature"],
+        )
+        if verify:
+            opened.verify(self.keys.public_key(opened.envelope.sender))
+        return opened
 
     def _refuse_oversize(self, size: int, what: str) -> None:
         if size > self.max_bytes:
@@ -84,17 +108,6 @@ class MessageCodec:
                 f"message {what} is {size} bytes, over the limit of {self.max_bytes} "
                 "(MESH_MAX_MESSAGE_BYTES); send large content as a file part with a URI instead"
             )
-
-    def _verify(self, data: bytes, record: dict[str, Any], sender: str) -> None:
-        scheme = record.get("signature_scheme")
-        if scheme != SIGNATURE_SCHEME:
-            raise BadSignatureError(
-                f"signature scheme {scheme!r} from {sender!r} is not supported; "
-                f"this mesh verifies {SIGNATURE_SCHEME!r}"
-            )
-        signature: bytes = record["signature"]
-        signed_length = len(data) - len(signature) - len(_zigzag_varint(len(signature)))
-        verify_signature(self.keys.public_key(sender), signature, data[:signed_length], sender)
 
 
 def _zigzag_varint(value: int) -> bytes:

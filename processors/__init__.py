@@ -1,0 +1,1 @@
+"""Stream processors: pure logic (one package each) and the runtime that drives them."""

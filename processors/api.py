@@ -1,0 +1,100 @@
+"""The processor contract: pure logic the runtime drives (Kafka Streams' ``Processor``).
+
+A processor never touches a client. It is handed decoded events and a context through which it
+reads and replaces keyed state (``ctx.get`` / ``ctx.put``) and emits further records. State
+values are frozen; a processor computes the next one with a pure ``apply(state, event)``.
+
+The runtime (``processors.runtime``) owns the consumers, the transactional producer, commits,
+restore, wall-clock punctuation and the dead-letter policy. The test driver
+(``processors.testing``) runs the same processor with no broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from mesh.envelope import Envelope
+from mesh.serde.messages import OpenedMessage
+
+__all__ = ["Context", "Event", "Processor", "PunctuationContext", "S"]
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One decoded input record. ``topic`` is the catalogue name, without the prefix."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    message: OpenedMessage
+
+    @property
+    def envelope(self) -> Envelope:
+        return self.message.envelope
+
+    @property
+    def subject(self) -> str:
+        return self.message.body_subject
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.message.body
+
+
+class Context(Protocol, Generic[S]):
+    """What a processor may do while handling one event (all on the event's partition)."""
+
+    @property
+    def now_ms(self) -> int: ...
+
+    def get(self, key: str) -> S | None: ...
+
+    def put(self, key: str, state: S) -> None:
+        """Replace the key's state; the runtime writes it to the store topic (the changelog)."""
+        ...
+
+    def emit(self, topic: str, key: str, subject: str, record: Mapping[str, Any]) -> None:
+        """Produce a further record (same transaction as everything else of this event)."""
+        ...
+
+
+class PunctuationContext(Protocol, Generic[S]):
+    """What a processor may do on a wall-clock tick: scan and replace state everywhere."""
+
+    @property
+    def now_ms(self) -> int: ...
+
+    def items(self) -> Iterator[tuple[str, S]]: ...
+
+    def put(self, key: str, state: S) -> None: ...
+
+
+class Processor(Protocol, Generic[S]):
+    """Pure logic with keyed state kept in ``store_topic`` (compacted, co-partitioned)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    store_topic: str
+    store_subject: str
+    punctuate_every_ms: int | None
+
+    def init(self) -> None: ...
+
+    def process(self, event: Event, ctx: Context[S]) -> None:
+        """Handle one event. Raise an EventRejectedError (or a SerdeError/IdentityError) to
+        dead-letter it with the reason; any other exception is a bug and stops the processor."""
+        ...
+
+    def punctuate(self, ctx: PunctuationContext[S]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def encode_state(self, state: S) -> dict[str, Any]: ...
+
+    def decode_state(self, record: dict[str, Any]) -> S: ...

@@ -1,0 +1,161 @@
+"""The agent record and its pure transitions. No I/O, no client: ``apply(state, fact) -> state``.
+
+Transitions are idempotent and tolerate reordering, because the log may redeliver and agents'
+clocks and partitions interleave:
+
+* a heartbeat never moves ``last_heartbeat`` backwards;
+* a card change older than the record's last change is ignored;
+* registering again with the same key refreshes the record; with another key it is refused
+  until the agent is retired (a takeover would let anyone impersonate the agent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from mesh.errors import EventRejectedError, RegistrationConflictError
+
+__all__ = ["AgentState", "AgentStatus", "apply", "mark_stale"]
+
+
+class AgentStatus(StrEnum):
+    LIVE = "LIVE"
+    STALE = "STALE"
+    HALTED = "HALTED"
+    RETIRED = "RETIRED"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    agent_id: str
+    owner: str
+    version: str
+    public_key: bytes
+    agent_card_json: str
+    depends_on_agents: tuple[str, ...] = ()
+    depends_on_tools: tuple[str, ...] = ()
+    depends_on_topics: tuple[str, ...] = ()
+    observed_agents: tuple[str, ...] = ()
+    observed_tools: tuple[str, ...] = ()
+    status: AgentStatus = AgentStatus.LIVE
+    last_heartbeat_ms: int | None = None
+    certifications: tuple[str, ...] = ()
+    updated_at_ms: int = 0
+
+
+def apply(state: AgentState | None, subject: str, body: dict[str, Any], at_ms: int) -> AgentState:
+    """The record after one fact. Raise EventRejectedError for a fact that cannot apply."""
+    handler = _HANDLERS.get(subject)
+    if handler is None:
+        raise EventRejectedError(f"the registry does not take {subject} events")
+    if subject != "mesh.registry.AgentRegistered" and state is None:
+        raise EventRejectedError(
+            f"{subject} for agent {body.get('agent_id')!r}, which is not registered; "
+            "register the agent first"
+        )
+    return handler(state, body, at_ms)
+
+
+def mark_stale(state: AgentState, now_ms: int, stale_after_ms: int) -> AgentState | None:
+    """The stale record if heartbeats stopped more than ``stale_after_ms`` ago, else None."""
+    if state.status is not AgentStatus.LIVE:
+        return None
+    last = state.last_heartbeat_ms if state.last_heartbeat_ms is not None else state.updated_at_ms
+    if now_ms - last <= stale_after_ms:
+        return None
+    return replace(state, status=AgentStatus.STALE, updated_at_ms=now_ms)
+
+
+def _registered(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
+    key = bytes(body["public_key"])
+    if state is not None and state.status is not AgentStatus.RETIRED and state.public_key != key:
+        raise RegistrationConflictError(
+            f"agent {body['agent_id']!r} is already registered with another public key; "
+            "retire it first (mesh.registry.AgentRetired signed with the old key) or register "
+            "under a new id"
+        )
+    fresh = AgentState(
+        agent_id=body["agent_id"],
+        owner=body["owner"],
+        version=body["version"],
+        public_key=key,
+        agent_card_json=body["agent_card_json"],
+        depends_on_agents=tuple(body.get("depends_on_agents", ())),
+        depends_on_tools=tuple(body.get("depends_on_tools", ())),
+        depends_on_topics=tuple(body.get("depends_on_topics", ())),
+        last_heartbeat_ms=at_ms,
+        updated_at_ms=at_ms,
+    )
+    if state is None or state.public_key != key:
+        return fresh
+    # The same agent again (a restart): keep what was learnt about it, never go back in time,
+    # and stay halted if it was halted (only a resume lifts a halt).
+    return replace(
+        fresh,
+        observed_agents=state.observed_agents,
+        observed_tools=state.observed_tools,
+        status=AgentStatus.HALTED if state.status is AgentStatus.HALTED else AgentStatus.LIVE,
+        last_heartbeat_ms=max(at_ms, state.last_heartbeat_ms or 0),
+        certifications=state.certifications if state.version == fresh.version else (),
+        updated_at_ms=max(at_ms, state.updated_at_ms),
+    )
+
+
+def _heartbeat(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
+    assert state is not None  # noqa: S101 - apply checked
+    if state.status is AgentStatus.RETIRED:
+        raise EventRejectedError(f"heartbeat from retired agent {state.agent_id!r}; re-register it")
+    last = max(at_ms, state.last_heartbeat_ms or 0)
+    status = AgentStatus.LIVE if state.status is AgentStatus.STALE else state.status
+    if last == state.last_heartbeat_ms and status is state.status:
+        return state
+    return replace(
+        state, last_heartbeat_ms=last, status=status, updated_at_ms=max(at_ms, state.updated_at_ms)
+    )
+
+
+def _capabilities(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
+    assert state is not None  # noqa: S101
+    if at_ms < state.updated_at_ms:
+        return state  # an older card arriving late
+    return replace(state, agent_card_json=body["agent_card_json"], updated_at_ms=at_ms)
+
+
+def _certified(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
+    assert state is not None  # noqa: S101
+    if body["agent_version"] != state.version or body["level"] in state.certifications:
+        return state
+    return replace(
+        state,
+        certifications=(*state.certifications, body["level"]),
+        updated_at_ms=max(at_ms, state.updated_at_ms),
+    )
+
+
+def _retired(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
+    assert state is not None  # noqa: S101
+    if state.status is AgentStatus.RETIRED:
+        return state
+    return replace(state, status=AgentStatus.RETIRED, updated_at_ms=max(at_ms, state.updated_at_ms))
+
+
+def _telemetry(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
+    assert state is not None  # noqa: S101
+    kind, name, peer = body.get("kind"), body.get("name"), body.get("peer")
+    if kind == "TOOL_CALL" and name and name not in state.observed_tools:
+        return replace(state, observed_tools=(*state.observed_tools, name))
+    if kind == "MESSAGE_SENT" and peer and peer not in state.observed_agents:
+        return replace(state, observed_agents=(*state.observed_agents, peer))
+    return state
+
+
+_HANDLERS = {
+    "mesh.registry.AgentRegistered": _registered,
+    "mesh.registry.Heartbeat": _heartbeat,
+    "mesh.registry.CapabilitiesChanged": _capabilities,
+    "mesh.registry.AgentCertified": _certified,
+    "mesh.registry.AgentRetired": _retired,
+    "mesh.telemetry.TelemetryEvent": _telemetry,
+}

@@ -1,0 +1,1 @@
+"""The processor runtime: exactly-once consume-process-produce on confluent-kafka."""

@@ -1,0 +1,201 @@
+"""The registry processor through the test driver: no broker, a manual clock."""
+
+import json
+
+import pytest
+
+from mesh.identity import AgentKey
+from mesh.topics import DLQ, REGISTRY, REGISTRY_EVENTS, TELEMETRY
+from processors.registry import AgentStatus, RegistryProcessor
+from processors.testing import TestDriver
+
+CARD = json.dumps({"name": "Research", "skills": [{"id": "research", "name": "Research"}]})
+
+
+@pytest.fixture
+def operator() -> AgentKey:
+    return AgentKey.generate("operator:alice")
+
+
+@pytest.fixture
+def driver(operator: AgentKey) -> TestDriver:
+    processor = RegistryProcessor(
+        stale_after_ms=10_000, operator_keys={operator.agent_id: operator.public_bytes}
+    )
+    return TestDriver(processor, start_ms=1_000_000)
+
+
+@pytest.fixture
+def research() -> AgentKey:
+    return AgentKey.generate("research")
+
+
+def register(driver: TestDriver, key: AgentKey, version: str = "1.0", **extra: object) -> None:
+    body = {
+        "agent_id": key.agent_id,
+        "owner": "team-r",
+        "version": version,
+        "public_key": key.public_bytes,
+        "agent_card_json": CARD,
+        "depends_on_agents": ["drafting"],
+        "depends_on_tools": ["web.search"],
+        **extra,
+    }
+    driver.pipe(
+        REGISTRY_EVENTS, key.agent_id, driver.seal(key, "mesh.registry.AgentRegistered", body)
+    )
+
+
+def heartbeat(driver: TestDriver, key: AgentKey, at_ms: int, seq: int = 1) -> bytes:
+    value = driver.seal(
+        key,
+        "mesh.registry.Heartbeat",
+        {"agent_id": key.agent_id, "instance_id": "i-1", "sequence": seq},
+        at_ms=at_ms,
+    )
+    driver.pipe(REGISTRY_EVENTS, key.agent_id, value)
+    return value
+
+
+def test_registration_produces_the_agent_record(driver: TestDriver, research: AgentKey) -> None:
+    register(driver, research)
+    [(key, record)] = driver.read(REGISTRY)
+    assert key == "research"
+    assert record["status"] == "LIVE"
+    assert record["public_key"] == research.public_bytes
+    assert record["depends_on_agents"] == ["drafting"]
+    assert record["last_heartbeat"] == 1_000_000
+    assert json.loads(record["agent_card_json"])["skills"][0]["id"] == "research"
+
+
+def test_heartbeats_move_forward_only(driver: TestDriver, research: AgentKey) -> None:
+    register(driver, research)
+    heartbeat(driver, research, 1_005_000, seq=2)
+    heartbeat(driver, research, 1_003_000, seq=1)  # late, out of order
+    state = driver.state("research")
+    assert state is not None and state.last_heartbeat_ms == 1_005_000
+    assert len(driver.read(REGISTRY)) == 2  # the late one changed nothing, so emitted nothing
+
+
+def test_a_redelivered_record_is_a_no_op(driver: TestDriver, research: AgentKey) -> None:
+    register(driver, research)
+    value = heartbeat(driver, research, 1_002_000)
+    before = len(driver.outputs)
+    assert driver.pipe(REGISTRY_EVENTS, "research", value, offset=1) == []  # same offset
+    driver.pipe(REGISTRY_EVENTS, "research", value)  # same message at a new offset
+    assert len(driver.outputs) == before
+
+
+def test_silence_marks_stale_and_a_heartbeat_revives(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    driver.advance(10_000)  # exactly at the limit: still live
+    assert driver.state("research").status is AgentStatus.LIVE
+    driver.advance(1_000)  # just over
+    assert driver.state("research").status is AgentStatus.STALE
+    assert driver.read(REGISTRY)[-1][1]["status"] == "STALE"
+    driver.advance(5_000)
+    assert len(driver.read(REGISTRY)) == 2  # stale once, not again every tick
+    heartbeat(driver, research, driver.now_ms)
+    assert driver.state("research").status is AgentStatus.LIVE
+
+
+def test_same_id_with_another_key_is_refused_to_the_dlq(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    impostor = AgentKey.generate("research")
+    register(driver, impostor)
+    [letter] = driver.dead_letters()
+    assert letter["reason_code"] == "registration_conflict"
+    assert "already registered with another public key" in letter["reason"]
+    assert letter["source_topic"] == REGISTRY_EVENTS
+    assert driver.state("research").public_key == research.public_bytes
+
+
+def test_retired_agent_may_register_a_new_key(driver: TestDriver, research: AgentKey) -> None:
+    register(driver, research)
+    driver.pipe(
+        REGISTRY_EVENTS,
+        "research",
+        driver.seal(
+            research, "mesh.registry.AgentRetired", {"agent_id": "research", "reason": "rotate"}
+        ),
+    )
+    assert driver.state("research").status is AgentStatus.RETIRED
+    rotated = AgentKey.generate("research")
+    register(driver, rotated, version="2.0")
+    state = driver.state("research")
+    assert state.public_key == rotated.public_bytes and state.status is AgentStatus.LIVE
+    assert driver.dead_letters() == []
+
+
+def test_unregistered_forged_and_misaddressed_events_are_dead_lettered(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    heartbeat(driver, research, 1_000_001)  # never registered
+    register(driver, research)
+    forger = AgentKey.generate("research")
+    heartbeat(driver, forger, 1_000_002)  # signed with the wrong key
+    driver.pipe(
+        REGISTRY_EVENTS,
+        "someone-else",
+        driver.seal(
+            research,
+            "mesh.registry.Heartbeat",
+            {"agent_id": "research", "instance_id": "i", "sequence": 1},
+        ),
+    )
+    driver.pipe(REGISTRY_EVENTS, "research", b"\x00\x00\x00\x7f\x7fjunk")
+    codes = [d["reason_code"] for d in driver.dead_letters()]
+    assert codes == ["unknown_sender", "bad_signature", "rejected", "unknown_schema_id"]
+    assert driver.dead_letters()[-1]["original"] == b"\x00\x00\x00\x7f\x7fjunk"
+
+
+def test_certification_needs_an_operator_key(
+    driver: TestDriver, research: AgentKey, operator: AgentKey
+) -> None:
+    register(driver, research)
+    body = {
+        "agent_id": "research",
+        "agent_version": "1.0",
+        "level": "production",
+        "certified_by": operator.agent_id,
+    }
+    driver.pipe(
+        REGISTRY_EVENTS, "research", driver.seal(research, "mesh.registry.AgentCertified", body)
+    )  # self-certified
+    driver.pipe(
+        REGISTRY_EVENTS, "research", driver.seal(operator, "mesh.registry.AgentCertified", body)
+    )
+    assert driver.state("research").certifications == ("production",)
+    assert [d["reason_code"] for d in driver.dead_letters()] == ["unknown_sender"]
+
+
+def test_observed_traffic_extends_the_dependency_map(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    for kind, name, peer in (
+        ("TOOL_CALL", "web.search", None),
+        ("MESSAGE_SENT", "send", "review"),
+        ("TOOL_CALL", "web.search", None),
+    ):
+        driver.pipe(
+            TELEMETRY,
+            "research",
+            driver.seal(
+                research,
+                "mesh.telemetry.TelemetryEvent",
+                {"agent_id": "research", "kind": kind, "name": name, "peer": peer},
+            ),
+        )
+    state = driver.state("research")
+    assert state.observed_tools == ("web.search",)
+    assert state.observed_agents == ("review",)
+
+
+def test_dead_letters_go_to_the_dlq_topic(driver: TestDriver) -> None:
+    driver.pipe(REGISTRY_EVENTS, "x", b"plain text")
+    assert [r.topic for r in driver.outputs] == [DLQ]
