@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-import uuid
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from mesh.errors import KafkaUnavailableError, RegistryFencedError
-from mesh.kafka.config import base_config, transactional_producer_config
+from mesh.kafka.config import transactional_producer_config
+from mesh.kafka.reading import read_to_end, reader
 from mesh.registry.core import (
     Entry,
     LevelEntry,
@@ -40,13 +39,6 @@ from mesh.topics import SCHEMAS
 __all__ = ["KafkaRegistry"]
 
 _WRITE_ATTEMPTS = 5
-_NOT_READY = (
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-)
 _TIMEOUT_S = 15.0
 
 
@@ -61,16 +53,7 @@ class KafkaRegistry:
         self._lock = threading.RLock()
         self._producer: Producer | None = None
         self._last_write_error = ""
-        self._consumer = Consumer(
-            {
-                **base_config(settings, bootstrap),
-                "group.id": f"mesh-registry-reader-{uuid.uuid4()}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "allow.auto.create.topics": False,
-            }
-        )
+        self._consumer = reader(settings, bootstrap)
         self._consumer.assign([TopicPartition(self.topic, 0, 0)])
         self._closed = False
 
@@ -155,46 +138,15 @@ class KafkaRegistry:
     def catch_up(self) -> None:
         """Fold every committed entry up to the log's end as of this call.
 
-        Done when the consumer's position reaches the high watermark measured at the start
-        (the position moves past transaction markers too). An open transaction holds
-        read_committed readers back until it ends, which the writer's short transaction
-        timeout bounds.
+        An open transaction holds read_committed readers back until it ends, which the
+        writer's short transaction timeout bounds.
         """
-        partition = TopicPartition(self.topic, 0)
-        low, high = self._watermarks(partition)
-        deadline = time.monotonic() + 2 * _TIMEOUT_S
-        reached = self._consumer.position([partition])[0].offset  # negative before any fetch
-        while reached < high and high > low:
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(
-                    f"reading {self.topic} to offset {high} timed out; is a registry writer "
-                    "stuck in a transaction, or the broker overloaded?"
-                )
-            message = self._consumer.poll(0.2)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                raise KafkaUnavailableError(f"reading {self.topic} failed: {error}")
-            if error is None:
-                self._fold(message.key(), message.value())
-            reached = max(reached, self._consumer.position([partition])[0].offset)
-
-    def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
-        """The log's offsets, retrying while a new topic's leader is still being elected."""
-        deadline = time.monotonic() + _TIMEOUT_S
-        while True:
-            try:
-                low, high = self._consumer.get_watermark_offsets(partition, 5.0, cached=False)
-                return int(low), int(high)
-            except KafkaException as exc:
-                transient = exc.args[0].retriable() or exc.args[0].code() in _NOT_READY
-                if not transient or time.monotonic() > deadline:
-                    raise KafkaUnavailableError(
-                        f"cannot read {self.topic}: {exc}. Is the broker up and the topic "
-                        "created (`mesh topics ensure`)?"
-                    ) from exc
-                time.sleep(0.1)
+        read_to_end(
+            self._consumer,
+            [TopicPartition(self.topic, 0)],
+            lambda message: self._fold(message.key(), message.value()),
+            timeout_s=2 * _TIMEOUT_S,
+        )
 
     def _fold(self, key: bytes | None, value: bytes | None) -> None:
         if key is None or value is None:

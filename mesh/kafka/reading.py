@@ -1,0 +1,99 @@
+"""Read partitions to their end: the one way the mesh restores state from a topic.
+
+"The end" is each partition's high watermark measured when the read starts. A consumer's
+position moves past transaction markers as well as records, so it reaches the watermark even
+when the last thing in the log is a commit marker. ``read_committed`` readers wait for an
+open transaction to end; callers bound that with their writers' transaction timeout.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from mesh.errors import KafkaUnavailableError
+from mesh.kafka.config import base_config
+from mesh.settings import Settings
+
+__all__ = ["read_to_end", "reader", "watermarks"]
+
+_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+)
+
+
+def reader(settings: Settings, bootstrap: str) -> Consumer:
+    """A group-less, read_committed consumer for assigning partitions by hand."""
+    return Consumer(
+        {
+            **base_config(settings, bootstrap),
+            "group.id": f"mesh-reader-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "allow.auto.create.topics": False,
+        }
+    )
+
+
+def watermarks(
+    consumer: Consumer, partition: TopicPartition, timeout_s: float = 15.0
+) -> tuple[int, int]:
+    """(low, high) of a partition, retrying while a new topic's leader is being elected."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, 5.0, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            transient = exc.args[0].retriable() or exc.args[0].code() in _NOT_READY
+            if not transient or time.monotonic() > deadline:
+                raise KafkaUnavailableError(
+                    f"cannot read {partition.topic}[{partition.partition}]: {exc}. Is the broker "
+                    "up and the topic created (`mesh topics ensure`)?"
+                ) from exc
+            time.sleep(0.1)
+
+
+def read_to_end(
+    consumer: Consumer,
+    partitions: list[TopicPartition],
+    on_message: Callable[[Message], None],
+    timeout_s: float = 60.0,
+) -> int:
+    """Call ``on_message`` for every record from where ``consumer`` is to each partition's end.
+
+    ``partitions`` must already be assigned to ``consumer`` (at the offsets to start from).
+    """
+    ends = {(tp.topic, tp.partition): watermarks(consumer, tp) for tp in partitions}
+    pending = {key for key, (low, high) in ends.items() if high > low}
+    count = 0
+    deadline = time.monotonic() + timeout_s
+    pending = {key for key in pending if _position(consumer, key) < ends[key][1]}
+    while pending:
+        if time.monotonic() > deadline:
+            raise KafkaUnavailableError(
+                f"reading {sorted(pending)} to the end timed out after {timeout_s:.0f}s; is a "
+                "writer stuck in a transaction, or the broker overloaded?"
+            )
+        message = consumer.poll(0.2)
+        if message is not None:
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaUnavailableError(f"reading {message.topic()} failed: {error}")
+            if error is None:
+                on_message(message)
+                count += 1
+        pending = {key for key in pending if _position(consumer, key) < ends[key][1]}
+    return count
+
+
+def _position(consumer: Consumer, key: tuple[str, int]) -> int:
+    return int(consumer.position([TopicPartition(key[0], key[1])])[0].offset)

@@ -1,0 +1,252 @@
+"""Exactly-once consume-process-produce on confluent-kafka (transactions, EOS v2 / KIP-447).
+
+One engine runs one processor instance. It owns a consumer in the processor's group, one
+transactional producer with a stable ``transactional.id`` per instance (so a zombie of the same
+instance is fenced when it restarts), and the keyed store restored from the store topic.
+
+The commit path, the only place offsets are committed:
+
+1. consume records until the commit interval has passed (or the batch is full);
+2. for each, ``Core.handle``: decode, process, apply to the store; refusals become dead letters;
+3. on a punctuation tick, ``Core.punctuate`` (e.g. mark silent agents stale);
+4. produce every output (store records to the source's partition, dead letters by key);
+5. ``send_offsets_to_transaction`` with the consumer's positions and group metadata;
+6. ``commit_transaction``.
+
+A failed commit is fatal: the in-memory store may hold changes that did not commit, so the
+instance stops; its restart (or another instance, after the rebalance) restores the store from
+the committed store topic and resumes from the committed offsets. Nothing is lost or doubled.
+
+Restore: on every assignment, the store is rebuilt for exactly the assigned partitions by
+reading the store topic's same partitions to their end (``read_committed``), before any record
+of those partitions is processed (the callback runs inside ``consume``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from mesh.errors import KafkaUnavailableError, ProcessorError
+from mesh.kafka.admin import TopicAdmin
+from mesh.kafka.config import consumer_config, transactional_producer_config
+from mesh.serde.messages import MessageCodec
+from mesh.settings import Settings
+from processors.api import Processor, S
+from processors.runtime.core import Core, OutRecord, SourceRecord
+from processors.runtime.metrics import Metrics
+from processors.runtime.restore import restore_partitions
+
+__all__ = ["Engine", "EngineConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    instance: str = "0"
+    commit_interval_ms: int = 20
+    max_batch: int = 500
+    poll_timeout_s: float = 0.01
+    transaction_timeout_ms: int = 30_000
+
+
+@dataclass
+class _Batch:
+    started: float = field(default_factory=time.monotonic)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    outputs: list[OutRecord] = field(default_factory=list)
+    records: int = 0
+
+
+class Engine(Generic[S]):
+    def __init__(
+        self,
+        processor: Processor[S],
+        settings: Settings,
+        bootstrap: str,
+        codec: MessageCodec,
+        config: EngineConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.processor = processor
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.config = config or EngineConfig()
+        self.clock = clock
+        prefix = settings.topic_prefix
+        self.inputs = [f"{prefix}{topic}" for topic in processor.inputs]
+        self.group = f"{prefix}mesh-{processor.name}"
+        self.core: Core[S] = Core(
+            processor, codec, prefix, f"processor:{processor.name}:{self.config.instance}"
+        )
+        self.metrics = Metrics()
+        self._running = False
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._assigned: list[TopicPartition] = []
+        self._next_tick = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check topics, take the transactional id (fencing any zombie), join the group."""
+        if self._consumer is not None:
+            return
+        self._check_copartitioned()
+        self._producer = Producer(
+            transactional_producer_config(
+                self.settings,
+                self.bootstrap,
+                f"{self.group}-{self.config.instance}",
+                **{"transaction.timeout.ms": self.config.transaction_timeout_ms, "linger.ms": 1},
+            )
+        )
+        try:
+            self._producer.init_transactions(30)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"{self.group}: cannot start transactions: {exc}") from exc
+        self._consumer = Consumer(
+            consumer_config(
+                self.settings,
+                self.bootstrap,
+                self.group,
+                **{"partition.assignment.strategy": "range", "enable.partition.eof": False},
+            )
+        )
+        self._consumer.subscribe(self.inputs, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.processor.init()
+        self._running = True
+
+    def stop(self) -> None:
+        """Leave the group cleanly (idempotent). Uncommitted work is simply not committed."""
+        self._running = False
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None
+        self.processor.close()
+
+    def run(self, until: Callable[[], bool] = lambda: False) -> None:
+        """Process until ``stop()`` is called or ``until()`` says so."""
+        self.start()
+        try:
+            while self._running and not until():
+                self.step()
+        finally:
+            self.stop()
+
+    # -- the commit path -------------------------------------------------------------------
+
+    def step(self) -> int:
+        """One transaction's worth of work (see the module docstring); returns records done."""
+        consumer, batch = self._consumer, _Batch()
+        assert consumer is not None  # noqa: S101 - start() ran
+        deadline = batch.started + self.config.commit_interval_ms / 1000
+        while batch.records < self.config.max_batch:
+            messages = consumer.consume(
+                self.config.max_batch - batch.records, self.config.poll_timeout_s
+            )
+            for message in messages:
+                self._handle(message, batch)
+            if time.monotonic() >= deadline or not messages:
+                break
+        self._tick(batch)
+        self._commit(batch)
+        self.metrics.sample_lag(consumer, self._assigned)
+        return batch.records
+
+    def _handle(self, message: Message, batch: _Batch) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return
+            raise KafkaUnavailableError(f"{self.group}: consume failed: {error}")
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None  # noqa: S101
+        timestamp = message.timestamp()[1]
+        record = SourceRecord(topic, partition, offset, timestamp, message.key(), message.value())
+        outputs = self.core.handle(record, int(self.clock() * 1000))
+        batch.outputs += outputs
+        batch.positions[(topic, partition)] = offset + 1
+        batch.records += 1
+        self.metrics.count(1, len(outputs))
+
+    def _tick(self, batch: _Batch) -> None:
+        every = self.processor.punctuate_every_ms
+        now = time.monotonic()
+        if every is None or now < self._next_tick:
+            return
+        self._next_tick = now + every / 1000
+        batch.outputs += self.core.punctuate(int(self.clock() * 1000))
+
+    def _commit(self, batch: _Batch) -> None:
+        if not batch.outputs and not batch.positions:
+            return
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None  # noqa: S101
+        try:
+            producer.begin_transaction()
+            for out in batch.outputs:
+                self._produce(producer, out)
+            if batch.positions:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in batch.positions.items()]
+                producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), 30
+                )
+            producer.commit_transaction(30)
+        except KafkaException as exc:
+            self._running = False
+            raise ProcessorError(
+                f"{self.group}: the transaction did not commit ({exc}); stopping so the store "
+                "is restored from what did commit. Restart the processor."
+            ) from exc
+
+    def _produce(self, producer: Producer, out: OutRecord) -> None:
+        kwargs: dict[str, Any] = {"key": out.key, "value": out.value}
+        if out.partition is not None:
+            kwargs["partition"] = out.partition
+        if out.headers:
+            kwargs["headers"] = list(out.headers)
+        while True:
+            try:
+                producer.produce(out.topic, **kwargs)
+                return
+            except BufferError:
+                producer.poll(0.05)  # the local queue is full: let deliveries drain
+
+    # -- rebalance -------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in partitions})
+        started = time.monotonic()
+        restored = restore_partitions(
+            self.settings, self.bootstrap, self.core, numbers, self.metrics
+        )
+        self.metrics.restored(restored, time.monotonic() - started)
+        self._assigned = list(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.core.store.drop(sorted({tp.partition for tp in partitions}))
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]
+
+    def _check_copartitioned(self) -> None:
+        admin = TopicAdmin(self.settings, self.bootstrap)
+        live = admin.topic_partitions()
+        names = [*self.inputs, self.core.store_topic]
+        missing = [name for name in names if name not in live]
+        if missing:
+            raise ProcessorError(
+                f"{self.group}: topics {missing} do not exist; run `mesh topics ensure` first"
+            )
+        counts = {name: live[name] for name in names}
+        if len(set(counts.values())) != 1:
+            raise ProcessorError(
+                f"{self.group}: inputs and store must be co-partitioned, but partition counts "
+                f"differ: {counts}. Recreate the topics with one count (MESH_PARTITIONS)."
+            )

@@ -1,0 +1,76 @@
+"""What a running processor exposes: throughput, lag and restore progress."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+__all__ = ["Metrics"]
+
+_LAG_EVERY_S = 1.0
+
+
+@dataclass
+class Metrics:
+    records_in: int = 0
+    records_out: int = 0
+    restored_records: int = 0
+    restore_seconds: float = 0.0
+    restoring_now: int = 0
+    lag: int = 0
+    max_lag: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _window: list[tuple[float, int]] = field(default_factory=list)
+    _next_lag: float = 0.0
+
+    def count(self, records_in: int, records_out: int) -> None:
+        self.records_in += records_in
+        self.records_out += records_out
+
+    def restoring(self, records: int) -> None:
+        self.restoring_now += records
+
+    def restored(self, records: int, seconds: float) -> None:
+        self.restored_records += records
+        self.restore_seconds += seconds
+        self.restoring_now = 0
+
+    def sample_lag(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        """Records not yet processed on the assigned partitions (sampled once a second)."""
+        now = time.monotonic()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + _LAG_EVERY_S
+        self._window = [*self._window[-59:], (now, self.records_in)]
+        try:
+            positions = consumer.position(assigned) if assigned else []
+            lag = 0
+            for tp in positions:
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    lag += max(0, high - tp.offset)
+        except KafkaException:
+            return
+        self.lag = lag
+        self.max_lag = max(self.max_lag, lag)
+
+    def records_per_second(self) -> float:
+        if len(self._window) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._window[0], self._window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "records_per_s": round(self.records_per_second(), 1),
+            "lag": self.lag,
+            "max_lag": self.max_lag,
+            "restored_records": self.restored_records,
+            "restore_seconds": round(self.restore_seconds, 3),
+            "restoring_now": self.restoring_now,
+        }

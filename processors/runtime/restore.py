@@ -1,0 +1,42 @@
+"""Rebuild the store for exactly the assigned partitions from the store topic."""
+
+from __future__ import annotations
+
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+
+from mesh.kafka.reading import read_to_end, reader
+from mesh.settings import Settings
+from processors.api import S
+from processors.runtime.core import SOURCE_HEADER, Core
+from processors.runtime.metrics import Metrics
+
+__all__ = ["restore_partitions"]
+
+
+def restore_partitions(
+    settings: Settings, bootstrap: str, core: Core[S], partitions: list[int], metrics: Metrics
+) -> int:
+    """Drop and re-read ``partitions`` of the store topic; returns the records read."""
+    core.store.drop(partitions)
+    for partition in partitions:
+        core.store.partitions[partition] = {}
+    if not partitions:
+        return 0
+    consumer = reader(settings, bootstrap)
+    assigned = [TopicPartition(core.store_topic, p, OFFSET_BEGINNING) for p in partitions]
+    consumer.assign(assigned)
+
+    def fold(message: Message) -> None:
+        headers = dict(message.headers() or [])
+        source = headers.get(SOURCE_HEADER)
+        if isinstance(source, str):
+            source = source.encode()
+        partition = message.partition()
+        assert partition is not None  # noqa: S101 - a consumed record has one
+        core.restore(partition, message.key(), message.value(), source)
+        metrics.restoring(1)
+
+    try:
+        return read_to_end(consumer, assigned, fold)
+    finally:
+        consumer.close()
