@@ -11,7 +11,15 @@ import sys
 import typer
 from rich.console import Console
 
-from mesh.cli import demo_cmd, kafka_cmd, registry_cmd, schemas_cmd, topics_cmd
+from mesh.cli import (
+    demo_cmd,
+    kafka_cmd,
+    processors_cmd,
+    registry_cmd,
+    schemas_cmd,
+    topics_cmd,
+    views_cmd,
+)
 from mesh.errors import ConfigError, MeshError
 
 __all__ = ["app", "main"]
@@ -27,6 +35,10 @@ app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(registry_cmd.app, name="registry")
+app.add_typer(processors_cmd.app, name="processors")
+app.add_typer(views_cmd.agents_app, name="agents")
+app.add_typer(views_cmd.state_app, name="state")
+app.command("graph")(views_cmd.graph)
 app.command("demo")(demo_cmd.demo)
 
 _errors = Console(stderr=True)

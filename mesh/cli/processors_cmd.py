@@ -1,0 +1,30 @@
+"""`mesh processors run NAME...`: processors in the foreground."""
+
+from __future__ import annotations
+
+import typer
+
+from mesh.cli.common import bootstrap, console, settings
+from mesh.registry.factory import open_registry
+from processors.runtime.engine import EngineConfig
+from processors.runtime.runner import PROCESSORS, build, run_processors
+
+app = typer.Typer(help="Run the stream processors.")
+
+
+@app.command()
+def run(
+    names: list[str] = typer.Argument(..., help=f"Processors to run: {', '.join(PROCESSORS)}."),
+    instance: str = typer.Option("0", "--instance", help="Stable id of this instance."),
+    commit_interval_ms: int = typer.Option(20, "--commit-interval-ms", min=1, max=60_000),
+) -> None:
+    """Run processors until SIGINT/SIGTERM; each commits exactly once per interval."""
+    current = settings()
+    address = bootstrap(current)
+    registry = open_registry(current, address)
+    try:
+        config = EngineConfig(instance=instance, commit_interval_ms=commit_interval_ms)
+        engines = build(names, current, address, registry, config)
+        run_processors(engines, console.print)
+    finally:
+        registry.close()

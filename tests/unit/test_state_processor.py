@@ -1,0 +1,122 @@
+"""The state projections processor through the test driver."""
+
+import json
+
+import pytest
+
+from mesh.identity import AgentKey, PublicKeys
+from mesh.topics import STATE, TASKS
+from processors.state import StateProcessor
+from processors.testing import TestDriver
+
+
+@pytest.fixture
+def agents() -> dict[str, AgentKey]:
+    return {name: AgentKey.generate(name) for name in ("intake", "research", "drafting")}
+
+
+@pytest.fixture
+def driver(agents: dict[str, AgentKey]) -> TestDriver:
+    keys = PublicKeys({name: key.public_bytes for name, key in agents.items()})
+    return TestDriver(StateProcessor(keys), start_ms=5_000)
+
+
+def task_event(
+    driver: TestDriver,
+    key: AgentKey,
+    kind: str,
+    at_ms: int,
+    target: str | None = None,
+    message_id: str | None = None,
+    **extra: object,
+) -> bytes:
+    body = {"task_id": "t-1", "kind": kind, "actor": key.agent_id, "target": target, **extra}
+    value = driver.seal(
+        key, "mesh.tasks.TaskEvent", body, task_id="t-1", at_ms=at_ms, message_id=message_id
+    )
+    driver.pipe(TASKS, "t-1", value)
+    return value
+
+
+def write(driver: TestDriver, key: AgentKey, name: str, value: object, expected: int) -> None:
+    body = {
+        "task_id": "t-1",
+        "key": name,
+        "value_json": json.dumps(value),
+        "expected_version": expected,
+    }
+    driver.pipe(TASKS, "t-1", driver.seal(key, "mesh.tasks.ContextWrite", body, task_id="t-1"))
+
+
+def test_handoffs_participants_artifacts_and_status(driver: TestDriver, agents) -> None:
+    task_event(driver, agents["intake"], "REQUESTED", 1_000)
+    task_event(driver, agents["intake"], "HANDED_OFF", 2_000, target="research")
+    task_event(
+        driver,
+        agents["research"],
+        "HANDED_OFF",
+        3_000,
+        target="drafting",
+        artifact_uris=["s3://notes/1"],
+    )
+    state = driver.state("t-1")
+    assert state.status == "HANDED_OFF"
+    assert state.participants == ("intake", "research", "drafting")
+    assert [(h.from_agent, h.to_agent) for h in state.handoffs] == [
+        ("intake", "research"),
+        ("research", "drafting"),
+    ]
+    assert state.artifacts == ("s3://notes/1",)
+    [(_, last)] = driver.read(STATE)[-1:]
+    assert last["version"] == 3 and last["handoffs"][1]["to_agent"] == "drafting"
+
+
+def test_out_of_order_events_land_in_time_order(driver: TestDriver, agents) -> None:
+    task_event(driver, agents["research"], "COMPLETED", 9_000)
+    task_event(driver, agents["research"], "HANDED_OFF", 3_000, target="drafting")
+    task_event(driver, agents["intake"], "HANDED_OFF", 2_000, target="research")
+    state = driver.state("t-1")
+    assert state.status == "COMPLETED"  # the latest-created event wins, not the last to arrive
+    assert [h.at_ms for h in state.handoffs] == [2_000, 3_000]
+
+
+def test_duplicate_message_is_a_no_op(driver: TestDriver, agents) -> None:
+    value = task_event(driver, agents["intake"], "REQUESTED", 1_000, message_id="m-1")
+    driver.pipe(TASKS, "t-1", value)  # redelivered at a new offset
+    assert driver.state("t-1").version == 1
+    assert len(driver.read(STATE)) == 1
+
+
+def test_versioned_context_writes_and_a_stale_writer(driver: TestDriver, agents) -> None:
+    write(driver, agents["research"], "outline", ["a", "b"], expected=0)
+    write(driver, agents["drafting"], "outline", ["a", "b", "c"], expected=1)
+    write(driver, agents["research"], "outline", ["a"], expected=1)  # read v1, v2 exists now
+    entry = driver.state("t-1").context["outline"]
+    assert (json.loads(entry.value_json), entry.version, entry.written_by) == (
+        ["a", "b", "c"],
+        2,
+        "drafting",
+    )
+    [letter] = driver.dead_letters()
+    assert letter["reason_code"] == "stale_write"
+    assert (
+        "expected version 1 but the key is at version 2, last written by drafting"
+        in (letter["reason"])
+    )
+
+
+def test_delete_keeps_counting_versions(driver: TestDriver, agents) -> None:
+    write(driver, agents["research"], "k", 1, expected=0)
+    body = {"task_id": "t-1", "key": "k", "value_json": None, "expected_version": 1}
+    driver.pipe(TASKS, "t-1", driver.seal(agents["research"], "mesh.tasks.ContextWrite", body))
+    write(driver, agents["drafting"], "k", 2, expected=1)  # read before the delete: refused
+    assert driver.state("t-1").context["k"].version == 2
+    assert [d["reason_code"] for d in driver.dead_letters()] == ["stale_write"]
+
+
+def test_forged_and_unknown_senders_never_reach_the_context(driver: TestDriver, agents) -> None:
+    forger = AgentKey.generate("research")
+    write(driver, forger, "k", "evil", expected=0)
+    write(driver, AgentKey.generate("mallory"), "k", "evil", expected=0)
+    assert driver.state("t-1") is None
+    assert [d["reason_code"] for d in driver.dead_letters()] == ["bad_signature", "unknown_sender"]
