@@ -10,11 +10,12 @@ from processors.runtime.engine import EngineConfig
 from processors.runtime.runner import PROCESSORS, build, run_processors
 
 app = typer.Typer(help="Run the stream processors.")
+_NAMES_HELP = f"Processors to run: {', '.join(PROCESSORS)}."
 
 
 @app.command()
 def run(
-    names: list[str] = typer.Argument(..., help=f"Processors to run: {', '.join(PROCESSORS)}."),
+    names: list[str] = typer.Argument(..., help=_NAMES_HELP),
     instance: str = typer.Option("0", "--instance", help="Stable id of this instance."),
     commit_interval_ms: int = typer.Option(20, "--commit-interval-ms", min=1, max=60_000),
 ) -> None:
