@@ -25,11 +25,17 @@ __all__ = ["TestDriver"]
 class TestDriver(Generic[S]):
     __test__ = False  # not a pytest test class
 
-    def __init__(self, processor: Processor[S], partitions: int = 3, start_ms: int = 0) -> None:
+    def __init__(
+        self,
+        processor: Processor[S],
+        partitions: int = 3,
+        start_ms: int = 0,
+        serde: Serde | None = None,
+    ) -> None:
         self.processor = processor
         self.partitions = partitions
         self.now_ms = start_ms
-        self.serde = Serde(InMemoryRegistry())
+        self.serde = serde or Serde(InMemoryRegistry())
         self.core: Core[S] = Core(
             processor, MessageCodec(self.serde, PublicKeys()), "", f"processor:{processor.name}"
         )

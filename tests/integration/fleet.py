@@ -1,0 +1,156 @@
+"""Helpers for processor integration tests: signed event streams, processes, offsets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from mesh.envelope import Envelope, RecipientKind
+from mesh.identity import AgentKey, PublicKeys
+from mesh.kafka.config import consumer_config, producer_config
+from mesh.kafka.reading import watermarks
+from mesh.registry.kafka import KafkaRegistry
+from mesh.serde.codec import Serde
+from mesh.serde.messages import MessageCodec
+from mesh.settings import Settings
+from mesh.topics import REGISTRY_EVENTS
+
+CARD = json.dumps({"name": "worker", "skills": [{"id": "work", "name": "Work"}]})
+
+
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    key: str
+    value: bytes
+
+
+def registry_events(codec: MessageCodec, agents: int, total: int, base_ms: int) -> list[Sent]:
+    """``total`` registry events: each agent registers, then heartbeats and changes its card."""
+    keys = [AgentKey.generate(f"agent-{i:04d}") for i in range(agents)]
+    events = []
+    for i in range(total):
+        key = keys[i % agents]
+        at = base_ms + i
+        if i < agents:
+            subject, body = (
+                "mesh.registry.AgentRegistered",
+                {
+                    "agent_id": key.agent_id,
+                    "owner": "team",
+                    "version": "1",
+                    "public_key": key.public_bytes,
+                    "agent_card_json": CARD,
+                    "depends_on_agents": [keys[(i + 1) % agents].agent_id],
+                },
+            )
+        elif i % 7 == 0:
+            subject, body = (
+                "mesh.registry.CapabilitiesChanged",
+                {"agent_id": key.agent_id, "agent_card_json": json.dumps({"name": f"v{i}"})},
+            )
+        else:
+            subject, body = (
+                "mesh.registry.Heartbeat",
+                {"agent_id": key.agent_id, "instance_id": "i", "sequence": i},
+            )
+        envelope = Envelope(f"m-{i}", "c", "c", key.agent_id, RecipientKind.BROADCAST, "", at)
+        events.append(Sent(REGISTRY_EVENTS, key.agent_id, codec.seal(envelope, subject, body, key)))
+    return events
+
+
+def codec_for(settings: Settings) -> tuple[MessageCodec, KafkaRegistry]:
+    registry = KafkaRegistry(settings, settings.bootstrap_servers or "")
+    serde = Serde(registry)
+    serde.register_all()
+    return MessageCodec(serde, PublicKeys()), registry
+
+
+def produce(settings: Settings, events: list[Sent]) -> None:
+    producer = Producer(producer_config(settings, settings.bootstrap_servers or ""))
+    for event in events:
+        while True:
+            try:
+                producer.produce(
+                    f"{settings.topic_prefix}{event.topic}", event.value, event.key.encode()
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(30) == 0
+
+
+def committed(settings: Settings, group: str, topic: str, partitions: int) -> int:
+    """Sum of the group's committed offsets on ``topic`` (records it has fully processed)."""
+    consumer = Consumer(consumer_config(settings, settings.bootstrap_servers or "", group))
+    try:
+        tps = [TopicPartition(f"{settings.topic_prefix}{topic}", p) for p in range(partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str, partitions: int) -> int:
+    consumer = Consumer(consumer_config(settings, settings.bootstrap_servers or "", "probe"))
+    try:
+        full = f"{settings.topic_prefix}{topic}"
+        return sum(watermarks(consumer, TopicPartition(full, p))[1] for p in range(partitions))
+    finally:
+        consumer.close()
+
+
+def spawn_processor(settings: Settings, name: str, instance: str = "0") -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env |= {
+        "MESH_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
+        "MESH_TOPIC_PREFIX": settings.topic_prefix,
+        "MESH_STATE_DIR": str(settings.state_dir),
+        "MESH_PARTITIONS": str(settings.partitions),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "mesh", "processors", "run", name, "--instance", instance],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def read_all(
+    settings: Settings, topic: str, partitions: int
+) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
+    """Every committed record of ``topic`` (key, value, headers), partition by partition."""
+    from confluent_kafka import OFFSET_BEGINNING
+
+    from mesh.kafka.reading import read_to_end, reader
+
+    consumer = reader(settings, settings.bootstrap_servers or "")
+    full = f"{settings.topic_prefix}{topic}"
+    assigned = [TopicPartition(full, p, OFFSET_BEGINNING) for p in range(partitions)]
+    consumer.assign(assigned)
+    out: list[tuple[bytes, bytes, dict[str, bytes]]] = []
+    try:
+        read_to_end(
+            consumer,
+            assigned,
+            lambda m: out.append((m.key() or b"", m.value() or b"", dict(m.headers() or []))),
+        )
+    finally:
+        consumer.close()
+    return out
