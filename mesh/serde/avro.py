@@ -34,7 +34,7 @@ def parse(schema: Mapping[str, Any]) -> ParsedSchema:
     milliseconds throughout, and building a datetime per field costs more than the rest of the
     decode. The bytes on the wire are the same either way.
     """
-    return fastavro.parse_schema(_plain_times(dict(schema)), _write_hint=False)
+    return fastavro.parse_schema(_plain_times(dict(schema)))
 
 
 def _plain_times(node: Any) -> Any:

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from mesh.contracts import ENVELOPE_SUBJECT
 from mesh.envelope import SIGNATURE_SCHEME, Envelope
 from mesh.errors import BadSignatureError, OversizeMessageError
@@ -38,16 +36,14 @@ class OpenedMessage:
     signature_scheme: str = SIGNATURE_SCHEME
     signature: bytes = b""
 
-    def verify(self, public_key: bytes | Ed25519PublicKey) -> None:
-        """Raise BadSignatureError unless the sender's key (raw 32 bytes or a key) signed it."""
+    def verify(self, public_key: bytes) -> None:
+        """Raise BadSignatureError unless the sender's raw 32-byte ``public_key`` signed it."""
         sender = self.envelope.sender
         if self.signature_scheme != SIGNATURE_SCHEME:
             raise BadSignatureError(
                 f"signature scheme {self.signature_scheme!r} from {sender!r} is not "
                 f"supported; this mesh verifies {SIGNATURE_SCHEME!r}"
             )
-        if isinstance(public_key, bytes):
-            public_key = Ed25519PublicKey.from_public_bytes(public_key)
         tail = len(self.signature) + len(_zigzag_varint(len(self.signature)))
         verify_signature(public_key, self.signature, self.raw[: len(self.raw) - tail], sender)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from mesh.errors import UnknownSenderError
 from mesh.kafka.table import Table
 from mesh.serde.codec import Serde
@@ -32,13 +30,13 @@ class RegistryKeys:
     def __init__(self, settings: Settings, bootstrap: str, serde: Serde) -> None:
         self._serde = serde
         self._table = Table(settings, bootstrap, f"{settings.topic_prefix}{REGISTRY}")
-        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._keys: dict[str, bytes] = {}
 
-    def public_key(self, agent_id: str) -> Ed25519PublicKey:
+    def public_key(self, agent_id: str) -> bytes:
         if agent_id not in self._keys:
             self._table.catch_up()
             self._keys = {
-                a.agent_id: Ed25519PublicKey.from_public_bytes(a.public_key)
+                a.agent_id: a.public_key
                 for a in _decode(self._table, self._serde).values()
                 if a.status is not AgentStatus.RETIRED
             }

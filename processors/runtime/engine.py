@@ -59,6 +59,7 @@ class _Batch:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     outputs: list[OutRecord] = field(default_factory=list)
     records: int = 0
+    oldest_timestamp_ms: int | None = None
 
 
 class Engine(Generic[S]):
@@ -174,6 +175,8 @@ class Engine(Generic[S]):
         batch.outputs += outputs
         batch.positions[(topic, partition)] = offset + 1
         batch.records += 1
+        if batch.oldest_timestamp_ms is None or timestamp < batch.oldest_timestamp_ms:
+            batch.oldest_timestamp_ms = timestamp
         self.metrics.count(1, len(outputs))
 
     def _tick(self, batch: _Batch) -> None:
@@ -199,6 +202,7 @@ class Engine(Generic[S]):
                     offsets, consumer.consumer_group_metadata(), 30
                 )
             producer.commit_transaction(30)
+            self.metrics.committed(batch.oldest_timestamp_ms, int(time.time() * 1000))
         except KafkaException as exc:
             self._running = False
             raise ProcessorError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ class Metrics:
     restoring_now: int = 0
     lag: int = 0
     max_lag: int = 0
+    max_commit_delay_ms: int = 0
+    #: Per committed batch: ms from the oldest record's timestamp to its commit (end-to-end lag).
+    commit_delays_ms: deque[int] = field(default_factory=lambda: deque(maxlen=100_000))
     started: float = field(default_factory=time.monotonic)
     _window: list[tuple[float, int]] = field(default_factory=list)
     _next_lag: float = 0.0
@@ -29,6 +33,13 @@ class Metrics:
     def count(self, records_in: int, records_out: int) -> None:
         self.records_in += records_in
         self.records_out += records_out
+
+    def committed(self, oldest_timestamp_ms: int | None, now_ms: int) -> None:
+        if oldest_timestamp_ms is None:
+            return
+        delay = max(0, now_ms - oldest_timestamp_ms)
+        self.commit_delays_ms.append(delay)
+        self.max_commit_delay_ms = max(self.max_commit_delay_ms, delay)
 
     def restoring(self, records: int) -> None:
         self.restoring_now += records
@@ -69,6 +80,7 @@ class Metrics:
             "records_out": self.records_out,
             "records_per_s": round(self.records_per_second(), 1),
             "lag": self.lag,
+            "max_commit_delay_ms": self.max_commit_delay_ms,
             "max_lag": self.max_lag,
             "restored_records": self.restored_records,
             "restore_seconds": round(self.restore_seconds, 3),

@@ -18,25 +18,53 @@ from tests.integration.test_cli import run
 
 
 def sealed(codec, key: AgentKey, subject: str, body: dict, n: int) -> bytes:
-    envelope = Envelope(f"{key.agent_id}-{n}", "c", "c", key.agent_id, RecipientKind.BROADCAST, "",
-                        int(time.time() * 1000), task_id=body.get("task_id"))
+    envelope = Envelope(
+        f"{key.agent_id}-{n}",
+        "c",
+        "c",
+        key.agent_id,
+        RecipientKind.BROADCAST,
+        "",
+        int(time.time() * 1000),
+        task_id=body.get("task_id"),
+    )
     return codec.seal(envelope, subject, body, key)
 
 
 def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> None:
     codec, registry = codec_for(settings)
     agents = {name: AgentKey.generate(name) for name in ("intake", "research")}
-    produce(settings, [
-        Sent(REGISTRY_EVENTS, name, sealed(codec, key, "mesh.registry.AgentRegistered", {
-            "agent_id": name, "owner": "ops", "version": "1", "public_key": key.public_bytes,
-            "agent_card_json": CARD, "depends_on_agents": ["research"] if name == "intake" else [],
-            "depends_on_tools": ["web.search"] if name == "research" else []}, 0))
-        for name, key in agents.items()
-    ])
+    produce(
+        settings,
+        [
+            Sent(
+                REGISTRY_EVENTS,
+                name,
+                sealed(
+                    codec,
+                    key,
+                    "mesh.registry.AgentRegistered",
+                    {
+                        "agent_id": name,
+                        "owner": "ops",
+                        "version": "1",
+                        "public_key": key.public_bytes,
+                        "agent_card_json": CARD,
+                        "depends_on_agents": ["research"] if name == "intake" else [],
+                        "depends_on_tools": ["web.search"] if name == "research" else [],
+                    },
+                    0,
+                ),
+            )
+            for name, key in agents.items()
+        ],
+    )
     bootstrap = settings.bootstrap_servers or ""
     keys = RegistryKeys(settings, bootstrap, codec.serde)
-    engines = [Engine(RegistryProcessor(), settings, bootstrap, codec),
-               Engine(StateProcessor(keys), settings, bootstrap, codec)]
+    engines = [
+        Engine(RegistryProcessor(), settings, bootstrap, codec),
+        Engine(StateProcessor(keys), settings, bootstrap, codec),
+    ]
     stop = threading.Event()
     threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
     for thread in threads:
@@ -44,23 +72,62 @@ def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> Non
     try:
         wait_for(lambda: engines[0].metrics.records_in >= 2, 60, "registrations")
         write = {"task_id": "t-9", "key": "brief", "value_json": '"draft 1"', "expected_version": 0}
-        produce(settings, [
-            Sent(TASKS, "t-9", sealed(codec, agents["intake"], "mesh.tasks.TaskEvent", {
-                "task_id": "t-9", "kind": "HANDED_OFF", "actor": "intake", "target": "research"},
-                1)),
-            Sent(TASKS, "t-9", sealed(codec, agents["research"], "mesh.tasks.ContextWrite",
-                                      write, 2)),
-        ])
+        produce(
+            settings,
+            [
+                Sent(
+                    TASKS,
+                    "t-9",
+                    sealed(
+                        codec,
+                        agents["intake"],
+                        "mesh.tasks.TaskEvent",
+                        {
+                            "task_id": "t-9",
+                            "kind": "HANDED_OFF",
+                            "actor": "intake",
+                            "target": "research",
+                        },
+                        1,
+                    ),
+                ),
+                Sent(
+                    TASKS,
+                    "t-9",
+                    sealed(codec, agents["research"], "mesh.tasks.ContextWrite", write, 2),
+                ),
+            ],
+        )
         wait_for(lambda: engines[1].metrics.records_in >= 2, 60, "the first task events")
         between = int(time.time() * 1000)
         time.sleep(0.05)
-        produce(settings, [
-            Sent(TASKS, "t-9", sealed(codec, agents["research"], "mesh.tasks.ContextWrite",
-                                      {**write, "value_json": '"draft 2"', "expected_version": 1},
-                                      3)),
-            Sent(TASKS, "t-9", sealed(codec, agents["research"], "mesh.tasks.ContextWrite",
-                                      {**write, "value_json": '"stale"'}, 4)),
-        ])
+        produce(
+            settings,
+            [
+                Sent(
+                    TASKS,
+                    "t-9",
+                    sealed(
+                        codec,
+                        agents["research"],
+                        "mesh.tasks.ContextWrite",
+                        {**write, "value_json": '"draft 2"', "expected_version": 1},
+                        3,
+                    ),
+                ),
+                Sent(
+                    TASKS,
+                    "t-9",
+                    sealed(
+                        codec,
+                        agents["research"],
+                        "mesh.tasks.ContextWrite",
+                        {**write, "value_json": '"stale"'},
+                        4,
+                    ),
+                ),
+            ],
+        )
         wait_for(lambda: engines[1].metrics.records_in >= 4, 60, "the later task events")
     finally:
         stop.set()
@@ -72,8 +139,11 @@ def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> Non
     now = run(["state", "show", "t-9"], settings)
     assert now.returncode == 0, now.stderr
     state = json.loads(now.stdout[: now.stdout.rindex("}") + 1])
-    assert state["context"]["brief"] == {"value_json": '"draft 2"', "version": 2,
-                                         "written_by": "research"}
+    assert state["context"]["brief"] == {
+        "value_json": '"draft 2"',
+        "version": 2,
+        "written_by": "research",
+    }
     assert state["handoffs"][0]["to_agent"] == "research"
     assert "(1 refused events skipped" in now.stdout
 

@@ -1,0 +1,293 @@
+"""Registry processor benchmark, on one broker, in one run.
+
+1. Throughput, interleaved over rounds (fresh topics each round, same pre-produced input):
+   * raw passthrough: confluent-kafka consume -> produce the same bytes (idempotent producer,
+     offsets committed every 500 records), no decoding;
+   * transactional passthrough: the same inside transactions with
+     ``send_offsets_to_transaction`` every 20 ms (what exactly-once alone costs);
+   * the registry processor: decode, verify the Ed25519 signature, fold, encode, in the
+     same 20 ms transactions.
+   Target: the registry processor at >= 50% of the raw passthrough.
+2. Sustained: 10,000 agents register, then each heartbeats every 5 s (2,000 events/s) from a
+   separate load-generator process; the registry's lag (record timestamp to the transaction
+   that holds its output committing) is recorded per batch. Target: max lag < 1 s.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from bench._report import median, write_results
+from mesh.envelope import Envelope, RecipientKind
+from mesh.identity import AgentKey, PublicKeys
+from mesh.kafka.admin import TopicAdmin
+from mesh.kafka.config import consumer_config, producer_config, transactional_producer_config
+from mesh.kafka.source import acquire_broker
+from mesh.registry.kafka import KafkaRegistry
+from mesh.serde.codec import Serde
+from mesh.serde.messages import MessageCodec
+from mesh.settings import Settings, load_settings
+from mesh.topics import REGISTRY_EVENTS, TELEMETRY
+from processors.registry import RegistryProcessor
+from processors.runtime.engine import Engine
+
+EVENTS = 20_000
+AGENTS = 200
+ROUNDS = 3
+FLEET = 10_000
+HEARTBEAT_EVERY_S = 5.0
+SUSTAIN_S = 60.0
+
+
+def sealed_events(codec: MessageCodec, agents: int, total: int) -> list[tuple[bytes, bytes]]:
+    keys = [AgentKey.generate(f"agent-{i:05d}") for i in range(agents)]
+    now = int(time.time() * 1000) + 3_600_000  # ahead, so nobody goes stale mid-run
+    out = []
+    for i in range(total):
+        key = keys[i % agents]
+        if i < agents:
+            subject, body = "mesh.registry.AgentRegistered", _registration(key)
+        else:
+            subject, body = (
+                "mesh.registry.Heartbeat",
+                {"agent_id": key.agent_id, "instance_id": "i", "sequence": i},
+            )
+        envelope = Envelope(f"m{i}", "c", "c", key.agent_id, RecipientKind.BROADCAST, "", now + i)
+        out.append((key.agent_id.encode(), codec.seal(envelope, subject, body, key)))
+    return out
+
+
+def _registration(key: AgentKey) -> dict[str, object]:
+    return {
+        "agent_id": key.agent_id,
+        "owner": "bench",
+        "version": "1",
+        "public_key": key.public_bytes,
+        "agent_card_json": '{"name": "bench"}',
+    }
+
+
+def fresh(settings: Settings, bootstrap: str) -> Settings:
+    prefixed = settings.with_overrides(topic_prefix=f"bench.reg.{uuid.uuid4().hex[:8]}.")
+    TopicAdmin(prefixed, bootstrap).ensure()
+    return prefixed
+
+
+def produce(settings: Settings, bootstrap: str, events: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer(producer_config(settings, bootstrap))
+    topic = f"{settings.topic_prefix}{REGISTRY_EVENTS}"
+    for key, value in events:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+
+
+def passthrough(settings: Settings, bootstrap: str, total: int, transactional: bool) -> float:
+    """Records/s of a raw consume -> produce copy of the input, from first record to last."""
+    source = f"{settings.topic_prefix}{REGISTRY_EVENTS}"
+    sink = f"{settings.topic_prefix}{TELEMETRY}"
+    group = f"{settings.topic_prefix}passthrough"
+    consumer = Consumer(consumer_config(settings, bootstrap, group))
+    if transactional:
+        producer = Producer(transactional_producer_config(settings, bootstrap, group))
+        producer.init_transactions(30)
+    else:
+        producer = Producer(producer_config(settings, bootstrap))
+    consumer.subscribe([source])
+    done, started, last_commit = 0, 0.0, time.monotonic()
+    positions: dict[int, int] = {}
+    if transactional:
+        producer.begin_transaction()
+    while done < total:
+        for message in consumer.consume(500, 0.05):
+            if message.error():
+                continue
+            started = started or time.perf_counter()
+            producer.produce(sink, message.value(), message.key(), partition=message.partition())
+            positions[message.partition()] = message.offset() + 1
+            done += 1
+        if transactional and time.monotonic() - last_commit >= 0.02 and positions:
+            offsets = [TopicPartition(source, p, o) for p, o in positions.items()]
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
+            producer.commit_transaction()
+            producer.begin_transaction()
+            last_commit = time.monotonic()
+        elif not transactional and done % 500 == 0 and positions:
+            producer.poll(0)
+            consumer.commit(asynchronous=True)
+    if transactional:
+        offsets = [TopicPartition(source, p, o) for p, o in positions.items()]
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
+        producer.commit_transaction()
+    else:
+        producer.flush(60)
+        consumer.commit(asynchronous=False)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return total / elapsed
+
+
+def processor_rate(settings: Settings, bootstrap: str, codec: MessageCodec, total: int) -> float:
+    engine = Engine(RegistryProcessor(), settings, bootstrap, codec)
+    first: list[float] = []
+
+    def finished() -> bool:
+        if engine.metrics.records_in and not first:
+            first.append(time.perf_counter())
+        return engine.metrics.records_in >= total
+
+    engine.run(until=finished)
+    return total / (time.perf_counter() - first[0])
+
+
+def load_generator(settings: Settings, bootstrap: str, seconds: float, ready: object) -> None:
+    """A separate process: register FLEET agents, then heartbeat each every 5 s."""
+    registry = KafkaRegistry(settings, bootstrap)
+    codec = MessageCodec(Serde(registry), PublicKeys())
+    keys = [AgentKey.generate(f"fleet-{i:05d}") for i in range(FLEET)]
+    producer = Producer(producer_config(settings, bootstrap))
+    topic = f"{settings.topic_prefix}{REGISTRY_EVENTS}"
+
+    def send(key: AgentKey, subject: str, body: dict[str, object], n: int) -> None:
+        envelope = Envelope(
+            f"{key.agent_id}-{n}",
+            "c",
+            "c",
+            key.agent_id,
+            RecipientKind.BROADCAST,
+            "",
+            int(time.time() * 1000),
+        )
+        while True:
+            try:
+                producer.produce(
+                    topic, codec.seal(envelope, subject, body, key), key.agent_id.encode()
+                )
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    for key in keys:
+        send(key, "mesh.registry.AgentRegistered", _registration(key), 0)
+    producer.flush(60)
+    ready.set()  # type: ignore[attr-defined]
+    interval = HEARTBEAT_EVERY_S / FLEET
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < seconds:
+        key = keys[n % FLEET]
+        send(
+            key,
+            "mesh.registry.Heartbeat",
+            {"agent_id": key.agent_id, "instance_id": "i", "sequence": n},
+            n + 1,
+        )
+        n += 1
+        producer.poll(0)
+        lag_behind = started + n * interval - time.monotonic()
+        if lag_behind > 0:
+            time.sleep(lag_behind)
+    producer.flush(60)
+    registry.close()
+
+
+def sustained(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[str, float]:
+    ready = multiprocessing.Event()
+    generator = multiprocessing.Process(
+        target=load_generator, args=(settings, bootstrap, SUSTAIN_S, ready)
+    )
+    generator.start()
+    ready.wait(300)  # registrations are in; measure only the heartbeat phase
+    engine = Engine(RegistryProcessor(), settings, bootstrap, codec)
+    engine.start()
+    while engine.metrics.records_in < FLEET:  # fold the registrations first
+        engine.step()
+    engine.metrics.commit_delays_ms.clear()
+    engine.metrics.max_commit_delay_ms = 0
+    before, started = engine.metrics.records_in, time.monotonic()
+    while generator.is_alive():
+        engine.step()
+    for _ in range(200):  # drain what is left
+        engine.step()
+    elapsed = time.monotonic() - started
+    heartbeats = engine.metrics.records_in - before
+    delays = sorted(engine.metrics.commit_delays_ms)
+    engine.stop()
+    generator.join()
+    return {
+        "sustained: heartbeats processed": heartbeats,
+        "sustained: heartbeats/s": heartbeats / elapsed,
+        "sustained: lag p50 (ms)": float(statistics.median(delays)),
+        "sustained: lag p99 (ms)": float(delays[int(len(delays) * 0.99) - 1]),
+        "sustained: max lag (ms)": float(delays[-1]),
+        "sustained: batches": len(delays),
+    }
+
+
+def main() -> None:
+    base = load_settings().with_overrides(partitions=6)
+    lease = acquire_broker(base)
+    bootstrap = lease.bootstrap
+    schema_settings = base.with_overrides(topic_prefix="bench.reg.")
+    TopicAdmin(schema_settings, bootstrap).ensure()
+    registry = KafkaRegistry(schema_settings, bootstrap)
+    serde = Serde(registry)
+    serde.register_all()
+    codec = MessageCodec(serde, PublicKeys())
+    events = sealed_events(codec, AGENTS, EVENTS)
+    rates: dict[str, list[float]] = {}
+    try:
+        for round_ in range(ROUNDS):
+            for name, run in (
+                ("raw passthrough", lambda s: passthrough(s, bootstrap, EVENTS, False)),
+                ("transactional passthrough", lambda s: passthrough(s, bootstrap, EVENTS, True)),
+                ("registry processor", lambda s: processor_rate(s, bootstrap, codec, EVENTS)),
+            ):
+                settings = fresh(base, bootstrap)
+                produce(settings, bootstrap, events)
+                rates.setdefault(name, []).append(run(settings))
+                print(f"round {round_ + 1} {name}: {rates[name][-1]:,.0f} records/s")
+        m = {k: median(v) for k, v in rates.items()}
+        figures: dict[str, object] = {f"{k} (records/s, median)": v for k, v in m.items()}
+        figures |= {"events per round": EVENTS, "rounds": ROUNDS, "partitions": 6}
+        sustained_figures = sustained(fresh(base, bootstrap), bootstrap, codec)
+        figures |= sustained_figures
+        for k, v in sustained_figures.items():
+            print(f"{k}: {v:,.1f}")
+    finally:
+        registry.close()
+        lease.release()
+    ratios = {
+        "registry processor / raw passthrough (target >= 0.50)": m["registry processor"]
+        / m["raw passthrough"],
+        "registry processor / transactional passthrough": m["registry processor"]
+        / m["transactional passthrough"],
+        "transactional / raw passthrough": m["transactional passthrough"] / m["raw passthrough"],
+    }
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}")
+    path = write_results(
+        "registry",
+        figures,
+        ratios,
+        f"{FLEET} agents x 1 heartbeat / {HEARTBEAT_EVERY_S:.0f}s for "
+        f"{SUSTAIN_S:.0f}s; lag = record timestamp to its output committed.",
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
