@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mesh.errors import ConfigError
@@ -20,19 +21,29 @@ from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine, EngineConfig
 from processors.state import StateProcessor
 
-__all__ = ["PROCESSORS", "build", "run_processors"]
+__all__ = ["PROCESSORS", "ProcessorOptions", "build", "run_processors"]
 
 
-def _registry(settings: Settings, bootstrap: str, serde: Serde) -> Any:
+@dataclass(frozen=True, slots=True)
+class ProcessorOptions:
+    """Per-processor knobs of `mesh processors run`."""
+
+    stale_after_ms: int = 15_000
+
+
+def _registry(settings: Settings, bootstrap: str, serde: Serde, options: ProcessorOptions) -> Any:
     operator = operator_key(settings)
-    return RegistryProcessor(operator_keys={operator.agent_id: operator.public_bytes})
+    return RegistryProcessor(
+        stale_after_ms=options.stale_after_ms,
+        operator_keys={operator.agent_id: operator.public_bytes},
+    )
 
 
-def _state(settings: Settings, bootstrap: str, serde: Serde) -> Any:
+def _state(settings: Settings, bootstrap: str, serde: Serde, options: ProcessorOptions) -> Any:
     return StateProcessor(RegistryKeys(settings, bootstrap, serde))
 
 
-PROCESSORS: dict[str, Callable[[Settings, str, Serde], Any]] = {
+PROCESSORS: dict[str, Callable[[Settings, str, Serde, ProcessorOptions], Any]] = {
     "registry": _registry,
     "state": _state,
 }
@@ -44,6 +55,7 @@ def build(
     bootstrap: str,
     registry: SchemaRegistry,
     config: EngineConfig,
+    options: ProcessorOptions | None = None,
 ) -> list[Engine[Any]]:
     unknown = [n for n in names if n not in PROCESSORS]
     if unknown or not names:
@@ -55,7 +67,13 @@ def build(
     serde.register_all()
     codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
     return [
-        Engine(PROCESSORS[n](settings, bootstrap, serde), settings, bootstrap, codec, config)
+        Engine(
+            PROCESSORS[n](settings, bootstrap, serde, options or ProcessorOptions()),
+            settings,
+            bootstrap,
+            codec,
+            config,
+        )
         for n in names
     ]
 
