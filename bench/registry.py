@@ -153,8 +153,10 @@ def processor_rate(settings: Settings, bootstrap: str, codec: MessageCodec, tota
     return total / (time.perf_counter() - first[0])
 
 
-def load_generator(settings: Settings, bootstrap: str, seconds: float, ready: object) -> None:
-    """A separate process: register FLEET agents, then heartbeat each every 5 s."""
+def load_generator(
+    settings: Settings, bootstrap: str, seconds: float, registered: object, go: object
+) -> None:
+    """A separate process: register FLEET agents, then (on ``go``) heartbeat each every 5 s."""
     registry = KafkaRegistry(settings, bootstrap)
     codec = MessageCodec(Serde(registry), PublicKeys())
     keys = [AgentKey.generate(f"fleet-{i:05d}") for i in range(FLEET)]
@@ -183,7 +185,8 @@ def load_generator(settings: Settings, bootstrap: str, seconds: float, ready: ob
     for key in keys:
         send(key, "mesh.registry.AgentRegistered", _registration(key), 0)
     producer.flush(60)
-    ready.set()  # type: ignore[attr-defined]
+    registered.set()  # type: ignore[attr-defined]
+    go.wait(300)  # type: ignore[attr-defined]
     interval = HEARTBEAT_EVERY_S / FLEET
     started = time.monotonic()
     n = 0

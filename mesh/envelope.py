@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["SIGNATURE_SCHEME", "Envelope", "RecipientKind", "new_envelope"]
 
@@ -24,9 +23,13 @@ class RecipientKind(StrEnum):
     BROADCAST = "BROADCAST"
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """Routing, causality and trace facts of one message (everything but body and signature)."""
+class Envelope(NamedTuple):
+    """Routing, causality and trace facts of one message (everything but body and signature).
+
+    A NamedTuple rather than a frozen dataclass: one is built per message decoded, and a
+    frozen dataclass's ``__init__`` costs several times more (it sets each field through
+    ``object.__setattr__``).
+    """
 
     message_id: str
     conversation_id: str
@@ -61,19 +64,18 @@ class Envelope:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Envelope:
         recipient = record["recipient"]
-        created = record["created_at"]
         return cls(
-            message_id=record["message_id"],
-            conversation_id=record["conversation_id"],
-            correlation_id=record["correlation_id"],
-            sender=record["sender"],
-            recipient_kind=RecipientKind(recipient["kind"]),
-            recipient=recipient["value"],
-            created_at_ms=created if isinstance(created, int) else _millis(created),
-            hop_count=record["hop_count"],
-            task_id=record["task_id"],
-            causation_id=record["causation_id"],
-            traceparent=record["traceparent"],
+            record["message_id"],
+            record["conversation_id"],
+            record["correlation_id"],
+            record["sender"],
+            _KINDS[recipient["kind"]],
+            recipient["value"],
+            record["created_at"],  # epoch ms: mesh.serde reads time types as plain longs
+            record["hop_count"],
+            record["task_id"],
+            record["causation_id"],
+            record["traceparent"],
         )
 
     def reply(self, sender: str, recipient: str, **changes: Any) -> Envelope:
@@ -119,9 +121,8 @@ def new_envelope(
     )
 
 
+_KINDS = {kind.value: kind for kind in RecipientKind}
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _millis(value: Any) -> int:
-    return int(value.timestamp() * 1000)

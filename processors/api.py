@@ -12,8 +12,7 @@ restore, wall-clock punctuation and the dead-letter policy. The test driver
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from mesh.envelope import Envelope
 from mesh.serde.messages import OpenedMessage
@@ -23,8 +22,7 @@ __all__ = ["Context", "Event", "Processor", "PunctuationContext", "S"]
 S = TypeVar("S")
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One decoded input record. ``topic`` is the catalogue name, without the prefix."""
 
     topic: str

@@ -13,8 +13,7 @@ What is signed includes the wire header (so the schema id is bound) and the body
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mesh.contracts import ENVELOPE_SUBJECT
 from mesh.envelope import SIGNATURE_SCHEME, Envelope
@@ -25,9 +24,9 @@ from mesh.serde.codec import Serde
 __all__ = ["MessageCodec", "OpenedMessage"]
 
 
-@dataclass(frozen=True, slots=True)
-class OpenedMessage:
-    """A verified, decoded message and the bytes it arrived as."""
+class OpenedMessage(NamedTuple):
+    """A decoded message, the bytes it arrived as, and its signature (verified by ``open``
+    unless asked not to; ``verify`` checks it against a given key)."""
 
     envelope: Envelope
     body_subject: str

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic
+from typing import Any, Generic, NamedTuple
 
 from mesh.deadletter import DEAD_LETTER_SUBJECT, SourceCoordinates, dead_letter
 from mesh.errors import EventRejectedError, IdentityError, SerdeError
@@ -30,8 +30,7 @@ SOURCE_HEADER = "mesh-source"
 REFUSALS = (SerdeError, IdentityError, EventRejectedError)
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
+class SourceRecord(NamedTuple):
     topic: str  # the full (prefixed) name
     partition: int
     offset: int
@@ -40,8 +39,7 @@ class SourceRecord:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class OutRecord:
+class OutRecord(NamedTuple):
     topic: str  # the full (prefixed) name
     key: bytes | None
     value: bytes | None
