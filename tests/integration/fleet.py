@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from mesh.envelope import Envelope, RecipientKind
 from mesh.identity import AgentKey, PublicKeys
@@ -88,8 +88,14 @@ def produce(settings: Settings, events: list[Sent]) -> None:
 
 
 def committed(settings: Settings, group: str, topic: str, partitions: int) -> int:
-    """Sum of the group's committed offsets on ``topic`` (records it has fully processed)."""
-    consumer = Consumer(consumer_config(settings, settings.bootstrap_servers or "", group))
+    """Sum of the group's committed offsets on ``topic`` (records it has fully processed).
+
+    The probe reads ``read_uncommitted`` on purpose: librdkafka then fetches offsets without
+    ``require_stable``, so a transaction left open by a SIGKILLed instance does not block the
+    probe until it is fenced; only offsets of committed transactions are returned either way.
+    """
+    config = consumer_config(settings, settings.bootstrap_servers or "", group)
+    consumer = Consumer(config | {"isolation.level": "read_uncommitted"})
     try:
         tps = [TopicPartition(f"{settings.topic_prefix}{topic}", p) for p in range(partitions)]
         return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
@@ -126,8 +132,12 @@ def spawn_processor(settings: Settings, name: str, instance: str = "0") -> subpr
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():
-            return
+        try:
+            if condition():
+                return
+        except KafkaException as error:  # a probe timing out while the group settles
+            if error.args[0].code() != KafkaError._TIMED_OUT:
+                raise
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
