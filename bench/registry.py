@@ -141,7 +141,7 @@ def passthrough(settings: Settings, bootstrap: str, total: int, transactional: b
 
 
 def processor_rate(settings: Settings, bootstrap: str, codec: MessageCodec, total: int) -> float:
-    engine = Engine(RegistryProcessor(), settings, bootstrap, codec)
+    engine = Engine.keyed(RegistryProcessor(), settings, bootstrap, codec)
     first: list[float] = []
 
     def finished() -> bool:
@@ -214,7 +214,7 @@ def sustained(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
     )
     generator.start()
     ready.wait(300)  # registrations are in; measure only the heartbeat phase
-    engine = Engine(RegistryProcessor(), settings, bootstrap, codec)
+    engine = Engine.keyed(RegistryProcessor(), settings, bootstrap, codec)
     engine.start()
     while engine.metrics.records_in < FLEET:  # fold the registrations first
         engine.step()

@@ -7,7 +7,7 @@ source-offset bookkeeping; only the transactions and the network are missing.
 
 from __future__ import annotations
 
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 
 from mesh.envelope import Envelope, RecipientKind
 from mesh.identity import AgentKey, PublicKeys
@@ -19,7 +19,17 @@ from mesh.topics import DLQ
 from processors.api import Processor, S
 from processors.runtime.core import Core, OutRecord, SourceRecord
 
-__all__ = ["TestDriver"]
+__all__ = ["Drivable", "TestDriver"]
+
+
+class Drivable(Protocol):
+    """What the driver needs of a task: records and ticks in, records out."""
+
+    punctuate_every_ms: int | None
+
+    def handle(self, record: SourceRecord, now_ms: int) -> list[OutRecord]: ...
+
+    def punctuate(self, now_ms: int) -> list[OutRecord]: ...
 
 
 class TestDriver(Generic[S]):
@@ -27,22 +37,34 @@ class TestDriver(Generic[S]):
 
     def __init__(
         self,
-        processor: Processor[S],
+        processor: Processor[S] | None = None,
         partitions: int = 3,
         start_ms: int = 0,
         serde: Serde | None = None,
+        *,
+        task: Drivable | None = None,
     ) -> None:
-        self.processor = processor
+        """Drive a keyed ``processor``, or any runtime ``task`` (audit, kill-switch) built on
+        ``serde`` with an empty topic prefix."""
         self.partitions = partitions
         self.now_ms = start_ms
         self.serde = serde or Serde(InMemoryRegistry())
-        self.core: Core[S] = Core(
-            processor, MessageCodec(self.serde, PublicKeys()), "", f"processor:{processor.name}"
-        )
+        self.core: Core[S] | None = None
+        if processor is not None:
+            self.core = Core(
+                processor, MessageCodec(self.serde, PublicKeys()), "", f"processor:{processor.name}"
+            )
+            processor.init()
+            self._every = processor.punctuate_every_ms
+            self.task: Drivable = self.core
+        elif task is not None:
+            self.task = task
+            self._every = task.punctuate_every_ms
+        else:
+            raise TypeError("give a processor or a task")
         self.outputs: list[OutRecord] = []
         self._next_offset: dict[tuple[str, int], int] = {}
         self._last_tick = start_ms
-        processor.init()
 
     # -- input -----------------------------------------------------------------------------
 
@@ -56,7 +78,7 @@ class TestDriver(Generic[S]):
             offset = self._next_offset.get((topic, partition), 0)
             self._next_offset[(topic, partition)] = offset + 1
         record = SourceRecord(topic, partition, offset, self.now_ms, raw_key, value)
-        produced = self.core.handle(record, self.now_ms)
+        produced = self.task.handle(record, self.now_ms)
         self.outputs += produced
         return produced
 
@@ -64,10 +86,10 @@ class TestDriver(Generic[S]):
         """Move the clock on, punctuating once per elapsed interval as the runtime does."""
         self.now_ms += ms
         produced: list[OutRecord] = []
-        every = self.processor.punctuate_every_ms
+        every = self._every
         while every and self.now_ms - self._last_tick >= every:
             self._last_tick += every
-            produced += self.core.punctuate(self._last_tick)
+            produced += self.task.punctuate(self._last_tick)
         self.outputs += produced
         return produced
 
@@ -110,6 +132,7 @@ class TestDriver(Generic[S]):
         return [record for _, record in self.read(DLQ)]
 
     def state(self, key: str) -> S | None:
+        assert self.core is not None, "state() reads a keyed processor's store"  # noqa: S101
         for states in self.core.store.partitions.values():
             if key in states:
                 return states[key]

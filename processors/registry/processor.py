@@ -31,7 +31,7 @@ REGISTERED = "mesh.registry.AgentRegistered"
 
 class RegistryProcessor:
     name = "registry"
-    inputs = (REGISTRY_EVENTS, TELEMETRY)
+    inputs: tuple[str, ...] = (REGISTRY_EVENTS, TELEMETRY)
     store_topic = REGISTRY
     store_subject = "mesh.registry.AgentRecord"
 

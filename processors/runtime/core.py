@@ -83,6 +83,7 @@ class Core(Generic[S]):
         self.detected_by = detected_by
         self.store: Store[S] = Store()
         self.store_topic = f"{prefix}{processor.store_topic}"
+        self.punctuate_every_ms = processor.punctuate_every_ms
         self.dead_letters = 0
 
     # -- records ---------------------------------------------------------------------------

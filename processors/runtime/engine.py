@@ -1,8 +1,9 @@
 """Exactly-once consume-process-produce on confluent-kafka (transactions, EOS v2 / KIP-447).
 
-One engine runs one processor instance. It owns a consumer in the processor's group, one
-transactional producer with a stable ``transactional.id`` per instance (so a zombie of the same
-instance is fenced when it restarts), and the keyed store restored from the store topic.
+One engine runs one processor instance (a :class:`~processors.runtime.task.Task`). It owns a
+consumer in the processor's group and one transactional producer with a stable
+``transactional.id`` per instance (so a zombie of the same instance is fenced when it
+restarts); the task owns the logic and its state.
 
 The commit path, the only place offsets are committed:
 
@@ -17,9 +18,9 @@ A failed commit is fatal: the in-memory store may hold changes that did not comm
 instance stops; its restart (or another instance, after the rebalance) restores the store from
 the committed store topic and resumes from the committed offsets. Nothing is lost or doubled.
 
-Restore: on every assignment, the store is rebuilt for exactly the assigned partitions by
-reading the store topic's same partitions to their end (``read_committed``), before any record
-of those partitions is processed (the callback runs inside ``consume``).
+Restore: on every assignment, the task rebuilds its state for exactly the assigned partitions
+(a keyed task reads its store topic's same partitions to their end, ``read_committed``) before
+any record of those partitions is processed (the callback runs inside ``consume``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -37,9 +38,9 @@ from mesh.kafka.config import consumer_config, transactional_producer_config
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from processors.api import Processor, S
-from processors.runtime.core import Core, OutRecord, SourceRecord
+from processors.runtime.core import OutRecord, SourceRecord
 from processors.runtime.metrics import Metrics
-from processors.runtime.restore import restore_partitions
+from processors.runtime.task import KeyedTask, Task
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -62,33 +63,44 @@ class _Batch:
     oldest_timestamp_ms: int | None = None
 
 
-class Engine(Generic[S]):
+class Engine:
+    """Runs one :class:`~processors.runtime.task.Task` (one processor instance) on Kafka."""
+
     def __init__(
         self,
-        processor: Processor[S],
+        task: Task,
         settings: Settings,
         bootstrap: str,
-        codec: MessageCodec,
         config: EngineConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.processor = processor
+        self.task = task
         self.settings = settings
         self.bootstrap = bootstrap
         self.config = config or EngineConfig()
         self.clock = clock
-        prefix = settings.topic_prefix
-        self.inputs = [f"{prefix}{topic}" for topic in processor.inputs]
-        self.group = f"{prefix}mesh-{processor.name}"
-        self.core: Core[S] = Core(
-            processor, codec, prefix, f"processor:{processor.name}:{self.config.instance}"
-        )
+        self.group = f"{settings.topic_prefix}mesh-{task.name}"
         self.metrics = Metrics()
         self._running = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._assigned: list[TopicPartition] = []
         self._next_tick = 0.0
+
+    @classmethod
+    def keyed(
+        cls,
+        processor: Processor[S],
+        settings: Settings,
+        bootstrap: str,
+        codec: MessageCodec,
+        config: EngineConfig | None = None,
+    ) -> Engine:
+        """An engine for a keyed-state processor (state in its compacted store topic)."""
+        instance = (config or EngineConfig()).instance
+        return cls(
+            KeyedTask(processor, codec, settings, bootstrap, instance), settings, bootstrap, config
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -114,11 +126,18 @@ class Engine(Generic[S]):
                 self.settings,
                 self.bootstrap,
                 self.group,
-                **{"partition.assignment.strategy": "range", "enable.partition.eof": False},
+                **{
+                    "partition.assignment.strategy": "range",
+                    "enable.partition.eof": False,
+                    # regex subscriptions (agent inboxes) see new topics within seconds
+                    "topic.metadata.refresh.interval.ms": 5_000,
+                },
             )
         )
-        self._consumer.subscribe(self.inputs, on_assign=self._on_assign, on_revoke=self._on_revoke)
-        self.processor.init()
+        self._consumer.subscribe(
+            list(self.task.subscription), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        self.task.start()
         self._running = True
 
     def stop(self) -> None:
@@ -130,7 +149,7 @@ class Engine(Generic[S]):
         if self._producer is not None:
             self._producer.flush(5)
             self._producer = None
-        self.processor.close()
+        self.task.close()
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         """Process until ``stop()`` is called or ``until()`` says so."""
@@ -171,7 +190,7 @@ class Engine(Generic[S]):
         assert topic is not None and partition is not None and offset is not None  # noqa: S101
         timestamp = message.timestamp()[1]
         record = SourceRecord(topic, partition, offset, timestamp, message.key(), message.value())
-        outputs = self.core.handle(record, int(self.clock() * 1000))
+        outputs = self.task.handle(record, int(self.clock() * 1000))
         batch.outputs += outputs
         batch.positions[(topic, partition)] = offset + 1
         batch.records += 1
@@ -180,12 +199,12 @@ class Engine(Generic[S]):
         self.metrics.count(1, len(outputs))
 
     def _tick(self, batch: _Batch) -> None:
-        every = self.processor.punctuate_every_ms
+        every = self.task.punctuate_every_ms
         now = time.monotonic()
         if every is None or now < self._next_tick:
             return
         self._next_tick = now + every / 1000
-        batch.outputs += self.core.punctuate(int(self.clock() * 1000))
+        batch.outputs += self.task.punctuate(int(self.clock() * 1000))
 
     def _commit(self, batch: _Batch) -> None:
         if not batch.outputs and not batch.positions:
@@ -228,21 +247,19 @@ class Engine(Generic[S]):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions})
         started = time.monotonic()
-        restored = restore_partitions(
-            self.settings, self.bootstrap, self.core, numbers, self.metrics
-        )
+        restored = self.task.assigned(numbers, self.metrics.restoring)
         self.metrics.restored(restored, time.monotonic() - started)
         self._assigned = list(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.core.store.drop(sorted({tp.partition for tp in partitions}))
+        self.task.revoked(sorted({tp.partition for tp in partitions}))
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]
 
     def _check_copartitioned(self) -> None:
         admin = TopicAdmin(self.settings, self.bootstrap)
         live = admin.topic_partitions()
-        names = [*self.inputs, self.core.store_topic]
+        names = list(self.task.copartitioned)
         missing = [name for name in names if name not in live]
         if missing:
             raise ProcessorError(

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mesh.kafka.reading import read_to_end, reader
 from mesh.settings import Settings
 from processors.api import S
 from processors.runtime.core import SOURCE_HEADER, Core
-from processors.runtime.metrics import Metrics
 
 __all__ = ["restore_partitions"]
 
 
 def restore_partitions(
-    settings: Settings, bootstrap: str, core: Core[S], partitions: list[int], metrics: Metrics
+    settings: Settings,
+    bootstrap: str,
+    core: Core[S],
+    partitions: list[int],
+    progress: Callable[[int], None],
 ) -> int:
     """Drop and re-read ``partitions`` of the store topic; returns the records read."""
     core.store.drop(partitions)
@@ -34,7 +39,7 @@ def restore_partitions(
         partition = message.partition()
         assert partition is not None  # noqa: S101 - a consumed record has one
         core.restore(partition, message.key(), message.value(), source)
-        metrics.restoring(1)
+        progress(1)
 
     try:
         return read_to_end(consumer, assigned, fold)

@@ -16,9 +16,11 @@ from mesh.registry.port import SchemaRegistry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
+from processors.api import Processor
 from processors.registry import RegistryProcessor
 from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine, EngineConfig
+from processors.runtime.task import KeyedTask, Task
 from processors.state import StateProcessor
 
 __all__ = ["PROCESSORS", "ProcessorOptions", "build", "run_processors"]
@@ -31,19 +33,33 @@ class ProcessorOptions:
     stale_after_ms: int = 15_000
 
 
-def _registry(settings: Settings, bootstrap: str, serde: Serde, options: ProcessorOptions) -> Any:
-    operator = operator_key(settings)
-    return RegistryProcessor(
-        stale_after_ms=options.stale_after_ms,
-        operator_keys={operator.agent_id: operator.public_bytes},
+@dataclass(frozen=True, slots=True)
+class _Build:
+    settings: Settings
+    bootstrap: str
+    codec: MessageCodec
+    options: ProcessorOptions
+    instance: str
+
+    def keyed(self, processor: Processor[Any]) -> Task:
+        return KeyedTask(processor, self.codec, self.settings, self.bootstrap, self.instance)
+
+
+def _registry(b: _Build) -> Task:
+    operator = operator_key(b.settings)
+    return b.keyed(
+        RegistryProcessor(
+            stale_after_ms=b.options.stale_after_ms,
+            operator_keys={operator.agent_id: operator.public_bytes},
+        )
     )
 
 
-def _state(settings: Settings, bootstrap: str, serde: Serde, options: ProcessorOptions) -> Any:
-    return StateProcessor(RegistryKeys(settings, bootstrap, serde))
+def _state(b: _Build) -> Task:
+    return b.keyed(StateProcessor(RegistryKeys(b.settings, b.bootstrap, b.codec.serde)))
 
 
-PROCESSORS: dict[str, Callable[[Settings, str, Serde, ProcessorOptions], Any]] = {
+PROCESSORS: dict[str, Callable[[_Build], Task]] = {
     "registry": _registry,
     "state": _state,
 }
@@ -56,7 +72,7 @@ def build(
     registry: SchemaRegistry,
     config: EngineConfig,
     options: ProcessorOptions | None = None,
-) -> list[Engine[Any]]:
+) -> list[Engine]:
     unknown = [n for n in names if n not in PROCESSORS]
     if unknown or not names:
         raise ConfigError(
@@ -66,24 +82,16 @@ def build(
     serde = Serde(registry)
     serde.register_all()
     codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
-    return [
-        Engine(
-            PROCESSORS[n](settings, bootstrap, serde, options or ProcessorOptions()),
-            settings,
-            bootstrap,
-            codec,
-            config,
-        )
-        for n in names
-    ]
+    b = _Build(settings, bootstrap, codec, options or ProcessorOptions(), config.instance)
+    return [Engine(PROCESSORS[n](b), settings, bootstrap, config) for n in names]
 
 
-def run_processors(engines: list[Engine[Any]], report: Callable[[str], None]) -> None:
+def run_processors(engines: list[Engine], report: Callable[[str], None]) -> None:
     """Run each engine in a thread; stop all on a signal or when any one fails (loudly)."""
     stop = threading.Event()
     failures: list[BaseException] = []
 
-    def work(engine: Engine[Any]) -> None:
+    def work(engine: Engine) -> None:
         try:
             engine.run(until=stop.is_set)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
@@ -95,13 +103,13 @@ def run_processors(engines: list[Engine[Any]], report: Callable[[str], None]) ->
     threads = [threading.Thread(target=work, args=(e,), name=e.group) for e in engines]
     for thread in threads:
         thread.start()
-    report(f"running {', '.join(e.processor.name for e in engines)}; Ctrl-C stops")
+    report(f"running {', '.join(e.task.name for e in engines)}; Ctrl-C stops")
     next_report = time.monotonic() + 5
     while not stop.wait(0.2):
         if time.monotonic() >= next_report:
             next_report += 5
             for engine in engines:
-                report(f"{engine.processor.name}: {engine.metrics.snapshot()}")
+                report(f"{engine.task.name}: {engine.metrics.snapshot()}")
     for thread in threads:
         thread.join(30)
     if failures:

@@ -20,7 +20,7 @@ __all__ = ["StateProcessor"]
 
 class StateProcessor:
     name = "state"
-    inputs = (TASKS,)
+    inputs: tuple[str, ...] = (TASKS,)
     store_topic = STATE
     store_subject = "mesh.state.TaskState"
     punctuate_every_ms: int | None = None

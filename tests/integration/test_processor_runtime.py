@@ -162,7 +162,7 @@ def test_dead_letters_keep_the_original_bytes(settings: Settings, codec: Message
         ],
     )
 
-    engine = Engine(RegistryProcessor(), settings, settings.bootstrap_servers or "", codec)
+    engine = Engine.keyed(RegistryProcessor(), settings, settings.bootstrap_servers or "", codec)
     thread = threading.Thread(
         target=engine.run, kwargs={"until": lambda: engine.metrics.records_in >= 3}
     )

@@ -62,8 +62,8 @@ def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> Non
     bootstrap = settings.bootstrap_servers or ""
     keys = RegistryKeys(settings, bootstrap, codec.serde)
     engines = [
-        Engine(RegistryProcessor(), settings, bootstrap, codec),
-        Engine(StateProcessor(keys), settings, bootstrap, codec),
+        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
+        Engine.keyed(StateProcessor(keys), settings, bootstrap, codec),
     ]
     stop = threading.Event()
     threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
