@@ -7,6 +7,7 @@ Why these configs:
 
 * ``mesh.audit.v1`` keeps records forever (``retention.ms=-1``) and is never compacted,
   because a hash chain with a hole in it cannot be verified. Any other cleanup is refused.
+  Its signed checkpoints (``mesh.audit.checkpoints.v1``) are kept the same way.
 * registry, state, control and ``_mesh_schemas`` are compacted: each holds the latest value
   per key, and a restarting reader must still see every key's last value.
 * ``_mesh_schemas`` has one partition so schema registrations are totally ordered.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "AUDIT",
+    "AUDIT_CHECKPOINTS",
     "CONTROL",
     "DLQ",
     "REGISTRY",
@@ -41,6 +43,7 @@ STATE = "mesh.state.v1"
 TELEMETRY = "mesh.telemetry.v1"
 CONTROL = "mesh.control.v1"
 AUDIT = "mesh.audit.v1"
+AUDIT_CHECKPOINTS = "mesh.audit.checkpoints.v1"
 DLQ = "mesh.dlq.v1"
 SCHEMAS = "_mesh_schemas"
 
@@ -77,6 +80,7 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(TELEMETRY, "agent id", "tool calls, model calls, errors, latencies", _WEEK),
     TopicSpec(CONTROL, "agent id or *", "halt and resume commands", _COMPACT),
     TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
+    TopicSpec(AUDIT_CHECKPOINTS, "audit partition", "signed audit chain heads", _FOREVER),
     TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _WEEK),
     TopicSpec(SCHEMAS, "subject + version", "the embedded schema registry", _COMPACT, 1),
 )

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from mesh.cli import (
+    audit_cmd,
     demo_cmd,
     kafka_cmd,
     processors_cmd,
@@ -36,6 +37,7 @@ app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(registry_cmd.app, name="registry")
 app.add_typer(processors_cmd.app, name="processors")
+app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(views_cmd.agents_app, name="agents")
 app.add_typer(views_cmd.state_app, name="state")
 app.command("graph")(views_cmd.graph)

@@ -9,7 +9,7 @@ from enum import StrEnum
 import typer
 from rich.table import Table
 
-from mesh.cli.common import bootstrap, console, settings
+from mesh.cli.common import bootstrap, console, parse_time, settings
 from mesh.identity import PublicKeys
 from mesh.registry.factory import open_registry
 from mesh.serde.codec import Serde
@@ -83,7 +83,7 @@ def show_state(
     as_of: str | None = typer.Option(None, "--as-of", help="ISO-8601 time or epoch ms."),
 ) -> None:
     """A task's state rebuilt from the log (as it was at --as-of, if given)."""
-    as_of_ms = _parse_time(as_of) if as_of else None
+    as_of_ms = parse_time(as_of, "--as-of") if as_of else None
     current = settings()
     address = bootstrap(current)
     registry = open_registry(current, address)
@@ -101,21 +101,6 @@ def show_state(
     console.print_json(json.dumps(task_record(state)))
     if skipped:
         console.print(f"({skipped} refused events skipped, as the processor refused them)")
-
-
-def _parse_time(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not a time; use ISO-8601 (2026-11-23T10:00:00Z) or epoch ms",
-            param_hint="--as-of",
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def _time(ms: int | None) -> str:

@@ -18,7 +18,7 @@ from mesh.errors import KafkaUnavailableError
 from mesh.kafka.config import base_config
 from mesh.settings import Settings
 
-__all__ = ["read_to_end", "reader", "watermarks"]
+__all__ = ["last_record", "read_to_end", "reader", "watermarks"]
 
 _NOT_READY = (
     KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -97,3 +97,22 @@ def read_to_end(
 
 def _position(consumer: Consumer, key: tuple[str, int]) -> int:
     return int(consumer.position([TopicPartition(key[0], key[1])])[0].offset)
+
+
+def last_record(consumer: Consumer, topic: str, partition: int) -> Message | None:
+    """The last committed record of one partition (None if it has none).
+
+    Reads back from the end in doubling windows: offsets are also taken by transaction markers
+    and aborted records, so the last record may sit some way before the high watermark.
+    """
+    tp = TopicPartition(topic, partition)
+    low, high = watermarks(consumer, tp)
+    window = 16
+    while True:
+        start = max(low, high - window)
+        found: list[Message] = []
+        consumer.assign([TopicPartition(topic, partition, start)])
+        read_to_end(consumer, [TopicPartition(topic, partition)], found.append)
+        if found or start == low:
+            return found[-1] if found else None
+        window *= 8

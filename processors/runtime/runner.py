@@ -11,12 +11,13 @@ from typing import Any
 
 from mesh.errors import ConfigError
 from mesh.identity import PublicKeys
-from mesh.operator import operator_key
+from mesh.operator import mesh_key, operator_key
 from mesh.registry.port import SchemaRegistry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from processors.api import Processor
+from processors.audit import AuditTask
 from processors.registry import RegistryProcessor
 from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine, EngineConfig
@@ -59,9 +60,14 @@ def _state(b: _Build) -> Task:
     return b.keyed(StateProcessor(RegistryKeys(b.settings, b.bootstrap, b.codec.serde)))
 
 
+def _audit(b: _Build) -> Task:
+    return AuditTask(b.settings, b.bootstrap, b.codec.serde, mesh_key(b.settings))
+
+
 PROCESSORS: dict[str, Callable[[_Build], Task]] = {
     "registry": _registry,
     "state": _state,
+    "audit": _audit,
 }
 
 
