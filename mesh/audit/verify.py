@@ -54,6 +54,7 @@ class PartitionResult:
     partition: int
     records: int = 0
     head: Link | None = None
+    head_offset: int = -1
     first_sequence: int | None = None
     sealed_through: int | None = None  # highest sequence a valid checkpoint covers
     problem: Problem | None = None
@@ -85,7 +86,7 @@ def verify_partition(
     for entry in entries:
         problem = _intrinsic(partition, entry)
         if problem is None and suspect is not None:
-            problem = _resolve(partition, suspect, entry, result.head)
+            problem = _resolve(partition, suspect, entry, result)
         if problem is None and result.head is None:
             problem = _start(partition, entry, from_start)
         if problem is None and result.head is not None and not _in_order(entry, result.head):
@@ -180,14 +181,25 @@ def _accept(result: PartitionResult, entry: Entry, sealed: dict[int, Checkpoint]
         result.sealed_through = link.sequence
     result.records += 1
     result.head = link
+    result.head_offset = entry.offset
     if result.first_sequence is None:
         result.first_sequence = link.sequence
 
 
-def _resolve(partition: int, suspect: Entry, entry: Entry, head: Link | None) -> Problem:
+def _resolve(partition: int, suspect: Entry, entry: Entry, result: PartitionResult) -> Problem:
     """Decide what the out-of-chain ``suspect`` was, given the record after it."""
-    s, n = suspect.link, entry.link
+    s, n, head = suspect.link, entry.link, result.head
     assert s is not None and n is not None and head is not None  # noqa: S101
+    if (s.sequence, s.prev_hash) == (head.sequence, head.prev_hash) and (
+        n.prev_hash == s.record_hash
+    ):  # two records claim one place and the chain goes on from the second
+        return Problem(
+            partition,
+            result.head_offset,
+            head.sequence,
+            "not written by the audit processor: the chain continues from the record at "
+            f"offset {suspect.offset} instead",
+        )
     if n.sequence == head.sequence + 1 and n.prev_hash == head.record_hash:
         if s.sequence == head.sequence + 2:
             return Problem(
