@@ -13,6 +13,7 @@ from rich.console import Console
 
 from mesh.cli import (
     audit_cmd,
+    control_cmd,
     demo_cmd,
     kafka_cmd,
     processors_cmd,
@@ -42,6 +43,9 @@ app.add_typer(views_cmd.agents_app, name="agents")
 app.add_typer(views_cmd.state_app, name="state")
 app.command("graph")(views_cmd.graph)
 app.command("demo")(demo_cmd.demo)
+app.command("halt")(control_cmd.halt)
+app.command("resume")(control_cmd.resume)
+app.command("halts")(control_cmd.halts)
 
 _errors = Console(stderr=True)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from mesh.cli.common import bootstrap, console, settings
 from mesh.registry.factory import open_registry
+from processors.killswitch import load_policy
 from processors.runtime.engine import EngineConfig
 from processors.runtime.runner import PROCESSORS, ProcessorOptions, build, run_processors
 
@@ -21,14 +24,18 @@ def run(
     stale_after_s: float = typer.Option(
         15.0, "--stale-after-s", min=0.1, help="registry: silence before an agent is stale."
     ),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="killswitch: the policy file (TOML); default: built-in limits."
+    ),
 ) -> None:
     """Run processors until SIGINT/SIGTERM; each commits exactly once per interval."""
     current = settings()
+    limits = load_policy(policy)
     address = bootstrap(current)
     registry = open_registry(current, address)
     try:
         config = EngineConfig(instance=instance, commit_interval_ms=commit_interval_ms)
-        options = ProcessorOptions(stale_after_ms=int(stale_after_s * 1000))
+        options = ProcessorOptions(stale_after_ms=int(stale_after_s * 1000), policy=limits)
         engines = build(names, current, address, registry, config, options)
         run_processors(engines, console.print)
     finally:

@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mesh.errors import ConfigError
@@ -18,6 +18,8 @@ from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from processors.api import Processor
 from processors.audit import AuditTask
+from processors.killswitch import KillSwitchTask, Policy
+from processors.killswitch.directory import RegistryDirectory
 from processors.registry import RegistryProcessor
 from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine, EngineConfig
@@ -32,6 +34,7 @@ class ProcessorOptions:
     """Per-processor knobs of `mesh processors run`."""
 
     stale_after_ms: int = 15_000
+    policy: Policy = field(default_factory=Policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +67,25 @@ def _audit(b: _Build) -> Task:
     return AuditTask(b.settings, b.bootstrap, b.codec.serde, mesh_key(b.settings))
 
 
+def _killswitch(b: _Build) -> Task:
+    serde = b.codec.serde
+    return KillSwitchTask(
+        b.settings,
+        b.bootstrap,
+        b.codec,
+        RegistryKeys(b.settings, b.bootstrap, serde),
+        mesh_key(b.settings),
+        b.options.policy,
+        RegistryDirectory(b.settings, b.bootstrap, serde),
+        b.instance,
+    )
+
+
 PROCESSORS: dict[str, Callable[[_Build], Task]] = {
     "registry": _registry,
     "state": _state,
     "audit": _audit,
+    "killswitch": _killswitch,
 }
 
 

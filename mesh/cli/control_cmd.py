@@ -1,0 +1,169 @@
+"""`mesh halt`, `mesh resume`, `mesh halts`: operators steer the fleet by hand.
+
+Commands are signed with the operator's key and record who asked (``requested_by``); they go to
+``mesh.control.v1`` like the kill-switch's own, so sidecars, the kill-switch and the audit log
+see them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import typer
+from confluent_kafka import Producer
+
+from mesh.cli.common import bootstrap, console, settings
+from mesh.control import (
+    CONTROL_SUBJECT,
+    Action,
+    HaltBook,
+    Scope,
+    control_key,
+    control_record,
+    seal_control,
+)
+from mesh.errors import KafkaUnavailableError, MeshError
+from mesh.identity import PublicKeys
+from mesh.kafka.config import producer_config
+from mesh.kafka.table import Table
+from mesh.operator import operator_key
+from mesh.registry.factory import open_registry
+from mesh.serde.codec import Serde
+from mesh.serde.messages import MessageCodec
+from mesh.settings import Settings
+from mesh.topics import CONTROL
+from processors.killswitch.directory import dependants, with_capability
+from processors.registry.view import read_agents
+
+_AGENT = typer.Argument(None, help="The agent to halt or resume.")
+_CAPABILITY = typer.Option(None, "--capability", help="Every agent with this capability.")
+_FLEET = typer.Option(False, "--fleet", help="The whole fleet.")
+
+
+def _scope(agent: str | None, capability: str | None, fleet: bool, widen: bool) -> Scope:
+    chosen = [x for x in (agent, capability, fleet or None) if x]
+    if len(chosen) != 1:
+        raise typer.BadParameter("name exactly one of AGENT, --capability C or --fleet")
+    if widen and agent is None:
+        raise typer.BadParameter(
+            "--with-dependants applies to an AGENT", param_hint="--with-dependants"
+        )
+    if fleet:
+        return Scope.FLEET
+    if capability is not None:
+        return Scope.CAPABILITY
+    return Scope.DEPENDANTS if widen else Scope.AGENT
+
+
+def halt(
+    agent: str | None = _AGENT,
+    capability: str | None = _CAPABILITY,
+    fleet: bool = _FLEET,
+    with_dependants: bool = typer.Option(
+        False, "--with-dependants", help="Also every agent that depends on AGENT."
+    ),
+    reason: str = typer.Option(..., "--reason", help="Why, in words (recorded and audited)."),
+) -> None:
+    """Halt an agent, its dependants, a capability or the fleet until an explicit resume."""
+    scope = _scope(agent, capability, fleet, with_dependants)
+    target = agent or capability or "*"
+    _send(Action.HALT, scope, target, reason)
+
+
+def resume(
+    agent: str | None = _AGENT,
+    capability: str | None = _CAPABILITY,
+    fleet: bool = _FLEET,
+    reason: str = typer.Option("resumed by an operator", "--reason", help="Why, in words."),
+) -> None:
+    """Lift the halt on an agent (and the dependants halted with it), a capability or the fleet."""
+    scope = _scope(agent, capability, fleet, False)
+    _send(Action.RESUME, scope, agent or capability or "*", reason)
+
+
+def halts() -> None:
+    """The halts in force."""
+    current = settings()
+    address = bootstrap(current)
+    registry = open_registry(current, address)
+    table = Table(current, address, f"{current.topic_prefix}{CONTROL}")
+    try:
+        table.catch_up()
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        book = HaltBook()
+        for raw_key, value in table.values.items():
+            opened = codec.open(value, verify=False)
+            if opened.body_subject == CONTROL_SUBJECT:
+                book.apply(raw_key.decode(), opened.body)
+    finally:
+        table.close()
+        registry.close()
+    if not book.halts:
+        console.print("no halts in force")
+    for key, command in sorted(book.halts.items()):
+        affects = ", ".join(command["affected_agents"]) or key
+        console.print(
+            f"{key}: {command['scope'].lower()} halt by {command['rule']} "
+            f"({command['requested_by']}): {command['reason']}; affects {affects}"
+        )
+
+
+def _send(action: Action, scope: Scope, target: str, reason: str) -> None:
+    current = settings()
+    address = bootstrap(current)
+    key = operator_key(current)
+    registry = open_registry(current, address)
+    try:
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        affected = _affected(current, address, codec.serde, scope, target)
+        record = control_record(
+            action,
+            scope,
+            target,
+            rule="operator",
+            reason=reason,
+            requested_by=key.agent_id,
+            affected=affected,
+        )
+        value = seal_control(codec, key, record, int(time.time() * 1000))
+        _produce(current, address, control_key(scope, target), value)
+    finally:
+        registry.close()
+    console.print(
+        f"{action.value.lower()} {scope.value.lower()} {target} sent as {key.agent_id}"
+        + (f"; affects {', '.join(affected)}" if affected else "")
+    )
+    console.print(json.dumps({"command_id": record["command_id"]}))
+
+
+def _affected(
+    current: Settings, address: str, serde: Serde, scope: Scope, target: str
+) -> list[str]:
+    if scope is Scope.AGENT:
+        return [target]
+    try:
+        agents = read_agents(current, address, serde)
+    except MeshError:
+        agents = {}
+    if scope is Scope.DEPENDANTS:
+        return [target, *dependants(agents, target)]
+    if scope is Scope.CAPABILITY:
+        return with_capability(agents, target)
+    return sorted(agents)
+
+
+def _produce(current: Settings, address: str, key: str, value: bytes) -> None:
+    producer = Producer(producer_config(current, address))
+    failures: list[str] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    producer.produce(f"{current.topic_prefix}{CONTROL}", value, key.encode(), on_delivery=delivered)
+    if producer.flush(15) or failures:
+        raise KafkaUnavailableError(
+            f"the command did not reach {current.topic_prefix}{CONTROL}: "
+            f"{failures[0] if failures else 'timed out'}; is the broker up and the topic created?"
+        )

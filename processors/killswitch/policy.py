@@ -1,0 +1,160 @@
+"""The kill-switch policy: rules and thresholds, loaded from a TOML file and validated.
+
+Every limit is a *maximum*: a rule fires when the observed value goes **over** it (exactly at
+the limit is allowed). A window of ``W`` seconds ending at ``t`` holds the events with a time
+in ``(t - W, t]``: an event exactly ``W`` old has left it.
+
+Example (every key optional; these are the defaults)::
+
+    [agent]                       # limits for every agent
+    max_cost_per_minute = 1.0     # US dollars
+    max_cost_per_hour = 20.0
+    max_repeated_tool_calls = 5   # same tool, same arguments, within repeat_window_s
+    repeat_window_s = 60
+    max_cycle_repeats = 4         # the same agent->peer hop within one correlation
+    max_hop_count = 10
+    max_errors = 20               # within error_window_s
+    error_window_s = 60
+
+    [fleet]
+    max_cost_per_minute = 20.0
+    max_cost_per_hour = 400.0
+    max_errors = 200
+    error_window_s = 60
+
+    [agents.researcher]           # per-agent overrides, and the tools it may call
+    max_cost_per_minute = 2.0
+    allowed_tools = ["search", "fetch"]
+
+    [radius]                      # blast radius per rule: agent, dependants, capability, fleet
+    causation_cycle = "dependants"
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mesh.errors import ConfigError
+
+__all__ = ["AGENT_RULES", "FLEET_RULES", "FleetLimits", "Limits", "Policy", "load_policy"]
+
+AGENT_RULES = (
+    "spend_per_minute",
+    "spend_per_hour",
+    "repeated_tool_call",
+    "causation_cycle",
+    "hop_limit",
+    "tool_not_allowed",
+    "error_storm",
+)
+FLEET_RULES = ("fleet_spend_per_minute", "fleet_spend_per_hour", "fleet_error_storm")
+SCOPES = ("agent", "dependants", "capability", "fleet")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_cost_per_minute: float = 1.0
+    max_cost_per_hour: float = 20.0
+    max_repeated_tool_calls: int = 5
+    repeat_window_s: float = 60.0
+    max_cycle_repeats: int = 4
+    max_hop_count: int = 10
+    max_errors: int = 20
+    error_window_s: float = 60.0
+    allowed_tools: frozenset[str] | None = None  # None: any tool
+
+
+@dataclass(frozen=True, slots=True)
+class FleetLimits:
+    max_cost_per_minute: float = 20.0
+    max_cost_per_hour: float = 400.0
+    max_errors: int = 200
+    error_window_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    agent: Limits = field(default_factory=Limits)
+    fleet: FleetLimits = field(default_factory=FleetLimits)
+    agents: Mapping[str, Limits] = field(default_factory=dict)
+    radius: Mapping[str, str] = field(default_factory=dict)
+
+    def limits(self, agent_id: str) -> Limits:
+        return self.agents.get(agent_id, self.agent)
+
+    def scope(self, rule: str) -> str:
+        return self.radius.get(rule, "fleet" if rule in FLEET_RULES else "agent")
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The policy in ``path`` (None: the defaults); ConfigError says what is wrong and where."""
+    if path is None:
+        return Policy()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the kill-switch policy {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the kill-switch policy {path} is not valid TOML: {exc}") from exc
+    return parse_policy(data, str(path))
+
+
+def parse_policy(data: Mapping[str, Any], where: str = "policy") -> Policy:
+    _only(data, {"agent", "fleet", "agents", "radius"}, where)
+    agent = _limits(Limits(), _table(data, "agent", where), f"{where} [agent]")
+    fleet = _limits(FleetLimits(), _table(data, "fleet", where), f"{where} [fleet]")
+    agents = {
+        agent_id: _limits(agent, _table(overrides, None, where), f"{where} [agents.{agent_id}]")
+        for agent_id, overrides in _table(data, "agents", where).items()
+    }
+    radius = dict(_table(data, "radius", where))
+    for rule, scope in radius.items():
+        if rule not in AGENT_RULES + FLEET_RULES:
+            raise ConfigError(f"{where} [radius]: unknown rule {rule!r}; rules: {_names()}")
+        if scope not in SCOPES or (rule in FLEET_RULES and scope != "fleet"):
+            allowed = "fleet" if rule in FLEET_RULES else ", ".join(SCOPES)
+            raise ConfigError(f"{where} [radius]: {rule} = {scope!r}; choose {allowed}")
+    return Policy(agent, fleet, agents, radius)
+
+
+def _names() -> str:
+    return ", ".join(AGENT_RULES + FLEET_RULES)
+
+
+def _table(data: Any, name: str | None, where: str) -> Mapping[str, Any]:
+    value = data if name is None else data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: {name or 'each [agents.ID]'} must be a table")
+    return value
+
+
+def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected {sorted(allowed)}")
+
+
+def _limits(base: Any, values: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(base)}
+    _only(values, set(known), where)
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "allowed_tools":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: allowed_tools must be a list of tool names")
+            changes[name] = frozenset(value)
+            continue
+        wanted = int if isinstance(getattr(base, name), int) else float
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: {name} must be a number, not {value!r}")
+        if wanted is int and not float(value).is_integer():
+            raise ConfigError(f"{where}: {name} must be a whole number, not {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where}: {name} must be greater than 0, not {value!r}")
+        changes[name] = wanted(value)
+    return replace(base, **changes)
