@@ -1,0 +1,276 @@
+"""The kill-switch through the test driver: every rule at, just over and across its window."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesh.control import Action, Scope, control_key, control_record, seal_control
+from mesh.envelope import Envelope, RecipientKind
+from mesh.errors import ConfigError
+from mesh.identity import AgentKey, PublicKeys
+from mesh.registry.memory import InMemoryRegistry
+from mesh.serde.codec import Serde
+from mesh.serde.messages import MessageCodec
+from mesh.settings import Settings
+from mesh.topics import CONTROL, TELEMETRY
+from processors.killswitch import KillSwitchTask, load_policy
+from processors.killswitch.directory import StaticDirectory
+from processors.killswitch.policy import parse_policy
+from processors.registry.state import AgentState
+from processors.testing import TestDriver
+
+MESH = AgentKey.generate("mesh")
+OPERATOR = AgentKey.generate("operator:alice")
+AGENTS = {name: AgentKey.generate(name) for name in ("intake", "research", "drafting", "review")}
+_ids = itertools.count()
+
+
+def agent(name: str, depends_on: tuple[str, ...] = (), skill: str = "work") -> AgentState:
+    card = f'{{"name": "{name}", "skills": [{{"id": "{skill}", "name": "{skill}"}}]}}'
+    return AgentState(name, "team", "1", AGENTS[name].public_bytes, card, depends_on)
+
+
+DIRECTORY = StaticDirectory(
+    {
+        "intake": agent("intake", ("research",), "triage"),
+        "research": agent("research", (), "research"),
+        "drafting": agent("drafting", ("research",), "writing"),
+        "review": agent("review", ("drafting",), "writing"),
+    }
+)
+
+
+class Fleet:
+    """A driver around a kill-switch, and telemetry sealed by the fleet's agents."""
+
+    def __init__(self, policy: dict[str, Any] | None = None) -> None:
+        self.serde = Serde(InMemoryRegistry())
+        self.codec = MessageCodec(self.serde, PublicKeys())
+        keys = PublicKeys({k.agent_id: k.public_bytes for k in AGENTS.values()})
+        task = KillSwitchTask(
+            Settings(),
+            "unused",
+            self.codec,
+            keys,
+            MESH,
+            parse_policy(policy or {}),
+            DIRECTORY,
+            clock=lambda: self.driver.now_ms / 1000,
+        )
+        self.task = task
+        self.driver: TestDriver[object] = TestDriver(task=task, serde=self.serde)
+
+    def report(
+        self,
+        who: str,
+        kind: str = "TOOL_CALL",
+        name: str = "search",
+        *,
+        cost: float = 0.0,
+        ok: bool = True,
+        peer: str | None = None,
+        args: str | None = "a1",
+        hop: int = 0,
+        correlation: str = "req-1",
+        signer: AgentKey | None = None,
+        about: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Pipe one telemetry event; return the halts it caused."""
+        envelope = Envelope(
+            f"t-{next(_ids)}",
+            "c",
+            correlation,
+            who,
+            RecipientKind.BROADCAST,
+            "",
+            self.driver.now_ms,
+            hop,
+        )
+        body = {
+            "agent_id": about or who,
+            "kind": kind,
+            "name": name,
+            "peer": peer,
+            "arguments_digest": args,
+            "cost_usd": cost,
+            "ok": ok,
+        }
+        value = self.codec.seal(
+            envelope, "mesh.telemetry.TelemetryEvent", body, signer or AGENTS[who]
+        )
+        out = self.driver.pipe(TELEMETRY, who, value)
+        return [
+            self.codec.open(o.value or b"", verify=False).body for o in out if o.topic == CONTROL
+        ]
+
+    def control(self, action: Action, scope: Scope, target: str, key: AgentKey = OPERATOR) -> None:
+        record = control_record(
+            action, scope, target, rule="operator", reason="test", requested_by=key.agent_id
+        )
+        value = seal_control(self.codec, key, record, self.driver.now_ms)
+        self.driver.pipe(CONTROL, control_key(scope, target), value)
+
+    def at(self, ms: int) -> Fleet:
+        self.driver.now_ms = ms
+        return self
+
+
+def test_spend_exactly_at_the_minute_budget_is_allowed_and_just_over_halts() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    assert fleet.report("research", "MODEL_CALL", "m", cost=0.5) == []
+    assert fleet.at(10_000).report("research", "MODEL_CALL", "m", cost=0.5) == []
+    halts = fleet.at(20_000).report("research", "MODEL_CALL", "m", cost=0.01)
+    assert len(halts) == 1
+    halt = halts[0]
+    assert (halt["action"], halt["scope"], halt["target"], halt["rule"]) == (
+        "HALT",
+        "AGENT",
+        "research",
+        "spend_per_minute",
+    )
+    assert halt["affected_agents"] == ["research"] and len(halt["evidence"]) == 3
+    assert halt["trigger_produced_at"] == 20_000 and "over the budget of $1.0000" in halt["reason"]
+
+
+def test_spend_exactly_one_window_old_has_left_the_window() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    fleet.report("research", "MODEL_CALL", "m", cost=0.6)
+    assert fleet.at(60_000).report("research", "MODEL_CALL", "m", cost=0.6) == []  # edge: out
+    assert len(fleet.at(119_999).report("research", "MODEL_CALL", "m", cost=0.6)) == 1
+
+
+def test_spend_per_hour() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 100, "max_cost_per_hour": 2.0}})
+    for minute in range(4):
+        assert fleet.at(minute * 60_000).report("drafting", "MODEL_CALL", "m", cost=0.5) == []
+    halts = fleet.at(3_599_999).report("drafting", "MODEL_CALL", "m", cost=0.5)
+    assert [h["rule"] for h in halts] == ["spend_per_hour"]
+
+
+def test_the_same_tool_call_repeating_halts_on_the_first_over_the_limit() -> None:
+    fleet = Fleet({"agent": {"max_repeated_tool_calls": 3, "repeat_window_s": 10}})
+    for i in range(3):
+        assert fleet.at(i).report("research", args="same") == []
+    assert fleet.at(3).report("research", args="other") == []  # other arguments
+    assert fleet.at(10_000).report("research", args="same") == []  # the first one left
+    halts = fleet.at(10_000).report("research", args="same")  # 1, 2, 10000, 10000
+    assert [h["rule"] for h in halts] == ["repeated_tool_call"]
+
+
+def test_a_causation_cycle_halts_with_dependants_when_configured() -> None:
+    fleet = Fleet({"agent": {"max_cycle_repeats": 2}, "radius": {"causation_cycle": "dependants"}})
+    for i in range(2):
+        assert fleet.at(i).report("research", "MESSAGE_SENT", "send", peer="drafting") == []
+    other = fleet.report("research", "MESSAGE_SENT", "send", peer="drafting", correlation="r2")
+    assert other == []
+    halts = fleet.at(5).report("research", "MESSAGE_SENT", "send", peer="drafting")
+    assert len(halts) == 1
+    assert (halts[0]["rule"], halts[0]["scope"]) == ("causation_cycle", "DEPENDANTS")
+    assert halts[0]["affected_agents"] == ["research", "drafting", "intake", "review"]
+
+
+def test_hop_count_over_the_limit() -> None:
+    fleet = Fleet({"agent": {"max_hop_count": 3}})
+    assert fleet.report("intake", "MESSAGE_SENT", "send", peer="research", hop=3) == []
+    halts = fleet.report("intake", "MESSAGE_SENT", "send", peer="research", hop=4)
+    assert [h["rule"] for h in halts] == ["hop_limit"]
+
+
+def test_a_tool_outside_the_agents_policy_halts_by_capability() -> None:
+    fleet = Fleet(
+        {
+            "agents": {"drafting": {"allowed_tools": ["write"]}},
+            "radius": {"tool_not_allowed": "capability"},
+        }
+    )
+    assert fleet.report("drafting", name="write") == []
+    assert fleet.report("research", name="shell") == []  # research may call anything
+    halts = fleet.report("drafting", name="shell")
+    assert len(halts) == 1
+    assert (halts[0]["scope"], halts[0]["target"]) == ("CAPABILITY", "writing")
+    assert halts[0]["affected_agents"] == ["drafting", "review"]
+    assert "'shell', which its policy does not allow (allowed: write)" in halts[0]["reason"]
+
+
+def test_an_error_storm() -> None:
+    fleet = Fleet({"agent": {"max_errors": 3, "error_window_s": 1}})
+    for i in range(3):
+        assert fleet.at(i * 100).report("review", "ERROR", "Timeout", ok=False) == []
+    assert fleet.at(1_000).report("review", "ERROR", "Timeout", ok=False) == []  # first left
+    halts = fleet.at(1_050).report("review", "TOOL_CALL", "fetch", ok=False)
+    assert [h["rule"] for h in halts] == ["error_storm"]
+
+
+def test_fleet_spend_halts_the_fleet() -> None:
+    fleet = Fleet({"fleet": {"max_cost_per_minute": 1.0}})
+    assert fleet.report("intake", "MODEL_CALL", "m", cost=0.4) == []
+    assert fleet.report("research", "MODEL_CALL", "m", cost=0.4) == []
+    halts = fleet.report("drafting", "MODEL_CALL", "m", cost=0.4)
+    assert len(halts) == 1
+    assert (halts[0]["scope"], halts[0]["target"], halts[0]["rule"]) == (
+        "FLEET",
+        "*",
+        "fleet_spend_per_minute",
+    )
+    assert halts[0]["affected_agents"] == ["drafting", "intake", "research", "review"]
+    assert fleet.report("review", "MODEL_CALL", "m", cost=5) == []  # the fleet is halted
+
+
+def test_a_halted_agent_is_not_halted_again_and_a_resume_starts_fresh_windows() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=1.5)) == 1
+    assert fleet.report("research", "MODEL_CALL", "m", cost=1.5) == []  # no flapping
+    fleet.control(Action.RESUME, Scope.AGENT, "research")
+    assert fleet.report("research", "MODEL_CALL", "m", cost=0.9) == []  # fresh window
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=0.2)) == 1
+
+
+def test_an_operator_halt_silences_the_rules_until_resumed() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    fleet.control(Action.HALT, Scope.AGENT, "research")
+    assert fleet.report("research", "MODEL_CALL", "m", cost=5) == []
+    fleet.control(Action.RESUME, Scope.AGENT, "research")
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=5)) == 1
+
+
+def test_forged_misattributed_and_unknown_telemetry_go_to_the_dead_letter_topic() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    stranger = AgentKey.generate("stranger")
+    fleet.report("research", "MODEL_CALL", "m", cost=5, signer=AGENTS["review"])
+    fleet.report("research", "MODEL_CALL", "m", cost=5, about="drafting")
+    fleet.driver.pipe(TELEMETRY, "x", b"\x00\x00\x00\x00\x07garbage")
+    AGENTS["stranger"] = stranger
+    try:
+        fleet.report("stranger", "MODEL_CALL", "m", cost=5)
+    finally:
+        del AGENTS["stranger"]
+    codes = [d["reason_code"] for d in fleet.driver.dead_letters()]
+    assert codes == ["bad_signature", "rejected", "unknown_schema_id", "unknown_sender"]
+    assert fleet.task.halts_issued == 0
+
+
+def test_policy_files_are_validated(tmp_path: Path) -> None:
+    good = tmp_path / "policy.toml"
+    good.write_text('[agent]\nmax_cost_per_minute = 2\n[radius]\nhop_limit = "fleet"\n')
+    assert load_policy(good).agent.max_cost_per_minute == 2.0
+    cases = {
+        "[agent]\nmax_cost_per_minute = -1\n": "max_cost_per_minute must be greater than 0",
+        "[agent]\nmax_errors = 2.5\n": "max_errors must be a whole number",
+        "[agent]\nmax_errors = true\n": "max_errors must be a number",
+        "[agent]\nmax_cost = 1\n": "unknown key 'max_cost'",
+        '[radius]\nfleet_error_storm = "agent"\n': "fleet_error_storm = 'agent'; choose fleet",
+        '[radius]\nno_such_rule = "agent"\n': "unknown rule 'no_such_rule'",
+        '[agents.x]\nallowed_tools = "search"\n': "allowed_tools must be a list",
+        "[agent\n": "is not valid TOML",
+    }
+    for text, message in cases.items():
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+            load_policy(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_policy(tmp_path / "missing.toml")
