@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -164,3 +167,32 @@ def read_all(
     finally:
         consumer.close()
     return out
+
+
+@contextlib.contextmanager
+def running(engines: list[Any]) -> Iterator[None]:
+    """Run engines in threads for the block; stop and join them after, re-raising failures."""
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def work(engine: Any) -> None:
+        try:
+            engine.run(until=stop.is_set)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    if failures:
+        raise failures[0]
+
+
+def committed_total(settings: Settings, group: str, topics: list[str], partitions: int) -> int:
+    return sum(committed(settings, group, topic, partitions) for topic in topics)

@@ -1,0 +1,196 @@
+"""The audit log on the real broker: a SIGKILL mid-stream, verification, and tampering."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Producer, TopicPartition
+
+from mesh.audit.chain import AUDIT_SUBJECT, Link
+from mesh.audit.log import AuditLog
+from mesh.kafka.admin import TopicAdmin
+from mesh.kafka.config import producer_config
+from mesh.kafka.reading import reader, watermarks
+from mesh.operator import mesh_key
+from mesh.serde.codec import Serde
+from mesh.settings import Settings
+from mesh.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY, inbox_topic
+from processors.audit import AuditTask
+from processors.runtime.engine import Engine
+from tests.integration.fleet import (
+    Sent,
+    codec_for,
+    committed_total,
+    produce,
+    running,
+    spawn_processor,
+    wait_for,
+)
+from tests.integration.test_cli import run
+
+SOURCES = [REGISTRY_EVENTS, TASKS, TELEMETRY, CONTROL, "mesh.inbox.research.v1"]
+
+
+def mixed_events(total: int) -> list[Sent]:
+    """``total`` records over every audited topic; a few are not even Avro (audited too)."""
+    return [
+        Sent(SOURCES[i % len(SOURCES)], f"key-{i % 40}", b"\x01junk" if i % 97 == 0 else
+             f"event {i}".encode() * (1 + i % 5))
+        for i in range(total)
+    ]  # fmt: skip
+
+
+def ensure_all(settings: Settings) -> TopicAdmin:
+    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin.ensure()
+    admin.ensure([inbox_topic("research")])
+    return admin
+
+
+def source_coordinates(settings: Settings) -> set[tuple[str, int, int]]:
+    """Every (topic, partition, offset) the sources hold (all written without transactions)."""
+    consumer = reader(settings, settings.bootstrap_servers or "")
+    try:
+        found = set()
+        for topic in SOURCES:
+            full = f"{settings.topic_prefix}{topic}"
+            for partition in range(settings.partitions):
+                low, high = watermarks(consumer, TopicPartition(full, partition))
+                found |= {(full, partition, offset) for offset in range(low, high)}
+        return found
+    finally:
+        consumer.close()
+
+
+def audited(settings: Settings, serde: Serde) -> list[tuple[int, int, Link | None]]:
+    log = AuditLog(settings, settings.bootstrap_servers or "", serde)
+    return [
+        (partition, entry.offset, entry.link)
+        for partition in log.partitions()
+        for entry in log.entries(partition)
+    ]
+
+
+def test_sigkill_mid_stream_leaves_a_chain_that_verifies_with_each_record_once(
+    settings: Settings,
+) -> None:
+    ensure_all(settings)
+    codec, registry = codec_for(settings)
+    events = mixed_events(5_000)
+    produce(settings, events)
+    group = f"{settings.topic_prefix}mesh-audit"
+    full = [f"{settings.topic_prefix}{t}" for t in SOURCES]
+
+    def count() -> int:
+        return committed_total(settings, group, SOURCES, settings.partitions)
+
+    first = spawn_processor(settings, "audit")
+    try:
+        wait_for(lambda: count() > 1_000, 120, "the first audit instance to commit some work")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    finally:
+        first.kill()
+        first.communicate()
+    done_before_kill = count()
+    assert done_before_kill < 5_000, "the kill must land mid-stream"
+
+    second = spawn_processor(settings, "audit")
+    try:
+        wait_for(lambda: count() == 5_000, 180, "the restarted audit instance to finish")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=60)
+    assert second.returncode == 0, output
+
+    records = audited(settings, codec.serde)
+    links = [link for _, _, link in records if link is not None]
+    assert len(links) == len(records)
+    coordinates = Counter((x.source_topic, x.source_partition, x.source_offset) for x in links)
+    assert [c for c, n in coordinates.items() if n > 1] == []
+    assert set(coordinates) == source_coordinates(settings)
+    assert {x.source_topic for x in links} == set(full)
+
+    verified = run(["audit", "verify"], settings)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "every chain verifies" in verified.stdout
+    assert "5000 records checked" in verified.stdout
+    registry.close()
+
+
+@pytest.fixture
+def chain(settings: Settings) -> Iterator[tuple[Serde, list[tuple[int, int, Link | None]]]]:
+    """A short real chain, written by the audit processor from 300 source records."""
+    ensure_all(settings)
+    codec, registry = codec_for(settings)
+    produce(settings, mixed_events(300))
+    bootstrap = settings.bootstrap_servers or ""
+    engine = Engine(
+        AuditTask(settings, bootstrap, codec.serde, mesh_key(settings)), settings, bootstrap
+    )
+    group = engine.group
+    with running([engine]):
+        wait_for(
+            lambda: committed_total(settings, group, SOURCES, settings.partitions) == 300,
+            120,
+            "the audit processor",
+        )
+    records = audited(settings, codec.serde)
+    yield codec.serde, records
+    registry.close()
+
+
+def copy_with(settings: Settings, serde: Serde, links: list[Link], name: str) -> Settings:
+    """Write ``links`` as audit partition 0 of a fresh prefix, as a tamperer would."""
+    copy = settings.with_overrides(topic_prefix=f"{settings.topic_prefix}{name}.")
+    TopicAdmin(copy, copy.bootstrap_servers or "").ensure()
+    codec, registry = codec_for(copy)  # the copy's own schema registry
+    serde = codec.serde
+    producer = Producer(producer_config(copy, copy.bootstrap_servers or ""))
+    for link in links:
+        value = serde.encode(AUDIT_SUBJECT, link.to_record())
+        producer.produce(f"{copy.topic_prefix}{AUDIT}", value, b"k", partition=0)
+    assert producer.flush(30) == 0
+    registry.close()
+    return copy
+
+
+def test_altering_deleting_reordering_and_injecting_are_named(
+    settings: Settings, chain: tuple[Serde, list[tuple[int, int, Link | None]]]
+) -> None:
+    serde, records = chain
+    links = [link for partition, _, link in records if partition == 0 and link is not None]
+    assert len(links) > 20
+    intact = copy_with(settings, serde, links, "intact")
+    assert run(["audit", "verify"], intact).returncode == 0
+
+    altered = list(links)
+    altered[7] = altered[7]._replace(original=b"what really happened")
+    deleted = links[:9] + links[10:]
+    reordered = list(links)
+    reordered[12], reordered[13] = reordered[13], reordered[12]
+    cases = {
+        "altered": (altered, "offset 7, sequence 7: altered: the original bytes do not match"),
+        "deleted": (deleted, "offset 9, sequence 10: missing record: the chain jumps from 8 to 10"),
+        "reordered": (reordered, "offset 12, sequence 13: reordered: sequence 13 comes before 12"),
+    }
+    for name, (tampered, named) in cases.items():
+        result = run(["audit", "verify"], copy_with(settings, serde, tampered, name))
+        assert result.returncode == 1, (name, result.stdout)
+        assert f"first bad record: audit partition 0, {named}" in result.stdout.replace(
+            "sequence 13 comes before sequence 12", "sequence 13 comes before 12"
+        ), (name, result.stdout)
+
+    injected = copy_with(settings, serde, links, "injected")
+    producer = Producer(producer_config(injected, injected.bootstrap_servers or ""))
+    producer.produce(
+        f"{injected.topic_prefix}{AUDIT}", b"\x00\x00\x00\x00\x01not audit", partition=0
+    )
+    assert producer.flush(30) == 0
+    result = run(["audit", "verify"], injected)
+    assert result.returncode == 1
+    assert f"audit partition 0, offset {len(links)}: not an audit record" in result.stdout
