@@ -44,6 +44,10 @@ from processors.runtime.task import KeyedTask, Task
 
 __all__ = ["Engine", "EngineConfig"]
 
+#: Consumer events that are not failures: the end of a partition, and a pattern subscription
+#: (agent inboxes) that matches no topic yet. Fixed inputs are checked to exist at start.
+_NOT_ERRORS = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -183,7 +187,7 @@ class Engine:
     def _handle(self, message: Message, batch: _Batch) -> None:
         error = message.error()
         if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
+            if error.code() in _NOT_ERRORS:
                 return
             raise KafkaUnavailableError(f"{self.group}: consume failed: {error}")
         topic, partition, offset = message.topic(), message.partition(), message.offset()
