@@ -52,9 +52,24 @@ class TopicAdmin:
                 "another MESH_TOPIC_PREFIX."
             )
         missing = [n for n in names if n not in live]
-        self._create([self._new_topic(n, names[n]) for n in missing])
+        raced = self._create([self._new_topic(n, names[n]) for n in missing])
         self._await_leaders(missing)
-        return EnsureReport(created=missing, existing=present)
+        self._refuse_raced({n: names[n] for n in raced})
+        created = [n for n in missing if n not in raced]
+        return EnsureReport(created=created, existing=present + raced)
+
+    def _refuse_raced(self, raced: dict[str, TopicSpec]) -> None:
+        """Check topics that appeared between listing and creating (another writer, or
+        metadata that had not caught up with a fresh topic) exactly as existing ones."""
+        if not raced:
+            return
+        problems = self._conflicts(raced, self.topic_partitions())
+        if problems:
+            raise TopicConfigConflictError(
+                "topics created concurrently by someone else contradict the mesh's topic "
+                "catalogue:\n  " + "\n  ".join(problems)
+                + "\nFix the topic configs (kafka-configs --alter) or recreate the topics."
+            )
 
     def topic_partitions(self) -> dict[str, int]:
         """Every topic of the cluster with its partition count."""
@@ -130,13 +145,17 @@ class TopicAdmin:
         if pending:
             raise KafkaUnavailableError(f"topics created but without a leader: {sorted(pending)}")
 
-    def _create(self, topics: list[NewTopic]) -> None:
+    def _create(self, topics: list[NewTopic]) -> list[str]:
+        """Create ``topics``; return the names that turned out to exist already."""
         if not topics:
-            return
+            return []
         futures = self._admin.create_topics(topics, operation_timeout=_TIMEOUT_S)
-        for future in futures.values():
+        raced = []
+        for name, future in futures.items():
             try:
                 future.result()
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise KafkaUnavailableError(f"creating topics failed: {exc}") from exc
+                raced.append(name)
+        return raced

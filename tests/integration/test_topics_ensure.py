@@ -39,6 +39,7 @@ def test_a_compacted_audit_topic_is_refused_and_nothing_is_created(settings: Set
     admin._admin.create_topics(
         [NewTopic(audit, settings.partitions, 1, config={"cleanup.policy": "compact"})]
     )[audit].result()
+    admin._await_leaders([audit])  # metadata lags a fresh topic briefly
     with pytest.raises(TopicConfigConflictError) as caught:
         admin.ensure()
     assert f"{audit}: cleanup.policy='compact' but the catalogue requires 'delete'" in str(
@@ -55,3 +56,19 @@ def test_a_partition_count_mismatch_is_refused(settings: Settings) -> None:
     admin._admin.create_topics([NewTopic(tasks, settings.partitions + 1, 1)])[tasks].result()
     with pytest.raises(TopicConfigConflictError, match="co-partitioned topics must agree"):
         admin.ensure()
+
+
+def test_a_topic_that_appears_during_ensure_is_checked_like_an_existing_one(
+    settings: Settings,
+) -> None:
+    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    audit = f"{settings.topic_prefix}{AUDIT}"
+    spec = next(s for s in catalogue() if s.name == AUDIT)
+    admin._admin.create_topics(
+        [NewTopic(audit, settings.partitions, 1, config={"cleanup.policy": "compact"})]
+    )[audit].result()
+    raced = admin._create([admin._new_topic(audit, spec)])
+    assert raced == [audit]
+    admin._await_leaders(raced)
+    with pytest.raises(TopicConfigConflictError, match="created concurrently"):
+        admin._refuse_raced({audit: spec})
