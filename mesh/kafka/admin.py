@@ -67,7 +67,8 @@ class TopicAdmin:
         if problems:
             raise TopicConfigConflictError(
                 "topics created concurrently by someone else contradict the mesh's topic "
-                "catalogue:\n  " + "\n  ".join(problems)
+                "catalogue:\n  "
+                + "\n  ".join(problems)
                 + "\nFix the topic configs (kafka-configs --alter) or recreate the topics."
             )
 
