@@ -24,19 +24,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
+from bench._kafka import passthrough, produce
 from bench._report import median, write_results
 from mesh.envelope import Envelope, RecipientKind
 from mesh.identity import AgentKey, PublicKeys
 from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import consumer_config, producer_config, transactional_producer_config
+from mesh.kafka.config import producer_config
 from mesh.kafka.source import acquire_broker
 from mesh.registry.kafka import KafkaRegistry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings, load_settings
-from mesh.topics import REGISTRY_EVENTS, TELEMETRY
+from mesh.topics import REGISTRY_EVENTS
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 
@@ -46,6 +47,7 @@ ROUNDS = 3
 FLEET = 10_000
 HEARTBEAT_EVERY_S = 5.0
 SUSTAIN_S = 60.0
+SOURCES = [REGISTRY_EVENTS]
 
 
 def sealed_events(codec: MessageCodec, agents: int, total: int) -> list[tuple[bytes, bytes]]:
@@ -80,64 +82,6 @@ def fresh(settings: Settings, bootstrap: str) -> Settings:
     prefixed = settings.with_overrides(topic_prefix=f"bench.reg.{uuid.uuid4().hex[:8]}.")
     TopicAdmin(prefixed, bootstrap).ensure()
     return prefixed
-
-
-def produce(settings: Settings, bootstrap: str, events: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer(producer_config(settings, bootstrap))
-    topic = f"{settings.topic_prefix}{REGISTRY_EVENTS}"
-    for key, value in events:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(60)
-
-
-def passthrough(settings: Settings, bootstrap: str, total: int, transactional: bool) -> float:
-    """Records/s of a raw consume -> produce copy of the input, from first record to last."""
-    source = f"{settings.topic_prefix}{REGISTRY_EVENTS}"
-    sink = f"{settings.topic_prefix}{TELEMETRY}"
-    group = f"{settings.topic_prefix}passthrough"
-    consumer = Consumer(consumer_config(settings, bootstrap, group))
-    if transactional:
-        producer = Producer(transactional_producer_config(settings, bootstrap, group))
-        producer.init_transactions(30)
-    else:
-        producer = Producer(producer_config(settings, bootstrap))
-    consumer.subscribe([source])
-    done, started, last_commit = 0, 0.0, time.monotonic()
-    positions: dict[int, int] = {}
-    if transactional:
-        producer.begin_transaction()
-    while done < total:
-        for message in consumer.consume(500, 0.05):
-            if message.error():
-                continue
-            started = started or time.perf_counter()
-            producer.produce(sink, message.value(), message.key(), partition=message.partition())
-            positions[message.partition()] = message.offset() + 1
-            done += 1
-        if transactional and time.monotonic() - last_commit >= 0.02 and positions:
-            offsets = [TopicPartition(source, p, o) for p, o in positions.items()]
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
-            producer.commit_transaction()
-            producer.begin_transaction()
-            last_commit = time.monotonic()
-        elif not transactional and done % 500 == 0 and positions:
-            producer.poll(0)
-            consumer.commit(asynchronous=True)
-    if transactional:
-        offsets = [TopicPartition(source, p, o) for p, o in positions.items()]
-        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
-        producer.commit_transaction()
-    else:
-        producer.flush(60)
-        consumer.commit(asynchronous=False)
-    elapsed = time.perf_counter() - started
-    consumer.close()
-    return total / elapsed
 
 
 def processor_rate(settings: Settings, bootstrap: str, codec: MessageCodec, total: int) -> float:
@@ -255,12 +199,15 @@ def main() -> None:
     try:
         for round_ in range(ROUNDS):
             for name, run in (
-                ("raw passthrough", lambda s: passthrough(s, bootstrap, EVENTS, False)),
-                ("transactional passthrough", lambda s: passthrough(s, bootstrap, EVENTS, True)),
+                ("raw passthrough", lambda s: passthrough(s, bootstrap, SOURCES, EVENTS, False)),
+                (
+                    "transactional passthrough",
+                    lambda s: passthrough(s, bootstrap, SOURCES, EVENTS, True),
+                ),
                 ("registry processor", lambda s: processor_rate(s, bootstrap, codec, EVENTS)),
             ):
                 settings = fresh(base, bootstrap)
-                produce(settings, bootstrap, events)
+                produce(settings, bootstrap, REGISTRY_EVENTS, events)
                 rates.setdefault(name, []).append(run(settings))
                 print(f"round {round_ + 1} {name}: {rates[name][-1]:,.0f} records/s")
         m = {k: median(v) for k, v in rates.items()}

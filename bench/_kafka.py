@@ -1,0 +1,79 @@
+"""Kafka baselines shared by the benchmarks: bulk produce, and a raw passthrough."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from mesh.kafka.config import consumer_config, producer_config, transactional_producer_config
+from mesh.settings import Settings
+
+
+def produce(
+    settings: Settings, bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]
+) -> None:
+    """Produce ``events`` (key, value) to the prefixed ``topic`` and wait for every ack."""
+    producer = Producer(producer_config(settings, bootstrap))
+    full = f"{settings.topic_prefix}{topic}"
+    for key, value in events:
+        while True:
+            try:
+                producer.produce(full, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+
+
+def passthrough(
+    settings: Settings, bootstrap: str, sources: list[str], total: int, transactional: bool
+) -> float:
+    """Records/s of a raw consume -> produce copy of ``sources`` to the telemetry topic's
+    partitions (no decoding), first record to last. Transactional: commits every 20 ms with
+    ``send_offsets_to_transaction``, as the processors do; else offsets every 500 records."""
+    topics = [f"{settings.topic_prefix}{t}" for t in sources]
+    sink = f"{settings.topic_prefix}mesh.telemetry.v1"
+    group = f"{settings.topic_prefix}passthrough"
+    consumer = Consumer(consumer_config(settings, bootstrap, group))
+    if transactional:
+        producer = Producer(transactional_producer_config(settings, bootstrap, group))
+        producer.init_transactions(30)
+    else:
+        producer = Producer(producer_config(settings, bootstrap))
+    consumer.subscribe(topics)
+    done, started, last_commit = 0, 0.0, time.monotonic()
+    positions: dict[tuple[str, int], int] = {}
+    if transactional:
+        producer.begin_transaction()
+    while done < total:
+        for message in consumer.consume(500, 0.05):
+            if message.error():
+                continue
+            started = started or time.perf_counter()
+            producer.produce(sink, message.value(), message.key(), partition=message.partition())
+            positions[(message.topic(), message.partition())] = message.offset() + 1
+            done += 1
+        if transactional and time.monotonic() - last_commit >= 0.02 and positions:
+            _commit_txn(producer, consumer, positions)
+            producer.begin_transaction()
+            last_commit = time.monotonic()
+        elif not transactional and done % 500 == 0 and positions:
+            producer.poll(0)
+            consumer.commit(asynchronous=True)
+    if transactional:
+        _commit_txn(producer, consumer, positions)
+    else:
+        producer.flush(60)
+        consumer.commit(asynchronous=False)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return total / elapsed
+
+
+def _commit_txn(
+    producer: Producer, consumer: Consumer, positions: dict[tuple[str, int], int]
+) -> None:
+    offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+    producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
+    producer.commit_transaction()
