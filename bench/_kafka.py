@@ -65,7 +65,8 @@ def passthrough(
         _commit_txn(producer, consumer, positions)
     else:
         producer.flush(60)
-        consumer.commit(asynchronous=False)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        consumer.commit(offsets=offsets, asynchronous=False)
     elapsed = time.perf_counter() - started
     consumer.close()
     return total / elapsed
