@@ -30,6 +30,9 @@ whether the same call may succeed later without anyone changing anything.
     ├── EventRejectedError             a well-formed event the domain refuses (dead-lettered)
     │   ├── RegistrationConflictError  same agent id, different key
     │   └── StaleWriteError            a context write against an outdated version
+    ├── AgentRefusedError              the sidecar refuses what an agent asked (nothing was sent)
+    │   ├── PolicyViolationError       outside the agent's declared policy
+    │   └── HaltedError                the agent is halted by the kill-switch or an operator
     ├── ProcessorError                 a processor cannot run (co-partitioning, a bug: fail loudly)
     ├── KafkaUnavailableError          no broker answered (retriable)
     ├── TopicError
@@ -41,8 +44,10 @@ whether the same call may succeed later without anyone changing anything.
 from __future__ import annotations
 
 __all__ = [
+    "AgentRefusedError",
     "ConfigError",
     "EventRejectedError",
+    "HaltedError",
     "IdentityError",
     "IncompatibleSchemaError",
     "InvalidSchemaError",
@@ -52,6 +57,7 @@ __all__ = [
     "MalformedMessageError",
     "MeshError",
     "OversizeMessageError",
+    "PolicyViolationError",
     "ProcessorError",
     "RecordEncodeError",
     "RegistrationConflictError",
@@ -191,6 +197,28 @@ class RegistrationConflictError(EventRejectedError):
 
 class StaleWriteError(EventRejectedError):
     code = "stale_write"
+
+
+class AgentRefusedError(MeshError):
+    """The sidecar refused an agent's request; nothing left the process."""
+
+    code = "refused"
+
+
+class PolicyViolationError(AgentRefusedError):
+    """A send or tool call outside the agent's policy (recipient, tool, budget, hops, size)."""
+
+    code = "policy_violation"
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class HaltedError(AgentRefusedError):
+    """The agent is halted: every send and tool-call report is refused until a resume."""
+
+    code = "halted"
 
 
 class ProcessorError(MeshError):

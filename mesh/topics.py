@@ -50,6 +50,9 @@ SCHEMAS = "_mesh_schemas"
 _FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1"}
 _COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
 _WEEK = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
+#: A dead letter carries the original bytes plus its reason, so it can exceed the largest
+#: record the broker let into the source topic (1 MiB by default): the DLQ accepts up to 8 MiB.
+_DEAD = _WEEK | {"max.message.bytes": str(8 * 1024 * 1024)}
 
 #: Configs whose value must match exactly when the topic already exists: the cleanup policy
 #: always, and the retention of topics that must keep everything. Other configs of a live topic
@@ -81,7 +84,7 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(CONTROL, "agent id or *", "halt and resume commands", _COMPACT),
     TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
     TopicSpec(AUDIT_CHECKPOINTS, "audit partition", "signed audit chain heads", _FOREVER),
-    TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _WEEK),
+    TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _DEAD),
     TopicSpec(SCHEMAS, "subject + version", "the embedded schema registry", _COMPACT, 1),
 )
 

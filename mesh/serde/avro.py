@@ -8,10 +8,11 @@ from typing import Any
 
 import fastavro
 from fastavro.types import Schema as ParsedSchema
+from fastavro.validation import ValidationError, validate
 
 from mesh.errors import RecordEncodeError, TruncatedBodyError
 
-__all__ = ["ParsedSchema", "decode_body", "encode_body", "parse"]
+__all__ = ["ParsedSchema", "decode_body", "encode_body", "parse", "validate_body"]
 
 
 _TIME_TYPES = frozenset(
@@ -47,6 +48,31 @@ def _plain_times(node: Any) -> Any:
     if isinstance(node, list):
         return [_plain_times(v) for v in node]
     return node
+
+
+def validate_body(schema: ParsedSchema, record: Mapping[str, Any]) -> None:
+    """Raise RecordEncodeError naming every field of ``record`` that ``schema`` refuses.
+
+    fastavro's writer is lenient (a missing boolean is written as false, a missing long as
+    0); what an agent hands the sidecar is checked strictly before it is signed.
+    """
+    name = schema.get("name", "record") if isinstance(schema, dict) else "record"
+    fields = schema.get("fields", []) if isinstance(schema, dict) else []
+    missing = [f["name"] for f in fields if "default" not in f and f["name"] not in record]
+    unknown = sorted(set(record) - {f["name"] for f in fields}) if fields else []
+    if missing or unknown:
+        raise RecordEncodeError(
+            f"record does not match schema {name}: "
+            + "; ".join(
+                ([f"missing field(s) {', '.join(missing)}"] if missing else [])
+                + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
+            )
+        )
+    try:
+        validate(record, schema, raise_errors=True)
+    except ValidationError as exc:
+        problems = "; ".join(str(e) for e in exc.errors) or str(exc)
+        raise RecordEncodeError(f"record does not match schema {name}: {problems}") from exc
 
 
 def encode_body(schema: ParsedSchema, record: Mapping[str, Any]) -> bytes:

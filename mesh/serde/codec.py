@@ -19,7 +19,7 @@ from mesh.contracts import SchemaFile, load_catalogue
 from mesh.errors import SchemaNotFoundError, UnknownSchemaIdError
 from mesh.registry.core import canonical
 from mesh.registry.port import SchemaRegistry
-from mesh.serde.avro import ParsedSchema, decode_body, encode_body, parse
+from mesh.serde.avro import ParsedSchema, decode_body, encode_body, parse, validate_body
 from mesh.serde.wire import frame, unframe
 
 __all__ = ["Decoded", "Serde"]
@@ -63,6 +63,11 @@ class Serde:
         """Frame ``record`` with the id of ``subject``'s schema (newest, or ``version``)."""
         writer = self._writers.get((subject, version or 0)) or self._writer(subject, version)
         return frame(writer.schema_id, encode_body(writer.parsed, record))
+
+    def validate(self, subject: str, record: Mapping[str, Any]) -> None:
+        """Raise RecordEncodeError unless ``record`` fits ``subject``'s newest schema exactly."""
+        writer = self._writers.get((subject, 0)) or self._writer(subject, None)
+        validate_body(writer.parsed, record)
 
     def decode(self, data: bytes, reader_version: int | None = None) -> Decoded:
         """Decode framed bytes; raise the SerdeError that says what is wrong with them."""

@@ -78,16 +78,26 @@ def codec_for(settings: Settings) -> tuple[MessageCodec, KafkaRegistry]:
 
 def produce(settings: Settings, events: list[Sent]) -> None:
     producer = Producer(producer_config(settings, settings.bootstrap_servers or ""))
+    failures: list[str] = []
+
+    def delivered(error: Any, message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
     for event in events:
         while True:
             try:
                 producer.produce(
-                    f"{settings.topic_prefix}{event.topic}", event.value, event.key.encode()
+                    f"{settings.topic_prefix}{event.topic}",
+                    event.value,
+                    event.key.encode(),
+                    on_delivery=delivered,
                 )
                 break
             except BufferError:
                 producer.poll(0.05)
     assert producer.flush(30) == 0
+    assert not failures, failures
 
 
 def committed(settings: Settings, group: str, topic: str, partitions: int) -> int:

@@ -1,0 +1,728 @@
+"""The sidecar: one agent's attachment to the mesh, on asyncio and aiokafka.
+
+It owns the agent's identity (an Ed25519 key in the state directory, owner-only), registers
+the agent with its card, dependencies and policy, heartbeats, and deregisters (retires) on a
+clean stop. Everything the agent does passes through here:
+
+* **Outgoing** (``send``, ``report_*``, ``task_event``, ``write_context``): refused while the
+  agent is halted; checked against the agent's policy and the schema; stamped (ids, causation,
+  hop count, trace context); signed; produced idempotently and awaited, so a call that returns
+  was written and a call that raises wrote nothing. A refusal is reported on telemetry as
+  ``SEND_REFUSED``.
+* **Incoming**: the inbox is consumed with the agent's consumer group (replicas share it);
+  each record is decoded and its signature verified against the sender's registered key before
+  the agent sees it; duplicates (same message id) are dropped; order per task is the inbox
+  partition's order. Whatever fails goes to ``mesh.dlq.v1`` with the reason and the original
+  bytes; an offset is committed only once the agent has taken the message (or it was
+  dead-lettered), so a crash redelivers rather than loses, and the de-duplication hides it.
+* **Halts**: the control topic is followed from the beginning, so a halt issued while the
+  sidecar was down applies before it does anything. Once halted, every send and report raises
+  HaltedError("halted by RULE: REASON"); the halt is acknowledged on telemetry (``HALT_ACK``)
+  and handed to the agent's halt handlers. A resume restores service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from mesh.control import CONTROL_SUBJECT, HaltBook
+from mesh.deadletter import DEAD_LETTER_SUBJECT, SourceCoordinates, dead_letter
+from mesh.envelope import Envelope, RecipientKind, new_envelope
+from mesh.errors import (
+    HaltedError,
+    IdentityError,
+    MeshError,
+    PolicyViolationError,
+    ProcessorError,
+    SerdeError,
+    UnknownSenderError,
+)
+from mesh.identity import AgentKey, PublicKeys, load_or_create_key
+from mesh.kafka.admin import TopicAdmin
+from mesh.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
+from mesh.serde.codec import Serde
+from mesh.serde.messages import MessageCodec, OpenedMessage
+from mesh.settings import Settings
+from mesh.topics import CONTROL, DLQ, REGISTRY, REGISTRY_EVENTS, TASKS, TELEMETRY, inbox_topic
+from processors.killswitch.directory import capabilities
+from processors.registry.records import from_record
+from processors.registry.state import AgentState, AgentStatus
+from sidecar.context import read_task_state
+from sidecar.follow import Follower
+from sidecar.policy import SpendWindow
+from sidecar.spec import AgentSpec
+
+__all__ = ["Delivery", "Sidecar"]
+
+MESSAGE_SUBJECT = "mesh.a2a.Message"
+TELEMETRY_SUBJECT = "mesh.telemetry.TelemetryEvent"
+_RECENT_IDS = 4096
+HaltHandler = Callable[[dict[str, Any] | None], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A verified, decoded message handed to the agent."""
+
+    envelope: Envelope
+    subject: str
+    body: dict[str, Any]
+    partition: int
+    offset: int
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
+
+    @property
+    def sender(self) -> str:
+        return self.envelope.sender
+
+    @property
+    def task_id(self) -> str | None:
+        return self.envelope.task_id
+
+    def text(self) -> str:
+        """The message's text parts, joined (for ``mesh.a2a.Message`` bodies)."""
+        return "\n".join(p["text"] for p in self.body.get("parts", []) if p.get("text"))
+
+    def data(self) -> Any:
+        """The first DATA part, parsed (None if there is none)."""
+        for part in self.body.get("parts", []):
+            if part.get("data_json"):
+                return orjson.loads(part["data_json"])
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        e = self.envelope
+        return {
+            "message_id": e.message_id,
+            "sender": e.sender,
+            "task_id": e.task_id,
+            "conversation_id": e.conversation_id,
+            "correlation_id": e.correlation_id,
+            "causation_id": e.causation_id,
+            "hop_count": e.hop_count,
+            "created_at_ms": e.created_at_ms,
+            "traceparent": e.traceparent,
+            "subject": self.subject,
+            "body": self.body,
+        }
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    received: int = 0
+    refused: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    spend_usd: float = 0.0
+    halt_latencies_ms: list[float] = field(default_factory=list)
+
+
+def message_body(
+    text: str | None = None, data: Any = None, metadata: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A ``mesh.a2a.Message`` body with a TEXT and/or a DATA part."""
+    parts: list[dict[str, Any]] = []
+    if text is not None:
+        parts.append(_part("TEXT", text=text))
+    if data is not None:
+        parts.append(_part("DATA", data_json=orjson.dumps(data).decode()))
+    return {"role": "AGENT", "parts": parts, "metadata": dict(metadata or {})}
+
+
+def _part(kind: str, **values: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "text": None,
+        "data_json": None,
+        "file_uri": None,
+        "mime_type": None,
+        **values,
+    }
+
+
+class Sidecar:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        serde: Serde,
+        spec: AgentSpec,
+        *,
+        key: AgentKey | None = None,
+        instance_id: str | None = None,
+        heartbeat_s: float = 5.0,
+        key_wait_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings, self.bootstrap, self.serde, self.spec = settings, bootstrap, serde, spec
+        self.agent_id = spec.agent_id
+        self.key = key or load_or_create_key(
+            settings.state_dir / "keys" / f"{spec.agent_id}.key", spec.agent_id
+        )
+        self.instance_id = instance_id or f"{spec.agent_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.heartbeat_s, self.key_wait_s, self.clock = heartbeat_s, key_wait_s, clock
+        self.codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
+        self.spend = SpendWindow(spec.policy)
+        self.counters = _Counters()
+        self.halt: dict[str, Any] | None = None
+        self.failure: BaseException | None = None
+        self._halt_handlers: list[HaltHandler] = []
+        self._prefix = settings.topic_prefix
+        self._inbox = f"{self._prefix}{inbox_topic(spec.agent_id).name}"
+        self._agents: dict[str, AgentState] = {}
+        self._registry_changed = asyncio.Event()
+        self._book = HaltBook()
+        self._queue: asyncio.Queue[tuple[Delivery, TopicPartition]] = asyncio.Queue(1000)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._delivered: OrderedDict[str, Envelope] = OrderedDict()
+        self._taken: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._producer: AIOKafkaProducer | None = None
+        self._inbox_consumer: AIOKafkaConsumer | None = None
+        self._followers: list[Follower] = []
+        self._heartbeats = 0
+        self.started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Attach: inbox, registry and control followers caught up, registered, heartbeating."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(deregister=False)
+            raise
+
+    async def _start(self) -> None:
+        await asyncio.to_thread(self._ensure_inbox)
+        self._producer = AIOKafkaProducer(**aiokafka_producer_config(self.settings, self.bootstrap))
+        await self._producer.start()
+        self._followers = [
+            Follower(self.settings, self.bootstrap, f"{self._prefix}{REGISTRY}", self._on_agent),
+            Follower(self.settings, self.bootstrap, f"{self._prefix}{CONTROL}", self._on_control),
+        ]
+        for follower in self._followers:
+            await follower.start()
+        for follower in self._followers:
+            await follower.wait_caught_up()
+        await self._apply_halt_state()
+        await self._produce_event(
+            REGISTRY_EVENTS,
+            "mesh.registry.AgentRegistered",
+            self.spec.registration(self.key.public_bytes),
+        )
+        group = f"{self._prefix}agent.{self.agent_id}"
+        self._inbox_consumer = AIOKafkaConsumer(
+            self._inbox, **aiokafka_consumer_config(self.settings, self.bootstrap, group)
+        )
+        await self._inbox_consumer.start()
+        self._tasks = [
+            asyncio.create_task(self._consume_inbox(), name=f"{self.agent_id} inbox"),
+            asyncio.create_task(self._heartbeat(), name=f"{self.agent_id} heartbeat"),
+            asyncio.create_task(self._commit_loop(), name=f"{self.agent_id} commits"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(self._watch)
+        self.started = True
+
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        """A background loop that dies takes the sidecar down loudly, never silently."""
+        if not task.cancelled() and task.exception() is not None:
+            self.failure = task.exception()
+
+    async def stop(self, *, deregister: bool = True) -> None:
+        """Detach; a clean stop retires the agent from the registry (``deregister``)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._inbox_consumer is not None:
+            await self._commit()
+            await self._inbox_consumer.stop()
+            self._inbox_consumer = None
+        if self._producer is not None:
+            if deregister and self.started:
+                await self._produce_event(
+                    REGISTRY_EVENTS,
+                    "mesh.registry.AgentRetired",
+                    {"agent_id": self.agent_id, "reason": "sidecar stopped cleanly"},
+                )
+            await self._producer.stop()
+            self._producer = None
+        for follower in self._followers:
+            await follower.stop()
+        self._followers = []
+        self.started = False
+
+    async def __aenter__(self) -> Sidecar:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def on_halt(self, handler: HaltHandler) -> None:
+        """Call ``handler(halt)`` when the agent is halted, and ``handler(None)`` on resume."""
+        self._halt_handlers.append(handler)
+
+    # -- outgoing --------------------------------------------------------------------------
+
+    async def send(
+        self,
+        to: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        *,
+        capability: str | None = None,
+        task_id: str | None = None,
+        reply_to: Delivery | str | None = None,
+        subject: str = MESSAGE_SUBJECT,
+        text: str | None = None,
+        data: Any = None,
+    ) -> str:
+        """Send to an agent (``to``) or to an agent with ``capability``; returns the message id.
+
+        ``reply_to`` (a Delivery or a delivered message id) makes this message caused by that
+        one: same conversation, task and correlation, one hop further.
+        """
+        if body is None:
+            body = message_body(text, data)
+        try:
+            self._refuse_if_halted()
+            recipient = self._route(to, capability, task_id)
+            envelope = self._stamp(recipient, capability, task_id, reply_to)
+            self.spec.policy.check_hops(envelope.hop_count)
+            self.serde.validate(subject, body)
+            value = self.codec.seal(envelope, subject, body, self.key)
+            self.spec.policy.check_size(len(value))
+        except (PolicyViolationError, SerdeError, HaltedError) as exc:
+            await self._refused("send", exc, peer=to or capability)
+            raise
+        topic = f"{self._prefix}{inbox_topic(recipient).name}"
+        key = (envelope.task_id or envelope.conversation_id).encode()
+        await self._produce_all(
+            (topic, key, value),
+            self._telemetry_record("MESSAGE_SENT", subject, peer=recipient, hops=envelope),
+        )
+        self.counters.sent += 1
+        return envelope.message_id
+
+    async def report_tool_call(
+        self,
+        tool: str,
+        arguments: Any = None,
+        *,
+        cost_usd: float = 0.0,
+        latency_ms: float = 0.0,
+        ok: bool = True,
+        detail: str | None = None,
+    ) -> None:
+        """Report a tool call (refused if the tool or the spend is outside the policy)."""
+        digest = hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        await self._report(
+            "TOOL_CALL",
+            tool,
+            cost_usd,
+            check_tool=True,
+            arguments_digest=digest,
+            latency_ms=latency_ms,
+            ok=ok,
+            detail=detail,
+        )
+
+    async def report_model_call(
+        self,
+        model: str,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+        latency_ms: float = 0.0,
+    ) -> None:
+        await self._report(
+            "MODEL_CALL",
+            model,
+            cost_usd,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=latency_ms,
+        )
+
+    async def report_error(self, name: str, detail: str) -> None:
+        await self._report("ERROR", name, 0.0, ok=False, detail=detail)
+
+    async def task_event(
+        self,
+        task_id: str,
+        kind: str,
+        *,
+        target: str | None = None,
+        capability: str | None = None,
+        summary: str | None = None,
+        artifact_uris: tuple[str, ...] = (),
+        value_usd: float | None = None,
+    ) -> None:
+        """Record a step of a task (REQUESTED, ASSIGNED, HANDED_OFF, COMPLETED, ...)."""
+        self._refuse_if_halted()
+        await self._produce_event(
+            TASKS,
+            "mesh.tasks.TaskEvent",
+            {
+                "task_id": task_id,
+                "kind": kind,
+                "actor": self.agent_id,
+                "target": target,
+                "capability": capability,
+                "summary": summary,
+                "artifact_uris": list(artifact_uris),
+                "value_usd": value_usd,
+            },
+            key=task_id,
+        )
+
+    async def write_context(
+        self, task_id: str, key: str, value: Any, expected_version: int = 0
+    ) -> None:
+        """Write one key of the task's shared context; ``expected_version`` is the version
+        read (0: the key must be new). A stale write is refused by the state processor."""
+        self._refuse_if_halted()
+        await self._produce_event(
+            TASKS,
+            "mesh.tasks.ContextWrite",
+            {
+                "task_id": task_id,
+                "key": key,
+                "value_json": orjson.dumps(value).decode(),
+                "expected_version": expected_version,
+            },
+            key=task_id,
+        )
+
+    async def context(self, task_id: str) -> dict[str, Any] | None:
+        """The task's shared context as the state projections hold it (None: unknown task)."""
+        return await asyncio.to_thread(
+            read_task_state, self.settings, self.bootstrap, self.serde, task_id
+        )
+
+    # -- incoming --------------------------------------------------------------------------
+
+    async def receive(self, timeout_s: float | None = None) -> Delivery | None:
+        """The next verified message (None on timeout). Taking it marks it for commit."""
+        if self.failure is not None and self._queue.empty():
+            self._refuse_if_halted()
+        try:
+            delivery, tp = await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+        self._taken[tp] = delivery.offset + 1
+        return delivery
+
+    def delivered(self, message_id: str) -> Envelope | None:
+        """The envelope of a recently delivered message (to reply to it by id)."""
+        return self._delivered.get(message_id)
+
+    def agents(self) -> dict[str, AgentState]:
+        return dict(self._agents)
+
+    # -- internals: outgoing ---------------------------------------------------------------
+
+    def _refuse_if_halted(self) -> None:
+        if self.failure is not None:
+            raise ProcessorError(
+                f"the sidecar of {self.agent_id!r} failed and must be restarted: "
+                f"{type(self.failure).__name__}: {self.failure}"
+            ) from self.failure
+        if self.halt is not None:
+            raise HaltedError(
+                f"agent {self.agent_id!r} is halted by {self.halt['rule']}: "
+                f"{self.halt['reason']} (requested by {self.halt['requested_by']}); "
+                "nothing was sent. An operator lifts it with `mesh resume`"
+            )
+
+    def _route(self, to: str | None, capability: str | None, task_id: str | None) -> str:
+        if (to is None) == (capability is None):
+            raise PolicyViolationError(
+                "bad_recipient", "name exactly one of an agent (to) or a capability"
+            )
+        if capability is not None:
+            self.spec.policy.check_capability(capability)
+            candidates = sorted(
+                a.agent_id
+                for a in self._agents.values()
+                if a.status is not AgentStatus.RETIRED
+                and capability in capabilities(a)
+                and self._book.halt_for(a.agent_id, capabilities(a)) is None
+            )
+            if not candidates:
+                raise PolicyViolationError(
+                    "no_recipient",
+                    f"no registered, running agent offers capability {capability!r}",
+                )
+            pick = hashlib.sha256((task_id or str(uuid.uuid4())).encode()).digest()[0]
+            to = candidates[pick % len(candidates)]
+        if to is None:
+            raise PolicyViolationError("bad_recipient", "name an agent or a capability")
+        self.spec.policy.check_recipient(to)
+        agent = self._agents.get(to)
+        if agent is None or agent.status is AgentStatus.RETIRED:
+            raise PolicyViolationError(
+                "unknown_recipient",
+                f"agent {to!r} is not registered with the mesh (or has retired); nothing sent",
+            )
+        return to
+
+    def _stamp(
+        self,
+        recipient: str,
+        capability: str | None,
+        task_id: str | None,
+        reply_to: Delivery | str | None,
+    ) -> Envelope:
+        cause = reply_to.envelope if isinstance(reply_to, Delivery) else None
+        if isinstance(reply_to, str):
+            cause = self._delivered.get(reply_to)
+            if cause is None:
+                raise PolicyViolationError(
+                    "unknown_cause", f"no recently delivered message {reply_to!r} to reply to"
+                )
+        if cause is not None:
+            changes: dict[str, Any] = {}
+            if task_id is not None:
+                changes["task_id"] = task_id
+            return cause.reply(self.agent_id, recipient, **changes)
+        return new_envelope(
+            self.agent_id, recipient, task_id=task_id, traceparent=_traceparent()
+        )._replace(recipient_kind=RecipientKind.AGENT)
+
+    async def _report(
+        self, kind: str, name: str, cost_usd: float, *, check_tool: bool = False, **fields: Any
+    ) -> None:
+        try:
+            self._refuse_if_halted()
+            if check_tool:
+                self.spec.policy.check_tool(name)
+            if cost_usd < 0:
+                raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
+            self.spend.admit(cost_usd, self.clock())
+        except (PolicyViolationError, HaltedError) as exc:
+            await self._refused(name, exc)
+            raise
+        self.counters.spend_usd += cost_usd
+        await self._produce_all(self._telemetry_record(kind, name, cost_usd=cost_usd, **fields))
+
+    async def _refused(self, what: str, exc: MeshError, peer: str | None = None) -> None:
+        self.counters.refused += 1
+        detail = f"{getattr(exc, 'rule', exc.code)}: {exc}"
+        await self._produce_all(
+            self._telemetry_record("SEND_REFUSED", what, peer=peer, ok=False, detail=detail)
+        )
+
+    def _telemetry_record(
+        self, kind: str, name: str, *, hops: Envelope | None = None, **fields: Any
+    ) -> tuple[str, bytes, bytes]:
+        body = {
+            "agent_id": self.agent_id,
+            "kind": kind,
+            "name": name,
+            "peer": None,
+            "arguments_digest": None,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": 0.0,
+            "latency_ms": 0.0,
+            "ok": True,
+            "detail": None,
+            **fields,
+        }
+        envelope = new_envelope(self.agent_id, "", recipient_kind=RecipientKind.BROADCAST)
+        if hops is not None:  # telemetry about a message carries its causality (loop rules)
+            envelope = envelope._replace(
+                correlation_id=hops.correlation_id,
+                conversation_id=hops.conversation_id,
+                hop_count=hops.hop_count,
+                task_id=hops.task_id,
+                causation_id=hops.message_id,
+            )
+        value = self.codec.seal(envelope, TELEMETRY_SUBJECT, body, self.key)
+        return f"{self._prefix}{TELEMETRY}", self.agent_id.encode(), value
+
+    async def _produce_event(
+        self, topic: str, subject: str, body: Mapping[str, Any], key: str | None = None
+    ) -> None:
+        envelope = new_envelope(
+            self.agent_id,
+            "",
+            recipient_kind=RecipientKind.BROADCAST,
+            task_id=key if topic == TASKS else None,
+        )
+        value = self.codec.seal(envelope, subject, body, self.key)
+        await self._produce_all((f"{self._prefix}{topic}", (key or self.agent_id).encode(), value))
+
+    async def _produce_all(self, *records: tuple[str, bytes, bytes]) -> None:
+        """Produce and await every record: returning means all were written."""
+        if self._producer is None:
+            raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
+        futures = [await self._producer.send(topic, value, key) for topic, key, value in records]
+        await asyncio.gather(*futures)
+
+    # -- internals: incoming ---------------------------------------------------------------
+
+    def _ensure_inbox(self) -> None:
+        TopicAdmin(self.settings, self.bootstrap).ensure([inbox_topic(self.agent_id)])
+
+    async def _consume_inbox(self) -> None:
+        consumer = self._inbox_consumer
+        while consumer is not None:
+            batches = await consumer.getmany(timeout_ms=100, max_records=200)
+            for tp, records in batches.items():
+                for record in records:
+                    await self._admit(tp, record)
+
+    async def _admit(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        raw = record.value or b""
+        try:
+            opened = self.codec.open(raw, verify=False)
+            opened.verify(await self._sender_key(opened.envelope.sender))
+        except (SerdeError, IdentityError) as exc:
+            await self._dead_letter(tp, record, exc)
+            return
+        if opened.envelope.message_id in self._seen:
+            self.counters.duplicates += 1
+            self._taken[tp] = record.offset + 1
+            return
+        self._remember(opened)
+        self.counters.received += 1
+        delivery = Delivery(
+            opened.envelope, opened.body_subject, opened.body, tp.partition, record.offset
+        )
+        await self._queue.put((delivery, tp))
+
+    def _remember(self, opened: OpenedMessage) -> None:
+        message_id = opened.envelope.message_id
+        self._seen[message_id] = None
+        self._delivered[message_id] = opened.envelope
+        for recent in (self._seen, self._delivered):
+            while len(recent) > _RECENT_IDS:
+                recent.popitem(last=False)
+
+    async def _sender_key(self, sender: str) -> bytes:
+        """The sender's registered key; waits up to ``key_wait_s`` for a fresh registration."""
+        deadline = time.monotonic() + self.key_wait_s
+        while True:
+            agent = self._agents.get(sender)
+            if agent is not None and agent.status is not AgentStatus.RETIRED:
+                return agent.public_key
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UnknownSenderError(
+                    f"sender {sender!r} is not a registered agent; its message was refused "
+                    "unread. The sender must attach through a sidecar (which registers it)"
+                )
+            self._registry_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._registry_changed.wait(), remaining)
+
+    async def _dead_letter(
+        self, tp: TopicPartition, record: ConsumerRecord, exc: MeshError
+    ) -> None:
+        self.counters.dead_lettered += 1
+        source = SourceCoordinates(tp.topic, tp.partition, record.offset, record.key)
+        letter = dead_letter(exc, record.value or b"", f"sidecar:{self.instance_id}", source)
+        value = self.serde.encode(DEAD_LETTER_SUBJECT, letter)
+        await self._produce_all((f"{self._prefix}{DLQ}", record.key or b"", value))
+        self._taken[tp] = record.offset + 1
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        due = {tp: o for tp, o in self._taken.items() if self._committed.get(tp) != o}
+        if due and self._inbox_consumer is not None:
+            offsets = {tp: OffsetAndMetadata(o, "") for tp, o in due.items()}
+            await self._inbox_consumer.commit(offsets)
+            self._committed.update(due)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            self._heartbeats += 1
+            await self._produce_event(
+                REGISTRY_EVENTS,
+                "mesh.registry.Heartbeat",
+                {
+                    "agent_id": self.agent_id,
+                    "instance_id": self.instance_id,
+                    "sequence": self._heartbeats,
+                },
+            )
+
+    # -- internals: followers --------------------------------------------------------------
+
+    def _on_agent(self, record: ConsumerRecord) -> None:
+        agent_id = (record.key or b"").decode()
+        if record.value is None:
+            self._agents.pop(agent_id, None)
+        else:
+            try:
+                self._agents[agent_id] = from_record(self.serde.decode(record.value).record)
+            except MeshError:
+                return
+        self._registry_changed.set()
+
+    def _on_control(self, record: ConsumerRecord) -> None:
+        key = (record.key or b"").decode()
+        try:
+            opened = self.codec.open(record.value, verify=False) if record.value else None
+        except MeshError:
+            return  # the kill-switch dead-letters what it cannot read
+        if opened is not None and opened.body_subject != CONTROL_SUBJECT:
+            return
+        self._book.apply(key, opened.body if opened is not None else None)
+        if self.started:
+            asyncio.get_running_loop().create_task(self._apply_halt_state())
+
+    async def _apply_halt_state(self) -> None:
+        mine = capabilities(self._agents.get(self.agent_id)) or list(self.spec.capabilities)
+        halt = self._book.halt_for(self.agent_id, mine)
+        if (halt is None) == (self.halt is None) and (halt is None or halt == self.halt):
+            return
+        self.halt = halt
+        if halt is not None:
+            produced = halt.get("trigger_produced_at")
+            if produced and self.started:
+                self.counters.halt_latencies_ms.append(self.clock() * 1000 - produced)
+            await self._produce_all(
+                self._telemetry_record(
+                    "HALT_ACK", halt["rule"], detail=f"{halt['command_id']}: {halt['reason']}"
+                )
+            )
+        else:
+            self.spend = SpendWindow(self.spec.policy)
+        for handler in self._halt_handlers:
+            result = handler(halt)
+            if result is not None:
+                await result
+
+
+def _traceparent() -> str:
+    """A fresh W3C trace context for a root message (version 00, sampled)."""
+    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"

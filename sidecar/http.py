@@ -1,0 +1,248 @@
+"""The sidecar's local HTTP API, for agents in any language.
+
+Bound to 127.0.0.1 and guarded by a per-sidecar bearer token (written owner-only to
+``<MESH_STATE_DIR>/sidecars/<agent>.json`` with the URL). Every route maps onto one method of
+:class:`sidecar.core.Sidecar`, so an HTTP agent gets exactly the checks a Python agent gets.
+Errors are JSON ``{"error": CODE, "rule": RULE, "message": TEXT}``: 403 for a policy
+violation, 409 while halted, 422 for a body that does not fit its schema, 400 for bad JSON.
+The OpenAPI description is served at ``/openapi.json`` (and kept in ``sidecar/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from mesh.errors import HaltedError, MeshError, PolicyViolationError, SerdeError
+from sidecar.core import Sidecar
+
+__all__ = ["SidecarServer", "build_app", "new_token"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def openapi() -> dict[str, Any]:
+    return dict(json.loads(resources.files("sidecar").joinpath("openapi.json").read_text()))
+
+
+def build_app(sidecar: Sidecar, token: str) -> Starlette:
+    def guarded(handler: Handler) -> Handler:
+        async def call(request: Request) -> Response:
+            if request.headers.get("authorization") != f"Bearer {token}":
+                return _error(401, "unauthorized", "missing or wrong bearer token")
+            try:
+                return await handler(request)
+            except HaltedError as exc:
+                return _error(409, exc.code, str(exc), "halted")
+            except PolicyViolationError as exc:
+                return _error(403, exc.code, str(exc), exc.rule)
+            except SerdeError as exc:
+                return _error(422, exc.code, str(exc))
+            except (_BadRequest, ValueError, TypeError) as exc:
+                return _error(400, "bad_request", str(exc))
+            except MeshError as exc:
+                return _error(500, exc.code, str(exc))
+
+        return call
+
+    async def health(request: Request) -> Response:
+        c = sidecar.counters
+        return JSONResponse(
+            {
+                "agent_id": sidecar.agent_id,
+                "status": "halted" if sidecar.halt else "running",
+                "halt": sidecar.halt,
+                "sent": c.sent,
+                "received": c.received,
+                "refused": c.refused,
+                "dead_lettered": c.dead_lettered,
+                "spend_usd": c.spend_usd,
+            }
+        )
+
+    async def send(request: Request) -> Response:
+        b = await _json(request)
+        message_id = await sidecar.send(
+            b.get("to"),
+            b.get("body"),
+            capability=b.get("capability"),
+            task_id=b.get("task_id"),
+            reply_to=b.get("reply_to"),
+            subject=b.get("subject") or "mesh.a2a.Message",
+            text=b.get("text"),
+            data=b.get("data"),
+        )
+        return JSONResponse({"message_id": message_id}, status_code=202)
+
+    async def next_message(request: Request) -> Response:
+        timeout = float(request.query_params.get("timeout_s", "10"))
+        delivery = await sidecar.receive(timeout_s=min(timeout, 60.0))
+        if delivery is None:
+            return Response(status_code=204)
+        return JSONResponse(delivery.to_json())
+
+    async def stream(request: Request) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            halted = sidecar.halt
+            yield b": connected\n\n"
+            while not await request.is_disconnected():
+                if sidecar.halt != halted:
+                    halted = sidecar.halt
+                    yield _sse("halt" if halted else "resume", halted or {})
+                delivery = await sidecar.receive(timeout_s=1.0)
+                if delivery is not None:
+                    yield _sse("message", delivery.to_json())
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def tool_call(request: Request) -> Response:
+        b = await _json(request)
+        await sidecar.report_tool_call(
+            _required(b, "tool"),
+            b.get("arguments"),
+            cost_usd=float(b.get("cost_usd", 0.0)),
+            latency_ms=float(b.get("latency_ms", 0.0)),
+            ok=bool(b.get("ok", True)),
+            detail=b.get("detail"),
+        )
+        return JSONResponse({"recorded": True}, status_code=202)
+
+    async def model_call(request: Request) -> Response:
+        b = await _json(request)
+        await sidecar.report_model_call(
+            _required(b, "model"),
+            input_tokens=int(b.get("input_tokens", 0)),
+            output_tokens=int(b.get("output_tokens", 0)),
+            cost_usd=float(b.get("cost_usd", 0.0)),
+            latency_ms=float(b.get("latency_ms", 0.0)),
+        )
+        return JSONResponse({"recorded": True}, status_code=202)
+
+    async def error(request: Request) -> Response:
+        b = await _json(request)
+        await sidecar.report_error(_required(b, "name"), str(b.get("detail", "")))
+        return JSONResponse({"recorded": True}, status_code=202)
+
+    async def task_event(request: Request) -> Response:
+        b = await _json(request)
+        await sidecar.task_event(
+            request.path_params["task_id"],
+            _required(b, "kind"),
+            target=b.get("target"),
+            capability=b.get("capability"),
+            summary=b.get("summary"),
+            artifact_uris=tuple(b.get("artifact_uris", ())),
+            value_usd=b.get("value_usd"),
+        )
+        return JSONResponse({"recorded": True}, status_code=202)
+
+    async def write_context(request: Request) -> Response:
+        b = await _json(request)
+        p = request.path_params
+        await sidecar.write_context(
+            p["task_id"], p["key"], b.get("value"), int(b.get("expected_version", 0))
+        )
+        return JSONResponse({"recorded": True}, status_code=202)
+
+    async def read_context(request: Request) -> Response:
+        state = await sidecar.context(request.path_params["task_id"])
+        if state is None:
+            return _error(404, "unknown_task", "the mesh has no events for this task")
+        return Response(orjson.dumps(state, default=_bytes_hex), media_type="application/json")
+
+    async def spec(request: Request) -> Response:
+        return JSONResponse(openapi())
+
+    routes = [
+        Route("/v1/health", guarded(health), methods=["GET"]),
+        Route("/v1/messages", guarded(send), methods=["POST"]),
+        Route("/v1/messages/next", guarded(next_message), methods=["GET"]),
+        Route("/v1/messages/stream", guarded(stream), methods=["GET"]),
+        Route("/v1/telemetry/tool-calls", guarded(tool_call), methods=["POST"]),
+        Route("/v1/telemetry/model-calls", guarded(model_call), methods=["POST"]),
+        Route("/v1/telemetry/errors", guarded(error), methods=["POST"]),
+        Route("/v1/tasks/{task_id}/events", guarded(task_event), methods=["POST"]),
+        Route("/v1/tasks/{task_id}/context", guarded(read_context), methods=["GET"]),
+        Route("/v1/tasks/{task_id}/context/{key}", guarded(write_context), methods=["PUT"]),
+        Route("/openapi.json", spec, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+class SidecarServer:
+    """The HTTP API of one sidecar, served on 127.0.0.1 in the sidecar's event loop."""
+
+    def __init__(self, sidecar: Sidecar, token: str, port: int = 0) -> None:
+        config = uvicorn.Config(
+            build_app(sidecar, token),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> str:
+        """Serve; returns the base URL once the socket is bound."""
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class _BadRequest(MeshError):
+    code = "bad_request"
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise _BadRequest(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise _BadRequest("the request body must be a JSON object")
+    return body
+
+
+def _required(body: dict[str, Any], name: str) -> Any:
+    if name not in body:
+        raise _BadRequest(f"missing field {name!r}")
+    return body[name]
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: ".encode() + orjson.dumps(data, default=_bytes_hex) + b"\n\n"
+
+
+def _bytes_hex(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError
+
+
+def _error(status: int, code: str, message: str, rule: str | None = None) -> Response:
+    return JSONResponse({"error": code, "rule": rule, "message": message}, status_code=status)

@@ -1,0 +1,174 @@
+"""An agent's own policy, enforced by its sidecar before anything leaves the process.
+
+Pure logic: no clients, no clock of its own (every check takes ``now``). The kill-switch
+(``processors/killswitch``) watches what agents *did*; this policy stops what an agent is
+*about to do*, so a refused send never reaches Kafka at all.
+
+The policy is declared at registration (``policy_json`` of ``AgentRegistered``), so operators
+and auditors see the same limits the sidecar enforces. JSON form (every key optional)::
+
+    {"allowed_recipients": ["research", "drafting"],   # agents it may message (null: any)
+     "allowed_capabilities": ["review"],               # capabilities it may address
+     "allowed_tools": ["search", "fetch"],             # tools it may report calling
+     "budget_usd": 5.0, "budget_window_s": 3600,       # spend allowed per sliding window
+     "max_hop_count": 10,                              # longest causation chain it may extend
+     "max_message_bytes": 262144}                      # largest message it may send
+
+Limits are maxima: exactly at a limit is allowed; over it is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mesh.errors import ConfigError, PolicyViolationError
+
+__all__ = ["AgentPolicy", "SpendWindow", "parse_agent_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPolicy:
+    allowed_recipients: frozenset[str] | None = None  # None: any agent
+    allowed_capabilities: frozenset[str] | None = None  # None: any capability
+    allowed_tools: frozenset[str] | None = None  # None: any tool
+    budget_usd: float | None = None  # None: no budget
+    budget_window_s: float = 3600.0
+    max_hop_count: int = 10
+    max_message_bytes: int = 1_048_576
+
+    def check_recipient(self, agent_id: str) -> None:
+        if self.allowed_recipients is not None and agent_id not in self.allowed_recipients:
+            raise PolicyViolationError(
+                "recipient_not_allowed",
+                f"policy forbids sending to agent {agent_id!r}; allowed recipients: "
+                f"{_listed(self.allowed_recipients)}",
+            )
+
+    def check_capability(self, capability: str) -> None:
+        if self.allowed_capabilities is not None and capability not in self.allowed_capabilities:
+            raise PolicyViolationError(
+                "capability_not_allowed",
+                f"policy forbids addressing capability {capability!r}; allowed capabilities: "
+                f"{_listed(self.allowed_capabilities)}",
+            )
+
+    def check_tool(self, tool: str) -> None:
+        if self.allowed_tools is not None and tool not in self.allowed_tools:
+            raise PolicyViolationError(
+                "tool_not_allowed",
+                f"policy forbids tool {tool!r}; allowed tools: {_listed(self.allowed_tools)}",
+            )
+
+    def check_hops(self, hop_count: int) -> None:
+        if hop_count > self.max_hop_count:
+            raise PolicyViolationError(
+                "hop_limit",
+                f"this message would be hop {hop_count} of its causation chain, over the "
+                f"limit of {self.max_hop_count}; end the chain or start a new task",
+            )
+
+    def check_size(self, size: int) -> None:
+        if size > self.max_message_bytes:
+            raise PolicyViolationError(
+                "message_too_large",
+                f"message is {size} bytes, over the agent's limit of {self.max_message_bytes}; "
+                "send large content as a FILE part with a URI",
+            )
+
+    def to_json(self) -> str:
+        return orjson.dumps(
+            {
+                "allowed_recipients": _sorted(self.allowed_recipients),
+                "allowed_capabilities": _sorted(self.allowed_capabilities),
+                "allowed_tools": _sorted(self.allowed_tools),
+                "budget_usd": self.budget_usd,
+                "budget_window_s": self.budget_window_s,
+                "max_hop_count": self.max_hop_count,
+                "max_message_bytes": self.max_message_bytes,
+            }
+        ).decode()
+
+
+class SpendWindow:
+    """Spend in a sliding window ``(now - W, now]``; ``admit`` refuses what would go over."""
+
+    def __init__(self, policy: AgentPolicy) -> None:
+        self.policy = policy
+        self._spent: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+
+    def admit(self, cost_usd: float, now: float) -> None:
+        """Record ``cost_usd`` at ``now``, or raise PolicyViolationError (recording nothing)."""
+        budget = self.policy.budget_usd
+        while self._spent and self._spent[0][0] <= now - self.policy.budget_window_s:
+            self.total -= self._spent.popleft()[1]
+        if budget is not None and self.total + cost_usd > budget + 1e-9:
+            raise PolicyViolationError(
+                "budget_exceeded",
+                f"spending ${cost_usd:.4f} would bring this agent to "
+                f"${self.total + cost_usd:.4f} in {self.policy.budget_window_s:g} s, over its "
+                f"budget of ${budget:.2f}",
+            )
+        if cost_usd:
+            self._spent.append((now, cost_usd))
+            self.total += cost_usd
+
+
+def parse_agent_policy(data: Mapping[str, Any] | str | None, where: str = "policy") -> AgentPolicy:
+    """An AgentPolicy from its JSON form; ConfigError names the bad key and value."""
+    if data is None:
+        return AgentPolicy()
+    if isinstance(data, str):
+        try:
+            data = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not valid JSON: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: must be a JSON object")
+    known = set(AgentPolicy.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected {sorted(known)}")
+    values: dict[str, Any] = {}
+    for name in ("allowed_recipients", "allowed_capabilities", "allowed_tools"):
+        if data.get(name) is not None:
+            values[name] = _names(data[name], f"{where}: {name}")
+    for name, kind in (
+        ("budget_usd", float),
+        ("budget_window_s", float),
+        ("max_hop_count", int),
+        ("max_message_bytes", int),
+    ):
+        if data.get(name) is not None:
+            values[name] = _positive(data[name], kind, f"{where}: {name}")
+    return AgentPolicy(**values)
+
+
+def _names(value: Any, where: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of names, not {value!r}")
+    return frozenset(value)
+
+
+def _positive(value: Any, kind: type, where: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where} must be a number, not {value!r}")
+    if kind is int and not float(value).is_integer():
+        raise ConfigError(f"{where} must be a whole number, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{where} must be 0 or more, not {value!r}")
+    return kind(value)
+
+
+def _sorted(names: frozenset[str] | None) -> list[str] | None:
+    return None if names is None else sorted(names)
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "(none)"

@@ -1,0 +1,51 @@
+"""What an agent declares about itself when it attaches: identity, card, dependencies, policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sidecar.policy import AgentPolicy
+
+__all__ = ["AgentSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    agent_id: str
+    capabilities: tuple[str, ...] = ()
+    description: str = ""
+    owner: str = "platform"
+    version: str = "1"
+    depends_on_agents: tuple[str, ...] = ()
+    depends_on_tools: tuple[str, ...] = ()
+    depends_on_topics: tuple[str, ...] = ()
+    policy: AgentPolicy = field(default_factory=AgentPolicy)
+
+    def agent_card(self) -> dict[str, Any]:
+        """The A2A Agent Card: each capability is a skill the mesh can route by."""
+        return {
+            "name": self.agent_id,
+            "description": self.description or f"agent {self.agent_id}",
+            "version": self.version,
+            "provider": {"organization": self.owner},
+            "defaultInputModes": ["text", "data"],
+            "defaultOutputModes": ["text", "data"],
+            "skills": [{"id": c, "name": c, "tags": [c]} for c in self.capabilities],
+        }
+
+    def registration(self, public_key: bytes) -> dict[str, Any]:
+        """The body of ``mesh.registry.AgentRegistered``."""
+        return {
+            "agent_id": self.agent_id,
+            "owner": self.owner,
+            "version": self.version,
+            "public_key": public_key,
+            "agent_card_json": orjson.dumps(self.agent_card()).decode(),
+            "depends_on_agents": list(self.depends_on_agents),
+            "depends_on_tools": list(self.depends_on_tools),
+            "depends_on_topics": list(self.depends_on_topics),
+            "policy_json": self.policy.to_json(),
+        }

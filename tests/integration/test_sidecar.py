@@ -1,0 +1,235 @@
+"""Sidecars on the real broker, with the registry, state and kill-switch processors running."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from mesh.control import Action, Scope, control_key, control_record, seal_control
+from mesh.envelope import new_envelope
+from mesh.errors import HaltedError, PolicyViolationError, RecordEncodeError
+from mesh.identity import AgentKey
+from mesh.operator import mesh_key
+from mesh.serde.messages import MessageCodec
+from mesh.settings import Settings
+from mesh.topics import CONTROL, DLQ, TELEMETRY, inbox_topic
+from processors.killswitch import KillSwitchTask
+from processors.killswitch.directory import RegistryDirectory
+from processors.killswitch.policy import parse_policy
+from processors.registry import RegistryProcessor
+from processors.registry.view import RegistryKeys
+from processors.runtime.engine import Engine
+from processors.state import StateProcessor
+from sidecar.core import Sidecar
+from sidecar.policy import AgentPolicy
+from sidecar.spec import AgentSpec
+from tests.integration.fleet import Sent, codec_for, produce, read_all, running
+
+
+@dataclass
+class Mesh:
+    settings: Settings
+    codec: MessageCodec
+
+    def sidecar(self, agent_id: str, **spec: Any) -> Sidecar:
+        return Sidecar(
+            self.settings,
+            self.settings.bootstrap_servers or "",
+            self.codec.serde,
+            AgentSpec(agent_id, **spec),
+            heartbeat_s=1.0,
+            key_wait_s=2.0,
+        )
+
+    def topic(self, name: str) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
+        return read_all(self.settings, name, self.settings.partitions)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [self.codec.serde.decode(v).record for _, v, _ in self.topic(DLQ)]
+
+    def telemetry(self, kind: str) -> list[dict[str, Any]]:
+        bodies = [self.codec.open(v, verify=False).body for _, v, _ in self.topic(TELEMETRY)]
+        return [b for b in bodies if b["kind"] == kind]
+
+
+@pytest.fixture
+def mesh(settings: Settings, topics: object) -> Iterator[Mesh]:
+    settings = settings.with_overrides(max_message_bytes=64 * 1024)  # an oversize case fits Kafka
+    codec, registry = codec_for(settings)
+    bootstrap, serde = settings.bootstrap_servers or "", codec.serde
+    killswitch = KillSwitchTask(
+        settings,
+        bootstrap,
+        codec,
+        RegistryKeys(settings, bootstrap, serde),
+        mesh_key(settings),
+        parse_policy({"agent": {"max_cost_per_minute": 1.0}}),
+        RegistryDirectory(settings, bootstrap, serde, max_age_s=0),
+    )
+    engines = [
+        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
+        Engine.keyed(
+            StateProcessor(RegistryKeys(settings, bootstrap, serde)), settings, bootstrap, codec
+        ),
+        Engine(killswitch, settings, bootstrap),
+    ]
+    with running(engines):
+        yield Mesh(settings, codec)
+    registry.close()
+
+
+async def test_two_agents_exchange_signed_messages_and_duplicates_are_dropped(mesh: Mesh) -> None:
+    async with mesh.sidecar("alice") as alice, mesh.sidecar("bob", capabilities=("review",)) as bob:
+        await _until(lambda: {"alice", "bob"} <= set(alice.agents()), "both registered")
+        sent = await alice.send("bob", text="draft ready", task_id="t-1")
+        got = await bob.receive(timeout_s=10)
+        assert got is not None and got.message_id == sent and got.sender == "alice"
+        assert got.text() == "draft ready" and got.task_id == "t-1" and got.envelope.hop_count == 0
+        reply = await bob.send(got.sender, text="approved", reply_to=got)
+        back = await alice.receive(timeout_s=10)
+        assert back is not None and back.message_id == reply
+        assert back.envelope.causation_id == sent and back.envelope.hop_count == 1
+        assert back.task_id == "t-1"
+        by_capability = await alice.send(capability="review", data={"n": 1}, task_id="t-2")
+        routed = await bob.receive(timeout_s=10)
+        assert routed is not None and routed.message_id == by_capability
+        assert routed.data() == {"n": 1}
+
+        raw = [v for _, v, _ in mesh.topic(inbox_topic("bob").name)]
+        produce(mesh.settings, [Sent(inbox_topic("bob").name, "t-1", raw[0])])  # replayed
+        await _until(lambda: bob.counters.duplicates == 1, "the duplicate dropped")
+        assert await bob.receive(timeout_s=0.5) is None
+
+
+async def test_bad_records_in_an_inbox_go_to_the_dead_letter_topic(mesh: Mesh) -> None:
+    async with mesh.sidecar("alice") as alice, mesh.sidecar("bob") as bob:
+        await _until(lambda: {"alice", "bob"} <= set(bob.agents()), "both registered")
+        inbox = inbox_topic("bob").name
+        impostor = AgentKey.generate("alice")  # claims to be alice, signs with another key
+        stranger = AgentKey.generate("mallory")  # never registered
+        codec = mesh.codec
+        body = {"role": "AGENT", "parts": [], "metadata": {}}
+        forged = codec.seal(new_envelope("alice", "bob"), "mesh.a2a.Message", body, impostor)
+        unregistered = codec.seal(
+            new_envelope("mallory", "bob"), "mesh.a2a.Message", body, stranger
+        )
+        unknown_schema = b"\x00" + struct.pack(">I", 987654) + b"\x02ab"
+        malformed = b'{"plain": "json"}'
+        oversize = b"\x00" + b"x" * (mesh.settings.max_message_bytes + 10)
+        bad = [forged, unregistered, unknown_schema, malformed, oversize]
+        produce(mesh.settings, [Sent(inbox, "k", v) for v in bad])
+        good = await alice.send("bob", text="real")
+        got = await bob.receive(timeout_s=15)
+        assert got is not None and got.message_id == good  # the only thing bob ever sees
+        await _until(lambda: bob.counters.dead_lettered == len(bad) or bob.failure, "refusals")
+        assert bob.failure is None
+        letters = {letter["original"]: letter for letter in mesh.dead_letters()}
+        assert set(letters) == set(bad)
+        assert letters[forged]["reason_code"] == "bad_signature"
+        assert letters[unregistered]["reason_code"] == "unknown_sender"
+        assert letters[unknown_schema]["reason_code"] == "unknown_schema_id"
+        assert letters[malformed]["reason_code"] in {"malformed", "wrong_magic_byte"}
+        assert letters[oversize]["reason_code"] == "oversize"
+        assert all(x["source_topic"].endswith(inbox) for x in letters.values())
+        assert "mallory" in letters[unregistered]["reason"]
+
+
+async def test_each_policy_violation_is_refused_reported_and_nothing_is_sent(mesh: Mesh) -> None:
+    policy = AgentPolicy(
+        allowed_recipients=frozenset({"bob"}),
+        allowed_capabilities=frozenset({"review"}),
+        allowed_tools=frozenset({"search"}),
+        budget_usd=0.5,
+        budget_window_s=60,
+        max_hop_count=0,
+        max_message_bytes=2048,
+    )
+    async with mesh.sidecar("alice", policy=policy) as alice, mesh.sidecar("bob") as bob:
+        async with mesh.sidecar("carol"):
+            await _until(lambda: {"bob", "carol"} <= set(alice.agents()), "registrations")
+            first = await alice.send("bob", text="hi")
+            got = await bob.receive(timeout_s=10)
+            assert got is not None and got.message_id == first
+            refusals = {
+                "recipient_not_allowed": alice.send("carol", text="hi"),
+                "capability_not_allowed": alice.send(capability="drafting", text="hi"),
+                "tool_not_allowed": alice.report_tool_call("shell", {"cmd": "rm"}),
+                "budget_exceeded": alice.report_model_call("m", cost_usd=0.6),
+                "hop_limit": alice.send("bob", text="re", reply_to=got),
+                "message_too_large": alice.send("bob", text="x" * 4096),
+                "unknown_recipient": bob.send("nobody", text="hi"),
+            }
+            for rule, call in refusals.items():
+                with pytest.raises(PolicyViolationError) as caught:
+                    await call
+                assert caught.value.rule == rule, (rule, str(caught.value))
+            with pytest.raises(RecordEncodeError, match="unknown field"):
+                await alice.send("bob", {"role": "AGENT", "parts": [], "x": 1})
+            await alice.report_tool_call("search", {"q": "kafka"}, cost_usd=0.4)
+            with pytest.raises(PolicyViolationError, match="over its budget"):
+                await alice.report_tool_call("search", {"q": "more"}, cost_usd=0.2)
+        assert await bob.receive(timeout_s=1) is None
+        reported = {r["detail"].split(":")[0] for r in mesh.telemetry("SEND_REFUSED")}
+        assert set(refusals) | {"record_encode"} <= reported, reported
+
+
+async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
+    mesh: Mesh,
+) -> None:
+    async with mesh.sidecar("bob") as bob:
+        runaway = mesh.sidecar("runaway")
+        await runaway.start()
+        seen: list[dict[str, Any] | None] = []
+        runaway.on_halt(seen.append)
+        await _until(lambda: "runaway" in bob.agents(), "registration")
+        await _until(lambda: "runaway" in runaway.agents(), "registration seen by the killswitch")
+        await asyncio.sleep(0.5)
+        for _ in range(3):
+            await runaway.report_model_call("big-model", cost_usd=0.6)
+        await _until(lambda: seen, "the kill-switch's halt handed to the agent", 20)
+        assert runaway.halt is not None and runaway.halt["rule"] == "spend_per_minute"
+        assert seen and seen[-1] == runaway.halt
+        with pytest.raises(HaltedError, match="halted by spend_per_minute"):
+            await runaway.send("bob", text="one more")
+        with pytest.raises(HaltedError):
+            await runaway.report_tool_call("search", {})
+        await runaway.stop(deregister=False)
+
+        again = mesh.sidecar("runaway")
+        await again.start()
+        try:
+            assert again.halt is not None  # in force before the agent could do anything
+            with pytest.raises(HaltedError):
+                await again.send("bob", text="after restart")
+            assert any(r["name"] == "spend_per_minute" for r in mesh.telemetry("HALT_ACK"))
+            operator = AgentKey.generate("operator:test")
+            resume = control_record(
+                Action.RESUME,
+                Scope.AGENT,
+                "runaway",
+                rule="operator",
+                reason="fixed",
+                requested_by=operator.agent_id,
+            )
+            value = seal_control(mesh.codec, operator, resume, int(time.time() * 1000))
+            produce(mesh.settings, [Sent(CONTROL, control_key(Scope.AGENT, "runaway"), value)])
+            await _until(lambda: again.halt is None, "the resume")
+            sent = await again.send("bob", text="back")
+            got = await bob.receive(timeout_s=10)
+            assert got is not None and got.message_id == sent
+        finally:
+            await again.stop()
+
+
+async def _until(condition: Any, what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
