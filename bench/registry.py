@@ -152,9 +152,9 @@ def load_generator(
 
 
 def sustained(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[str, float]:
-    ready = multiprocessing.Event()
+    ready, go = multiprocessing.Event(), multiprocessing.Event()
     generator = multiprocessing.Process(
-        target=load_generator, args=(settings, bootstrap, SUSTAIN_S, ready)
+        target=load_generator, args=(settings, bootstrap, SUSTAIN_S, ready, go)
     )
     generator.start()
     ready.wait(300)  # registrations are in; measure only the heartbeat phase
@@ -162,6 +162,7 @@ def sustained(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
     engine.start()
     while engine.metrics.records_in < FLEET:  # fold the registrations first
         engine.step()
+    go.set()
     engine.metrics.commit_delays_ms.clear()
     engine.metrics.max_commit_delay_ms = 0
     before, started = engine.metrics.records_in, time.monotonic()
