@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from mesh.errors import ConfigError
 from sidecar.policy import AgentPolicy
 
 __all__ = ["AgentSpec"]
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,13 @@ class AgentSpec:
     depends_on_tools: tuple[str, ...] = ()
     depends_on_topics: tuple[str, ...] = ()
     policy: AgentPolicy = field(default_factory=AgentPolicy)
+
+    def __post_init__(self) -> None:
+        if not _AGENT_ID.fullmatch(self.agent_id):
+            raise ConfigError(
+                f"agent id {self.agent_id!r} is not allowed: use 1-100 letters, digits, '.', "
+                "'_' or '-' (it names the agent's inbox topic)"
+            )
 
     def agent_card(self) -> dict[str, Any]:
         """The A2A Agent Card: each capability is a skill the mesh can route by."""

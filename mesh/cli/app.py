@@ -19,6 +19,7 @@ from mesh.cli import (
     processors_cmd,
     registry_cmd,
     schemas_cmd,
+    sidecar_cmd,
     topics_cmd,
     views_cmd,
 )
@@ -39,10 +40,13 @@ app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(registry_cmd.app, name="registry")
 app.add_typer(processors_cmd.app, name="processors")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(sidecar_cmd.app, name="sidecar")
 app.add_typer(views_cmd.agents_app, name="agents")
 app.add_typer(views_cmd.state_app, name="state")
 app.command("graph")(views_cmd.graph)
 app.command("demo")(demo_cmd.demo)
+app.command("up")(demo_cmd.up)
+app.command("down")(demo_cmd.down)
 app.command("halt")(control_cmd.halt)
 app.command("resume")(control_cmd.resume)
 app.command("halts")(control_cmd.halts)

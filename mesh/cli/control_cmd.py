@@ -8,33 +8,23 @@ see them the same way.
 from __future__ import annotations
 
 import json
-import time
 
 import typer
-from confluent_kafka import Producer
 
 from mesh.cli.common import bootstrap, console, settings
+from mesh.commands import send_command
 from mesh.control import (
     CONTROL_SUBJECT,
     Action,
     HaltBook,
     Scope,
-    control_key,
-    control_record,
-    seal_control,
 )
-from mesh.errors import KafkaUnavailableError, MeshError
 from mesh.identity import PublicKeys
-from mesh.kafka.config import producer_config
 from mesh.kafka.table import Table
-from mesh.operator import operator_key
 from mesh.registry.factory import open_registry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
-from mesh.settings import Settings
 from mesh.topics import CONTROL
-from processors.killswitch.directory import dependants, with_capability
-from processors.registry.view import read_agents
 
 _AGENT = typer.Argument(None, help="The agent to halt or resume.")
 _CAPABILITY = typer.Option(None, "--capability", help="Every agent with this capability.")
@@ -111,59 +101,10 @@ def halts() -> None:
 
 def _send(action: Action, scope: Scope, target: str, reason: str) -> None:
     current = settings()
-    address = bootstrap(current)
-    key = operator_key(current)
-    registry = open_registry(current, address)
-    try:
-        codec = MessageCodec(Serde(registry), PublicKeys())
-        affected = _affected(current, address, codec.serde, scope, target)
-        record = control_record(
-            action,
-            scope,
-            target,
-            rule="operator",
-            reason=reason,
-            requested_by=key.agent_id,
-            affected=affected,
-        )
-        value = seal_control(codec, key, record, int(time.time() * 1000))
-        _produce(current, address, control_key(scope, target), value)
-    finally:
-        registry.close()
+    record, operator = send_command(current, bootstrap(current), action, scope, target, reason)
+    affected = record["affected_agents"]
     console.print(
-        f"{action.value.lower()} {scope.value.lower()} {target} sent as {key.agent_id}"
+        f"{action.value.lower()} {scope.value.lower()} {target} sent as {operator}"
         + (f"; affects {', '.join(affected)}" if affected else "")
     )
     console.print(json.dumps({"command_id": record["command_id"]}))
-
-
-def _affected(
-    current: Settings, address: str, serde: Serde, scope: Scope, target: str
-) -> list[str]:
-    if scope is Scope.AGENT:
-        return [target]
-    try:
-        agents = read_agents(current, address, serde)
-    except MeshError:
-        agents = {}
-    if scope is Scope.DEPENDANTS:
-        return [target, *dependants(agents, target)]
-    if scope is Scope.CAPABILITY:
-        return with_capability(agents, target)
-    return sorted(agents)
-
-
-def _produce(current: Settings, address: str, key: str, value: bytes) -> None:
-    producer = Producer(producer_config(current, address))
-    failures: list[str] = []
-
-    def delivered(error: object, _message: object) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    producer.produce(f"{current.topic_prefix}{CONTROL}", value, key.encode(), on_delivery=delivered)
-    if producer.flush(15) or failures:
-        raise KafkaUnavailableError(
-            f"the command did not reach {current.topic_prefix}{CONTROL}: "
-            f"{failures[0] if failures else 'timed out'}; is the broker up and the topic created?"
-        )

@@ -96,6 +96,10 @@ def aiokafka_consumer_config(
         "isolation_level": "read_committed",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        # aiokafka's default fetch wait (500 ms) would be the floor of every idle-to-busy
+        # delivery: a halt or a message arriving on a quiet topic. 20 ms costs an idle
+        # consumer about 50 empty fetches a second and keeps delivery in tens of ms.
+        "fetch_max_wait_ms": 20,
         **_aiokafka_security(settings),
     }
 
