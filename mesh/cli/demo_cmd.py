@@ -36,7 +36,7 @@ def down() -> None:
 
 
 def demo(
-    tasks: int = typer.Option(12, "--tasks", min=4, max=500, help="Tasks intake opens."),
+    tasks: int = typer.Option(12, "--tasks", min=6, max=500, help="Tasks intake opens."),
     registry_port: int = RegistryPort,
 ) -> None:
     """Bring the mesh up and run the demo fleet: work, a runaway halted, audit verified."""

@@ -108,6 +108,11 @@ class Engine:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def ready(self) -> bool:
+        """True once partitions are assigned and their state restored."""
+        return bool(self._assigned)
+
     def start(self) -> None:
         """Check topics, take the transactional id (fencing any zombie), join the group."""
         if self._consumer is not None:

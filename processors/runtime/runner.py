@@ -129,7 +129,11 @@ def run_processors(engines: list[Engine], report: Callable[[str], None]) -> None
         thread.start()
     report(f"running {', '.join(e.task.name for e in engines)}; Ctrl-C stops")
     next_report = time.monotonic() + 5
+    announced = False
     while not stop.wait(0.2):
+        if not announced and all(e.ready for e in engines):
+            announced = True
+            report(f"ready: {', '.join(e.task.name for e in engines)} assigned and restored")
         if time.monotonic() >= next_report:
             next_report += 5
             for engine in engines:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mesh.settings import Settings
+from tests.conftest import free_port_pair
 
 MESH = [sys.executable, "-m", "mesh"]
 
@@ -70,10 +71,21 @@ def test_schemas_check_and_register(settings: Settings) -> None:
     assert "mesh.Envelope" in registered.stdout
 
 
-def test_demo_round_trip(settings: Settings) -> None:
-    result = run(["demo"], settings)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "verified from intake" in result.stdout
-    assert "bad_signature" in result.stdout
-    assert "wrong_magic_byte" in result.stdout
-    assert "1 message verified and delivered, 2 refused" in result.stdout
+def test_demo_runs_the_fleet_halts_the_runaway_and_verifies_the_audit(settings: Settings) -> None:
+    port = ["--registry-port", str(free_port_pair())]
+    try:
+        result = run(["demo", *port], settings)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = " ".join(result.stdout.split())  # rich wraps long lines
+        assert "tasks: 12/12 completed (3 escalated to a person" in out
+        assert "halt: research-b by repeated_tool_call" in out
+        assert "OK every chain verifies" in out
+        halts = run(["halts"], settings)
+        assert "research-b: agent halt by repeated_tool_call" in halts.stdout
+        again = run(["demo", "--tasks", "6", *port], settings)  # the stack is up: reused
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "processors: already running" in again.stdout
+        assert "research-b was halted by an earlier run: resumed" in again.stdout
+    finally:
+        stopped = run(["down"], settings)
+    assert "processors: stopped" in stopped.stdout and "registry-api: stopped" in stopped.stdout

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mesh.control import Action, Scope, control_key, control_record, seal_control
@@ -27,9 +30,12 @@ from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine
 from processors.state import StateProcessor
 from sidecar.core import Sidecar
+from sidecar.http import SidecarServer, new_token
 from sidecar.policy import AgentPolicy
 from sidecar.spec import AgentSpec
 from tests.integration.fleet import Sent, codec_for, produce, read_all, running
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @dataclass
@@ -233,3 +239,53 @@ async def _until(condition: Any, what: str, timeout_s: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def test_a_node_agent_round_trips_through_the_http_api(mesh: Mesh) -> None:
+    shouter = mesh.sidecar(
+        "shouter",
+        capabilities=("shout",),
+        policy=AgentPolicy(allowed_tools=frozenset({"uppercase"})),
+    )
+    token = new_token()
+    server = SidecarServer(shouter, token)
+    await shouter.start()
+    url = await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/v1/health")).status_code == 401
+            auth = {"authorization": f"Bearer {token}"}
+            refused = await http.post(
+                "/v1/telemetry/tool-calls", headers=auth, json={"tool": "shell"}
+            )
+            assert refused.status_code == 403 and refused.json()["rule"] == "tool_not_allowed"
+            bad = await http.post("/v1/messages", headers=auth, content=b"{not json")
+            assert bad.status_code == 400
+        agent = await asyncio.create_subprocess_exec(
+            "node",
+            str(EXAMPLES / "node-agent" / "agent.js"),
+            env={
+                "PATH": os.environ["PATH"],
+                "MESH_SIDECAR_URL": url,
+                "MESH_SIDECAR_TOKEN": token,
+                "MAX_MESSAGES": "2",
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        async with mesh.sidecar("alice") as alice:
+            await _until(lambda: "shouter" in alice.agents(), "shouter registered")
+            first = await alice.send("shouter", text="hello mesh", task_id="t-9")
+            await alice.send(capability="shout", text="second")
+            replies = [await alice.receive(timeout_s=20) for _ in range(2)]
+        output, _ = await asyncio.wait_for(agent.communicate(), 30)
+        assert agent.returncode == 0, output.decode()
+        texts = sorted(r.text() for r in replies if r is not None)
+        assert texts == ["HELLO MESH", "SECOND"], output.decode()
+        answer = next(r for r in replies if r is not None and r.text() == "HELLO MESH")
+        assert answer.envelope.causation_id == first and answer.task_id == "t-9"
+        tools = [t for t in mesh.telemetry("TOOL_CALL") if t["agent_id"] == "shouter"]
+        assert [t["name"] for t in tools] == ["uppercase", "uppercase"]
+    finally:
+        await server.stop()
+        await shouter.stop()
