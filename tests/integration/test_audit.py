@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -81,7 +83,16 @@ def test_sigkill_mid_stream_leaves_a_chain_that_verifies_with_each_record_once(
     ensure_all(settings)
     codec, registry = codec_for(settings)
     events = mixed_events(5_000)
-    produce(settings, events)
+    produce(settings, events[:2_500])
+
+    # The second half trickles in while the first instance runs, so the kill lands mid-stream
+    # however fast the processor is on this machine.
+    def second_half() -> None:
+        for i in range(2_500, 5_000, 100):
+            produce(settings, events[i : i + 100])
+            time.sleep(0.1)
+
+    trickle = threading.Thread(target=second_half)
     group = f"{settings.topic_prefix}mesh-audit"
     full = [f"{settings.topic_prefix}{t}" for t in SOURCES]
 
@@ -89,14 +100,16 @@ def test_sigkill_mid_stream_leaves_a_chain_that_verifies_with_each_record_once(
         return committed_total(settings, group, SOURCES, settings.partitions)
 
     first = spawn_processor(settings, "audit")
+    trickle.start()
     try:
-        wait_for(lambda: count() > 1_000, 120, "the first audit instance to commit some work")
+        wait_for(lambda: count() > 2_600, 120, "the first audit instance to commit some work")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
     finally:
         first.kill()
         first.communicate()
     done_before_kill = count()
+    trickle.join()
     assert done_before_kill < 5_000, "the kill must land mid-stream"
 
     second = spawn_processor(settings, "audit")
