@@ -100,8 +100,9 @@ def test_sigkill_mid_stream_leaves_a_chain_that_verifies_with_each_record_once(
         return committed_total(settings, group, SOURCES, settings.partitions)
 
     first = spawn_processor(settings, "audit")
-    trickle.start()
     try:
+        wait_for(lambda: count() > 0, 120, "the first audit instance to start")
+        trickle.start()
         wait_for(lambda: count() > 2_600, 120, "the first audit instance to commit some work")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
