@@ -7,12 +7,13 @@ source key, so nothing is dropped silently and the bytes can be inspected or rep
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mesh.errors import MeshError
 
-__all__ = ["DEAD_LETTER_SUBJECT", "SourceCoordinates", "dead_letter"]
+__all__ = ["DEAD_LETTER_SUBJECT", "SourceCoordinates", "dead_letter", "dead_letter_value"]
 
 DEAD_LETTER_SUBJECT = "mesh.dlq.DeadLetter"
 
@@ -44,3 +45,20 @@ def dead_letter(
         "detected_by": detected_by,
         "detected_at": now_ms if now_ms is not None else time.time_ns() // 1_000_000,
     }
+
+
+class _Encoder(Protocol):
+    def encode(self, subject: str, record: Mapping[str, Any]) -> bytes: ...
+
+
+def dead_letter_value(
+    encoder: _Encoder,
+    error: MeshError,
+    original: bytes,
+    detected_by: str,
+    source: SourceCoordinates,
+    now_ms: int | None = None,
+) -> bytes:
+    """The framed DeadLetter record, to produce to ``mesh.dlq.v1`` keyed by ``source.key``."""
+    letter = dead_letter(error, original, detected_by, source, now_ms)
+    return encoder.encode(DEAD_LETTER_SUBJECT, letter)

@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from mesh.control import CONTROL_SUBJECT, HaltBook
-from mesh.deadletter import DEAD_LETTER_SUBJECT, SourceCoordinates, dead_letter
+from mesh.deadletter import SourceCoordinates, dead_letter_value
 from mesh.envelope import Envelope, RecipientKind, new_envelope
 from mesh.errors import (
     HaltedError,
@@ -644,8 +644,8 @@ class Sidecar:
     ) -> None:
         self.counters.dead_lettered += 1
         source = SourceCoordinates(tp.topic, tp.partition, record.offset, record.key)
-        letter = dead_letter(exc, record.value or b"", f"sidecar:{self.instance_id}", source)
-        value = self.serde.encode(DEAD_LETTER_SUBJECT, letter)
+        detected_by = f"sidecar:{self.instance_id}"
+        value = dead_letter_value(self.serde, exc, record.value or b"", detected_by, source)
         await self._produce_all((f"{self._prefix}{DLQ}", record.key or b"", value))
         self._taken[tp] = record.offset + 1
 

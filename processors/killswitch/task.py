@@ -32,7 +32,7 @@ from mesh.control import (
     control_record,
     seal_control,
 )
-from mesh.deadletter import DEAD_LETTER_SUBJECT, SourceCoordinates, dead_letter
+from mesh.deadletter import SourceCoordinates, dead_letter_value
 from mesh.errors import EventRejectedError, IdentityError, MeshError, SerdeError
 from mesh.identity import AgentKey, KeyResolver
 from mesh.kafka.reading import read_to_end, reader
@@ -227,6 +227,7 @@ class KillSwitchTask:
 
     def _dead_letter(self, record: SourceRecord, error: MeshError, now_ms: int) -> OutRecord:
         source = SourceCoordinates(record.topic, record.partition, record.offset, record.key)
-        letter = dead_letter(error, record.value or b"", self.detected_by, source, now_ms)
-        value = self.codec.serde.encode(DEAD_LETTER_SUBJECT, letter)
+        value = dead_letter_value(
+            self.codec.serde, error, record.value or b"", self.detected_by, source, now_ms
+        )
         return OutRecord(f"{self.prefix}{DLQ}", record.key, value)

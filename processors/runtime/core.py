@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple
 
-from mesh.deadletter import DEAD_LETTER_SUBJECT, SourceCoordinates, dead_letter
+from mesh.deadletter import SourceCoordinates, dead_letter_value
 from mesh.errors import EventRejectedError, IdentityError, SerdeError
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
@@ -137,11 +137,11 @@ class Core(Generic[S]):
     def _dead_letter(self, record: SourceRecord, error: Exception) -> OutRecord:
         assert isinstance(error, REFUSALS)  # noqa: S101 - only refusals arrive here
         coordinates = SourceCoordinates(record.topic, record.partition, record.offset, record.key)
-        letter = dead_letter(error, record.value or b"", self.detected_by, coordinates)
-        self.dead_letters += 1
-        return OutRecord(
-            f"{self.prefix}{DLQ}", record.key, self.serde.encode(DEAD_LETTER_SUBJECT, letter)
+        value = dead_letter_value(
+            self.serde, error, record.value or b"", self.detected_by, coordinates
         )
+        self.dead_letters += 1
+        return OutRecord(f"{self.prefix}{DLQ}", record.key, value)
 
     def state_record(self, partition: int, key: str, state: S, source: bytes | None) -> OutRecord:
         self.store.partitions.setdefault(partition, {})[key] = state
