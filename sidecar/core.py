@@ -48,6 +48,7 @@ from mesh.errors import (
     PolicyViolationError,
     ProcessorError,
     SerdeError,
+    TopicNotFoundError,
     UnknownSenderError,
 )
 from mesh.identity import AgentKey, PublicKeys, load_or_create_key
@@ -212,12 +213,15 @@ class Sidecar:
             raise
 
     async def _start(self) -> None:
-        await asyncio.to_thread(self._ensure_inbox)
+        partitions = await asyncio.to_thread(self._ensure_inbox)
         self._producer = AIOKafkaProducer(**aiokafka_producer_config(self.settings, self.bootstrap))
         await self._producer.start()
         self._followers = [
-            Follower(self.settings, self.bootstrap, f"{self._prefix}{REGISTRY}", self._on_agent),
-            Follower(self.settings, self.bootstrap, f"{self._prefix}{CONTROL}", self._on_control),
+            Follower(self.settings, self.bootstrap, topic, partitions[topic], on_record)
+            for topic, on_record in (
+                (f"{self._prefix}{REGISTRY}", self._on_agent),
+                (f"{self._prefix}{CONTROL}", self._on_control),
+            )
         ]
         for follower in self._followers:
             await follower.start()
@@ -425,8 +429,8 @@ class Sidecar:
 
     async def receive(self, timeout_s: float | None = None) -> Delivery | None:
         """The next verified message (None on timeout). Taking it marks it for commit."""
-        if self.failure is not None and self._queue.empty():
-            self._refuse_if_halted()
+        if self._queue.empty():
+            self._raise_if_failed()
         try:
             delivery, tp = await asyncio.wait_for(self._queue.get(), timeout_s)
         except TimeoutError:
@@ -443,12 +447,15 @@ class Sidecar:
 
     # -- internals: outgoing ---------------------------------------------------------------
 
-    def _refuse_if_halted(self) -> None:
+    def _raise_if_failed(self) -> None:
         if self.failure is not None:
             raise ProcessorError(
                 f"the sidecar of {self.agent_id!r} failed and must be restarted: "
                 f"{type(self.failure).__name__}: {self.failure}"
             ) from self.failure
+
+    def _refuse_if_halted(self) -> None:
+        self._raise_if_failed()
         if self.halt is not None:
             raise HaltedError(
                 f"agent {self.agent_id!r} is halted by {self.halt['rule']}: "
@@ -584,12 +591,24 @@ class Sidecar:
 
     # -- internals: incoming ---------------------------------------------------------------
 
-    def _ensure_inbox(self) -> None:
-        TopicAdmin(self.settings, self.bootstrap).ensure([inbox_topic(self.agent_id)])
+    def _ensure_inbox(self) -> dict[str, int]:
+        """Create the inbox if need be; return the partition count of the topics followed."""
+        admin = TopicAdmin(self.settings, self.bootstrap)
+        admin.ensure([inbox_topic(self.agent_id)])
+        live = admin.topic_partitions()
+        followed = [f"{self._prefix}{REGISTRY}", f"{self._prefix}{CONTROL}"]
+        missing = [topic for topic in followed if not live.get(topic)]
+        if missing:
+            raise TopicNotFoundError(
+                f"topic {missing[0]} does not exist; run `mesh topics ensure` (or `mesh up`)"
+            )
+        return {topic: live[topic] for topic in followed}
 
     async def _consume_inbox(self) -> None:
         consumer = self._inbox_consumer
-        while consumer is not None:
+        if consumer is None:
+            return
+        while True:
             batches = await consumer.getmany(timeout_ms=100, max_records=200)
             for tp, records in batches.items():
                 for record in records:

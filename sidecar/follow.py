@@ -12,8 +12,6 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from mesh.errors import TopicNotFoundError
-from mesh.kafka.admin import TopicAdmin
 from mesh.kafka.config import aiokafka_consumer_config
 from mesh.settings import Settings
 
@@ -23,20 +21,19 @@ OnRecord = Callable[[ConsumerRecord], None]
 
 
 class Follower:
-    def __init__(self, settings: Settings, bootstrap: str, topic: str, on_record: OnRecord) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, topic: str, partitions: int, on_record: OnRecord
+    ) -> None:
         self.topic = topic
+        self._partitions = partitions
         self._on_record = on_record
-        self._admin = TopicAdmin(settings, bootstrap)
         self._consumer = AIOKafkaConsumer(**aiokafka_consumer_config(settings, bootstrap, None))
         self.caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        partitions = (await asyncio.to_thread(self._admin.topic_partitions)).get(self.topic)
-        if not partitions:
-            raise TopicNotFoundError(f"topic {self.topic} does not exist; run `mesh topics ensure`")
         await self._consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in range(partitions)]
+        tps = [TopicPartition(self.topic, p) for p in range(self._partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         ends = await self._consumer.end_offsets(tps)
