@@ -1,13 +1,47 @@
-"""Kafka baselines shared by the benchmarks: bulk produce, and a raw passthrough."""
+"""Kafka baselines shared by the benchmarks: fresh topics, bulk produce, a raw passthrough,
+and interleaved rounds of contenders on the same input."""
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from mesh.kafka.admin import TopicAdmin
 from mesh.kafka.config import consumer_config, producer_config, transactional_producer_config
 from mesh.settings import Settings
+
+Contender = Callable[[Settings], float]  # records/s on the topics of the given settings
+
+
+def fresh_topics(settings: Settings, bootstrap: str, tag: str) -> Settings:
+    """``settings`` with a new topic prefix whose catalogue topics exist."""
+    prefixed = settings.with_overrides(topic_prefix=f"bench.{tag}.{uuid.uuid4().hex[:8]}.")
+    TopicAdmin(prefixed, bootstrap).ensure()
+    return prefixed
+
+
+def interleaved_rounds(
+    base: Settings,
+    bootstrap: str,
+    tag: str,
+    rounds: int,
+    fill: Callable[[Settings], None],
+    contenders: dict[str, Contender],
+) -> tuple[dict[str, list[float]], Settings]:
+    """Each contender once per round, in turn, each on fresh topics given the same input (so
+    noise on a shared machine hits all alike); returns the rates and the last run's settings."""
+    rates: dict[str, list[float]] = {}
+    last = base
+    for round_ in range(rounds):
+        for name, run in contenders.items():
+            last = fresh_topics(base, bootstrap, tag)
+            fill(last)
+            rates.setdefault(name, []).append(run(last))
+            print(f"round {round_ + 1} {name}: {rates[name][-1]:,.0f} records/s")
+    return rates, last
 
 
 def produce(

@@ -14,12 +14,11 @@ import hashlib
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._kafka import passthrough, produce
+from bench._kafka import interleaved_rounds, passthrough, produce
 from bench._report import median, write_results
 from mesh.audit.log import AuditLog, verify_log
 from mesh.identity import AgentKey
@@ -34,12 +33,6 @@ from processors.runtime.engine import Engine
 PER_TOPIC = 5_000
 ROUNDS = 3
 SIZE = 673  # a signed envelope with a typical body (bench/serde.py)
-
-
-def fresh(settings: Settings, bootstrap: str) -> Settings:
-    prefixed = settings.with_overrides(topic_prefix=f"bench.audit.{uuid.uuid4().hex[:8]}.")
-    TopicAdmin(prefixed, bootstrap).ensure()
-    return prefixed
 
 
 def fill(settings: Settings, bootstrap: str) -> None:
@@ -91,29 +84,25 @@ def main() -> None:
     serde = Serde(registry)
     serde.register_all()
     total = PER_TOPIC * len(AUDITED)
-    rates: dict[str, list[float]] = {}
     sources = list(AUDITED)
     try:
-        last = None
-        for round_ in range(ROUNDS):
-            for name, run in (
-                ("raw passthrough", lambda s: passthrough(s, bootstrap, sources, total, False)),
-                (
-                    "transactional passthrough",
-                    lambda s: passthrough(s, bootstrap, sources, total, True),
+        rates, last = interleaved_rounds(
+            base,
+            bootstrap,
+            "audit",
+            ROUNDS,
+            lambda s: fill(s, bootstrap),
+            {
+                "raw passthrough": lambda s: passthrough(s, bootstrap, sources, total, False),
+                "transactional passthrough": lambda s: passthrough(
+                    s, bootstrap, sources, total, True
                 ),
-                ("audit processor", lambda s: audit_rate(s, bootstrap, serde, total)),
-            ):
-                settings = fresh(base, bootstrap)
-                fill(settings, bootstrap)
-                rates.setdefault(name, []).append(run(settings))
-                print(f"round {round_ + 1} {name}: {rates[name][-1]:,.0f} records/s")
-                if name == "audit processor":
-                    last = settings
+                "audit processor": lambda s: audit_rate(s, bootstrap, serde, total),
+            },
+        )
         m = {k: median(v) for k, v in rates.items()}
         figures: dict[str, object] = {f"{k} (records/s, median)": v for k, v in m.items()}
         figures |= {"records per round": total, "record size (bytes)": SIZE, "rounds": ROUNDS}
-        assert last is not None
         verification = verify_rates(last, bootstrap, serde)
         figures |= verification
         for k, v in verification.items():

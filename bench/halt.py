@@ -13,12 +13,14 @@ produce a record, no decoding, no transactions), read by the same kind of consum
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -89,27 +91,9 @@ def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list
     }
     send(producer, codec, agent, settings, REGISTRY_EVENTS, "mesh.registry.AgentRegistered",
          registration)  # fmt: skip
-    serde = codec.serde
-    killswitch = KillSwitchTask(
-        settings,
-        bootstrap,
-        codec,
-        RegistryKeys(settings, bootstrap, serde),
-        AgentKey.generate("mesh"),
-        POLICY,
-        RegistryDirectory(settings, bootstrap, serde),
-    )
-    engines = [
-        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
-        Engine(killswitch, settings, bootstrap),
-    ]
-    stop = threading.Event()
-    threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
-    for thread in threads:
-        thread.start()
     latencies = []
-    try:
-        while engines[0].metrics.records_out < 1 or not engines[1]._assigned:
+    with killswitch_running(settings, bootstrap, codec) as (killswitch, engines):
+        while engines[0].metrics.records_out < 1 or not engines[1].ready:
             time.sleep(0.05)
         control = tail_consumer(settings, bootstrap, CONTROL)
         time.sleep(1.0)
@@ -136,11 +120,38 @@ def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list
                     raise TimeoutError(f"trial {trial}: resume not seen: {killswitch.book.halts}")
                 time.sleep(0.002)
         control.close()
+    return latencies
+
+
+@contextlib.contextmanager
+def killswitch_running(
+    settings: Settings, bootstrap: str, codec: MessageCodec
+) -> Iterator[tuple[KillSwitchTask, list[Engine]]]:
+    """The registry and kill-switch engines (POLICY), each in a thread, for the block."""
+    serde = codec.serde
+    killswitch = KillSwitchTask(
+        settings,
+        bootstrap,
+        codec,
+        RegistryKeys(settings, bootstrap, serde),
+        AgentKey.generate("mesh"),
+        POLICY,
+        RegistryDirectory(settings, bootstrap, serde),
+    )
+    engines = [
+        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
+        Engine(killswitch, settings, bootstrap),
+    ]
+    stop = threading.Event()
+    threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
+    for thread in threads:
+        thread.start()
+    try:
+        yield killswitch, engines
     finally:
         stop.set()
         for thread in threads:
             thread.join(30)
-    return latencies
 
 
 def send(

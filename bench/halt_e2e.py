@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Producer
 
 from bench._report import write_results
-from bench.halt import POLICY, percentile, raw_trials
+from bench.halt import killswitch_running, percentile, raw_trials
 from mesh.control import Action, Scope, control_key, control_record, seal_control
 from mesh.errors import HaltedError
 from mesh.identity import AgentKey, PublicKeys
@@ -42,10 +41,6 @@ from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings, load_settings
 from mesh.topics import CONTROL
 from processors.killswitch import KillSwitchTask
-from processors.killswitch.directory import RegistryDirectory
-from processors.registry import RegistryProcessor
-from processors.registry.view import RegistryKeys
-from processors.runtime.engine import Engine
 from sidecar.core import Sidecar
 from sidecar.spec import AgentSpec
 
@@ -111,30 +106,11 @@ def main() -> None:
     serde = Serde(registry)
     serde.register_all()
     codec = MessageCodec(serde, PublicKeys())
-    killswitch = KillSwitchTask(
-        settings,
-        bootstrap,
-        codec,
-        RegistryKeys(settings, bootstrap, serde),
-        AgentKey.generate("mesh"),
-        POLICY,
-        RegistryDirectory(settings, bootstrap, serde),
-    )
-    engines = [
-        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
-        Engine(killswitch, settings, bootstrap),
-    ]
-    stop = threading.Event()
-    threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
-    for thread in threads:
-        thread.start()
     try:
-        raw = raw_trials(settings, bootstrap)
-        latencies, refused = asyncio.run(trials(settings, bootstrap, codec, killswitch))
+        with killswitch_running(settings, bootstrap, codec) as (killswitch, _):
+            raw = raw_trials(settings, bootstrap)
+            latencies, refused = asyncio.run(trials(settings, bootstrap, codec, killswitch))
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
         registry.close()
         lease.release()
     figures: dict[str, object] = {

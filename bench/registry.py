@@ -19,14 +19,13 @@ import multiprocessing
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import Producer
 
-from bench._kafka import passthrough, produce
+from bench._kafka import fresh_topics, interleaved_rounds, passthrough, produce
 from bench._report import median, write_results
 from mesh.envelope import Envelope, RecipientKind
 from mesh.identity import AgentKey, PublicKeys
@@ -76,12 +75,6 @@ def _registration(key: AgentKey) -> dict[str, object]:
         "public_key": key.public_bytes,
         "agent_card_json": '{"name": "bench"}',
     }
-
-
-def fresh(settings: Settings, bootstrap: str) -> Settings:
-    prefixed = settings.with_overrides(topic_prefix=f"bench.reg.{uuid.uuid4().hex[:8]}.")
-    TopicAdmin(prefixed, bootstrap).ensure()
-    return prefixed
 
 
 def processor_rate(settings: Settings, bootstrap: str, codec: MessageCodec, total: int) -> float:
@@ -196,25 +189,25 @@ def main() -> None:
     serde.register_all()
     codec = MessageCodec(serde, PublicKeys())
     events = sealed_events(codec, AGENTS, EVENTS)
-    rates: dict[str, list[float]] = {}
     try:
-        for round_ in range(ROUNDS):
-            for name, run in (
-                ("raw passthrough", lambda s: passthrough(s, bootstrap, SOURCES, EVENTS, False)),
-                (
-                    "transactional passthrough",
-                    lambda s: passthrough(s, bootstrap, SOURCES, EVENTS, True),
+        rates, _ = interleaved_rounds(
+            base,
+            bootstrap,
+            "reg",
+            ROUNDS,
+            lambda s: produce(s, bootstrap, REGISTRY_EVENTS, events),
+            {
+                "raw passthrough": lambda s: passthrough(s, bootstrap, SOURCES, EVENTS, False),
+                "transactional passthrough": lambda s: passthrough(
+                    s, bootstrap, SOURCES, EVENTS, True
                 ),
-                ("registry processor", lambda s: processor_rate(s, bootstrap, codec, EVENTS)),
-            ):
-                settings = fresh(base, bootstrap)
-                produce(settings, bootstrap, REGISTRY_EVENTS, events)
-                rates.setdefault(name, []).append(run(settings))
-                print(f"round {round_ + 1} {name}: {rates[name][-1]:,.0f} records/s")
+                "registry processor": lambda s: processor_rate(s, bootstrap, codec, EVENTS),
+            },
+        )
         m = {k: median(v) for k, v in rates.items()}
         figures: dict[str, object] = {f"{k} (records/s, median)": v for k, v in m.items()}
         figures |= {"events per round": EVENTS, "rounds": ROUNDS, "partitions": 6}
-        sustained_figures = sustained(fresh(base, bootstrap), bootstrap, codec)
+        sustained_figures = sustained(fresh_topics(base, bootstrap, "reg"), bootstrap, codec)
         figures |= sustained_figures
         for k, v in sustained_figures.items():
             print(f"{k}: {v:,.1f}")
