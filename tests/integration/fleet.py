@@ -19,11 +19,16 @@ from mesh.envelope import Envelope, RecipientKind
 from mesh.identity import AgentKey, PublicKeys
 from mesh.kafka.config import consumer_config, producer_config
 from mesh.kafka.reading import watermarks
+from mesh.operator import mesh_key
 from mesh.registry.kafka import KafkaRegistry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from mesh.topics import REGISTRY_EVENTS
+from processors.killswitch import KillSwitchTask
+from processors.killswitch.directory import RegistryDirectory
+from processors.killswitch.policy import parse_policy
+from processors.registry.view import RegistryKeys
 
 CARD = json.dumps({"name": "worker", "skills": [{"id": "work", "name": "Work"}]})
 
@@ -206,3 +211,20 @@ def running(engines: list[Any]) -> Iterator[None]:
 
 def committed_total(settings: Settings, group: str, topics: list[str], partitions: int) -> int:
     return sum(committed(settings, group, topic, partitions) for topic in topics)
+
+
+def killswitch_task(
+    settings: Settings, codec: MessageCodec, policy: dict[str, Any]
+) -> KillSwitchTask:
+    """A kill-switch as `mesh processors run killswitch` builds it, with ``policy`` and a
+    dependency directory that re-reads the registry on every lookup (max_age_s=0)."""
+    bootstrap, serde = settings.bootstrap_servers or "", codec.serde
+    return KillSwitchTask(
+        settings,
+        bootstrap,
+        codec,
+        RegistryKeys(settings, bootstrap, serde),
+        mesh_key(settings),
+        parse_policy(policy),
+        RegistryDirectory(settings, bootstrap, serde, max_age_s=0),
+    )

@@ -15,13 +15,17 @@ from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from mesh.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TELEMETRY
 from processors.audit import AuditTask
-from processors.killswitch import KillSwitchTask
-from processors.killswitch.directory import RegistryDirectory
-from processors.killswitch.policy import parse_policy
 from processors.registry import RegistryProcessor
-from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine
-from tests.integration.fleet import Sent, codec_for, produce, read_all, running, wait_for
+from tests.integration.fleet import (
+    Sent,
+    codec_for,
+    killswitch_task,
+    produce,
+    read_all,
+    running,
+    wait_for,
+)
 from tests.integration.test_cli import run
 
 _ids = itertools.count()
@@ -89,15 +93,7 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
     )
     bootstrap = settings.bootstrap_servers or ""
     serde = codec.serde
-    killswitch = KillSwitchTask(
-        settings,
-        bootstrap,
-        codec,
-        RegistryKeys(settings, bootstrap, serde),
-        mesh_key(settings),
-        parse_policy(POLICY),
-        RegistryDirectory(settings, bootstrap, serde, max_age_s=0),
-    )
+    killswitch = killswitch_task(settings, codec, POLICY)
     engines = [
         Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
         Engine(killswitch, settings, bootstrap),

@@ -18,13 +18,9 @@ from mesh.control import Action, Scope, control_key, control_record, seal_contro
 from mesh.envelope import new_envelope
 from mesh.errors import HaltedError, PolicyViolationError, RecordEncodeError
 from mesh.identity import AgentKey
-from mesh.operator import mesh_key
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from mesh.topics import CONTROL, DLQ, TELEMETRY, inbox_topic
-from processors.killswitch import KillSwitchTask
-from processors.killswitch.directory import RegistryDirectory
-from processors.killswitch.policy import parse_policy
 from processors.registry import RegistryProcessor
 from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine
@@ -33,7 +29,7 @@ from sidecar.core import Sidecar
 from sidecar.http import SidecarServer, new_token
 from sidecar.policy import AgentPolicy
 from sidecar.spec import AgentSpec
-from tests.integration.fleet import Sent, codec_for, produce, read_all, running
+from tests.integration.fleet import Sent, codec_for, killswitch_task, produce, read_all, running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -69,15 +65,7 @@ def mesh(settings: Settings, topics: object) -> Iterator[Mesh]:
     settings = settings.with_overrides(max_message_bytes=64 * 1024)  # an oversize case fits Kafka
     codec, registry = codec_for(settings)
     bootstrap, serde = settings.bootstrap_servers or "", codec.serde
-    killswitch = KillSwitchTask(
-        settings,
-        bootstrap,
-        codec,
-        RegistryKeys(settings, bootstrap, serde),
-        mesh_key(settings),
-        parse_policy({"agent": {"max_cost_per_minute": 1.0}}),
-        RegistryDirectory(settings, bootstrap, serde, max_age_s=0),
-    )
+    killswitch = killswitch_task(settings, codec, {"agent": {"max_cost_per_minute": 1.0}})
     engines = [
         Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
         Engine.keyed(
