@@ -722,7 +722,7 @@ class Sidecar:
     async def _apply_halt_state(self) -> None:
         mine = capabilities(self._agents.get(self.agent_id)) or list(self.spec.capabilities)
         halt = self._book.halt_for(self.agent_id, mine)
-        if (halt is None) == (self.halt is None) and (halt is None or halt == self.halt):
+        if halt == self.halt:
             return
         self.halt = halt
         if halt is not None:
