@@ -4,6 +4,14 @@
 position moves past transaction markers as well as records, so it reaches the watermark even
 when the last thing in the log is a commit marker. ``read_committed`` readers wait for an
 open transaction to end; callers bound that with their writers' transaction timeout.
+
+Why the watermark comes from a second, ``read_uncommitted`` consumer (the :class:`Reader`'s
+probe): asked by a ``read_committed`` consumer, the broker answers with the last stable offset
+instead. Just after ``commit_transaction`` returns, the coordinator may not have written the
+commit markers yet, so the last stable offset still sits before the transaction that just
+committed; reading "to the end" would stop short of it, and a processor restoring its state
+would miss its own last commit (the audit log forked this way when a rebalance followed a
+commit). Reading to the high watermark instead waits for those markers.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -18,7 +27,7 @@ from mesh.errors import KafkaUnavailableError
 from mesh.kafka.config import base_config
 from mesh.settings import Settings
 
-__all__ = ["last_record", "read_to_end", "reader", "watermarks"]
+__all__ = ["Reader", "last_record", "read_to_end", "reader", "watermarks"]
 
 _NOT_READY = (
     KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -29,9 +38,33 @@ _NOT_READY = (
 )
 
 
-def reader(settings: Settings, bootstrap: str) -> Consumer:
+class Reader(Consumer):
+    """A ``read_committed`` consumer with a ``read_uncommitted`` probe for the high watermark.
+
+    ``assign`` asks for a topic's metadata first the first time it sees the topic: left to
+    itself, librdkafka learns the leaders of a newly assigned topic on its one-second topic
+    scan, so every restore that touched a second topic waited about a second for nothing.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.probe = Consumer({**config, "isolation.level": "read_uncommitted"})
+        self._known: set[str] = set()
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        for topic in sorted({tp.topic for tp in partitions} - self._known):
+            self.list_topics(topic, timeout=10)
+            self._known.add(topic)
+        super().assign(partitions)
+
+    def close(self) -> None:
+        self.probe.close()
+        super().close()
+
+
+def reader(settings: Settings, bootstrap: str) -> Reader:
     """A group-less, read_committed consumer for assigning partitions by hand."""
-    return Consumer(
+    return Reader(
         {
             **base_config(settings, bootstrap),
             "group.id": f"mesh-reader-{uuid.uuid4()}",
@@ -39,6 +72,9 @@ def reader(settings: Settings, bootstrap: str) -> Consumer:
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "allow.auto.create.topics": False,
+            # A read to the end ends on an empty fetch (past the last commit marker); the
+            # default 500 ms long poll made every restore of a partition cost half a second.
+            "fetch.wait.max.ms": 10,
         }
     )
 
@@ -46,11 +82,16 @@ def reader(settings: Settings, bootstrap: str) -> Consumer:
 def watermarks(
     consumer: Consumer, partition: TopicPartition, timeout_s: float = 15.0
 ) -> tuple[int, int]:
-    """(low, high) of a partition, retrying while a new topic's leader is being elected."""
+    """(low, high) of a partition, retrying while a new topic's leader is being elected.
+
+    ``high`` is the high watermark when ``consumer`` is a :class:`Reader` (see the module
+    docstring); a plain ``read_committed`` consumer gets the last stable offset.
+    """
+    probe = consumer.probe if isinstance(consumer, Reader) else consumer
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            low, high = consumer.get_watermark_offsets(partition, 5.0, cached=False)
+            low, high = probe.get_watermark_offsets(partition, 5.0, cached=False)
             return int(low), int(high)
         except KafkaException as exc:
             transient = exc.args[0].retriable() or exc.args[0].code() in _NOT_READY

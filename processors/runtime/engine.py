@@ -21,6 +21,14 @@ the committed store topic and resumes from the committed offsets. Nothing is los
 Restore: on every assignment, the task rebuilds its state for exactly the assigned partitions
 (a keyed task reads its store topic's same partitions to their end, ``read_committed``) before
 any record of those partitions is processed (the callback runs inside ``consume``).
+
+A rebalance in the middle of a batch (the callbacks run inside ``consume``, e.g. when a new
+agent inbox matches the subscription) discards the batch: its outputs were computed from state
+the assignment is about to rebuild from what committed, and its records are fetched again from
+the committed offsets. Keeping them would commit the batch's outputs twice, once from the old
+state and once from the restored one (for the audit log: two links with one sequence, a fork).
+Discarding the whole batch is right because the assignment is eager (``range``): a rebalance
+revokes every partition, so every one is restored and re-fetched.
 """
 
 from __future__ import annotations
@@ -90,6 +98,7 @@ class Engine:
         self._producer: Producer | None = None
         self._assigned: list[TopicPartition] = []
         self._next_tick = 0.0
+        self._batch = _Batch()
 
     @classmethod
     def keyed(
@@ -173,17 +182,20 @@ class Engine:
 
     def step(self) -> int:
         """One transaction's worth of work (see the module docstring); returns records done."""
-        consumer, batch = self._consumer, _Batch()
+        consumer = self._consumer
         assert consumer is not None  # noqa: S101 - start() ran
-        deadline = batch.started + self.config.commit_interval_ms / 1000
-        while batch.records < self.config.max_batch:
+        self._batch = _Batch()
+        deadline = self._batch.started + self.config.commit_interval_ms / 1000
+        while self._batch.records < self.config.max_batch:
             messages = consumer.consume(
-                self.config.max_batch - batch.records, self.config.poll_timeout_s
+                self.config.max_batch - self._batch.records, self.config.poll_timeout_s
             )
+            batch = self._batch  # after consume: a rebalance inside it replaced the batch
             for message in messages:
                 self._handle(message, batch)
             if time.monotonic() >= deadline or not messages:
                 break
+        batch = self._batch
         self._tick(batch)
         self._commit(batch)
         self.metrics.sample_lag(consumer, self._assigned)
@@ -261,6 +273,8 @@ class Engine:
         self._assigned = list(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.discarded(self._batch.records)
+        self._batch = _Batch()  # see "A rebalance in the middle of a batch" above
         self.task.revoked(sorted({tp.partition for tp in partitions}))
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]

@@ -18,6 +18,8 @@ _LAG_EVERY_S = 1.0
 class Metrics:
     records_in: int = 0
     records_out: int = 0
+    assignments: int = 0  # rebalances that gave this instance partitions, the first included
+    refetched_records: int = 0  # handled, then discarded by a rebalance mid-batch
     restored_records: int = 0
     restore_seconds: float = 0.0
     restoring_now: int = 0
@@ -44,7 +46,11 @@ class Metrics:
     def restoring(self, records: int) -> None:
         self.restoring_now += records
 
+    def discarded(self, records: int) -> None:
+        self.refetched_records += records
+
     def restored(self, records: int, seconds: float) -> None:
+        self.assignments += 1
         self.restored_records += records
         self.restore_seconds += seconds
         self.restoring_now = 0
@@ -82,6 +88,8 @@ class Metrics:
             "lag": self.lag,
             "max_commit_delay_ms": self.max_commit_delay_ms,
             "max_lag": self.max_lag,
+            "assignments": self.assignments,
+            "refetched_records": self.refetched_records,
             "restored_records": self.restored_records,
             "restore_seconds": round(self.restore_seconds, 3),
             "restoring_now": self.restoring_now,

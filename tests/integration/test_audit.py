@@ -208,3 +208,53 @@ def test_altering_deleting_reordering_and_injecting_are_named(
     result = run(["audit", "verify"], injected)
     assert result.returncode == 1
     assert f"audit partition 0, offset {len(links)}: not an audit record" in result.stdout
+
+
+def test_agents_attaching_mid_stream_never_fork_a_chain(settings: Settings) -> None:
+    """Each new inbox matches the audit's subscription, so each one is a rebalance mid-stream.
+
+    A rebalance inside a batch must not commit the batch's links on top of the ones rebuilt
+    from the restored heads, and the restored heads must include the commit just before it.
+    The stream runs without pause so that rebalances land while the processor is busy.
+    """
+    ensure_all(settings)
+    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    codec, registry = codec_for(settings)
+    bootstrap = settings.bootstrap_servers or ""
+    engine = Engine(
+        AuditTask(settings, bootstrap, codec.serde, mesh_key(settings)), settings, bootstrap
+    )
+    inboxes = [f"agent-{i}" for i in range(5)]
+    events = mixed_events(6_000)
+    for i, agent in enumerate(inboxes, start=1):  # after its inbox exists (see below)
+        events[i * 1_000] = Sent(f"mesh.inbox.{agent}.v1", "k", b"first in a new inbox")
+
+    def stream() -> None:
+        producer = Producer(producer_config(settings, bootstrap))
+        for i, event in enumerate(events):
+            if i % 1_000 == 0 and i:
+                admin.ensure([inbox_topic(inboxes[i // 1_000 - 1])])
+            topic = f"{settings.topic_prefix}{event.topic}"
+            producer.produce(topic, event.value, event.key.encode())
+            producer.poll(0)
+            time.sleep(0.002)
+        assert producer.flush(30) == 0
+
+    topics = SOURCES + [f"mesh.inbox.{agent}.v1" for agent in inboxes]
+    with running([engine]):
+        stream()
+        wait_for(
+            lambda: committed_total(settings, engine.group, topics, settings.partitions) == 6_000,
+            180,
+            "the audit processor to take every record",
+        )
+    assert engine.metrics.assignments >= 3, "new inboxes must have rebalanced the audit"
+    links = [link for _, _, link in audited(settings, codec.serde)]
+    coordinates = Counter(
+        (x.source_topic, x.source_partition, x.source_offset) for x in links if x is not None
+    )
+    assert len(links) == 6_000 and sorted(set(coordinates.values())) == [1]
+    verified = run(["audit", "verify"], settings)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "6000 records checked" in verified.stdout
+    registry.close()
