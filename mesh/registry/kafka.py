@@ -9,6 +9,11 @@ end with ``read_committed``. So a writer's view includes every id any earlier wr
 and a writer that was fenced in between cannot commit: it re-takes the role, re-reads and
 plans again. Two processes may take turns, but no id is ever committed twice.
 
+Taking turns could go on for ever: two processes registering at once fence each other in
+lockstep (each ``init_transactions`` fences the other's commit). A fenced writer therefore
+backs off for a random, growing pause before it takes the role again, so one of them gets a
+whole read-plan-commit through while the other waits.
+
 Readers never take the writer role, so a process that only decodes does not disturb the
 registry server.
 """
@@ -16,7 +21,9 @@ registry server.
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
+import time
 
 import orjson
 from confluent_kafka import KafkaException, Producer, TopicPartition
@@ -38,8 +45,9 @@ from mesh.topics import SCHEMAS
 
 __all__ = ["KafkaRegistry"]
 
-_WRITE_ATTEMPTS = 5
+_WRITE_ATTEMPTS = 8
 _TIMEOUT_S = 15.0
+_BACKOFF_S = 0.02  # the first pause after being fenced is up to this; it doubles per attempt
 
 
 class KafkaRegistry:
@@ -61,7 +69,7 @@ class KafkaRegistry:
 
     def register(self, subject: str, schema: str) -> RegisteredSchema:
         with self._lock:
-            for _ in range(_WRITE_ATTEMPTS):
+            for attempt in range(_WRITE_ATTEMPTS):
                 self._become_writer()
                 self.catch_up()
                 planned = self.state.plan(subject, schema)
@@ -69,6 +77,7 @@ class KafkaRegistry:
                     return planned
                 if self._commit(planned):
                     return self.state.version(subject, planned.version)
+                _back_off(attempt)
             raise RegistryFencedError(
                 f"{subject!r} was not registered after {_WRITE_ATTEMPTS} attempts (last: "
                 f"{self._last_write_error}); another registry process kept taking the writer "
@@ -109,10 +118,11 @@ class KafkaRegistry:
     def set_level(self, level: str, subject: str | None = None) -> str:
         entry = LevelEntry(subject, check_level(level))
         with self._lock:
-            for _ in range(_WRITE_ATTEMPTS):
+            for attempt in range(_WRITE_ATTEMPTS):
                 self._become_writer()
                 if self._commit(entry):
                     return entry.level
+                _back_off(attempt)
             raise RegistryFencedError(
                 f"the level was not set after {_WRITE_ATTEMPTS} attempts ({self._last_write_error})"
             )
@@ -193,3 +203,8 @@ class KafkaRegistry:
             return False
         self.state.apply(entry)  # committed: fold it now; re-reading it later is a no-op
         return True
+
+
+def _back_off(attempt: int) -> None:
+    """A random pause, growing with ``attempt``, so fenced writers fall out of lockstep."""
+    time.sleep(random.uniform(0, _BACKOFF_S * 2**attempt))  # noqa: S311 - jitter, not secrets
