@@ -82,6 +82,10 @@ def aiokafka_producer_config(settings: Settings, bootstrap: str) -> dict[str, An
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 2,
+        # aiokafka's default batch (16 KiB, ~30 mesh messages) fills under load and then every
+        # send waits for the partition's batch in flight to drain; 256 KiB lets a busy sidecar
+        # keep sending while one request is out.
+        "max_batch_size": 256 * 1024,
         "max_request_size": settings.max_message_bytes + 64 * 1024,
         **_aiokafka_security(settings),
     }
