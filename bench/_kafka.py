@@ -85,8 +85,10 @@ def passthrough(
             if message.error():
                 continue
             started = started or time.perf_counter()
-            producer.produce(sink, message.value(), message.key(), partition=message.partition())
-            positions[(message.topic(), message.partition())] = message.offset() + 1
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
+            producer.produce(sink, message.value(), message.key(), partition=partition)
+            positions[(topic, partition)] = offset + 1
             done += 1
         if transactional and time.monotonic() - last_commit >= 0.02 and positions:
             _commit_txn(producer, consumer, positions)

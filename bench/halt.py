@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -161,7 +161,7 @@ def send(
     settings: Settings,
     topic: str,
     subject: str,
-    body: dict[str, object],
+    body: Mapping[str, object],
 ) -> str:
     message_id = str(uuid.uuid4())
     envelope = Envelope(message_id, "c", "c", key.agent_id, RecipientKind.BROADCAST, "",

@@ -45,13 +45,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench._report import write_results
@@ -140,13 +140,13 @@ def raw_receiver(settings: Settings, bootstrap: str, commands: Any, results: Any
         while len(latencies) < count:
             # consume(n, timeout) waits for n messages or the timeout: poll one when idle so
             # a paced message is taken as soon as it arrives
-            batch = consumer.consume(500, 0) or [consumer.poll(0.1)]
+            batch: list[Message | None] = list(consumer.consume(500, 0)) or [consumer.poll(0.1)]
             for message in batch:
                 if message is None or message.error():
                     continue
                 last = time.time()
                 first = first or last
-                latencies.append((last - float(message.key())) * 1000)
+                latencies.append((last - float(message.key() or b"0")) * 1000)
         results.put(
             {"latencies": latencies, "first": first, "last": last, "cpu": time.process_time() - cpu}
         )
@@ -277,7 +277,7 @@ def component_costs(codec: MessageCodec, key: AgentKey) -> dict[str, float]:
     sealed = codec.seal(envelope, MESSAGE_SUBJECT, body, key)
     opened = codec.open(sealed, verify=False)
     data = hashlib.sha256(sealed).digest() * 2
-    steps = {
+    steps: dict[str, Callable[[], object]] = {
         "validate": lambda: codec.serde.validate(MESSAGE_SUBJECT, body),
         "seal (encode + sign)": lambda: codec.seal(envelope, MESSAGE_SUBJECT, body, key),
         "sign": lambda: key.sign(sealed),

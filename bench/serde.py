@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,7 +42,7 @@ ROUNDS = 7
 BODY_SUBJECT = "mesh.a2a.Message"
 
 
-def records(n: int) -> list[tuple[Envelope, dict[str, object]]]:
+def records(n: int) -> list[tuple[Envelope, dict[str, Any]]]:
     """Envelopes with a typical agent message: a paragraph of text and a small JSON part."""
     out = []
     for i in range(n):
@@ -111,7 +112,7 @@ def run(serde: Serde, where: str) -> None:
 
     def plain_decode(encoded: list[bytes]) -> None:
         for value in encoded:
-            record = fastavro.schemaless_reader(io.BytesIO(value), envelope_schema, None)
+            record: Any = fastavro.schemaless_reader(io.BytesIO(value), envelope_schema, None)
             fastavro.schemaless_reader(io.BytesIO(record["body"]), body_schema, None)
 
     def mesh_encode(signing: AgentKey | None) -> list[bytes]:

@@ -117,3 +117,19 @@ def test_every_bad_input_error_shares_one_root() -> None:
     ):
         assert issubclass(error, SerdeError)
         assert issubclass(error, MeshError)
+
+
+def test_validation_accepts_a_record_whose_unions_take_any_branch(serde: Serde) -> None:
+    from sidecar.core import MESSAGE_SUBJECT, message_body
+
+    serde.validate(MESSAGE_SUBJECT, message_body("hello", {"n": 1}))  # nullable fields set
+    serde.validate(MESSAGE_SUBJECT, message_body("hello", None))  # and left null
+
+
+def test_validation_names_the_field_a_union_refuses(serde: Serde) -> None:
+    from sidecar.core import MESSAGE_SUBJECT, message_body
+
+    body = message_body("hello", None)
+    body["parts"][0]["mime_type"] = 42  # a ["null", "string"] union given an int
+    with pytest.raises(RecordEncodeError, match=r"does not match schema .*mime_type"):
+        serde.validate(MESSAGE_SUBJECT, body)
