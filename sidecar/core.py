@@ -18,7 +18,8 @@ clean stop. Everything the agent does passes through here:
 * **Halts**: the control topic is followed from the beginning, so a halt issued while the
   sidecar was down applies before it does anything. Once halted, every send and report raises
   HaltedError("halted by RULE: REASON"); the halt is acknowledged on telemetry (``HALT_ACK``)
-  and handed to the agent's halt handlers. A resume restores service.
+  and handed to the agent's halt handlers. A resume restores service and is acknowledged too
+  (``RESUME_ACK``); the registry shows the agent HALTED between the two.
 """
 
 from __future__ import annotations
@@ -227,12 +228,14 @@ class Sidecar:
             await follower.start()
         for follower in self._followers:
             await follower.wait_caught_up()
-        await self._apply_halt_state()
+        # Registered before the halt in force is applied, so that its acknowledgement is about
+        # a known agent; the agent cannot act before start() returns either way.
         await self._produce_event(
             REGISTRY_EVENTS,
             "mesh.registry.AgentRegistered",
             self.spec.registration(self.key.public_bytes),
         )
+        await self._apply_halt_state()
         group = f"{self._prefix}agent.{self.agent_id}"
         self._inbox_consumer = AIOKafkaConsumer(
             self._inbox, **aiokafka_consumer_config(self.settings, self.bootstrap, group)
@@ -736,6 +739,7 @@ class Sidecar:
             )
         else:
             self.spend = SpendWindow(self.spec.policy)
+            await self._produce_all(self._telemetry_record("RESUME_ACK", "resume"))
         for handler in self._halt_handlers:
             result = handler(halt)
             if result is not None:

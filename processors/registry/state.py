@@ -6,7 +6,10 @@ clocks and partitions interleave:
 * a heartbeat never moves ``last_heartbeat`` backwards;
 * a card change older than the record's last change is ignored;
 * registering again with the same key refreshes the record; with another key it is refused
-  until the agent is retired (a takeover would let anyone impersonate the agent).
+  until the agent is retired (a takeover would let anyone impersonate the agent);
+* HALTED follows the agent's sidecar acknowledging a halt (``HALT_ACK`` telemetry) and ends
+  with its ``RESUME_ACK``; heartbeats and re-registration keep it, and a halted agent does not
+  go stale (it is halted, whatever else).
 """
 
 from __future__ import annotations
@@ -144,11 +147,28 @@ def _retired(state: AgentState | None, body: dict[str, Any], at_ms: int) -> Agen
 def _telemetry(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
     assert state is not None  # noqa: S101
     kind, name, peer = body.get("kind"), body.get("name"), body.get("peer")
+    if kind in _ACK_STATUS:
+        return _acknowledged(state, _ACK_STATUS[kind], at_ms)
     if kind == "TOOL_CALL" and name and name not in state.observed_tools:
         return replace(state, observed_tools=(*state.observed_tools, name))
     if kind == "MESSAGE_SENT" and peer and peer not in state.observed_agents:
         return replace(state, observed_agents=(*state.observed_agents, peer))
     return state
+
+
+#: The sidecar acknowledges on telemetry each halt it applies and each resume. The registry
+#: takes HALTED from those acknowledgements rather than from the control topic: whatever the
+#: halt's scope (the agent, its dependants, a capability, the fleet), the agent is shown halted
+#: once its own sidecar refuses to act, and for as long as it does.
+_ACK_STATUS = {"HALT_ACK": AgentStatus.HALTED, "RESUME_ACK": AgentStatus.LIVE}
+
+
+def _acknowledged(state: AgentState, status: AgentStatus, at_ms: int) -> AgentState:
+    if state.status is AgentStatus.RETIRED or state.status is status:
+        return state
+    if status is AgentStatus.LIVE and state.status is not AgentStatus.HALTED:
+        return state  # a resume of a stale agent says nothing about its heartbeats
+    return replace(state, status=status, updated_at_ms=max(at_ms, state.updated_at_ms))
 
 
 _HANDLERS = {

@@ -21,7 +21,7 @@ from mesh.identity import AgentKey
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from mesh.topics import CONTROL, DLQ, TELEMETRY, inbox_topic
-from processors.registry import RegistryProcessor
+from processors.registry import AgentStatus, RegistryProcessor
 from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine
 from processors.state import StateProcessor
@@ -193,6 +193,7 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
             await runaway.send("bob", text="one more")
         with pytest.raises(HaltedError):
             await runaway.report_tool_call("search", {})
+        await _until(lambda: status(bob, "runaway") is AgentStatus.HALTED, "registry: HALTED")
         await runaway.stop(deregister=False)
 
         again = mesh.sidecar("runaway")
@@ -214,11 +215,17 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
             value = seal_control(mesh.codec, operator, resume, int(time.time() * 1000))
             produce(mesh.settings, [Sent(CONTROL, control_key(Scope.AGENT, "runaway"), value)])
             await _until(lambda: again.halt is None, "the resume")
+            await _until(lambda: status(bob, "runaway") is AgentStatus.LIVE, "registry: LIVE")
             sent = await again.send("bob", text="back")
             got = await bob.receive(timeout_s=10)
             assert got is not None and got.message_id == sent
         finally:
             await again.stop()
+
+
+def status(sidecar: Sidecar, agent_id: str) -> AgentStatus | None:
+    agent = sidecar.agents().get(agent_id)
+    return agent.status if agent is not None else None
 
 
 async def _until(condition: Any, what: str, timeout_s: float = 15.0) -> None:

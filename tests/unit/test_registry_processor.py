@@ -199,3 +199,39 @@ def test_observed_traffic_extends_the_dependency_map(
 def test_dead_letters_go_to_the_dlq_topic(driver: TestDriver) -> None:
     driver.pipe(REGISTRY_EVENTS, "x", b"plain text")
     assert [r.topic for r in driver.outputs] == [DLQ]
+
+
+def report(driver: TestDriver, key: AgentKey, kind: str, name: str = "spend_per_minute") -> None:
+    body = {"agent_id": key.agent_id, "kind": kind, "name": name, "peer": None}
+    driver.pipe(TELEMETRY, key.agent_id, driver.seal(key, "mesh.telemetry.TelemetryEvent", body))
+
+
+def test_a_halt_acknowledged_by_the_sidecar_shows_halted_until_its_resume(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    report(driver, research, "HALT_ACK")
+    assert driver.state("research").status is AgentStatus.HALTED
+    assert driver.read(REGISTRY)[-1][1]["status"] == "HALTED"
+    heartbeat(driver, research, driver.now_ms + 1_000)  # still heartbeating: still halted
+    register(driver, research)  # a restart: still halted
+    driver.advance(60_000)  # silent: halted, not stale
+    assert driver.state("research").status is AgentStatus.HALTED
+    report(driver, research, "RESUME_ACK", "resume")
+    assert driver.state("research").status is AgentStatus.LIVE
+    assert driver.read(REGISTRY)[-1][1]["status"] == "LIVE"
+
+
+def test_acknowledgements_never_revive_a_retired_or_stale_agent(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    driver.advance(11_000)
+    report(driver, research, "RESUME_ACK", "resume")  # resumed, but still not heartbeating
+    assert driver.state("research").status is AgentStatus.STALE
+    retire = {"agent_id": "research", "reason": "done"}
+    driver.pipe(
+        REGISTRY_EVENTS, "research", driver.seal(research, "mesh.registry.AgentRetired", retire)
+    )
+    report(driver, research, "HALT_ACK")
+    assert driver.state("research").status is AgentStatus.RETIRED
