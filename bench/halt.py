@@ -34,6 +34,7 @@ from mesh.identity import AgentKey, PublicKeys
 from mesh.kafka.admin import TopicAdmin
 from mesh.kafka.config import consumer_config, producer_config
 from mesh.kafka.source import acquire_broker
+from mesh.operator import mesh_key, operator_key
 from mesh.registry.kafka import KafkaRegistry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
@@ -80,7 +81,7 @@ def await_record(consumer: Consumer, match: bytes, timeout_s: float = 10.0) -> f
 
 def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list[float]:
     agent = AgentKey.generate("runaway")
-    operator = AgentKey.generate("operator:bench")
+    operator = operator_key(settings)
     producer = Producer(producer_config(settings, bootstrap, **{"linger.ms": 0}))
     registration = {
         "agent_id": agent.agent_id,
@@ -134,7 +135,7 @@ def killswitch_running(
         bootstrap,
         codec,
         RegistryKeys(settings, bootstrap, serde),
-        AgentKey.generate("mesh"),
+        mesh_key(settings),
         POLICY,
         RegistryDirectory(settings, bootstrap, serde),
     )

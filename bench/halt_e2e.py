@@ -31,10 +31,11 @@ from bench._report import write_results
 from bench.halt import killswitch_running, percentile, raw_trials
 from mesh.control import Action, Scope, control_key, control_record, seal_control
 from mesh.errors import HaltedError
-from mesh.identity import AgentKey, PublicKeys
+from mesh.identity import PublicKeys
 from mesh.kafka.admin import TopicAdmin
 from mesh.kafka.config import producer_config
 from mesh.kafka.source import acquire_broker
+from mesh.operator import operator_key
 from mesh.registry.kafka import KafkaRegistry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
@@ -55,7 +56,7 @@ async def trials(
     peer = Sidecar(settings, bootstrap, serde, AgentSpec("peer"), heartbeat_s=5.0)
     await runaway.start()
     await peer.start()
-    operator = AgentKey.generate("operator:bench")
+    operator = operator_key(settings)
     producer = Producer(producer_config(settings, bootstrap, **{"linger.ms": 0}))
     refused = 0
     try:

@@ -15,8 +15,9 @@ from enum import StrEnum
 from typing import Any
 
 from mesh.envelope import Envelope, RecipientKind
+from mesh.errors import EventRejectedError, UnknownSenderError
 from mesh.identity import AgentKey
-from mesh.serde.messages import MessageCodec
+from mesh.serde.messages import MessageCodec, OpenedMessage
 
 __all__ = [
     "CONTROL_SUBJECT",
@@ -26,6 +27,7 @@ __all__ = [
     "control_key",
     "control_record",
     "seal_control",
+    "verify_control",
 ]
 
 CONTROL_SUBJECT = "mesh.control.ControlCommand"
@@ -93,6 +95,22 @@ def seal_control(
     return codec.seal(envelope, CONTROL_SUBJECT, record, key)
 
 
+def verify_control(opened: OpenedMessage, signers: Mapping[str, bytes]) -> None:
+    """Raise unless ``opened`` is a control command signed by one of ``signers``."""
+    sender = opened.envelope.sender
+    if opened.body_subject != CONTROL_SUBJECT:
+        raise EventRejectedError(
+            f"{CONTROL_SUBJECT} expected on the control topic, not {opened.body_subject}"
+        )
+    if sender not in signers:
+        raise UnknownSenderError(
+            f"control command signed by {sender!r}, which is not a control signer; halts and "
+            "resumes are obeyed only from the mesh's key, the operator's key and "
+            "MESH_CONTROL_SIGNERS"
+        )
+    opened.verify(signers[sender])
+
+
 class HaltBook:
     """The halts in force, by control key, folded from control commands in log order."""
 
@@ -100,8 +118,14 @@ class HaltBook:
         self.halts: dict[str, dict[str, Any]] = {}
 
     def apply(self, key: str, record: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """Fold one command (None: a tombstone); returns the halt a resume lifted, if any."""
-        if record is None or record["action"] == Action.RESUME.value:
+        """Fold one command; returns the halt a resume lifted, if any.
+
+        A tombstone (None) changes nothing: it carries no signature, so it cannot speak for a
+        control signer, and the mesh never writes one (a halt ends with a signed resume).
+        """
+        if record is None:
+            return None
+        if record["action"] == Action.RESUME.value:
             return self.halts.pop(key, None)
         self.halts[key] = dict(record)
         return None

@@ -32,6 +32,10 @@ ENV_VARS: dict[str, str] = {
     "MESH_SASL_USERNAME": "Kafka SASL username.",
     "MESH_SASL_PASSWORD": "Kafka SASL password.",
     "MESH_MAX_MESSAGE_BYTES": "Largest message the mesh accepts (default 1048576).",
+    "MESH_CONTROL_SIGNERS": (
+        "More keys trusted to sign halts and resumes: ID=HEX,... (Ed25519 public keys, 64 hex "
+        "digits). Always trusted: the mesh and operator keys in the state directory."
+    ),
 }
 
 DEFAULT_KAFKA_PORT = 19092
@@ -57,6 +61,7 @@ class Settings:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     max_message_bytes: int = 1_048_576
+    control_signers: tuple[tuple[str, bytes], ...] = ()  # (signer id, Ed25519 public key)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (used by CLI options and tests)."""
@@ -100,6 +105,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sasl_username=_text(env, "MESH_SASL_USERNAME"),
         sasl_password=_text(env, "MESH_SASL_PASSWORD"),
         max_message_bytes=_int(env, "MESH_MAX_MESSAGE_BYTES", 1_048_576, 1024, 100_000_000),
+        control_signers=_signers(env),
     )
 
 
@@ -135,6 +141,24 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
     if raw is not None and not raw.startswith(("http://", "https://")):
         raise ConfigError(f"{name}={raw!r} must start with http:// or https://")
     return raw.rstrip("/") if raw else None
+
+
+def _signers(env: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
+    raw = _text(env, "MESH_CONTROL_SIGNERS") or ""
+    signers: dict[str, bytes] = {}
+    for entry in filter(None, (e.strip() for e in raw.split(","))):
+        signer, _, key = entry.partition("=")
+        try:
+            public = bytes.fromhex(key.strip())
+        except ValueError:
+            public = b""
+        if not signer.strip() or len(public) != 32:
+            raise ConfigError(
+                f"MESH_CONTROL_SIGNERS entry {entry!r} is not ID=HEX with a 32-byte Ed25519 "
+                "public key in 64 hex digits (e.g. operator:alice=3b6a27bc...)"
+            )
+        signers[signer.strip()] = public
+    return tuple(signers.items())
 
 
 def _prefix(env: Mapping[str, str]) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -39,7 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from mesh.control import CONTROL_SUBJECT, HaltBook
+from mesh.control import HaltBook, verify_control
 from mesh.deadletter import SourceCoordinates, dead_letter_value
 from mesh.envelope import Envelope, RecipientKind, new_envelope
 from mesh.errors import (
@@ -55,6 +56,7 @@ from mesh.errors import (
 from mesh.identity import AgentKey, PublicKeys, load_or_create_key
 from mesh.kafka.admin import TopicAdmin
 from mesh.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
+from mesh.operator import control_signers
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec, OpenedMessage
 from mesh.settings import Settings
@@ -73,6 +75,8 @@ MESSAGE_SUBJECT = "mesh.a2a.Message"
 TELEMETRY_SUBJECT = "mesh.telemetry.TelemetryEvent"
 _RECENT_IDS = 4096
 HaltHandler = Callable[[dict[str, Any] | None], Awaitable[None] | None]
+
+_log = logging.getLogger("mesh.sidecar")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,7 @@ class _Counters:
     dead_lettered: int = 0
     duplicates: int = 0
     spend_usd: float = 0.0
+    untrusted_controls: int = 0  # control records ignored: not signed by a control signer
     halt_latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -191,6 +196,7 @@ class Sidecar:
         self._agents: dict[str, AgentState] = {}
         self._registry_changed = asyncio.Event()
         self._book = HaltBook()
+        self._signers = control_signers(settings)
         self._queue: asyncio.Queue[tuple[Delivery, TopicPartition]] = asyncio.Queue(1000)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._delivered: OrderedDict[str, Envelope] = OrderedDict()
@@ -711,14 +717,21 @@ class Sidecar:
         self._registry_changed.set()
 
     def _on_control(self, record: ConsumerRecord) -> None:
-        key = (record.key or b"").decode()
+        """Fold a halt or resume signed by a control signer; ignore anything else (the
+        kill-switch dead-letters it, once, with the reason)."""
+        if record.value is None:
+            return  # a tombstone lifts nothing (see HaltBook.apply)
         try:
-            opened = self.codec.open(record.value, verify=False) if record.value else None
-        except MeshError:
-            return  # the kill-switch dead-letters what it cannot read
-        if opened is not None and opened.body_subject != CONTROL_SUBJECT:
+            opened = self.codec.open(record.value, verify=False)
+            verify_control(opened, self._signers)
+        except MeshError as exc:
+            self.counters.untrusted_controls += 1
+            _log.warning(
+                "%s: ignored the control record at %s[%d]@%d: %s",
+                self.agent_id, record.topic, record.partition, record.offset, exc,
+            )  # fmt: skip
             return
-        self._book.apply(key, opened.body if opened is not None else None)
+        self._book.apply((record.key or b"").decode(), opened.body)
         if self.started:
             asyncio.get_running_loop().create_task(self._apply_halt_state())
 

@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 
 import typer
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mesh.cli.common import bootstrap, console, settings
 from mesh.commands import send_command
-from mesh.control import (
-    CONTROL_SUBJECT,
-    Action,
-    HaltBook,
-    Scope,
-)
+from mesh.control import Action, HaltBook, Scope, verify_control
+from mesh.errors import MeshError
 from mesh.identity import PublicKeys
-from mesh.kafka.table import Table
+from mesh.kafka.reading import read_to_end, reader
+from mesh.operator import control_signers
 from mesh.registry.factory import open_registry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
@@ -77,18 +75,34 @@ def halts() -> None:
     current = settings()
     address = bootstrap(current)
     registry = open_registry(current, address)
-    table = Table(current, address, f"{current.topic_prefix}{CONTROL}")
-    try:
-        table.catch_up()
-        codec = MessageCodec(Serde(registry), PublicKeys())
-        book = HaltBook()
-        for raw_key, value in table.values.items():
+    codec = MessageCodec(Serde(registry), PublicKeys())
+    book, signers, ignored = HaltBook(), control_signers(current), []
+
+    def fold(message: Message) -> None:
+        """In log order, as sidecars and the kill-switch fold it: signed commands only."""
+        value = message.value()
+        if value is None:
+            return
+        try:
             opened = codec.open(value, verify=False)
-            if opened.body_subject == CONTROL_SUBJECT:
-                book.apply(raw_key.decode(), opened.body)
+            verify_control(opened, signers)
+        except MeshError as exc:
+            ignored.append(f"offset {message.offset()} of partition {message.partition()}: {exc}")
+            return
+        book.apply((message.key() or b"").decode(), opened.body)
+
+    topic = f"{current.topic_prefix}{CONTROL}"
+    consumer = reader(current, address)
+    try:
+        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)]
+        consumer.assign(tps)
+        read_to_end(consumer, tps, fold)
     finally:
-        table.close()
+        consumer.close()
         registry.close()
+    for reason in ignored:
+        console.print(f"[yellow]ignored[/] {reason}")
     if not book.halts:
         console.print("no halts in force")
     for key, command in sorted(book.halts.items()):

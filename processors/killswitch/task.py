@@ -7,7 +7,9 @@ windows (:mod:`processors.killswitch.watch`). A rule that fires publishes one HA
 
 Flapping: while an agent (or the fleet) is halted, no rule fires for it again; a resume on the
 control topic, by an operator, starts fresh windows. The halts in force are restored from the
-control topic's assigned partitions on start and rebalance.
+control topic's assigned partitions on start and rebalance. Only control commands signed by a
+control signer (:func:`mesh.operator.control_signers`) count; any other record on the control
+topic is dead-lettered with the reason, as sidecars ignore it.
 
 Scaling: per-agent rules partition with telemetry (keyed by agent id); fleet rules see the
 partitions of their own instance, so run one kill-switch instance (a second one is a hot
@@ -19,23 +21,24 @@ Windows are kept in memory: after a restart they start empty, while the halts st
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mesh.control import (
-    CONTROL_SUBJECT,
     Action,
     HaltBook,
     Scope,
     control_key,
     control_record,
     seal_control,
+    verify_control,
 )
 from mesh.deadletter import SourceCoordinates, dead_letter_value
 from mesh.errors import EventRejectedError, IdentityError, MeshError, SerdeError
 from mesh.identity import AgentKey, KeyResolver
 from mesh.kafka.reading import read_to_end, reader
+from mesh.operator import control_signers
 from mesh.serde.messages import MessageCodec, OpenedMessage
 from mesh.settings import Settings
 from mesh.topics import CONTROL, DLQ, TELEMETRY
@@ -72,7 +75,10 @@ class KillSwitchTask:
         directory: Directory,
         instance: str = "0",
         clock: Callable[[], float] = time.time,
+        signers: Mapping[str, bytes] | None = None,
     ) -> None:
+        """``signers``: who may sign halts and resumes (default: control_signers(settings));
+        control records signed by anyone else are dead-lettered and change nothing."""
         prefix = settings.topic_prefix
         self.settings, self.bootstrap = settings, bootstrap
         self.codec, self.keys, self.key = codec, keys, key
@@ -86,6 +92,7 @@ class KillSwitchTask:
         self.requested_by = f"killswitch:{instance}"
         self.clock = clock
         self.book = HaltBook()
+        self.signers = dict(signers) if signers is not None else control_signers(settings)
         self.watch = Watch(policy)
         self.halts_issued = 0
 
@@ -99,11 +106,11 @@ class KillSwitchTask:
 
     def handle(self, record: SourceRecord, now_ms: int) -> list[OutRecord]:
         if record.topic == self.control_topic and record.value is None:
-            self._follow_control(record, None)
-            return []
+            return []  # a tombstone lifts nothing (see HaltBook.apply)
         try:
             message = self.codec.open(record.value or b"", verify=False)
             if record.topic == self.control_topic:
+                verify_control(message, self.signers)
                 self._follow_control(record, message)
                 return []
             return self._telemetry(record, message, now_ms)
@@ -189,9 +196,9 @@ class KillSwitchTask:
 
     # -- control ---------------------------------------------------------------------------
 
-    def _follow_control(self, record: SourceRecord, message: OpenedMessage | None) -> None:
+    def _follow_control(self, record: SourceRecord, message: OpenedMessage) -> None:
         key = (record.key or b"").decode()
-        lifted = self.book.apply(key, message.body if message is not None else None)
+        lifted = self.book.apply(key, message.body)
         if lifted is None:
             return
         if key == "*":
@@ -209,13 +216,15 @@ class KillSwitchTask:
 
         def fold(msg: Message) -> None:
             value = msg.value()
-            try:
-                opened = self.codec.open(value, verify=False) if value is not None else None
-            except MeshError:
-                return  # refused when it was first consumed; nothing to restore
-            if opened is None or opened.body_subject == CONTROL_SUBJECT:
-                self.book.apply((msg.key() or b"").decode(), opened.body if opened else None)
             progress(1)
+            if value is None:
+                return
+            try:
+                opened = self.codec.open(value, verify=False)
+                verify_control(opened, self.signers)
+            except MeshError:
+                return  # dead-lettered when it was first consumed; nothing to restore
+            self.book.apply((msg.key() or b"").decode(), opened.body)
 
         try:
             return read_to_end(consumer, tps, fold)

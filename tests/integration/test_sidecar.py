@@ -18,6 +18,7 @@ from mesh.control import Action, Scope, control_key, control_record, seal_contro
 from mesh.envelope import new_envelope
 from mesh.errors import HaltedError, PolicyViolationError, RecordEncodeError
 from mesh.identity import AgentKey
+from mesh.operator import operator_key
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from mesh.topics import CONTROL, DLQ, TELEMETRY, inbox_topic
@@ -203,7 +204,7 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
             with pytest.raises(HaltedError):
                 await again.send("bob", text="after restart")
             assert any(r["name"] == "spend_per_minute" for r in mesh.telemetry("HALT_ACK"))
-            operator = AgentKey.generate("operator:test")
+            operator = operator_key(mesh.settings)
             resume = control_record(
                 Action.RESUME,
                 Scope.AGENT,
@@ -212,7 +213,15 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
                 reason="fixed",
                 requested_by=operator.agent_id,
             )
-            value = seal_control(mesh.codec, operator, resume, int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            impostor = AgentKey.generate(operator.agent_id)  # the operator's name, not its key
+            forged = seal_control(mesh.codec, impostor, resume, now_ms)
+            produce(mesh.settings, [Sent(CONTROL, control_key(Scope.AGENT, "runaway"), forged)])
+            await _until(lambda: again.counters.untrusted_controls == 1, "the forgery seen")
+            assert again.halt is not None  # ignored: still halted
+            with pytest.raises(HaltedError):
+                await again.send("bob", text="resumed by a forgery?")
+            value = seal_control(mesh.codec, operator, resume, now_ms)
             produce(mesh.settings, [Sent(CONTROL, control_key(Scope.AGENT, "runaway"), value)])
             await _until(lambda: again.halt is None, "the resume")
             await _until(lambda: status(bob, "runaway") is AgentStatus.LIVE, "registry: LIVE")

@@ -60,6 +60,7 @@ class Fleet:
             parse_policy(policy or {}),
             DIRECTORY,
             clock=lambda: self.driver.now_ms / 1000,
+            signers={k.agent_id: k.public_bytes for k in (MESH, OPERATOR)},
         )
         self.task = task
         self.driver: TestDriver[object] = TestDriver(task=task, serde=self.serde)
@@ -235,6 +236,20 @@ def test_an_operator_halt_silences_the_rules_until_resumed() -> None:
     assert fleet.report("research", "MODEL_CALL", "m", cost=5) == []
     fleet.control(Action.RESUME, Scope.AGENT, "research")
     assert len(fleet.report("research", "MODEL_CALL", "m", cost=5)) == 1
+
+
+def test_a_resume_not_signed_by_a_control_signer_is_dead_lettered_and_lifts_nothing() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=1.5)) == 1
+    fleet.control(Action.RESUME, Scope.AGENT, "research", key=AGENTS["research"])  # itself
+    forged = AgentKey.generate(OPERATOR.agent_id)  # an operator's name, another key
+    fleet.control(Action.RESUME, Scope.AGENT, "research", key=forged)
+    fleet.driver.pipe(CONTROL, "research", None)  # a tombstone
+    assert "research" in fleet.task.book.halts
+    letters = fleet.driver.dead_letters()
+    assert [d["reason_code"] for d in letters] == ["unknown_sender", "bad_signature"]
+    assert "not a control signer" in letters[0]["reason"]
+    assert fleet.report("research", "MODEL_CALL", "m", cost=5) == []  # still halted, silent
 
 
 def test_forged_misattributed_and_unknown_telemetry_go_to_the_dead_letter_topic() -> None:

@@ -51,12 +51,26 @@ def test_reads_every_documented_variable() -> None:
         ({"MESH_TOPIC_PREFIX": "a b"}, "may hold only letters"),
         ({"MESH_KAFKA_HEAP": "lots"}, "must look like 512m or 2g"),
         ({"MESH_BOOTSTRAP_SERVER": "x:1"}, "unknown setting MESH_BOOTSTRAP_SERVER"),
+        ({"MESH_CONTROL_SIGNERS": "alice"}, "entry 'alice' is not ID=HEX"),
+        ({"MESH_CONTROL_SIGNERS": "alice=zz"}, "32-byte Ed25519 public key"),
+        ({"MESH_CONTROL_SIGNERS": f"alice={'ab' * 31}"}, "in 64 hex digits"),
+        ({"MESH_CONTROL_SIGNERS": f"={'ab' * 32}"}, "is not ID=HEX"),
     ],
 )
 def test_broken_config_names_the_variable(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=None) as caught:
         load_settings(env)
     assert fragment in str(caught.value)
+
+
+def test_control_signers_are_read_as_id_and_public_key() -> None:
+    raw = f" operator:alice={'ab' * 32} , bot={'CD' * 32},"
+    settings = load_settings({"MESH_CONTROL_SIGNERS": raw})
+    assert dict(settings.control_signers) == {
+        "operator:alice": bytes.fromhex("ab" * 32),
+        "bot": bytes.fromhex("cd" * 32),
+    }
+    assert hash(settings)  # still a value
 
 
 def test_settings_are_immutable() -> None:
