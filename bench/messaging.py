@@ -17,8 +17,8 @@ Phases, each run for both paths, interleaved per round (so noise hits both alike
 * latency: ``RATE`` messages/s for ``SECONDS`` seconds, each carrying its send time (wall
   clock, shared by both processes); latency = taken by the receiver - send called.
 
-Profile: one more mesh throughput run with each side's main thread stack-sampled every 1 ms
-(bench/_sampler.py; cProfile's per-call cost would overstate the pure-Python parts), samples
+Profile: one more mesh throughput run with both processes sampled by py-spy at 500 Hz
+(bench/_pyspy.py; cProfile's per-call cost would overstate the pure-Python parts), samples
 bucketed by module: signing (sender's Ed25519), verification (receiver's Ed25519), serde (Avro,
 JSON, envelope, schema validation), client (aiokafka), the rest (asyncio, sidecar logic,
 policy). Each side's busy shares times its CPU per message (measured unsampled in the
@@ -54,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench._pyspy import Spy, shares
 from bench._report import write_results
-from bench._sampler import Sampler
 from mesh.envelope import new_envelope
 from mesh.identity import AgentKey, PublicKeys, verify_signature
 from mesh.kafka.admin import TopicAdmin
@@ -98,14 +98,7 @@ async def _mesh_receiver(settings: Settings, bootstrap: str, commands: Any, resu
     results.put("ready")
     try:
         while (command := await asyncio.to_thread(commands.get)) is not None:
-            count, profile = command
-            if profile:
-                with sampled("verification") as sampler:
-                    taken = await _take(sidecar, count)
-                taken["profile"] = sampler.shares()
-            else:
-                taken = await _take(sidecar, count)
-            results.put(taken)
+            results.put(await _take(sidecar, command))
     finally:
         await sidecar.stop()
         registry.close()
@@ -249,20 +242,20 @@ def summary(started: float, sent_cpu: float, taken: dict[str, Any], count: int) 
 # codec frames come last so that what they call is charged to what it is.
 _BUCKETS = (
     ("/nacl/", "crypto"),
-    ("cryptography", "crypto"),
-    ("mesh/identity", "crypto"),
-    ("fastavro", "serde"),
-    ("orjson", "serde"),
-    ("json/", "serde"),
-    ("mesh/serde", "serde"),
-    ("mesh/envelope", "serde"),
-    ("aiokafka", "client"),
-    ("kafka/", "client"),
+    ("/cryptography/", "crypto"),
+    ("/mesh/identity.py", "crypto"),
+    ("/fastavro/", "serde"),
+    ("/orjson", "serde"),
+    ("/json/", "serde"),
+    ("/mesh/serde/", "serde"),
+    ("/mesh/envelope.py", "serde"),
+    ("/aiokafka/", "client"),
+    ("/kafka/", "client"),
 )
 
 
-def sampled(crypto: str) -> Sampler:
-    return Sampler([(n, crypto if b == "crypto" else b) for n, b in _BUCKETS])
+def spy(pid: int, crypto: str) -> Spy:
+    return Spy(pid, [(n, crypto if b == "crypto" else b) for n, b in _BUCKETS])
 
 
 def cost_split(shares: dict[str, float], cpu_us: float) -> dict[str, float]:
@@ -353,7 +346,7 @@ async def run(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
             while "bench-b" not in sender.agents():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             warm = asyncio.create_task(mesh_send(sender, 500, None))
-            await asyncio.to_thread(mesh_peer.ask, (500, False))
+            await asyncio.to_thread(mesh_peer.ask, 500)
             await warm
         raw_peer.commands.put(500)
         await asyncio.to_thread(raw_send, producer, topic, payload, 500, None)
@@ -364,7 +357,7 @@ async def run(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
                 ("latency", int(RATE * SECONDS), float(RATE)),
             ):
                 sending = asyncio.create_task(mesh_send(sender, count, rate))
-                taken = await asyncio.to_thread(mesh_peer.ask, (count, False))
+                taken = await asyncio.to_thread(mesh_peer.ask, count)
                 started, cpu = await sending
                 mesh = summary(started, cpu, taken, count)
                 out["mesh"].setdefault(phase, []).append(mesh)
@@ -379,12 +372,16 @@ async def run(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
                     f"p99 {mesh['p99']:.1f} ms | raw {raw['rate']:,.0f}/s p50 {raw['p50']:.1f} "
                     f"p99 {raw['p99']:.1f} ms"
                 )
-        with sampled("signing") as sampler:
-            sending = asyncio.create_task(mesh_send(sender, PROFILED, None))
-            taken = await asyncio.to_thread(mesh_peer.ask, (PROFILED, True))
-            await sending
-        out["profile_sender"] = sampler.shares()
-        out["profile_receiver"] = taken["profile"]
+        spies = {
+            "sender": spy(os.getpid(), "signing"),
+            "receiver": spy(mesh_peer.process.pid or 0, "verification"),
+        }
+        await asyncio.sleep(1.0)  # attached
+        sending = asyncio.create_task(mesh_send(sender, PROFILED, None))
+        await asyncio.to_thread(mesh_peer.ask, PROFILED)
+        await sending
+        for side, watcher in spies.items():
+            out[f"profile_{side}"] = shares(watcher.stop())
     finally:
         await sender.stop()
         mesh_peer.close()
@@ -463,7 +460,7 @@ def main() -> None:
         f"throughput = {THROUGHPUT_N} messages, first send to last taken; latency at {RATE}/s "
         f"for {SECONDS:.0f}s, send called to taken by the receiving agent; raw = confluent-kafka "
         "producer and consumer (two processes) moving same-size bytes; profile = each side's "
-        f"CPU per message split by the shares of 1 ms stack samples over a {PROFILED:,}-message "
+        f"CPU per message split by the shares of py-spy samples over a {PROFILED:,}-message "
         "run.",
     )
     print(f"wrote {path}")
