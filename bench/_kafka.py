@@ -3,17 +3,45 @@ and interleaved rounds of contenders on the same input."""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from mesh.identity import PublicKeys
 from mesh.kafka.admin import TopicAdmin
 from mesh.kafka.config import consumer_config, producer_config, transactional_producer_config
-from mesh.settings import Settings
+from mesh.kafka.source import acquire_broker
+from mesh.registry.kafka import KafkaRegistry
+from mesh.serde.codec import Serde
+from mesh.serde.messages import MessageCodec
+from mesh.settings import Settings, load_settings
 
 Contender = Callable[[Settings], float]  # records/s on the topics of the given settings
+
+
+@contextlib.contextmanager
+def mesh_on_fresh_topics(tag: str, partitions: int) -> Iterator[tuple[Settings, str, MessageCodec]]:
+    """The broker (``MESH_BOOTSTRAP_SERVERS`` or the local one), a fresh topic prefix with the
+    catalogue's topics, every schema registered, and a throwaway state directory (agent, mesh
+    and operator keys made for the run); yields (settings, bootstrap, codec)."""
+    base = load_settings().with_overrides(
+        partitions=partitions, state_dir=Path(tempfile.mkdtemp(prefix="mesh-bench-"))
+    )
+    lease = acquire_broker(base)
+    settings = fresh_topics(base, lease.bootstrap, tag)
+    registry = KafkaRegistry(settings, lease.bootstrap)
+    try:
+        serde = Serde(registry)
+        serde.register_all()
+        yield settings, lease.bootstrap, MessageCodec(serde, PublicKeys())
+    finally:
+        registry.close()
+        lease.release()
 
 
 def fresh_topics(settings: Settings, bootstrap: str, tag: str) -> Settings:

@@ -27,18 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bench._kafka import mesh_on_fresh_topics
 from bench._report import write_results
 from mesh.control import Action, Scope, control_record, seal_control
 from mesh.envelope import Envelope, RecipientKind
-from mesh.identity import AgentKey, PublicKeys
-from mesh.kafka.admin import TopicAdmin
+from mesh.identity import AgentKey
 from mesh.kafka.config import consumer_config, producer_config
-from mesh.kafka.source import acquire_broker
 from mesh.operator import mesh_key, operator_key
-from mesh.registry.kafka import KafkaRegistry
-from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
-from mesh.settings import Settings, load_settings
+from mesh.settings import Settings
 from mesh.topics import CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY
 from processors.killswitch import KillSwitchTask
 from processors.killswitch.directory import RegistryDirectory
@@ -214,21 +211,9 @@ def raw_trials(settings: Settings, bootstrap: str) -> list[float]:
 
 
 def main() -> None:
-    base = load_settings().with_overrides(partitions=6)
-    lease = acquire_broker(base)
-    bootstrap = lease.bootstrap
-    settings = base.with_overrides(topic_prefix=f"bench.halt.{uuid.uuid4().hex[:8]}.")
-    TopicAdmin(settings, bootstrap).ensure()
-    registry = KafkaRegistry(settings, bootstrap)
-    serde = Serde(registry)
-    serde.register_all()
-    codec = MessageCodec(serde, PublicKeys())
-    try:
+    with mesh_on_fresh_topics("halt", 6) as (settings, bootstrap, codec):
         raw = raw_trials(settings, bootstrap)
         mesh = mesh_trials(settings, bootstrap, codec)
-    finally:
-        registry.close()
-        lease.release()
     figures: dict[str, object] = {
         "trials": len(mesh),
         "halt latency p50 (ms)": statistics.median(mesh),

@@ -18,28 +18,22 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import Producer
 
+from bench._kafka import mesh_on_fresh_topics
 from bench._report import write_results
 from bench.halt import killswitch_running, percentile, raw_trials
 from mesh.control import Action, Scope, control_key, control_record, seal_control
 from mesh.errors import HaltedError
-from mesh.identity import PublicKeys
-from mesh.kafka.admin import TopicAdmin
 from mesh.kafka.config import producer_config
-from mesh.kafka.source import acquire_broker
 from mesh.operator import operator_key
-from mesh.registry.kafka import KafkaRegistry
-from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
-from mesh.settings import Settings, load_settings
+from mesh.settings import Settings
 from mesh.topics import CONTROL
 from processors.killswitch import KillSwitchTask
 from sidecar.core import Sidecar
@@ -95,25 +89,12 @@ async def trials(
 
 
 def main() -> None:
-    base = load_settings().with_overrides(partitions=6)
-    lease = acquire_broker(base)
-    bootstrap = lease.bootstrap
-    settings = base.with_overrides(
-        topic_prefix=f"bench.halte2e.{uuid.uuid4().hex[:8]}.",
-        state_dir=Path(tempfile.mkdtemp(prefix="mesh-bench-")),  # throwaway agent keys
-    )
-    TopicAdmin(settings, bootstrap).ensure()
-    registry = KafkaRegistry(settings, bootstrap)
-    serde = Serde(registry)
-    serde.register_all()
-    codec = MessageCodec(serde, PublicKeys())
-    try:
-        with killswitch_running(settings, bootstrap, codec) as (killswitch, _):
-            raw = raw_trials(settings, bootstrap)
-            latencies, refused = asyncio.run(trials(settings, bootstrap, codec, killswitch))
-    finally:
-        registry.close()
-        lease.release()
+    with (
+        mesh_on_fresh_topics("halte2e", 6) as (settings, bootstrap, codec),
+        killswitch_running(settings, bootstrap, codec) as (killswitch, _),
+    ):
+        raw = raw_trials(settings, bootstrap)
+        latencies, refused = asyncio.run(trials(settings, bootstrap, codec, killswitch))
     figures: dict[str, object] = {
         "trials": len(latencies),
         "sends refused while halted": refused,

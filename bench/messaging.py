@@ -41,7 +41,6 @@ import os
 import queue
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -54,17 +53,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench._kafka import mesh_on_fresh_topics
 from bench._pyspy import Spy, shares
 from bench._report import write_results
 from mesh.envelope import new_envelope
-from mesh.identity import AgentKey, PublicKeys, verify_signature
-from mesh.kafka.admin import TopicAdmin
+from mesh.identity import AgentKey, verify_signature
 from mesh.kafka.config import base_config, consumer_config, producer_config
-from mesh.kafka.source import acquire_broker
 from mesh.registry.kafka import KafkaRegistry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
-from mesh.settings import Settings, load_settings
+from mesh.settings import Settings
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from sidecar.core import MESSAGE_SUBJECT, Sidecar, message_body
@@ -394,24 +392,9 @@ def med(rounds: list[dict[str, float]], key: str) -> float:
 
 
 def main() -> None:
-    base = load_settings().with_overrides(partitions=3)
-    lease = acquire_broker(base)
-    bootstrap = lease.bootstrap
-    settings = base.with_overrides(
-        topic_prefix=f"bench.msg.{uuid.uuid4().hex[:8]}.",
-        state_dir=Path(tempfile.mkdtemp(prefix="mesh-bench-")),  # throwaway agent keys
-    )
-    TopicAdmin(settings, bootstrap).ensure()
-    registry = KafkaRegistry(settings, bootstrap)
-    serde = Serde(registry)
-    serde.register_all()
-    codec = MessageCodec(serde, PublicKeys())
-    try:
+    with mesh_on_fresh_topics("msg", 3) as (settings, bootstrap, codec):
         out = asyncio.run(run(settings, bootstrap, codec))
         costs = component_costs(codec, AgentKey.generate("bench-a"))
-    finally:
-        registry.close()
-        lease.release()
     mesh, raw = out["mesh"], out["raw"]
     figures: dict[str, object] = {
         "rounds": ROUNDS,
