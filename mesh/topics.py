@@ -24,6 +24,7 @@ __all__ = [
     "AUDIT_CHECKPOINTS",
     "CONTROL",
     "DLQ",
+    "INBOX_PATTERN",
     "REGISTRY",
     "REGISTRY_EVENTS",
     "SCHEMAS",
@@ -92,6 +93,10 @@ _ENTRIES: tuple[TopicSpec, ...] = (
 def catalogue() -> tuple[TopicSpec, ...]:
     """The fixed topics (agent inboxes are created per agent with :func:`inbox_topic`)."""
     return _ENTRIES
+
+
+#: Every agent inbox (after the topic prefix), for processors that follow them all.
+INBOX_PATTERN = r"mesh\.inbox\..+\.v1$"
 
 
 def inbox_topic(agent_id: str) -> TopicSpec:

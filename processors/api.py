@@ -78,6 +78,9 @@ class Processor(Protocol, Generic[S]):
 
     name: str
     inputs: tuple[str, ...]
+    #: Regexes of more input topics, matched after the topic prefix (agent inboxes: topics that
+    #: appear as agents attach). They must be partitioned like ``inputs``, as the mesh's are.
+    input_patterns: tuple[str, ...]
     store_topic: str
     store_subject: str
     punctuate_every_ms: int | None

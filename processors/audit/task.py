@@ -35,7 +35,15 @@ from mesh.kafka.admin import TopicAdmin
 from mesh.kafka.reading import last_record, reader
 from mesh.serde.codec import Serde
 from mesh.settings import Settings
-from mesh.topics import AUDIT, AUDIT_CHECKPOINTS, CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY
+from mesh.topics import (
+    AUDIT,
+    AUDIT_CHECKPOINTS,
+    CONTROL,
+    INBOX_PATTERN,
+    REGISTRY_EVENTS,
+    TASKS,
+    TELEMETRY,
+)
 from processors.runtime.core import OutRecord, SourceRecord
 from processors.runtime.task import Progress
 
@@ -64,7 +72,7 @@ class AuditTask:
         self.audit_topic = f"{prefix}{AUDIT}"
         self.checkpoint_topic = f"{prefix}{AUDIT_CHECKPOINTS}"
         fixed = tuple(f"{prefix}{topic}" for topic in AUDITED)
-        self.subscription = (*fixed, f"^{re.escape(prefix)}mesh\\.inbox\\..+\\.v1$")
+        self.subscription = (*fixed, f"^{re.escape(prefix)}{INBOX_PATTERN}")
         self.copartitioned = (*fixed, self.audit_topic, self.checkpoint_topic)
         self.punctuate_every_ms: int | None = checkpoint_every_ms
         self.heads: dict[int, Link] = {}

@@ -32,6 +32,7 @@ REGISTERED = "mesh.registry.AgentRegistered"
 class RegistryProcessor:
     name = "registry"
     inputs: tuple[str, ...] = (REGISTRY_EVENTS, TELEMETRY)
+    input_patterns: tuple[str, ...] = ()
     store_topic = REGISTRY
     store_subject = "mesh.registry.AgentRecord"
 

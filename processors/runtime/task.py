@@ -7,13 +7,15 @@ that:
 * :class:`KeyedTask` runs a :class:`~processors.api.Processor` with keyed state restored from
   its compacted store topic (registry, state projections);
 * the audit task restores only each audit partition's chain head;
-* the kill-switch task rebuilds its sliding windows from recent telemetry.
+* the kill-switch task restores the halts in force from the control topic (its sliding
+  windows start empty).
 
 All of them go through one commit path (:mod:`processors.runtime.engine`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Protocol
 
@@ -69,8 +71,10 @@ class KeyedTask(Core[S]):
         self.settings = settings
         self.bootstrap = bootstrap
         self.name = processor.name
-        self.subscription = tuple(f"{prefix}{topic}" for topic in processor.inputs)
-        self.copartitioned = (*self.subscription, self.store_topic)
+        fixed = tuple(f"{prefix}{topic}" for topic in processor.inputs)
+        self.copartitioned = (*fixed, self.store_topic)
+        patterns = tuple(f"^{re.escape(prefix)}{p}" for p in processor.input_patterns)
+        self.subscription = (*fixed, *patterns)
 
     def start(self) -> None:
         self.processor.init()

@@ -1,7 +1,13 @@
-"""The state projections processor: ``mesh.tasks.v1`` -> ``mesh.state.v1``.
+"""The state projections processor: ``mesh.tasks.v1`` + agent inboxes -> ``mesh.state.v1``.
 
 Every task event and context write is signed by its sender; it is verified against the key the
 registry holds for the sender (``keys``), so a forged write never reaches the shared context.
+
+Messages between agents (their inboxes, keyed by task id like ``mesh.tasks.v1``) add their
+sender and recipient to the task's participants: whoever took part in a task by talking about
+it shows in its context, not only those named by task events. Most messages change nothing (both
+ends are known already); those are neither verified nor written, so following the inboxes adds
+a decode per message and no output. A message on no task is no task's business.
 """
 
 from __future__ import annotations
@@ -10,10 +16,10 @@ from typing import Any
 
 from mesh.errors import EventRejectedError
 from mesh.identity import KeyResolver
-from mesh.topics import STATE, TASKS
+from mesh.topics import INBOX_PATTERN, STATE, TASKS
 from processors.api import Context, Event, PunctuationContext
 from processors.state.records import from_record, to_record
-from processors.state.state import TaskState, apply
+from processors.state.state import TaskState, apply, joined
 
 __all__ = ["StateProcessor"]
 
@@ -21,6 +27,7 @@ __all__ = ["StateProcessor"]
 class StateProcessor:
     name = "state"
     inputs: tuple[str, ...] = (TASKS,)
+    input_patterns: tuple[str, ...] = (INBOX_PATTERN,)
     store_topic = STATE
     store_subject = "mesh.state.TaskState"
     punctuate_every_ms: int | None = None
@@ -35,6 +42,9 @@ class StateProcessor:
         return None
 
     def process(self, event: Event, ctx: Context[TaskState]) -> None:
+        if event.topic != TASKS:
+            self._message(event, ctx)
+            return
         task_id = str(event.body.get("task_id", ""))
         if event.key != task_id:
             raise EventRejectedError(
@@ -54,6 +64,23 @@ class StateProcessor:
         )
         if new is not state:
             ctx.put(task_id, new)
+
+    def _message(self, event: Event, ctx: Context[TaskState]) -> None:
+        envelope = event.envelope
+        task_id = envelope.task_id
+        if task_id is None:
+            return
+        if event.key != task_id:
+            raise EventRejectedError(
+                f"message {envelope.message_id} on task {task_id!r} was keyed {event.key!r}; "
+                "sidecars key messages by their task id"
+            )
+        state = ctx.get(task_id)
+        new = joined(state, task_id, envelope.sender, envelope.recipient, envelope.created_at_ms)
+        if new is state:
+            return
+        event.message.verify(self.keys.public_key(envelope.sender))
+        ctx.put(task_id, new)
 
     def punctuate(self, ctx: PunctuationContext[TaskState]) -> None:
         return None

@@ -16,7 +16,7 @@ from typing import Any
 
 from mesh.errors import EventRejectedError, StaleWriteError
 
-__all__ = ["ContextEntry", "Handoff", "TaskState", "apply"]
+__all__ = ["ContextEntry", "Handoff", "TaskState", "apply", "joined"]
 
 TASK_EVENT = "mesh.tasks.TaskEvent"
 CONTEXT_WRITE = "mesh.tasks.ContextWrite"
@@ -73,6 +73,24 @@ def apply(
     return replace(
         changed,
         recent_message_ids=(*current.recent_message_ids, message_id)[-_RECENT:],
+        version=current.version + 1,
+        updated_at_ms=max(current.updated_at_ms, at_ms),
+    )
+
+
+def joined(
+    state: TaskState | None, task_id: str, sender: str, recipient: str, at_ms: int
+) -> TaskState:
+    """The task's state once a message between ``sender`` and ``recipient`` is seen on it:
+    ``state`` itself (the same object) when both already take part. Idempotent, so the message
+    id is not kept (a redelivered message finds both ends known and changes nothing)."""
+    participants = _add(state.participants if state else (), sender, recipient)
+    if state is not None and participants == state.participants:
+        return state
+    current = state or TaskState(task_id=task_id)
+    return replace(
+        current,
+        participants=participants,
         version=current.version + 1,
         updated_at_ms=max(current.updated_at_ms, at_ms),
     )

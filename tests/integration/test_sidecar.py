@@ -95,6 +95,12 @@ async def test_two_agents_exchange_signed_messages_and_duplicates_are_dropped(me
         routed = await bob.receive(timeout_s=10)
         assert routed is not None and routed.message_id == by_capability
         assert routed.data() == {"n": 1}
+        deadline = time.monotonic() + 15  # the state projections saw who talked on each task
+        while (talked := [await bob.context(t) for t in ("t-1", "t-2")]) and any(
+            sorted((c or {}).get("participants", [])) != ["alice", "bob"] for c in talked
+        ):
+            assert time.monotonic() < deadline, f"task participants from messages: {talked}"
+            await asyncio.sleep(0.1)
 
         raw = [v for _, v, _ in mesh.topic(inbox_topic("bob").name)]
         produce(mesh.settings, [Sent(inbox_topic("bob").name, "t-1", raw[0])])  # replayed

@@ -120,3 +120,36 @@ def test_forged_and_unknown_senders_never_reach_the_context(driver: TestDriver, 
     write(driver, AgentKey.generate("mallory"), "k", "evil", expected=0)
     assert driver.state("t-1") is None
     assert [d["reason_code"] for d in driver.dead_letters()] == ["bad_signature", "unknown_sender"]
+
+
+def message(
+    driver: TestDriver, key: AgentKey, to: str, task_id: str | None = "t-1", record_key="t-1"
+) -> list:
+    from sidecar.core import MESSAGE_SUBJECT, message_body
+
+    value = driver.seal(key, MESSAGE_SUBJECT, message_body("hi"), task_id=task_id, recipient=to)
+    return driver.pipe(f"mesh.inbox.{to}.v1", record_key, value)
+
+
+def test_messages_on_a_task_add_their_ends_to_its_participants(driver: TestDriver, agents) -> None:
+    task_event(driver, agents["intake"], "REQUESTED", 1_000)
+    assert message(driver, agents["intake"], "research")  # research joins: one update
+    assert driver.state("t-1").participants == ("intake", "research")
+    assert message(driver, agents["research"], "intake") == []  # both known: nothing written
+    assert message(driver, agents["research"], "reviewer") != []
+    state = driver.state("t-1")
+    assert state.participants == ("intake", "research", "reviewer")
+    assert driver.read(STATE)[-1][1]["participants"] == ["intake", "research", "reviewer"]
+    assert message(driver, agents["drafting"], "intake", task_id=None, record_key="c") == []
+    assert driver.state("t-1").participants == state.participants  # no task: not its business
+
+
+def test_a_forged_or_misfiled_message_on_a_task_is_dead_lettered(
+    driver: TestDriver, agents
+) -> None:
+    stranger = AgentKey.generate("stranger")
+    message(driver, stranger, "research")  # unknown sender, would add two participants
+    message(driver, agents["intake"], "research", record_key="t-2")  # keyed off its task
+    codes = [d["reason_code"] for d in driver.dead_letters()]
+    assert codes == ["unknown_sender", "rejected"]
+    assert driver.state("t-1") is None
