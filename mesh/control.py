@@ -26,8 +26,8 @@ __all__ = [
     "Scope",
     "control_key",
     "control_record",
+    "open_control",
     "seal_control",
-    "verify_control",
 ]
 
 CONTROL_SUBJECT = "mesh.control.ControlCommand"
@@ -95,8 +95,10 @@ def seal_control(
     return codec.seal(envelope, CONTROL_SUBJECT, record, key)
 
 
-def verify_control(opened: OpenedMessage, signers: Mapping[str, bytes]) -> None:
-    """Raise unless ``opened`` is a control command signed by one of ``signers``."""
+def open_control(codec: MessageCodec, value: bytes, signers: Mapping[str, bytes]) -> OpenedMessage:
+    """The control command in ``value``; raise (a MeshError) unless it decodes and one of
+    ``signers`` signed it. Sidecars, the kill-switch and ``mesh halts`` all read it this way."""
+    opened = codec.open(value, verify=False)
     sender = opened.envelope.sender
     if opened.body_subject != CONTROL_SUBJECT:
         raise EventRejectedError(
@@ -109,6 +111,7 @@ def verify_control(opened: OpenedMessage, signers: Mapping[str, bytes]) -> None:
             "MESH_CONTROL_SIGNERS"
         )
     opened.verify(signers[sender])
+    return opened
 
 
 class HaltBook:

@@ -40,7 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from mesh.control import HaltBook, verify_control
+from mesh.control import HaltBook, open_control
 from mesh.deadletter import SourceCoordinates, dead_letter_value
 from mesh.envelope import Envelope, RecipientKind, new_envelope
 from mesh.errors import (
@@ -722,8 +722,7 @@ class Sidecar:
         if record.value is None:
             return  # a tombstone lifts nothing (see HaltBook.apply)
         try:
-            opened = self.codec.open(record.value, verify=False)
-            verify_control(opened, self._signers)
+            opened = open_control(self.codec, record.value, self._signers)
         except MeshError as exc:
             self.counters.untrusted_controls += 1
             _log.warning(

@@ -14,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mesh.cli.common import bootstrap, console, settings
 from mesh.commands import send_command
-from mesh.control import Action, HaltBook, Scope, verify_control
+from mesh.control import Action, HaltBook, Scope, open_control
 from mesh.errors import MeshError
 from mesh.identity import PublicKeys
 from mesh.kafka.reading import read_to_end, reader
@@ -84,8 +84,7 @@ def halts() -> None:
         if value is None:
             return
         try:
-            opened = codec.open(value, verify=False)
-            verify_control(opened, signers)
+            opened = open_control(codec, value, signers)
         except MeshError as exc:
             ignored.append(f"offset {message.offset()} of partition {message.partition()}: {exc}")
             return

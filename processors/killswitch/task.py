@@ -31,8 +31,8 @@ from mesh.control import (
     Scope,
     control_key,
     control_record,
+    open_control,
     seal_control,
-    verify_control,
 )
 from mesh.deadletter import SourceCoordinates, dead_letter_value
 from mesh.errors import EventRejectedError, IdentityError, MeshError, SerdeError
@@ -105,14 +105,14 @@ class KillSwitchTask:
     # -- records ---------------------------------------------------------------------------
 
     def handle(self, record: SourceRecord, now_ms: int) -> list[OutRecord]:
-        if record.topic == self.control_topic and record.value is None:
-            return []  # a tombstone lifts nothing (see HaltBook.apply)
         try:
-            message = self.codec.open(record.value or b"", verify=False)
             if record.topic == self.control_topic:
-                verify_control(message, self.signers)
-                self._follow_control(record, message)
+                if record.value is not None:  # a tombstone lifts nothing (see HaltBook.apply)
+                    self._follow_control(
+                        record, open_control(self.codec, record.value, self.signers)
+                    )
                 return []
+            message = self.codec.open(record.value or b"", verify=False)
             return self._telemetry(record, message, now_ms)
         except _REFUSALS as exc:
             return [self._dead_letter(record, exc, now_ms)]
@@ -220,8 +220,7 @@ class KillSwitchTask:
             if value is None:
                 return
             try:
-                opened = self.codec.open(value, verify=False)
-                verify_control(opened, self.signers)
+                opened = open_control(self.codec, value, self.signers)
             except MeshError:
                 return  # dead-lettered when it was first consumed; nothing to restore
             self.book.apply((msg.key() or b"").decode(), opened.body)
