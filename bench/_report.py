@@ -18,6 +18,11 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def write_results(name: str, figures: dict[str, Any], ratios: dict[str, float], notes: str) -> Path:
     """Write bench/results/NAME.json and regenerate bench/README.md from every results file."""
     RESULTS.mkdir(exist_ok=True)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench._kafka import mesh_on_fresh_topics
-from bench._report import write_results
+from bench._report import percentile, write_results
 from mesh.control import Action, Scope, control_record, seal_control
 from mesh.envelope import Envelope, RecipientKind
 from mesh.identity import AgentKey
@@ -52,11 +52,6 @@ POLICY = parse_policy(
     }
 )
 TRIALS = int(os.environ.get("BENCH_TRIALS", "200"))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def tail_consumer(settings: Settings, bootstrap: str, topic: str) -> Consumer:

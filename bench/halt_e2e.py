@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Producer
 
 from bench._kafka import mesh_on_fresh_topics
-from bench._report import write_results
-from bench.halt import killswitch_running, percentile, raw_trials
+from bench._report import percentile, write_results
+from bench.halt import killswitch_running, raw_trials
 from mesh.control import Action, Scope, control_key, control_record, seal_control
 from mesh.errors import HaltedError
 from mesh.kafka.config import producer_config

@@ -51,18 +51,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench._kafka import mesh_on_fresh_topics
 from bench._pyspy import Spy, shares
-from bench._report import write_results
+from bench._report import percentile, write_results
 from mesh.envelope import new_envelope
 from mesh.identity import AgentKey, verify_signature
-from mesh.kafka.config import base_config, consumer_config, producer_config
+from mesh.kafka.admin import TopicAdmin
+from mesh.kafka.config import consumer_config, producer_config
 from mesh.registry.kafka import KafkaRegistry
 from mesh.serde.codec import Serde
 from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
+from mesh.topics import inbox_topic
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from sidecar.core import MESSAGE_SUBJECT, Sidecar, message_body
@@ -75,11 +76,6 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 PROFILED = 5_000  # messages in the sampled run
 WINDOW = 256  # sends in flight from the sending agent in the throughput phase
 TEXT = "summarise the attached findings for the reviewer; " * 5  # ~255 characters
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
 # -- the receiving side (its own process) ----------------------------------------------------
@@ -104,16 +100,15 @@ async def _mesh_receiver(settings: Settings, bootstrap: str, commands: Any, resu
 
 async def _take(sidecar: Sidecar, count: int) -> dict[str, Any]:
     latencies: list[float] = []
-    first = last = 0.0
+    last = 0.0
     cpu = time.process_time()
     for _ in range(count):
         delivery = await sidecar.receive(timeout_s=120)
         if delivery is None:
             raise TimeoutError(f"bench-b got {len(latencies)} of {count} messages")
         last = time.time()
-        first = first or last
         latencies.append((last - delivery.data()["t"]) * 1000)
-    return {"latencies": latencies, "first": first, "last": last, "cpu": time.process_time() - cpu}
+    return {"latencies": latencies, "last": last, "cpu": time.process_time() - cpu}
 
 
 def raw_receiver(settings: Settings, bootstrap: str, commands: Any, results: Any) -> None:
@@ -126,7 +121,7 @@ def raw_receiver(settings: Settings, bootstrap: str, commands: Any, results: Any
     results.put("ready")
     while (count := commands.get()) is not None:
         latencies: list[float] = []
-        first = last = 0.0
+        last = 0.0
         cpu = time.process_time()
         while len(latencies) < count:
             # consume(n, timeout) waits for n messages or the timeout: poll one when idle so
@@ -136,11 +131,8 @@ def raw_receiver(settings: Settings, bootstrap: str, commands: Any, results: Any
                 if message is None or message.error():
                     continue
                 last = time.time()
-                first = first or last
                 latencies.append((last - float(message.key() or b"0")) * 1000)
-        results.put(
-            {"latencies": latencies, "first": first, "last": last, "cpu": time.process_time() - cpu}
-        )
+        results.put({"latencies": latencies, "last": last, "cpu": time.process_time() - cpu})
     consumer.close()
 
 
@@ -319,10 +311,10 @@ def registry_running(settings: Settings, bootstrap: str, codec: MessageCodec) ->
 
 
 def raw_topic(settings: Settings, bootstrap: str) -> str:
-    topic = f"{settings.topic_prefix}raw.{uuid.uuid4().hex[:6]}"
-    admin = AdminClient(base_config(settings, bootstrap))
-    admin.create_topics([NewTopic(topic, settings.partitions, 1)])[topic].result(30)
-    return topic
+    """An inbox nobody reads but the raw consumer: the same topic config as the mesh path's."""
+    spec = inbox_topic("bench-raw")
+    TopicAdmin(settings, bootstrap).ensure([spec])
+    return f"{settings.topic_prefix}{spec.name}"
 
 
 async def run(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[str, Any]:
