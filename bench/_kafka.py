@@ -12,13 +12,17 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mesh.identity import PublicKeys
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import consumer_config, producer_config, transactional_producer_config
-from mesh.kafka.source import acquire_broker
-from mesh.registry.kafka import KafkaRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import (
+    consumer_config,
+    producer_config,
+    transactional_producer_config,
+)
+from mesh.adapters.kafka.source import acquire_broker
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.identity import PublicKeys
 from mesh.settings import Settings, load_settings
 
 Contender = Callable[[Settings], float]  # records/s on the topics of the given settings

@@ -20,14 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._kafka import interleaved_rounds, passthrough, produce
 from bench._report import median, write_results
-from mesh.audit.log import AuditLog, verify_log
-from mesh.identity import AgentKey
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.source import acquire_broker
-from mesh.registry.kafka import KafkaRegistry
-from mesh.serde.codec import Serde
+from mesh.adapters.audit.log import AuditLog, verify_log
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.source import acquire_broker
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.domain.identity import AgentKey
 from mesh.settings import Settings, load_settings
-from processors.audit import AUDITED, AuditTask
+from processors.audit import AUDITED, AuditJob
 from processors.runtime.engine import Engine
 
 PER_TOPIC = 5_000
@@ -42,7 +42,7 @@ def fill(settings: Settings, bootstrap: str) -> None:
 
 
 def audit_rate(settings: Settings, bootstrap: str, serde: Serde, total: int) -> float:
-    task = AuditTask(settings, bootstrap, serde, AgentKey.generate("mesh"))
+    task = AuditJob(settings, bootstrap, serde, AgentKey.generate("mesh"))
     engine = Engine(task, settings, bootstrap)
     first: list[float] = []
 

@@ -29,19 +29,20 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench._kafka import mesh_on_fresh_topics
 from bench._report import percentile, write_results
-from mesh.control import Action, Scope, control_record, seal_control
-from mesh.envelope import Envelope, RecipientKind
-from mesh.identity import AgentKey
-from mesh.kafka.config import consumer_config, producer_config
-from mesh.operator import mesh_key, operator_key
-from mesh.serde.messages import MessageCodec
+from mesh.adapters.kafka.agents import RegistryKeys
+from mesh.adapters.kafka.config import consumer_config, producer_config
+from mesh.adapters.keyfiles import mesh_key, operator_key
+from mesh.adapters.serde.control import seal_control
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.control import Action, Scope, control_record
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY
 from mesh.settings import Settings
-from mesh.topics import CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY
-from processors.killswitch import KillSwitchTask
+from processors.killswitch import KillSwitchJob
 from processors.killswitch.directory import RegistryDirectory
 from processors.killswitch.policy import parse_policy
 from processors.registry import RegistryProcessor
-from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine
 
 # Fleet limits out of reach: each trial spends $2 and fleet windows outlive an agent resume.
@@ -119,10 +120,10 @@ def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list
 @contextlib.contextmanager
 def killswitch_running(
     settings: Settings, bootstrap: str, codec: MessageCodec
-) -> Iterator[tuple[KillSwitchTask, list[Engine]]]:
+) -> Iterator[tuple[KillSwitchJob, list[Engine]]]:
     """The registry and kill-switch engines (POLICY), each in a thread, for the block."""
     serde = codec.serde
-    killswitch = KillSwitchTask(
+    killswitch = KillSwitchJob(
         settings,
         bootstrap,
         codec,

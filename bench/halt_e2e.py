@@ -28,14 +28,15 @@ from confluent_kafka import Producer
 from bench._kafka import mesh_on_fresh_topics
 from bench._report import percentile, write_results
 from bench.halt import killswitch_running, raw_trials
-from mesh.control import Action, Scope, control_key, control_record, seal_control
+from mesh.adapters.kafka.config import producer_config
+from mesh.adapters.keyfiles import operator_key
+from mesh.adapters.serde.control import seal_control
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.control import Action, Scope, control_key, control_record
+from mesh.domain.topics import CONTROL
 from mesh.errors import HaltedError
-from mesh.kafka.config import producer_config
-from mesh.operator import operator_key
-from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
-from mesh.topics import CONTROL
-from processors.killswitch import KillSwitchTask
+from processors.killswitch import KillSwitchJob
 from sidecar.core import Sidecar
 from sidecar.spec import AgentSpec
 
@@ -43,7 +44,7 @@ TRIALS = int(os.environ.get("BENCH_TRIALS", "200"))
 
 
 async def trials(
-    settings: Settings, bootstrap: str, codec: MessageCodec, killswitch: KillSwitchTask
+    settings: Settings, bootstrap: str, codec: MessageCodec, killswitch: KillSwitchJob
 ) -> tuple[list[float], int]:
     serde = codec.serde
     runaway = Sidecar(settings, bootstrap, serde, AgentSpec("runaway"), heartbeat_s=5.0)

@@ -55,15 +55,15 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from bench._kafka import mesh_on_fresh_topics
 from bench._pyspy import Spy, shares
 from bench._report import percentile, write_results
-from mesh.envelope import new_envelope
-from mesh.identity import AgentKey, verify_signature
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import consumer_config, producer_config
-from mesh.registry.kafka import KafkaRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import consumer_config, producer_config
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.envelope import new_envelope
+from mesh.domain.identity import AgentKey, verify_signature
+from mesh.domain.topics import inbox_topic
 from mesh.settings import Settings
-from mesh.topics import inbox_topic
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from sidecar.core import MESSAGE_SUBJECT, Sidecar, message_body

@@ -27,16 +27,16 @@ from confluent_kafka import Producer
 
 from bench._kafka import fresh_topics, interleaved_rounds, passthrough, produce
 from bench._report import median, write_results
-from mesh.envelope import Envelope, RecipientKind
-from mesh.identity import AgentKey, PublicKeys
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import producer_config
-from mesh.kafka.source import acquire_broker
-from mesh.registry.kafka import KafkaRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import producer_config
+from mesh.adapters.kafka.source import acquire_broker
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.topics import REGISTRY_EVENTS
 from mesh.settings import Settings, load_settings
-from mesh.topics import REGISTRY_EVENTS
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 

@@ -25,17 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fastavro
 
 from bench._report import median, write_results
-from mesh.contracts import latest
-from mesh.envelope import Envelope, RecipientKind
-from mesh.identity import AgentKey, PublicKeys
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.source import acquire_broker
-from mesh.registry.kafka import KafkaRegistry
-from mesh.serde.avro import parse
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.source import acquire_broker
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.serde.avro import parse
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.contracts import latest
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.topics import SCHEMAS
 from mesh.settings import load_settings
-from mesh.topics import SCHEMAS
 
 RECORDS = 5_000
 ROUNDS = 7

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from mesh.envelope import Envelope
-from mesh.serde.messages import OpenedMessage
+from mesh.adapters.serde.messages import OpenedMessage
+from mesh.domain.envelope import Envelope
 
 __all__ = ["Context", "Event", "Processor", "PunctuationContext", "S"]
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Generic, Protocol
 
-from mesh.envelope import Envelope, RecipientKind
-from mesh.identity import AgentKey, PublicKeys
-from mesh.kafka.partitioning import partition_for
-from mesh.registry.memory import InMemoryRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
-from mesh.topics import DLQ
+from mesh.adapters.kafka.partitioning import partition_for
+from mesh.adapters.schemaregistry.memory import InMemoryRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.topics import DLQ
 from processors.api import Processor, S
 from processors.runtime.core import Core, OutRecord, SourceRecord
 
@@ -23,7 +23,7 @@ __all__ = ["Drivable", "TestDriver"]
 
 
 class Drivable(Protocol):
-    """What the driver needs of a task: records and ticks in, records out."""
+    """What the driver needs of a job: records and ticks in, records out."""
 
     punctuate_every_ms: int | None
 
@@ -42,9 +42,9 @@ class TestDriver(Generic[S]):
         start_ms: int = 0,
         serde: Serde | None = None,
         *,
-        task: Drivable | None = None,
+        job: Drivable | None = None,
     ) -> None:
-        """Drive a keyed ``processor``, or any runtime ``task`` (audit, kill-switch) built on
+        """Drive a keyed ``processor``, or any runtime ``job`` (audit, kill-switch) built on
         ``serde`` with an empty topic prefix."""
         self.partitions = partitions
         self.now_ms = start_ms
@@ -56,12 +56,12 @@ class TestDriver(Generic[S]):
             )
             processor.init()
             self._every = processor.punctuate_every_ms
-            self.task: Drivable = self.core
-        elif task is not None:
-            self.task = task
-            self._every = task.punctuate_every_ms
+            self.job: Drivable = self.core
+        elif job is not None:
+            self.job = job
+            self._every = job.punctuate_every_ms
         else:
-            raise TypeError("give a processor or a task")
+            raise TypeError("give a processor or a job")
         self.outputs: list[OutRecord] = []
         self._next_offset: dict[tuple[str, int], int] = {}
         self._last_tick = start_ms
@@ -78,7 +78,7 @@ class TestDriver(Generic[S]):
             offset = self._next_offset.get((topic, partition), 0)
             self._next_offset[(topic, partition)] = offset + 1
         record = SourceRecord(topic, partition, offset, self.now_ms, raw_key, value)
-        produced = self.task.handle(record, self.now_ms)
+        produced = self.job.handle(record, self.now_ms)
         self.outputs += produced
         return produced
 
@@ -89,7 +89,7 @@ class TestDriver(Generic[S]):
         every = self._every
         while every and self.now_ms - self._last_tick >= every:
             self._last_tick += every
-            produced += self.task.punctuate(self._last_tick)
+            produced += self.job.punctuate(self._last_tick)
         self.outputs += produced
         return produced
 

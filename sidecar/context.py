@@ -11,11 +11,11 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from mesh.kafka.partitioning import partition_for
-from mesh.kafka.reading import read_to_end, reader
-from mesh.serde.codec import Serde
+from mesh.adapters.kafka.partitioning import partition_for
+from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.adapters.serde.codec import Serde
+from mesh.domain.topics import STATE
 from mesh.settings import Settings
-from mesh.topics import STATE
 
 __all__ = ["read_task_state"]
 

@@ -40,9 +40,28 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from mesh.control import HaltBook, open_control
-from mesh.deadletter import SourceCoordinates, dead_letter_value
-from mesh.envelope import Envelope, RecipientKind, new_envelope
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
+from mesh.adapters.keyfiles import control_signers, load_or_create_key
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.control import open_control
+from mesh.adapters.serde.messages import MessageCodec, OpenedMessage
+from mesh.domain.agent_record import from_record
+from mesh.domain.agents import AgentState, AgentStatus
+from mesh.domain.control import HaltBook
+from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
+from mesh.domain.dependencies import capabilities
+from mesh.domain.envelope import Envelope, RecipientKind, new_envelope
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.topics import (
+    CONTROL,
+    DLQ,
+    REGISTRY,
+    REGISTRY_EVENTS,
+    TASKS,
+    TELEMETRY,
+    inbox_topic,
+)
 from mesh.errors import (
     HaltedError,
     IdentityError,
@@ -53,17 +72,7 @@ from mesh.errors import (
     TopicNotFoundError,
     UnknownSenderError,
 )
-from mesh.identity import AgentKey, PublicKeys, load_or_create_key
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
-from mesh.operator import control_signers
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec, OpenedMessage
 from mesh.settings import Settings
-from mesh.topics import CONTROL, DLQ, REGISTRY, REGISTRY_EVENTS, TASKS, TELEMETRY, inbox_topic
-from processors.killswitch.directory import capabilities
-from processors.registry.records import from_record
-from processors.registry.state import AgentState, AgentStatus
 from sidecar.context import read_task_state
 from sidecar.follow import Follower
 from sidecar.policy import SpendWindow

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from mesh.kafka.config import aiokafka_consumer_config
+from mesh.adapters.kafka.config import aiokafka_consumer_config
 from mesh.settings import Settings
 
 __all__ = ["Follower"]

@@ -24,10 +24,10 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from mesh.adapters.kafka.source import acquire_broker
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
 from mesh.errors import AgentRefusedError
-from mesh.kafka.source import acquire_broker
-from mesh.registry.factory import open_registry
-from mesh.serde.codec import Serde
 from mesh.settings import Settings, load_settings
 from sidecar.core import Delivery, Sidecar
 from sidecar.policy import AgentPolicy

@@ -14,8 +14,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from mesh.registry.factory import open_registry
-from mesh.serde.codec import Serde
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
 from mesh.settings import Settings
 from sidecar.core import Sidecar
 from sidecar.http import SidecarServer, new_token

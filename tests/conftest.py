@@ -1,6 +1,6 @@
 """Shared fixtures. Unit tests touch no network; integration tests share one real broker.
 
-The broker comes from the same rule as the mesh itself (mesh.kafka.source.acquire_broker):
+The broker comes from the same rule as the mesh itself (mesh.adapters.kafka.source.acquire_broker):
 MESH_BOOTSTRAP_SERVERS if set, else a local broker from the jars started for this session
 in a temporary directory on a free port, else testcontainers where Docker runs. Tests isolate
 themselves by topic prefix, so they can share it.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.source import BrokerLease, acquire_broker
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.source import BrokerLease, acquire_broker
 from mesh.settings import Settings, load_settings
 
 

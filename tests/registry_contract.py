@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.errors import (
     IncompatibleSchemaError,
     InvalidSchemaError,
@@ -18,7 +19,6 @@ from mesh.errors import (
     SubjectNotFoundError,
     VersionNotFoundError,
 )
-from mesh.registry.port import SchemaRegistry
 
 
 def schema(*extra: dict, name: str = "Thing") -> str:

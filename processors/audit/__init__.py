@@ -1,5 +1,5 @@
 """The audit processor: every message and event, appended once to a hash chain."""
 
-from processors.audit.task import AUDITED, AuditTask
+from processors.audit.job import AUDITED, AuditJob
 
-__all__ = ["AUDITED", "AuditTask"]
+__all__ = ["AUDITED", "AuditJob"]

@@ -1,6 +1,6 @@
 """The kill-switch: sliding-window rules over telemetry that publish halts."""
 
+from processors.killswitch.job import KillSwitchJob
 from processors.killswitch.policy import Policy, load_policy
-from processors.killswitch.task import KillSwitchTask
 
-__all__ = ["KillSwitchTask", "Policy", "load_policy"]
+__all__ = ["KillSwitchJob", "Policy", "load_policy"]

@@ -1,56 +1,21 @@
-"""Who a halt reaches: dependants and capabilities from the registry's current records."""
+"""The registry's current records, as the kill-switch sees them when a halt needs its reach."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from mesh.serde.codec import Serde
+from mesh.adapters.kafka.agents import read_agents
+from mesh.adapters.serde.codec import Serde
+from mesh.domain.agents import AgentState
 from mesh.settings import Settings
-from processors.registry.state import AgentState, AgentStatus
-from processors.registry.view import read_agents
 
-__all__ = ["Directory", "RegistryDirectory", "StaticDirectory", "capabilities", "dependants"]
+__all__ = ["Directory", "RegistryDirectory", "StaticDirectory"]
 
 
 class Directory(Protocol):
     def agents(self) -> Mapping[str, AgentState]: ...
-
-
-def dependants(agents: Mapping[str, AgentState], agent_id: str) -> list[str]:
-    """Every agent that depends on ``agent_id``, directly or through others (declared or seen)."""
-    found: list[str] = []
-    frontier = [agent_id]
-    while frontier:
-        target = frontier.pop()
-        for other in sorted(agents.values(), key=lambda a: a.agent_id):
-            uses = (*other.depends_on_agents, *other.observed_agents)
-            if target in uses and other.agent_id not in found and other.agent_id != agent_id:
-                found.append(other.agent_id)
-                frontier.append(other.agent_id)
-    return found
-
-
-def capabilities(agent: AgentState | None) -> list[str]:
-    """The skill ids of an agent's A2A Agent Card."""
-    if agent is None:
-        return []
-    try:
-        card = json.loads(agent.agent_card_json)
-    except ValueError:
-        return []
-    skills = card.get("skills", []) if isinstance(card, dict) else []
-    return [str(s["id"]) for s in skills if isinstance(s, dict) and "id" in s]
-
-
-def with_capability(agents: Mapping[str, AgentState], capability: str) -> list[str]:
-    return sorted(
-        a.agent_id
-        for a in agents.values()
-        if a.status is not AgentStatus.RETIRED and capability in capabilities(a)
-    )
 
 
 class StaticDirectory:

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mesh.domain.agent_record import from_record, to_record
+from mesh.domain.agents import AgentState, apply, mark_stale
+from mesh.domain.topics import REGISTRY, REGISTRY_EVENTS, TELEMETRY
 from mesh.errors import EventRejectedError, IdentityError, UnknownSenderError
-from mesh.topics import REGISTRY, REGISTRY_EVENTS, TELEMETRY
 from processors.api import Context, Event, PunctuationContext
-from processors.registry.records import from_record, to_record
-from processors.registry.state import AgentState, apply, mark_stale
 
 __all__ = ["RegistryProcessor"]
 

@@ -16,11 +16,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple
 
-from mesh.deadletter import SourceCoordinates, dead_letter_value
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
+from mesh.domain.topics import DLQ
 from mesh.errors import EventRejectedError, IdentityError, SerdeError
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
-from mesh.topics import DLQ
 from processors.api import Event, Processor, S
 
 __all__ = ["Core", "OutRecord", "SourceRecord", "Store"]

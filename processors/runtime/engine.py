@@ -1,9 +1,9 @@
 """Exactly-once consume-process-produce on confluent-kafka (transactions, EOS v2 / KIP-447).
 
-One engine runs one processor instance (a :class:`~processors.runtime.task.Task`). It owns a
+One engine runs one processor instance (a :class:`~processors.runtime.job.Task`). It owns a
 consumer in the processor's group and one transactional producer with a stable
 ``transactional.id`` per instance (so a zombie of the same instance is fenced when it
-restarts); the task owns the logic and its state.
+restarts); the job owns the logic and its state.
 
 The commit path, the only place offsets are committed:
 
@@ -18,8 +18,8 @@ A failed commit is fatal: the in-memory store may hold changes that did not comm
 instance stops; its restart (or another instance, after the rebalance) restores the store from
 the committed store topic and resumes from the committed offsets. Nothing is lost or doubled.
 
-Restore: on every assignment, the task rebuilds its state for exactly the assigned partitions
-(a keyed task reads its store topic's same partitions to their end, ``read_committed``) before
+Restore: on every assignment, the job rebuilds its state for exactly the assigned partitions
+(a keyed job reads its store topic's same partitions to their end, ``read_committed``) before
 any record of those partitions is processed (the callback runs inside ``consume``).
 
 A rebalance in the middle of a batch (the callbacks run inside ``consume``, e.g. when a new
@@ -40,15 +40,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import consumer_config, transactional_producer_config
+from mesh.adapters.serde.messages import MessageCodec
 from mesh.errors import KafkaUnavailableError, ProcessorError
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import consumer_config, transactional_producer_config
-from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from processors.api import Processor, S
 from processors.runtime.core import OutRecord, SourceRecord
+from processors.runtime.job import Job, KeyedJob
 from processors.runtime.metrics import Metrics
-from processors.runtime.task import KeyedTask, Task
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -76,22 +76,22 @@ class _Batch:
 
 
 class Engine:
-    """Runs one :class:`~processors.runtime.task.Task` (one processor instance) on Kafka."""
+    """Runs one :class:`~processors.runtime.job.Task` (one processor instance) on Kafka."""
 
     def __init__(
         self,
-        task: Task,
+        job: Job,
         settings: Settings,
         bootstrap: str,
         config: EngineConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.task = task
+        self.job = job
         self.settings = settings
         self.bootstrap = bootstrap
         self.config = config or EngineConfig()
         self.clock = clock
-        self.group = f"{settings.topic_prefix}mesh-{task.name}"
+        self.group = f"{settings.topic_prefix}mesh-{job.name}"
         self.metrics = Metrics()
         self._running = False
         self._consumer: Consumer | None = None
@@ -112,7 +112,7 @@ class Engine:
         """An engine for a keyed-state processor (state in its compacted store topic)."""
         instance = (config or EngineConfig()).instance
         return cls(
-            KeyedTask(processor, codec, settings, bootstrap, instance), settings, bootstrap, config
+            KeyedJob(processor, codec, settings, bootstrap, instance), settings, bootstrap, config
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -153,9 +153,9 @@ class Engine:
             )
         )
         self._consumer.subscribe(
-            list(self.task.subscription), on_assign=self._on_assign, on_revoke=self._on_revoke
+            list(self.job.subscription), on_assign=self._on_assign, on_revoke=self._on_revoke
         )
-        self.task.start()
+        self.job.start()
         self._running = True
 
     def stop(self) -> None:
@@ -167,7 +167,7 @@ class Engine:
         if self._producer is not None:
             self._producer.flush(5)
             self._producer = None
-        self.task.close()
+        self.job.close()
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         """Process until ``stop()`` is called or ``until()`` says so."""
@@ -211,7 +211,7 @@ class Engine:
         assert topic is not None and partition is not None and offset is not None  # noqa: S101
         timestamp = message.timestamp()[1]
         record = SourceRecord(topic, partition, offset, timestamp, message.key(), message.value())
-        outputs = self.task.handle(record, int(self.clock() * 1000))
+        outputs = self.job.handle(record, int(self.clock() * 1000))
         batch.outputs += outputs
         batch.positions[(topic, partition)] = offset + 1
         batch.records += 1
@@ -220,12 +220,12 @@ class Engine:
         self.metrics.count(1, len(outputs))
 
     def _tick(self, batch: _Batch) -> None:
-        every = self.task.punctuate_every_ms
+        every = self.job.punctuate_every_ms
         now = time.monotonic()
         if every is None or now < self._next_tick:
             return
         self._next_tick = now + every / 1000
-        batch.outputs += self.task.punctuate(int(self.clock() * 1000))
+        batch.outputs += self.job.punctuate(int(self.clock() * 1000))
 
     def _commit(self, batch: _Batch) -> None:
         if not batch.outputs and not batch.positions:
@@ -268,21 +268,21 @@ class Engine:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions})
         started = time.monotonic()
-        restored = self.task.assigned(numbers, self.metrics.restoring)
+        restored = self.job.assigned(numbers, self.metrics.restoring)
         self.metrics.restored(restored, time.monotonic() - started)
         self._assigned = list(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.discarded(self._batch.records)
         self._batch = _Batch()  # see "A rebalance in the middle of a batch" above
-        self.task.revoked(sorted({tp.partition for tp in partitions}))
+        self.job.revoked(sorted({tp.partition for tp in partitions}))
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]
 
     def _check_copartitioned(self) -> None:
         admin = TopicAdmin(self.settings, self.bootstrap)
         live = admin.topic_partitions()
-        names = list(self.task.copartitioned)
+        names = list(self.job.copartitioned)
         missing = [name for name in names if name not in live]
         if missing:
             raise ProcessorError(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from mesh.kafka.reading import read_to_end, reader
+from mesh.adapters.kafka.reading import read_to_end, reader
 from mesh.settings import Settings
 from processors.api import S
 from processors.runtime.core import SOURCE_HEADER, Core

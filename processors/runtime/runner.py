@@ -9,21 +9,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mesh.adapters.kafka.agents import RegistryKeys
+from mesh.adapters.keyfiles import mesh_key, operator_key
+from mesh.adapters.schemaregistry.port import SchemaRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.identity import PublicKeys
 from mesh.errors import ConfigError
-from mesh.identity import PublicKeys
-from mesh.operator import mesh_key, operator_key
-from mesh.registry.port import SchemaRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
 from processors.api import Processor
-from processors.audit import AuditTask
-from processors.killswitch import KillSwitchTask, Policy
+from processors.audit import AuditJob
+from processors.killswitch import KillSwitchJob, Policy
 from processors.killswitch.directory import RegistryDirectory
 from processors.registry import RegistryProcessor
-from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine, EngineConfig
-from processors.runtime.task import KeyedTask, Task
+from processors.runtime.job import Job, KeyedJob
 from processors.state import StateProcessor
 
 __all__ = ["PROCESSORS", "ProcessorOptions", "build", "run_processors"]
@@ -45,11 +45,11 @@ class _Build:
     options: ProcessorOptions
     instance: str
 
-    def keyed(self, processor: Processor[Any]) -> Task:
-        return KeyedTask(processor, self.codec, self.settings, self.bootstrap, self.instance)
+    def keyed(self, processor: Processor[Any]) -> Job:
+        return KeyedJob(processor, self.codec, self.settings, self.bootstrap, self.instance)
 
 
-def _registry(b: _Build) -> Task:
+def _registry(b: _Build) -> Job:
     operator = operator_key(b.settings)
     return b.keyed(
         RegistryProcessor(
@@ -59,17 +59,17 @@ def _registry(b: _Build) -> Task:
     )
 
 
-def _state(b: _Build) -> Task:
+def _state(b: _Build) -> Job:
     return b.keyed(StateProcessor(RegistryKeys(b.settings, b.bootstrap, b.codec.serde)))
 
 
-def _audit(b: _Build) -> Task:
-    return AuditTask(b.settings, b.bootstrap, b.codec.serde, mesh_key(b.settings))
+def _audit(b: _Build) -> Job:
+    return AuditJob(b.settings, b.bootstrap, b.codec.serde, mesh_key(b.settings))
 
 
-def _killswitch(b: _Build) -> Task:
+def _killswitch(b: _Build) -> Job:
     serde = b.codec.serde
-    return KillSwitchTask(
+    return KillSwitchJob(
         b.settings,
         b.bootstrap,
         b.codec,
@@ -81,7 +81,7 @@ def _killswitch(b: _Build) -> Task:
     )
 
 
-PROCESSORS: dict[str, Callable[[_Build], Task]] = {
+PROCESSORS: dict[str, Callable[[_Build], Job]] = {
     "registry": _registry,
     "state": _state,
     "audit": _audit,
@@ -127,17 +127,17 @@ def run_processors(engines: list[Engine], report: Callable[[str], None]) -> None
     threads = [threading.Thread(target=work, args=(e,), name=e.group) for e in engines]
     for thread in threads:
         thread.start()
-    report(f"running {', '.join(e.task.name for e in engines)}; Ctrl-C stops")
+    report(f"running {', '.join(e.job.name for e in engines)}; Ctrl-C stops")
     next_report = time.monotonic() + 5
     announced = False
     while not stop.wait(0.2):
         if not announced and all(e.ready for e in engines):
             announced = True
-            report(f"ready: {', '.join(e.task.name for e in engines)} assigned and restored")
+            report(f"ready: {', '.join(e.job.name for e in engines)} assigned and restored")
         if time.monotonic() >= next_report:
             next_report += 5
             for engine in engines:
-                report(f"{engine.task.name}: {engine.metrics.snapshot()}")
+                report(f"{engine.job.name}: {engine.metrics.snapshot()}")
     for thread in threads:
         thread.join(30)
     if failures:

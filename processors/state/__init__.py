@@ -1,6 +1,6 @@
 """The state projections processor: task events folded into each task's shared context."""
 
+from mesh.domain.tasks import TaskState, apply
 from processors.state.processor import StateProcessor
-from processors.state.state import TaskState, apply
 
 __all__ = ["StateProcessor", "TaskState", "apply"]

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mesh.domain.identity import KeyResolver
+from mesh.domain.task_record import from_record, to_record
+from mesh.domain.tasks import TaskState, apply, joined
+from mesh.domain.topics import INBOX_PATTERN, STATE, TASKS
 from mesh.errors import EventRejectedError
-from mesh.identity import KeyResolver
-from mesh.topics import INBOX_PATTERN, STATE, TASKS
 from processors.api import Context, Event, PunctuationContext
-from processors.state.records import from_record, to_record
-from processors.state.state import TaskState, apply, joined
 
 __all__ = ["StateProcessor"]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
+from mesh.adapters.kafka.partitioning import partition_for
+from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.identity import KeyResolver
+from mesh.domain.tasks import TaskState, apply
+from mesh.domain.topics import TASKS
 from mesh.errors import MeshError
-from mesh.identity import KeyResolver
-from mesh.kafka.partitioning import partition_for
-from mesh.kafka.reading import read_to_end, reader
-from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
-from mesh.topics import TASKS
-from processors.state.state import TaskState, apply
 
 __all__ = ["rebuild_task"]
 

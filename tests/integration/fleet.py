@@ -15,20 +15,20 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from mesh.envelope import Envelope, RecipientKind
-from mesh.identity import AgentKey, PublicKeys
-from mesh.kafka.config import consumer_config, producer_config
-from mesh.kafka.reading import watermarks
-from mesh.operator import mesh_key
-from mesh.registry.kafka import KafkaRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
+from mesh.adapters.kafka.agents import RegistryKeys
+from mesh.adapters.kafka.config import consumer_config, producer_config
+from mesh.adapters.kafka.reading import watermarks
+from mesh.adapters.keyfiles import mesh_key
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.topics import REGISTRY_EVENTS
 from mesh.settings import Settings
-from mesh.topics import REGISTRY_EVENTS
-from processors.killswitch import KillSwitchTask
+from processors.killswitch import KillSwitchJob
 from processors.killswitch.directory import RegistryDirectory
 from processors.killswitch.policy import parse_policy
-from processors.registry.view import RegistryKeys
 
 CARD = json.dumps({"name": "worker", "skills": [{"id": "work", "name": "Work"}]})
 
@@ -139,7 +139,7 @@ def spawn_processor(settings: Settings, name: str, instance: str = "0") -> subpr
         "MESH_PARTITIONS": str(settings.partitions),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "mesh", "processors", "run", name, "--instance", instance],
+        [sys.executable, "-m", "cli", "processors", "run", name, "--instance", instance],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -166,7 +166,7 @@ def read_all(
     """Every committed record of ``topic`` (key, value, headers), partition by partition."""
     from confluent_kafka import OFFSET_BEGINNING
 
-    from mesh.kafka.reading import read_to_end, reader
+    from mesh.adapters.kafka.reading import read_to_end, reader
 
     consumer = reader(settings, settings.bootstrap_servers or "")
     full = f"{settings.topic_prefix}{topic}"
@@ -215,11 +215,11 @@ def committed_total(settings: Settings, group: str, topics: list[str], partition
 
 def killswitch_task(
     settings: Settings, codec: MessageCodec, policy: dict[str, Any]
-) -> KillSwitchTask:
+) -> KillSwitchJob:
     """A kill-switch as `mesh processors run killswitch` builds it, with ``policy`` and a
     dependency directory that re-reads the registry on every lookup (max_age_s=0)."""
     bootstrap, serde = settings.bootstrap_servers or "", codec.serde
-    return KillSwitchTask(
+    return KillSwitchJob(
         settings,
         bootstrap,
         codec,

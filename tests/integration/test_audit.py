@@ -12,16 +12,16 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Producer, TopicPartition
 
-from mesh.audit.chain import AUDIT_SUBJECT, Link
-from mesh.audit.log import AuditLog
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import producer_config
-from mesh.kafka.reading import reader, watermarks
-from mesh.operator import mesh_key
-from mesh.serde.codec import Serde
+from mesh.adapters.audit.log import AuditLog
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import producer_config
+from mesh.adapters.kafka.reading import reader, watermarks
+from mesh.adapters.keyfiles import mesh_key
+from mesh.adapters.serde.codec import Serde
+from mesh.domain.audit.chain import AUDIT_SUBJECT, Link
+from mesh.domain.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY, inbox_topic
 from mesh.settings import Settings
-from mesh.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY, inbox_topic
-from processors.audit import AuditTask
+from processors.audit import AuditJob
 from processors.runtime.engine import Engine
 from tests.integration.fleet import (
     Sent,
@@ -144,7 +144,7 @@ def chain(settings: Settings) -> Iterator[tuple[Serde, list[tuple[int, int, Link
     produce(settings, mixed_events(300))
     bootstrap = settings.bootstrap_servers or ""
     engine = Engine(
-        AuditTask(settings, bootstrap, codec.serde, mesh_key(settings)), settings, bootstrap
+        AuditJob(settings, bootstrap, codec.serde, mesh_key(settings)), settings, bootstrap
     )
     group = engine.group
     with running([engine]):
@@ -222,7 +222,7 @@ def test_agents_attaching_mid_stream_never_fork_a_chain(settings: Settings) -> N
     codec, registry = codec_for(settings)
     bootstrap = settings.bootstrap_servers or ""
     engine = Engine(
-        AuditTask(settings, bootstrap, codec.serde, mesh_key(settings)), settings, bootstrap
+        AuditJob(settings, bootstrap, codec.serde, mesh_key(settings)), settings, bootstrap
     )
     inboxes = [f"agent-{i}" for i in range(5)]
     events = mixed_events(6_000)

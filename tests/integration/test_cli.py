@@ -8,7 +8,7 @@ from pathlib import Path
 from mesh.settings import Settings
 from tests.conftest import free_port_pair
 
-MESH = [sys.executable, "-m", "mesh"]
+MESH = [sys.executable, "-m", "cli"]
 
 
 def run(

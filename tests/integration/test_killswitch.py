@@ -7,14 +7,14 @@ import json
 import time
 from typing import Any
 
-from mesh.control import CONTROL_SUBJECT
-from mesh.envelope import Envelope, RecipientKind
-from mesh.identity import AgentKey
-from mesh.operator import mesh_key
-from mesh.serde.messages import MessageCodec
+from mesh.adapters.keyfiles import mesh_key
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.control import CONTROL_SUBJECT
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TELEMETRY
 from mesh.settings import Settings
-from mesh.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TELEMETRY
-from processors.audit import AuditTask
+from processors.audit import AuditJob
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from tests.integration.fleet import (
@@ -97,7 +97,7 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
     engines = [
         Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
         Engine(killswitch, settings, bootstrap),
-        Engine(AuditTask(settings, bootstrap, serde, mesh_key(settings)), settings, bootstrap),
+        Engine(AuditJob(settings, bootstrap, serde, mesh_key(settings)), settings, bootstrap),
     ]
     with running(engines):
         wait_for(lambda: engines[0].metrics.records_out >= 4, 60, "the registrations")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from mesh.localkafka import LocalKafka
+from mesh.adapters.localkafka import LocalKafka
 from mesh.settings import DEFAULT_KAFKA_VERSION
 from tests.conftest import free_port_pair
 

@@ -3,10 +3,10 @@
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer
 
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import aiokafka_producer_config, producer_config
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import aiokafka_producer_config, producer_config
+from mesh.domain.topics import TASKS
 from mesh.settings import Settings
-from mesh.topics import TASKS
 
 
 async def test_partitioners_agree(settings: Settings, topics: TopicAdmin) -> None:

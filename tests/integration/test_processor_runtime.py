@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from mesh.identity import AgentKey
-from mesh.kafka.admin import TopicAdmin
-from mesh.serde.messages import MessageCodec
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import DLQ, REGISTRY, REGISTRY_EVENTS
 from mesh.settings import Settings
-from mesh.topics import DLQ, REGISTRY, REGISTRY_EVENTS
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from processors.testing import TestDriver

@@ -4,13 +4,13 @@ import json
 import threading
 import time
 
-from mesh.envelope import Envelope, RecipientKind
-from mesh.identity import AgentKey
-from mesh.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.agents import RegistryKeys
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import REGISTRY_EVENTS, TASKS
 from mesh.settings import Settings
-from mesh.topics import REGISTRY_EVENTS, TASKS
 from processors.registry import RegistryProcessor
-from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine
 from processors.state import StateProcessor
 from tests.integration.fleet import CARD, Sent, codec_for, produce, wait_for

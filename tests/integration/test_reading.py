@@ -7,11 +7,11 @@ import time
 
 from confluent_kafka import Producer, TopicPartition
 
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import transactional_producer_config
-from mesh.kafka.reading import last_record, reader, watermarks
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import transactional_producer_config
+from mesh.adapters.kafka.reading import last_record, reader, watermarks
+from mesh.domain.topics import TASKS
 from mesh.settings import Settings
-from mesh.topics import TASKS
 
 
 def test_the_end_is_the_high_watermark_and_a_committing_transaction_is_waited_for(

@@ -12,16 +12,16 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from mesh.contracts import latest
-from mesh.kafka.admin import TopicAdmin
-from mesh.kafka.config import consumer_config, producer_config
-from mesh.registry.http_client import HttpRegistry
-from mesh.registry.http_server import registry_app
-from mesh.registry.kafka import KafkaRegistry
-from mesh.registry.port import SchemaRegistry
-from mesh.serde.codec import Serde
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import consumer_config, producer_config
+from mesh.adapters.schemaregistry.http_client import HttpRegistry
+from mesh.adapters.schemaregistry.http_server import registry_app
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.schemaregistry.port import SchemaRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.contracts import latest
+from mesh.domain.topics import inbox_topic
 from mesh.settings import Settings
-from mesh.topics import inbox_topic
 from tests.conftest import free_port_pair
 from tests.registry_contract import RegistryContract
 

@@ -5,9 +5,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from mesh.kafka.admin import TopicAdmin
-from mesh.registry.kafka import KafkaRegistry
-from mesh.registry.port import SchemaRegistry
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.settings import Settings
 from tests.registry_contract import RegistryContract, schema
 

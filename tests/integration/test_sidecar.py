@@ -14,16 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from mesh.control import Action, Scope, control_key, control_record, seal_control
-from mesh.envelope import new_envelope
+from mesh.adapters.kafka.agents import RegistryKeys
+from mesh.adapters.keyfiles import operator_key
+from mesh.adapters.serde.control import seal_control
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.control import Action, Scope, control_key, control_record
+from mesh.domain.envelope import new_envelope
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import CONTROL, DLQ, TELEMETRY, inbox_topic
 from mesh.errors import HaltedError, PolicyViolationError, RecordEncodeError
-from mesh.identity import AgentKey
-from mesh.operator import operator_key
-from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
-from mesh.topics import CONTROL, DLQ, TELEMETRY, inbox_topic
 from processors.registry import AgentStatus, RegistryProcessor
-from processors.registry.view import RegistryKeys
 from processors.runtime.engine import Engine
 from processors.state import StateProcessor
 from sidecar.core import Sidecar

@@ -3,10 +3,10 @@
 import pytest
 from confluent_kafka.admin import NewTopic
 
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.domain.topics import AUDIT, catalogue
 from mesh.errors import TopicConfigConflictError
-from mesh.kafka.admin import TopicAdmin
 from mesh.settings import Settings
-from mesh.topics import AUDIT, catalogue
 
 
 def test_ensure_creates_every_topic_with_its_configs(settings: Settings) -> None:

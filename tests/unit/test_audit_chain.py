@@ -6,13 +6,20 @@ import hashlib
 
 import pytest
 
-from mesh.audit.chain import GENESIS, Checkpoint, Link, checkpoint_bytes, link_bytes, next_link
-from mesh.audit.verify import Entry, verify_partition
-from mesh.identity import AgentKey
-from mesh.registry.memory import InMemoryRegistry
-from mesh.serde.codec import Serde
+from mesh.adapters.schemaregistry.memory import InMemoryRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.domain.audit.chain import (
+    GENESIS,
+    Checkpoint,
+    Link,
+    checkpoint_bytes,
+    link_bytes,
+    next_link,
+)
+from mesh.domain.audit.verify import Entry, verify_partition
+from mesh.domain.identity import AgentKey
 from mesh.settings import Settings
-from processors.audit import AuditTask
+from processors.audit import AuditJob
 from processors.testing import TestDriver
 
 MESH = AgentKey.generate("mesh")
@@ -169,8 +176,8 @@ def test_a_checkpoint_with_a_bad_signature_is_refused() -> None:
 @pytest.fixture
 def driver() -> TestDriver[object]:
     serde = Serde(InMemoryRegistry())
-    task = AuditTask(Settings(), "unused", serde, MESH, checkpoint_every_ms=1_000)
-    return TestDriver(task=task, serde=serde, partitions=3)
+    task = AuditJob(Settings(), "unused", serde, MESH, checkpoint_every_ms=1_000)
+    return TestDriver(job=task, serde=serde, partitions=3)
 
 
 def test_audit_task_chains_each_partition_and_checkpoints_moved_heads(

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from mesh.compat import check_versions
+from mesh.adapters.schemaregistry.core import canonical
+from mesh.adapters.serde.compat import check_versions
 from mesh.errors import InvalidSchemaError
-from mesh.registry.core import canonical
 
 
 def record(*fields: dict) -> dict:

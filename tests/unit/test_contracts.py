@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import schemas
-from mesh.contracts import check_catalogue, load_catalogue, lock_catalogue
+from mesh.adapters.serde.contracts import check_catalogue, load_catalogue, lock_catalogue
 from mesh.errors import SchemaCatalogueError
 
 

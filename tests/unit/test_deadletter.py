@@ -1,7 +1,7 @@
-from mesh.deadletter import DEAD_LETTER_SUBJECT, SourceCoordinates, dead_letter
+from mesh.adapters.schemaregistry.memory import InMemoryRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.domain.deadletter import DEAD_LETTER_SUBJECT, SourceCoordinates, dead_letter
 from mesh.errors import BadSignatureError
-from mesh.registry.memory import InMemoryRegistry
-from mesh.serde.codec import Serde
 
 
 def test_dead_letter_keeps_reason_coordinates_and_original_bytes() -> None:

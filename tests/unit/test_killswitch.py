@@ -8,19 +8,20 @@ from typing import Any
 
 import pytest
 
-from mesh.control import Action, Scope, control_key, control_record, seal_control
-from mesh.envelope import Envelope, RecipientKind
+from mesh.adapters.schemaregistry.memory import InMemoryRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.control import seal_control
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agents import AgentState
+from mesh.domain.control import Action, Scope, control_key, control_record
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.topics import CONTROL, TELEMETRY
 from mesh.errors import ConfigError
-from mesh.identity import AgentKey, PublicKeys
-from mesh.registry.memory import InMemoryRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
 from mesh.settings import Settings
-from mesh.topics import CONTROL, TELEMETRY
-from processors.killswitch import KillSwitchTask, load_policy
+from processors.killswitch import KillSwitchJob, load_policy
 from processors.killswitch.directory import StaticDirectory
 from processors.killswitch.policy import parse_policy
-from processors.registry.state import AgentState
 from processors.testing import TestDriver
 
 MESH = AgentKey.generate("mesh")
@@ -51,7 +52,7 @@ class Fleet:
         self.serde = Serde(InMemoryRegistry())
         self.codec = MessageCodec(self.serde, PublicKeys())
         keys = PublicKeys({k.agent_id: k.public_bytes for k in AGENTS.values()})
-        task = KillSwitchTask(
+        task = KillSwitchJob(
             Settings(),
             "unused",
             self.codec,
@@ -63,7 +64,7 @@ class Fleet:
             signers={k.agent_id: k.public_bytes for k in (MESH, OPERATOR)},
         )
         self.task = task
-        self.driver: TestDriver[object] = TestDriver(task=task, serde=self.serde)
+        self.driver: TestDriver[object] = TestDriver(job=task, serde=self.serde)
 
     def report(
         self,

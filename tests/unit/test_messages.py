@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mesh.envelope import RecipientKind, new_envelope
+from mesh.adapters.keyfiles import load_or_create_key
+from mesh.adapters.schemaregistry.memory import InMemoryRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.envelope import RecipientKind, new_envelope
+from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.errors import BadSignatureError, KeyFileError, OversizeMessageError, UnknownSenderError
-from mesh.identity import AgentKey, PublicKeys, load_or_create_key
-from mesh.registry.memory import InMemoryRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.messages import MessageCodec
 
 BODY = {"role": "AGENT", "parts": [{"kind": "TEXT", "text": "hello"}], "metadata": {"k": "v"}}
 

@@ -5,10 +5,10 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from mesh.registry.http_client import HttpRegistry
-from mesh.registry.http_server import registry_app
-from mesh.registry.memory import InMemoryRegistry
-from mesh.registry.port import SchemaRegistry
+from mesh.adapters.schemaregistry.http_client import HttpRegistry
+from mesh.adapters.schemaregistry.http_server import registry_app
+from mesh.adapters.schemaregistry.memory import InMemoryRegistry
+from mesh.adapters.schemaregistry.port import SchemaRegistry
 from tests.registry_contract import RegistryContract
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from mesh.identity import AgentKey
-from mesh.topics import DLQ, REGISTRY, REGISTRY_EVENTS, TELEMETRY
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import DLQ, REGISTRY, REGISTRY_EVENTS, TELEMETRY
 from processors.registry import AgentStatus, RegistryProcessor
 from processors.testing import TestDriver
 

@@ -4,6 +4,9 @@ import struct
 
 import pytest
 
+from mesh.adapters.schemaregistry.memory import InMemoryRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.wire import frame, unframe
 from mesh.errors import (
     MalformedMessageError,
     RecordEncodeError,
@@ -11,9 +14,6 @@ from mesh.errors import (
     UnknownSchemaIdError,
     WrongMagicByteError,
 )
-from mesh.registry.memory import InMemoryRegistry
-from mesh.serde.codec import Serde
-from mesh.serde.wire import frame, unframe
 
 HEARTBEAT = "mesh.registry.Heartbeat"
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from mesh.identity import AgentKey, PublicKeys
-from mesh.topics import STATE, TASKS
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.topics import STATE, TASKS
 from processors.state import StateProcessor
 from processors.testing import TestDriver
 

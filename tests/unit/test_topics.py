@@ -1,4 +1,4 @@
-from mesh.topics import AUDIT, SCHEMAS, catalogue, config_conflicts, inbox_topic
+from mesh.domain.topics import AUDIT, SCHEMAS, catalogue, config_conflicts, inbox_topic
 
 
 def _spec(name: str):

@@ -1,0 +1,63 @@
+"""The `mesh` command: one Typer app, sub-commands per concern, one error boundary.
+
+Every MeshError is shown as one clear line (exit 1; 2 for bad configuration), never as a
+traceback. Bad arguments are Typer's usage errors (exit 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from cli import (
+    audit_cmd,
+    control_cmd,
+    demo_cmd,
+    kafka_cmd,
+    processors_cmd,
+    registry_cmd,
+    schemas_cmd,
+    sidecar_cmd,
+    topics_cmd,
+    views_cmd,
+)
+from mesh.errors import ConfigError, MeshError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="mesh",
+    help="Agent Mesh: an event-sourced control plane for fleets of AI agents, on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(topics_cmd.app, name="topics")
+app.add_typer(schemas_cmd.app, name="schemas")
+app.add_typer(registry_cmd.app, name="registry")
+app.add_typer(processors_cmd.app, name="processors")
+app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(sidecar_cmd.app, name="sidecar")
+app.add_typer(views_cmd.agents_app, name="agents")
+app.add_typer(views_cmd.state_app, name="state")
+app.command("graph")(views_cmd.graph)
+app.command("demo")(demo_cmd.demo)
+app.command("up")(demo_cmd.up)
+app.command("down")(demo_cmd.down)
+app.command("halt")(control_cmd.halt)
+app.command("resume")(control_cmd.resume)
+app.command("halts")(control_cmd.halts)
+
+_errors = Console(stderr=True)
+
+
+def main() -> None:
+    """Run the CLI. Usage errors are Typer's (exit 2); mesh errors are one line (exit 1 or 2)."""
+    try:
+        app()
+    except MeshError as exc:
+        _errors.print(f"[bold red]error[/] ({exc.code}): {exc}", highlight=False)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)

@@ -1,0 +1,195 @@
+"""`mesh audit verify|replay|export`: check, read back and hand over the audit log."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from cli.common import bootstrap, console, parse_time, settings
+from mesh.adapters.audit.export import decoded_view, export_line, involves
+from mesh.adapters.audit.log import AuditLog, Window, verify_log
+from mesh.adapters.keyfiles import mesh_key
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.audit.chain import Link
+from mesh.domain.audit.verify import PartitionResult
+from mesh.domain.identity import PublicKeys
+from mesh.settings import Settings
+
+app = typer.Typer(help="The hash-chained audit log: verify, replay, export.")
+
+_FROM = typer.Option(None, "--from", help="ISO-8601 time or epoch ms (when recorded).")
+_TO = typer.Option(None, "--to", help="ISO-8601 time or epoch ms (when recorded).")
+
+
+def _window(start: str | None, end: str | None) -> Window:
+    window = Window(
+        parse_time(start, "--from") if start else None, parse_time(end, "--to") if end else None
+    )
+    if None not in window and window.from_ms > window.to_ms:  # type: ignore[operator]
+        raise typer.BadParameter("--from is after --to", param_hint="--from")
+    return window
+
+
+def _public_key(current: Settings, text: str | None) -> bytes:
+    if text is None:
+        return mesh_key(current).public_bytes
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise typer.BadParameter("give the mesh's 32-byte Ed25519 key as 64 hex digits")
+    return raw
+
+
+class _Session:
+    """The log and a serde for one command, closed at the end."""
+
+    def __init__(self) -> None:
+        self.settings = settings()
+        address = bootstrap(self.settings)
+        self.registry = open_registry(self.settings, address)
+        self.serde = Serde(self.registry)
+        self.log = AuditLog(self.settings, address, self.serde)
+
+    def close(self) -> None:
+        self.registry.close()
+
+
+@app.command()
+def verify(
+    start: str | None = _FROM,
+    end: str | None = _TO,
+    public_key: str | None = typer.Option(
+        None, "--public-key", help="The mesh's public key (hex); default: this state dir's."
+    ),
+) -> None:
+    """Check the chain of every audit partition; exit 1 naming the first bad record."""
+    window = _window(start, end)
+    session = _Session()
+    try:
+        key = _public_key(session.settings, public_key)
+        problems = session.log.config_problems()
+        started = time.monotonic()
+        results = verify_log(session.log, window, key)
+        seconds = time.monotonic() - started
+    finally:
+        session.close()
+    for result in results:
+        console.print(_summary(result))
+    records = sum(r.records for r in results)
+    console.print(
+        f"{records} records checked in {seconds:.2f}s ({records / max(seconds, 1e-9):,.0f}/s)"
+    )
+    bad = [r.problem for r in results if r.problem is not None]
+    for problem in problems:
+        console.print(f"[bold red]FAIL[/] {problem}")
+    if bad:
+        console.print(f"[bold red]FAIL[/] first bad record: {bad[0]}")
+    if bad or problems:
+        raise typer.Exit(1)
+    console.print("[bold green]OK[/] every chain verifies")
+
+
+def _summary(result: PartitionResult) -> str:
+    head = result.head
+    if head is None:
+        return f"partition {result.partition}: empty"
+    return (
+        f"partition {result.partition}: {result.records} records, sequences "
+        f"{result.first_sequence}..{head.sequence}, head {head.record_hash.hex()[:16]}, "
+        f"sealed through {result.sealed_through if result.sealed_through is not None else '-'}"
+        f" ({result.unsealed} after the last checkpoint)"
+    )
+
+
+@app.command()
+def replay(
+    agent: str | None = typer.Option(None, "--agent", help="Only what concerns this agent."),
+    task: str | None = typer.Option(None, "--task", help="Only what concerns this task."),
+    start: str | None = _FROM,
+    end: str | None = _TO,
+) -> None:
+    """Re-emit a window of the log in order (by source time), decoded, as JSON Lines."""
+    if agent is None and task is None and start is None and end is None:
+        raise typer.BadParameter("give --agent, --task, or a --from/--to window")
+    window = _window(start, end)
+    session = _Session()
+    try:
+        codec = MessageCodec(session.serde, PublicKeys())
+        shown = 0
+        for _, link in _in_source_order(session.log, window):
+            view = decoded_view(link, codec)
+            if involves(view, agent, task):
+                print(json.dumps(view, default=str))
+                shown += 1
+    finally:
+        session.close()
+    typer.echo(f"# {shown} records replayed", err=True)
+
+
+def _in_source_order(log: AuditLog, window: Window) -> Iterator[tuple[int, Link]]:
+    def links(partition: int) -> Iterator[tuple[int, int, int, Link]]:
+        for entry in log.entries(partition, window):
+            if entry.link is not None:
+                link = entry.link
+                yield link.source_timestamp_ms, partition, link.sequence, link
+
+    merged = heapq.merge(*(links(p) for p in log.partitions()))
+    for _, partition, _, link in merged:
+        yield partition, link
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="JSON Lines file to write.", dir_okay=False),
+    start: str | None = _FROM,
+    end: str | None = _TO,
+) -> None:
+    """Write the log (or a window) as JSON Lines, with OUT.manifest.json beside it."""
+    window = _window(start, end)
+    session = _Session()
+    manifest: dict[str, object] = {"from": window.from_ms, "to": window.to_ms, "partitions": {}}
+    count = 0
+    try:
+        with out.open("w", encoding="utf-8") as sink:
+            for partition in session.log.partitions():
+                first = last = None
+                for entry in session.log.entries(partition, window):
+                    if entry.link is None:
+                        continue
+                    sink.write(json.dumps(export_line(entry.link, entry.offset)) + "\n")
+                    first = first or entry.link
+                    last = entry.link
+                    count += 1
+                manifest["partitions"][str(partition)] = _range(first, last)  # type: ignore[index]
+        manifest |= {
+            "count": count,
+            "mesh_public_key": mesh_key(session.settings).public_bytes.hex(),
+            "exported_at": int(time.time() * 1000),
+            "format": "docs/audit-format.md",
+        }
+    finally:
+        session.close()
+    manifest_path = out.with_name(out.name + ".manifest.json")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    console.print(f"wrote {count} records to {out} and the manifest to {manifest_path}")
+
+
+def _range(first: Link | None, last: Link | None) -> dict[str, object]:
+    if first is None or last is None:
+        return {"count": 0}
+    return {
+        "first_sequence": first.sequence,
+        "last_sequence": last.sequence,
+        "count": last.sequence - first.sequence + 1,
+        "head_hash": last.record_hash.hex(),
+        "first_prev_hash": first.prev_hash.hex(),
+    }

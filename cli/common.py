@@ -1,0 +1,40 @@
+"""What every command shares: settings, the console, the broker address."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+from rich.console import Console
+
+from mesh.adapters.kafka.source import bootstrap_servers
+from mesh.settings import Settings, load_settings
+
+__all__ = ["bootstrap", "console", "parse_time", "settings"]
+
+console = Console(highlight=False)
+
+
+def settings() -> Settings:
+    """The process's settings (raises ConfigError, shown by the error boundary)."""
+    return load_settings()
+
+
+def bootstrap(current: Settings) -> str:
+    return bootstrap_servers(current)
+
+
+def parse_time(text: str, option: str) -> int:
+    """An ISO-8601 time (UTC unless it says otherwise) or epoch ms, as epoch ms."""
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a time; use ISO-8601 (2026-11-23T10:00:00Z) or epoch ms",
+            param_hint=option,
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)

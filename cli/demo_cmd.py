@@ -1,0 +1,97 @@
+"""`mesh up`, `mesh down` and `mesh demo`: the README's main job."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cli.common import console, settings
+from demo.fleet import FleetReport, run_fleet
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from stack.supervisor import down as stack_down
+from stack.supervisor import up as stack_up
+
+RegistryPort = typer.Option(
+    8081, "--registry-port", min=1, max=65535, help="Port of the schema registry's REST API."
+)
+Policy = typer.Option(None, "--policy", help="Kill-switch policy file (TOML).")
+
+
+def up(registry_port: int = RegistryPort, policy: Path | None = Policy) -> None:
+    """Start Kafka (unless MESH_BOOTSTRAP_SERVERS), topics, schemas, registry and processors."""
+    bootstrap = stack_up(settings(), console.print, registry_port, policy)
+    console.print(f"[bold green]mesh up[/]: bootstrap {bootstrap}; `mesh down` stops it")
+
+
+def down() -> None:
+    """Stop what `mesh up` started (the local broker only if `mesh up` started it)."""
+    stack_down(settings(), console.print)
+
+
+def demo(
+    tasks: int = typer.Option(12, "--tasks", min=6, max=500, help="Tasks intake opens."),
+    registry_port: int = RegistryPort,
+) -> None:
+    """Bring the mesh up and run the demo fleet: work, a runaway halted, audit verified."""
+    current = settings()
+    bootstrap = stack_up(current, console.print, registry_port)
+    registry = open_registry(current, bootstrap)
+    try:
+        report = asyncio.run(run_fleet(current, bootstrap, Serde(registry), _say, tasks))
+    finally:
+        registry.close()
+    _summary(report)
+    verified = _verify(bootstrap)
+    console.print("the mesh keeps running: try `mesh agents ls`, `mesh halts`, `mesh down`")
+    if len(report.completed) != report.tasks or report.halt is None or not verified:
+        raise typer.Exit(1)
+
+
+def _say(line: str) -> None:
+    console.print(f"  {line}", highlight=False)
+
+
+def _summary(report: FleetReport) -> None:
+    table = Table(title="demo fleet", show_header=True)
+    table.add_column("agent")
+    table.add_column("spend (USD)", justify="right")
+    for agent, spend in sorted(report.spend_usd.items()):
+        table.add_row(agent, f"{spend:.4f}")
+    table.add_row("[bold]fleet[/]", f"[bold]{sum(report.spend_usd.values()):.4f}[/]")
+    console.print(table)
+    console.print(
+        f"tasks: {len(report.completed)}/{report.tasks} completed "
+        f"({len(report.escalated)} escalated to a person, {report.rerouted} re-routed); "
+        f"messages: {report.messages}; {report.seconds:.1f}s"
+    )
+    if report.halt is None:
+        console.print("[bold red]no halt[/]: the runaway agent was not stopped")
+        return
+    latency = f"{report.halt_latency_ms:.0f} ms" if report.halt_latency_ms is not None else "?"
+    console.print(
+        f"halt: {', '.join(report.halt['affected_agents'])} by {report.halt['rule']} "
+        f"({report.halt['reason']}); from the triggering event to its sidecar refusing: "
+        f"{latency}"
+    )
+
+
+def _verify(bootstrap: str) -> bool:
+    env = {**os.environ, "MESH_BOOTSTRAP_SERVERS": bootstrap}
+    console.print("$ mesh audit verify")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "audit", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in result.stdout.splitlines()[-3:]:
+        console.print(f"  {line}", highlight=False)
+    return result.returncode == 0

@@ -1,0 +1,45 @@
+"""`mesh kafka up|status|down`: the local single-node broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.common import console, settings
+from mesh.adapters.localkafka import local_kafka
+
+app = typer.Typer(help="Run a local single-node Apache Kafka (KRaft) from the official jars.")
+
+PortOption = typer.Option(None, "--port", min=1024, max=65534, help="Broker port (default 19092).")
+DirOption = typer.Option(None, "--data-dir", help="Broker directory (default: state dir/kafka).")
+
+
+@app.command()
+def up(port: int | None = PortOption, data_dir: Path | None = DirOption) -> None:
+    """Start the broker (no-op if it runs) and print its bootstrap address."""
+    broker = local_kafka(settings(), port=port, data_dir=data_dir)
+    with console.status(f"starting Kafka on 127.0.0.1:{broker.port} ..."):
+        status = broker.up()
+    if status.started_in_s is None:
+        console.print(f"Kafka already running (pid {status.pid})")
+    else:
+        console.print(f"Kafka started in {status.started_in_s:.1f}s (pid {status.pid})")
+    console.print(f"bootstrap: {status.bootstrap}")
+
+
+@app.command()
+def status(port: int | None = PortOption, data_dir: Path | None = DirOption) -> None:
+    """Say whether the local broker runs (exit 1 if not)."""
+    current = local_kafka(settings(), port=port, data_dir=data_dir).status()
+    if not current.running:
+        console.print(f"Kafka is not running (directory {current.directory})")
+        raise typer.Exit(1)
+    console.print(f"Kafka running, pid {current.pid}, bootstrap {current.bootstrap}")
+
+
+@app.command()
+def down(port: int | None = PortOption, data_dir: Path | None = DirOption) -> None:
+    """Stop the broker this directory started (and nothing else). Data is kept."""
+    stopped = local_kafka(settings(), port=port, data_dir=data_dir).down()
+    console.print("Kafka stopped" if stopped else "Kafka was not running")

@@ -1,0 +1,109 @@
+"""Read-only views: `mesh agents ls|show`, `mesh graph`, `mesh state show`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from enum import StrEnum
+
+import typer
+from rich.table import Table
+
+from cli.common import bootstrap, console, parse_time, settings
+from mesh.adapters.kafka.agents import RegistryKeys, read_agents
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agent_record import to_record
+from mesh.domain.dependencies import dependency_graph, render
+from mesh.domain.identity import PublicKeys
+from mesh.domain.task_record import to_record as task_record
+from processors.state.rebuild import rebuild_task
+
+agents_app = typer.Typer(help="The live agent registry.")
+state_app = typer.Typer(help="Task state projections.")
+
+
+class GraphFormat(StrEnum):
+    json = "json"
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+def _agents() -> dict[str, object]:
+    current = settings()
+    address = bootstrap(current)
+    registry = open_registry(current, address)
+    try:
+        return dict(read_agents(current, address, Serde(registry)))
+    finally:
+        registry.close()
+
+
+@agents_app.command("ls")
+def list_agents() -> None:
+    """Every agent with its status, owner, version and last heartbeat."""
+    table = Table("agent", "status", "owner", "version", "last heartbeat", "skills")
+    for agent_id, agent in sorted(_agents().items()):
+        record = to_record(agent)  # type: ignore[arg-type]
+        card = json.loads(record["agent_card_json"] or "{}")
+        skills = ", ".join(s.get("id", "?") for s in card.get("skills", []))
+        table.add_row(
+            agent_id,
+            record["status"],
+            record["owner"],
+            record["version"],
+            _time(record["last_heartbeat"]),
+            skills,
+        )
+    console.print(table)
+
+
+@agents_app.command("show")
+def show_agent(agent_id: str) -> None:
+    """One agent's full record as JSON."""
+    agent = _agents().get(agent_id)
+    if agent is None:
+        console.print(f"no agent {agent_id!r} in the registry")
+        raise typer.Exit(1)
+    record = to_record(agent)  # type: ignore[arg-type]
+    record["public_key"] = record["public_key"].hex()
+    record["agent_card"] = json.loads(record.pop("agent_card_json"))
+    console.print_json(json.dumps(record))
+
+
+def graph(fmt: GraphFormat = typer.Option(GraphFormat.json, "--format")) -> None:
+    """The dependency map: declared and observed edges between agents and tools."""
+    print(render(dependency_graph(_agents()), fmt.value))  # type: ignore[arg-type]
+
+
+@state_app.command("show")
+def show_state(
+    task_id: str,
+    as_of: str | None = typer.Option(None, "--as-of", help="ISO-8601 time or epoch ms."),
+) -> None:
+    """A task's state rebuilt from the log (as it was at --as-of, if given)."""
+    as_of_ms = parse_time(as_of, "--as-of") if as_of else None
+    current = settings()
+    address = bootstrap(current)
+    registry = open_registry(current, address)
+    serde = Serde(registry)
+    keys = RegistryKeys(current, address, serde)
+    try:
+        codec = MessageCodec(serde, PublicKeys(), max_bytes=current.max_message_bytes)
+        state, skipped = rebuild_task(current, address, codec, keys, task_id, as_of_ms)
+    finally:
+        keys.close()
+        registry.close()
+    if state is None:
+        console.print(f"no events for task {task_id!r}" + (f" up to {as_of}" if as_of else ""))
+        raise typer.Exit(1)
+    console.print_json(json.dumps(task_record(state)))
+    if skipped:
+        console.print(f"({skipped} refused events skipped, as the processor refused them)")
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

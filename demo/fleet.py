@@ -1,0 +1,252 @@
+"""The demo fleet `mesh demo` runs: six scripted agents doing work through Kafka.
+
+No model is called; every agent reports realistic tool calls, token counts and costs.
+
+* ``intake`` opens tasks (REQUESTED, the request in the shared context) and hands each to the
+  ``research`` capability; it re-routes a task nobody finished within a deadline.
+* ``research-a`` and ``research-b`` search and summarise (``findings`` in the context), then
+  hand off to ``drafting``. Partway through, ``research-b`` goes rogue: it calls the same
+  tool with the same arguments over and over. The kill-switch halts it; its sidecar refuses
+  everything after that; routing by capability skips it and intake re-routes its task, so the
+  fleet carries on around it.
+* ``drafting`` writes a draft (``draft`` in the context) and hands off to ``review``.
+* ``review`` completes most tasks (with a business value) and escalates every fourth to the
+  ``escalation`` capability, a human-in-the-loop desk (``human-desk``) that signs it off.
+
+Every agent is a real sidecar: signed messages on its own inbox, telemetry, registration,
+heartbeats; the registry, state, audit and kill-switch processors run as `mesh up` started them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesh.adapters.commands import send_command
+from mesh.adapters.serde.codec import Serde
+from mesh.domain.control import Action, Scope
+from mesh.errors import AgentRefusedError
+from mesh.settings import Settings
+from sidecar.core import Delivery, Sidecar
+from sidecar.spec import AgentSpec
+
+__all__ = ["FleetReport", "run_fleet"]
+
+Say = Callable[[str], None]
+Handler = Callable[[Sidecar, Delivery], Awaitable[None]]
+ROGUE = "research-b"
+ROGUE_TASK = 4  # intake hands this task to the rogue by name; from it on, the rogue loops
+REROUTE_AFTER_S = 6.0
+
+
+@dataclass
+class FleetReport:
+    tasks: int = 0
+    completed: set[str] = field(default_factory=set)
+    escalated: set[str] = field(default_factory=set)
+    rerouted: int = 0
+    messages: int = 0
+    spend_usd: dict[str, float] = field(default_factory=dict)
+    halt: dict[str, Any] | None = None
+    halt_latency_ms: float | None = None
+    seconds: float = 0.0
+
+
+def specs() -> list[AgentSpec]:
+    return [
+        AgentSpec("intake", ("intake",), "opens tasks", depends_on_agents=("research-a",)),
+        AgentSpec(
+            "research-a",
+            ("research",),
+            "searches and summarises",
+            depends_on_tools=("search",),
+            depends_on_agents=("drafting",),
+        ),
+        AgentSpec(
+            "research-b",
+            ("research",),
+            "searches and summarises",
+            depends_on_tools=("search",),
+            depends_on_agents=("drafting",),
+        ),
+        AgentSpec("drafting", ("drafting",), "writes drafts", depends_on_agents=("review",)),
+        AgentSpec("review", ("review",), "reviews drafts", depends_on_agents=("human-desk",)),
+        AgentSpec("human-desk", ("escalation",), "a person signs off hard cases"),
+    ]
+
+
+async def run_fleet(
+    settings: Settings, bootstrap: str, serde: Serde, say: Say, tasks: int = 12
+) -> FleetReport:
+    report = FleetReport(tasks=tasks)
+    started = time.monotonic()
+    fleet = {s.agent_id: Sidecar(settings, bootstrap, serde, s, heartbeat_s=2.0) for s in specs()}
+    await asyncio.gather(*(sidecar.start() for sidecar in fleet.values()))
+    say(f"fleet attached: {', '.join(fleet)}")
+    if fleet[ROGUE].halt is not None:  # halted by a previous demo run: lift it, on the record
+        await asyncio.to_thread(
+            send_command,
+            settings,
+            bootstrap,
+            Action.RESUME,
+            Scope.AGENT,
+            ROGUE,
+            "mesh demo starts again",
+        )
+        while fleet[ROGUE].halt is not None:  # noqa: ASYNC110 - set by the control follower
+            await asyncio.sleep(0.05)
+        say(f"{ROGUE} was halted by an earlier run: resumed by the operator")
+    intake = fleet["intake"]
+    while not set(fleet) <= set(intake.agents()):  # noqa: ASYNC110 - polls another task's view
+        await asyncio.sleep(0.1)
+    workers = [
+        asyncio.create_task(_work(fleet[name], handler, say)) for name, handler in _HANDLERS.items()
+    ]
+    try:
+        await _intake(intake, tasks, report, say)
+    finally:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        rogue = fleet[ROGUE]
+        report.halt = rogue.halt
+        latencies = rogue.counters.halt_latencies_ms
+        report.halt_latency_ms = latencies[0] if latencies else None
+        report.messages = sum(s.counters.sent for s in fleet.values())
+        report.spend_usd = {name: s.counters.spend_usd for name, s in fleet.items()}
+        await asyncio.gather(*(sidecar.stop() for sidecar in fleet.values()))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _intake(intake: Sidecar, tasks: int, report: FleetReport, say: Say) -> None:
+    run = uuid.uuid4().hex[:6]
+    open_tasks: dict[str, float] = {}
+    for i in range(tasks):
+        task_id = f"task-{run}-{i:02d}"
+        await intake.task_event(
+            task_id, "REQUESTED", capability="research", summary=f"customer request {i}"
+        )
+        await intake.write_context(task_id, "request", {"topic": _TOPICS[i % len(_TOPICS)]})
+        if i == ROGUE_TASK:
+            await intake.send(ROGUE, task_id=task_id, data={"index": i})
+        else:
+            await intake.send(capability="research", task_id=task_id, data={"index": i})
+        open_tasks[task_id] = time.monotonic()
+        say(f"intake      -> research      {task_id} requested")
+        await _collect(intake, open_tasks, report, say, 0.25)
+    deadline = time.monotonic() + 90
+    while open_tasks and time.monotonic() < deadline:
+        for task_id, since in list(open_tasks.items()):
+            if time.monotonic() - since > REROUTE_AFTER_S:
+                report.rerouted += 1
+                open_tasks[task_id] = time.monotonic()
+                index = int(task_id.rsplit("-", 1)[1])
+                await intake.send(
+                    capability="research", task_id=task_id, data={"index": index, "retry": True}
+                )
+                say(f"intake      -> research      {task_id} re-routed (no answer in time)")
+        await _collect(intake, open_tasks, report, say, 0.5)
+
+
+async def _collect(
+    intake: Sidecar, open_tasks: dict[str, float], report: FleetReport, say: Say, for_s: float
+) -> None:
+    until = time.monotonic() + for_s
+    while (left := until - time.monotonic()) > 0:
+        done = await intake.receive(timeout_s=left)
+        if done is None or done.task_id is None:
+            continue
+        if open_tasks.pop(done.task_id, None) is not None:
+            report.completed.add(done.task_id)
+            if (done.data() or {}).get("escalated"):
+                report.escalated.add(done.task_id)
+            say(f"intake      <- {done.sender:<13} {done.task_id} done")
+
+
+async def _work(sidecar: Sidecar, handler: Handler, say: Say) -> None:
+    while True:
+        message = await sidecar.receive(timeout_s=1.0)
+        if message is None:
+            continue
+        try:
+            await handler(sidecar, message)
+        except AgentRefusedError as exc:
+            say(f"{sidecar.agent_id:<11} !! refused: {exc}")
+
+
+async def _research(me: Sidecar, msg: Delivery) -> None:
+    task_id, index = msg.task_id or "", int((msg.data() or {}).get("index", 0))
+    if me.agent_id == ROGUE and index >= ROGUE_TASK:
+        for _ in range(50):  # the runaway loop: same tool, same arguments, until stopped
+            await me.report_tool_call(
+                "search", {"q": "status of everything"}, cost_usd=0.004, latency_ms=35.0
+            )
+            await asyncio.sleep(0.02)
+    topic = _TOPICS[index % len(_TOPICS)]
+    await me.report_tool_call(
+        "search", {"q": topic, "task": task_id}, cost_usd=0.002, latency_ms=_ms(180)
+    )
+    await _model(me, 1800, 350)
+    with contextlib.suppress(AgentRefusedError):
+        await me.write_context(task_id, "findings", {"by": me.agent_id, "sources": 3})
+    await me.task_event(task_id, "HANDED_OFF", target="drafting", capability="drafting")
+    await me.send(capability="drafting", reply_to=msg, task_id=task_id, data={"index": index})
+
+
+async def _drafting(me: Sidecar, msg: Delivery) -> None:
+    await _model(me, 2600, 900)
+    await me.write_context(msg.task_id or "", "draft", {"words": _JITTER.randint(300, 900)})
+    await me.task_event(msg.task_id or "", "HANDED_OFF", target="review", capability="review")
+    await me.send(capability="review", reply_to=msg, data=msg.data())
+
+
+async def _review(me: Sidecar, msg: Delivery) -> None:
+    await _model(me, 1500, 200)
+    index = int((msg.data() or {}).get("index", 0))
+    task_id = msg.task_id or ""
+    if index % 4 == 3:
+        await me.task_event(task_id, "ESCALATED", target="human-desk", capability="escalation")
+        await me.send(capability="escalation", reply_to=msg, data=msg.data())
+        return
+    await me.task_event(task_id, "COMPLETED", summary="approved", value_usd=40.0)
+    await me.send("intake", reply_to=msg, data={"index": index})
+
+
+async def _human(me: Sidecar, msg: Delivery) -> None:
+    await asyncio.sleep(0.3)  # a person reads it
+    await me.report_tool_call("ticket", {"task": msg.task_id}, latency_ms=300.0)
+    await me.task_event(msg.task_id or "", "COMPLETED", summary="signed off", value_usd=120.0)
+    await me.send("intake", reply_to=msg, data={"escalated": True})
+
+
+async def _model(me: Sidecar, tokens_in: int, tokens_out: int) -> None:
+    cost = tokens_in * 3e-6 + tokens_out * 15e-6
+    await me.report_model_call(
+        "model-sim",
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=round(cost, 6),
+        latency_ms=_ms(900),
+    )
+
+
+def _ms(typical: float) -> float:
+    return round(_JITTER.uniform(0.6, 1.4) * typical, 1)
+
+
+_JITTER = random.Random()  # noqa: S311 - plausible demo figures, not security
+_TOPICS = ["refund policy", "delivery delay", "invoice error", "account access", "upgrade"]
+_HANDLERS: dict[str, Handler] = {
+    "research-a": _research,
+    "research-b": _research,
+    "drafting": _drafting,
+    "review": _review,
+    "human-desk": _human,
+}

@@ -1,3 +1,0 @@
-from mesh.cli.app import main
-
-main()

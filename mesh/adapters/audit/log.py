@@ -1,0 +1,150 @@
+"""Reading the audit log back from Kafka: links, checkpoints, and the topic's own configs.
+
+Every reader here is ``read_committed`` and stops at the high watermark measured when it
+starts, so a verification covers a fixed range even while the audit processor keeps writing.
+A time window selects audit records by their Kafka timestamp (when they were recorded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.reading import reader, watermarks
+from mesh.adapters.serde.codec import Serde
+from mesh.domain.audit.chain import AUDIT_SUBJECT, CHECKPOINT_SUBJECT, Checkpoint, Link
+from mesh.domain.audit.verify import Entry, PartitionResult, verify_partition
+from mesh.domain.topics import AUDIT, AUDIT_CHECKPOINTS, catalogue, config_conflicts
+from mesh.errors import KafkaUnavailableError, MeshError
+from mesh.settings import Settings
+
+__all__ = ["ALL_TIME", "AuditLog", "Window", "verify_log"]
+
+
+class Window(NamedTuple):
+    """A time range in epoch ms (None: open on that side)."""
+
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+
+ALL_TIME = Window()
+
+
+class AuditLog:
+    def __init__(self, settings: Settings, bootstrap: str, serde: Serde) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.serde = serde
+        self.topic = f"{settings.topic_prefix}{AUDIT}"
+        self.checkpoint_topic = f"{settings.topic_prefix}{AUDIT_CHECKPOINTS}"
+
+    def partitions(self) -> list[int]:
+        live = TopicAdmin(self.settings, self.bootstrap).topic_partitions()
+        if self.topic not in live:
+            raise MeshError(f"{self.topic} does not exist; run `mesh topics ensure` first")
+        return list(range(live[self.topic]))
+
+    def config_problems(self) -> list[str]:
+        """How the live audit topic's configs break its guarantees (compaction, retention)."""
+        spec = next(s for s in catalogue() if s.name == AUDIT)
+        live = TopicAdmin(self.settings, self.bootstrap).topic_configs([self.topic])
+        return [f"{self.topic}: {p}" for p in config_conflicts(spec, live.get(self.topic, {}))]
+
+    def entries(self, partition: int, window: Window = ALL_TIME) -> Iterator[Entry]:
+        """The audit records of one partition within ``window``, decoded, in offset order."""
+        for offset, value in _read(self._consumer(), self.topic, partition, window):
+            yield self.entry(partition, offset, value)
+
+    def entry(self, partition: int, offset: int, value: bytes | None) -> Entry:
+        if value is None:
+            return Entry(offset, None, "a tombstone")
+        try:
+            decoded = self.serde.decode(value)
+        except MeshError as exc:
+            return Entry(offset, None, str(exc))
+        if decoded.subject != AUDIT_SUBJECT:
+            return Entry(offset, None, f"a {decoded.subject} record")
+        try:
+            return Entry(offset, Link.from_record(partition, decoded.record))
+        except (KeyError, TypeError) as exc:
+            return Entry(offset, None, f"missing field {exc}")
+
+    def checkpoints(self, partition: int) -> list[Checkpoint]:
+        found = []
+        for _, value in _read(self._consumer(), self.checkpoint_topic, partition, ALL_TIME):
+            if value is None:
+                continue
+            decoded = self.serde.decode(value)
+            if decoded.subject == CHECKPOINT_SUBJECT:
+                found.append(Checkpoint.from_record(decoded.record))
+        return found
+
+    def _consumer(self) -> Consumer:
+        return reader(self.settings, self.bootstrap)
+
+
+def _read(
+    consumer: Consumer, topic: str, partition: int, window: Window
+) -> Iterator[tuple[int, bytes | None]]:
+    """(offset, value) of one partition from the window's start to its end, then close."""
+    try:
+        tp = TopicPartition(topic, partition)
+        low, high = watermarks(consumer, tp)
+        start = _offset_at(consumer, tp, window.from_ms, low)
+        end = _offset_at(consumer, tp, window.to_ms, high) if window.to_ms is not None else high
+        if start >= end:
+            return
+        consumer.assign([TopicPartition(topic, partition, start)])
+        while True:
+            message = consumer.poll(1.0)
+            if message is None:
+                if int(consumer.position([tp])[0].offset) >= end:
+                    return
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if int(consumer.position([tp])[0].offset) >= end:
+                        return
+                    continue
+                raise KafkaUnavailableError(f"reading {topic}[{partition}] failed: {error}")
+            offset = message.offset()
+            assert offset is not None  # noqa: S101
+            if offset >= end:
+                return
+            yield offset, message.value()
+    finally:
+        consumer.close()
+
+
+def _offset_at(consumer: Consumer, tp: TopicPartition, at_ms: int | None, default: int) -> int:
+    if at_ms is None:
+        return default
+    found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, at_ms)], 15)[0]
+    if found.error is not None:
+        raise KafkaUnavailableError(f"cannot find offsets by time in {tp.topic}: {found.error}")
+    return int(found.offset) if found.offset >= 0 else watermarks(consumer, tp)[1]
+
+
+def verify_log(
+    log: AuditLog, window: Window = ALL_TIME, public_key: bytes | None = None
+) -> list[PartitionResult]:
+    """Verify every audit partition in ``window`` (see :mod:`mesh.domain.audit.verify`)."""
+    results = []
+    for partition in log.partitions():
+        checkpoints = log.checkpoints(partition)
+        results.append(
+            verify_partition(
+                partition,
+                log.entries(partition, window),
+                checkpoints,
+                public_key,
+                from_start=window.from_ms is None,
+                complete=window.to_ms is None,
+            )
+        )
+    return results

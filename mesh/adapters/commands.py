@@ -1,0 +1,85 @@
+"""Operator commands on ``mesh.control.v1``: signed with the operator's key, naming who asked.
+
+Used by `mesh halt` / `mesh resume` and by `mesh demo` (which lifts the halt its previous run
+left on its runaway agent, as an operator would).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import Producer
+
+from mesh.adapters.kafka.agents import read_agents
+from mesh.adapters.kafka.config import producer_config
+from mesh.adapters.keyfiles import operator_key
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.control import seal_control
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.control import Action, Scope, control_key, control_record
+from mesh.domain.dependencies import dependants, with_capability
+from mesh.domain.identity import PublicKeys
+from mesh.domain.topics import CONTROL
+from mesh.errors import KafkaUnavailableError, MeshError
+from mesh.settings import Settings
+
+__all__ = ["send_command"]
+
+
+def send_command(
+    current: Settings, address: str, action: Action, scope: Scope, target: str, reason: str
+) -> tuple[dict[str, Any], str]:
+    """Publish one signed command; returns it and the operator id that sent it."""
+    key = operator_key(current)
+    registry = open_registry(current, address)
+    try:
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        affected = _affected(current, address, codec.serde, scope, target)
+        record = control_record(
+            action,
+            scope,
+            target,
+            rule="operator",
+            reason=reason,
+            requested_by=key.agent_id,
+            affected=affected,
+        )
+        value = seal_control(codec, key, record, int(time.time() * 1000))
+        _produce(current, address, control_key(scope, target), value)
+    finally:
+        registry.close()
+    return record, key.agent_id
+
+
+def _affected(
+    current: Settings, address: str, serde: Serde, scope: Scope, target: str
+) -> list[str]:
+    if scope is Scope.AGENT:
+        return [target]
+    try:
+        agents = read_agents(current, address, serde)
+    except MeshError:
+        agents = {}
+    if scope is Scope.DEPENDANTS:
+        return [target, *dependants(agents, target)]
+    if scope is Scope.CAPABILITY:
+        return with_capability(agents, target)
+    return sorted(agents)
+
+
+def _produce(current: Settings, address: str, key: str, value: bytes) -> None:
+    producer = Producer(producer_config(current, address))
+    failures: list[str] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    producer.produce(f"{current.topic_prefix}{CONTROL}", value, key.encode(), on_delivery=delivered)
+    if producer.flush(15) or failures:
+        raise KafkaUnavailableError(
+            f"the command did not reach {current.topic_prefix}{CONTROL}: "
+            f"{failures[0] if failures else 'timed out'}; is the broker up and the topic created?"
+        )

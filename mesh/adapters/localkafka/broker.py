@@ -1,0 +1,262 @@
+"""A real single-node Apache Kafka (KRaft, broker + controller) run from the official jars.
+
+Lifecycle rules, so that ``up``/``down`` can be run by hand and by tests without surprises:
+
+* ``up`` is a no-op when this directory's broker already runs; it waits until the broker
+  answers a metadata request before it returns the bootstrap address.
+* ``down`` stops only the process this directory's ``broker.json`` names, and only if that
+  process is still the Kafka we started (its command line names our properties file).
+* Data lives in ``<dir>/data`` and survives ``down``/``up``; it is formatted once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from mesh.adapters.localkafka.jars import INFRA_DIR, classpath, ensure_jars
+from mesh.errors import LocalKafkaError
+
+__all__ = ["BrokerStatus", "LocalKafka"]
+
+_STOP_TIMEOUT_S = 30.0
+#: Brokers this process started, kept so they can be reaped (and not warned about) on down.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_READY_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatus:
+    running: bool
+    bootstrap: str | None = None
+    pid: int | None = None
+    directory: Path | None = None
+    started_in_s: float | None = None
+
+
+class LocalKafka:
+    """One local broker, owned by one directory."""
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        *,
+        version: str,
+        heap: str = "1g",
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.directory = directory
+        self.port = port
+        self.controller_port = port + 1
+        self.version = version
+        self.heap = heap
+        self.cache_dir = cache_dir
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.directory / "broker.json"
+
+    @property
+    def _properties(self) -> Path:
+        return self.directory / "server.properties"
+
+    # -- public lifecycle ------------------------------------------------------------------
+
+    def status(self) -> BrokerStatus:
+        recorded = self._recorded()
+        if recorded is None or not _is_our_kafka(recorded["pid"], self._properties):
+            return BrokerStatus(False, directory=self.directory)
+        bootstrap, pid = str(recorded["bootstrap"]), int(str(recorded["pid"]))
+        return BrokerStatus(True, bootstrap, pid, self.directory)
+
+    def up(self) -> BrokerStatus:
+        """Start the broker unless it runs; return once it answers metadata requests."""
+        current = self.status()
+        if current.running:
+            return current
+        started = time.monotonic()
+        jars = ensure_jars(self.version, self.cache_dir)
+        _refuse_taken_port(self.port)
+        _refuse_taken_port(self.controller_port)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        self._format_once(jars)
+        process = self._spawn(jars)
+        self._state_file.write_text(json.dumps({"pid": process.pid, "bootstrap": self.bootstrap}))
+        self._wait_ready(process)
+        took = time.monotonic() - started
+        return BrokerStatus(True, self.bootstrap, process.pid, self.directory, took)
+
+    def down(self) -> bool:
+        """Stop the broker this directory started; False if none was running."""
+        current = self.status()
+        self._state_file.unlink(missing_ok=True)
+        if not current.running or current.pid is None:
+            return False
+        _terminate(current.pid)
+        return True
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _recorded(self) -> dict[str, object] | None:
+        try:
+            data = json.loads(self._state_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+
+    def _write_config(self) -> None:
+        template = Template((INFRA_DIR / "server.properties.template").read_text())
+        self._properties.write_text(
+            template.substitute(
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dirs=self.directory / "data",
+            )
+        )
+
+    def _format_once(self, jars: Path) -> None:
+        if (self.directory / "data" / "meta.properties").exists():
+            return
+        cluster_id = _cluster_id()
+        command = [
+            "java", "-cp", classpath(jars), "kafka.tools.StorageTool", "format",
+            "-t", cluster_id, "-c", str(self._properties), "--ignore-formatted",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+        if result.returncode != 0:
+            raise LocalKafkaError(
+                f"formatting the KRaft store in {self.directory / 'data'} failed: "
+                f"{(result.stderr or result.stdout).strip()[-800:]}"
+            )
+
+    def _spawn(self, jars: Path) -> subprocess.Popen[bytes]:
+        command = [
+            "java", "-Xms256m", f"-Xmx{self.heap}",
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExplicitGCInvokesConcurrent",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={INFRA_DIR / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.directory / 'logs'}",
+            "-cp", classpath(jars), "kafka.Kafka", str(self._properties),
+        ]  # fmt: skip
+        console = (self.directory / "console.log").open("ab")
+        try:
+            process = subprocess.Popen(  # noqa: S603
+                command, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except FileNotFoundError:
+            raise LocalKafkaError(
+                "java was not found on PATH; install Java 17 or newer, or point the mesh at an "
+                "existing cluster with MESH_BOOTSTRAP_SERVERS"
+            ) from None
+        finally:
+            console.close()
+        _CHILDREN[process.pid] = process
+        return process
+
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self._state_file.unlink(missing_ok=True)
+                raise LocalKafkaError(
+                    f"the broker exited with code {process.returncode} while starting; "
+                    f"last lines of {self.directory / 'logs' / 'server.log'}:\n{self._log_tail()}"
+                )
+            if _answers_metadata(self.bootstrap):
+                return
+            time.sleep(0.2)
+        _terminate(process.pid)
+        self._state_file.unlink(missing_ok=True)
+        raise LocalKafkaError(
+            f"the broker did not answer on {self.bootstrap} within {_READY_TIMEOUT_S:.0f}s; "
+            f"last log lines:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self) -> str:
+        lines: list[str] = []
+        for name in ("logs/server.log", "console.log"):
+            path = self.directory / name
+            if path.exists():
+                lines += path.read_text(errors="replace").splitlines()[-15:]
+        return "\n".join(lines)
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id (base64url of a UUID), never starting with '-' (read as an option)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
+
+
+def _answers_metadata(bootstrap: str) -> bool:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex((host, int(port))) != 0:
+            return False  # not listening yet; don't let librdkafka log connection refusals
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000, "log_level": 0})
+    try:
+        return bool(admin.list_topics(timeout=1.0).brokers)
+    except KafkaException:
+        return False
+
+
+def _refuse_taken_port(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise LocalKafkaError(
+                f"port {port} on 127.0.0.1 is already in use by another process; "
+                "choose another with --port (the controller uses port+1) or MESH_KAFKA_PORT"
+            )
+
+
+def _is_our_kafka(pid: object, properties: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"kafka.Kafka" in cmdline and str(properties).encode() in cmdline
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait()
+
+
+def _alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

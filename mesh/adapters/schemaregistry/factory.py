@@ -1,0 +1,18 @@
+"""Pick the registry the settings ask for: external over REST, or the embedded one on Kafka."""
+
+from __future__ import annotations
+
+from mesh.adapters.kafka.source import bootstrap_servers
+from mesh.adapters.schemaregistry.http_client import HttpRegistry
+from mesh.adapters.schemaregistry.kafka import KafkaRegistry
+from mesh.adapters.schemaregistry.port import SchemaRegistry
+from mesh.settings import Settings
+
+__all__ = ["open_registry"]
+
+
+def open_registry(settings: Settings, bootstrap: str | None = None) -> SchemaRegistry:
+    """``MESH_SCHEMA_REGISTRY_URL`` if set, else the embedded registry on ``_mesh_schemas``."""
+    if settings.schema_registry_url:
+        return HttpRegistry(settings.schema_registry_url, settings.schema_registry_auth)
+    return KafkaRegistry(settings, bootstrap or bootstrap_servers(settings))

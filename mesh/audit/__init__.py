@@ -1,1 +1,0 @@
-"""The audit log: the hash chain's pure logic, its verification, and reading it back."""

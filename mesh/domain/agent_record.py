@@ -1,0 +1,47 @@
+"""AgentState <-> the ``mesh.registry.AgentRecord`` Avro record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.domain.agents import AgentState, AgentStatus
+
+__all__ = ["from_record", "to_record"]
+
+
+def to_record(state: AgentState) -> dict[str, Any]:
+    return {
+        "agent_id": state.agent_id,
+        "owner": state.owner,
+        "version": state.version,
+        "public_key": state.public_key,
+        "agent_card_json": state.agent_card_json,
+        "depends_on_agents": list(state.depends_on_agents),
+        "depends_on_tools": list(state.depends_on_tools),
+        "depends_on_topics": list(state.depends_on_topics),
+        "observed_agents": list(state.observed_agents),
+        "observed_tools": list(state.observed_tools),
+        "status": state.status.value,
+        "last_heartbeat": state.last_heartbeat_ms,
+        "certifications": list(state.certifications),
+        "updated_at": state.updated_at_ms,
+    }
+
+
+def from_record(record: dict[str, Any]) -> AgentState:
+    return AgentState(
+        agent_id=record["agent_id"],
+        owner=record["owner"],
+        version=record["version"],
+        public_key=bytes(record["public_key"]),
+        agent_card_json=record["agent_card_json"],
+        depends_on_agents=tuple(record["depends_on_agents"]),
+        depends_on_tools=tuple(record["depends_on_tools"]),
+        depends_on_topics=tuple(record["depends_on_topics"]),
+        observed_agents=tuple(record["observed_agents"]),
+        observed_tools=tuple(record["observed_tools"]),
+        status=AgentStatus(record["status"]),
+        last_heartbeat_ms=record["last_heartbeat"],
+        certifications=tuple(record["certifications"]),
+        updated_at_ms=record["updated_at"],
+    )

@@ -1,0 +1,1 @@
+"""The stack: local broker, topics, schemas and processors as supervised background processes."""

@@ -1,0 +1,205 @@
+"""`mesh up` / `mesh down`: the whole mesh on one machine, as background processes.
+
+``up`` starts, in order, and waits for each to be ready:
+
+1. the local Kafka (skipped when ``MESH_BOOTSTRAP_SERVERS`` names a cluster);
+2. the catalogue's topics and every schema version;
+3. the schema registry's REST API (skipped when ``MESH_SCHEMA_REGISTRY_URL`` is set);
+4. the processors (registry, state, audit, kill-switch) in one ``mesh processors run``.
+
+Each service is a detached child whose pid is kept in ``<state>/run/NAME.pid`` and whose
+output goes to ``<state>/logs/NAME.log``. ``up`` is idempotent (a live pid is left alone);
+``down`` stops exactly the processes ``up`` started (SIGTERM, then SIGKILL after a grace
+period), and the local broker only if ``up`` started it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.localkafka import local_kafka
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from mesh.errors import ProcessorError
+from mesh.settings import Settings
+
+__all__ = ["Service", "down", "up"]
+
+Say = Callable[[str], None]
+PROCESSOR_NAMES = ("registry", "state", "audit", "killswitch")
+_READY_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    argv: tuple[str, ...]
+    ready: Callable[[Path], bool]  # given the log file
+
+    def pid_file(self, settings: Settings) -> Path:
+        return settings.state_dir / "run" / f"{self.name}.pid"
+
+    def log_file(self, settings: Settings) -> Path:
+        return settings.state_dir / "logs" / f"{self.name}.log"
+
+
+def services(
+    settings: Settings, registry_port: int = 8081, policy: Path | None = None
+) -> list[Service]:
+    mesh = (sys.executable, "-m", "cli")
+    found: list[Service] = []
+    if not settings.schema_registry_url:
+        found.append(
+            Service(
+                "registry-api",
+                (*mesh, "registry", "serve", "--port", str(registry_port)),
+                lambda _log: _answers(f"http://127.0.0.1:{registry_port}/subjects"),
+            )
+        )
+    policy_args = ("--policy", str(policy)) if policy else ()
+    found.append(
+        Service(
+            "processors",
+            (*mesh, "processors", "run", *PROCESSOR_NAMES, *policy_args),
+            lambda log: "ready:" in _tail(log),
+        )
+    )
+    return found
+
+
+def up(settings: Settings, say: Say, registry_port: int = 8081, policy: Path | None = None) -> str:
+    """Bring everything up (idempotent); returns the bootstrap address."""
+    bootstrap = _kafka_up(settings, say)
+    ensured = TopicAdmin(settings, bootstrap).ensure()
+    say(f"topics: {len(ensured.created)} created, {len(ensured.existing)} already there")
+    registry = open_registry(settings, bootstrap)
+    try:
+        say(f"schemas: {len(Serde(registry).register_all())} subjects registered")
+    finally:
+        registry.close()
+    env = {**os.environ, "MESH_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1"}
+    for service in services(settings, registry_port, policy):
+        _start(settings, service, env, say)
+    return bootstrap
+
+
+def down(settings: Settings, say: Say) -> None:
+    """Stop what ``up`` started, newest first; the local broker last (if ``up`` started it)."""
+    for service in reversed(services(settings)):
+        _stop(settings, service.name, service.pid_file(settings), say)
+    marker = settings.state_dir / "run" / "kafka.started"
+    if marker.exists():
+        stopped = local_kafka(settings).down()
+        say("kafka: stopped" if stopped else "kafka: was not running")
+        marker.unlink()
+
+
+def _kafka_up(settings: Settings, say: Say) -> str:
+    if settings.bootstrap_servers:
+        say(f"kafka: using {settings.bootstrap_servers} (MESH_BOOTSTRAP_SERVERS)")
+        return settings.bootstrap_servers
+    broker = local_kafka(settings)
+    status = broker.up()
+    if status.started_in_s is None:
+        say(f"kafka: already running at {status.bootstrap} (pid {status.pid})")
+    else:
+        marker = settings.state_dir / "run" / "kafka.started"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(status.pid))
+        say(f"kafka: started at {status.bootstrap} in {status.started_in_s:.1f}s")
+    return status.bootstrap or broker.bootstrap
+
+
+def _start(settings: Settings, service: Service, env: dict[str, str], say: Say) -> None:
+    pid_file, log_file = service.pid_file(settings), service.log_file(settings)
+    pid = _live_pid(pid_file)
+    if pid is not None:
+        say(f"{service.name}: already running (pid {pid})")
+        return
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log_file.open("w") as log:
+        child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            service.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    pid_file.write_text(str(child.pid))
+    deadline = started + _READY_TIMEOUT_S
+    while not service.ready(log_file):
+        if child.poll() is not None:
+            pid_file.unlink(missing_ok=True)
+            raise ProcessorError(
+                f"{service.name} exited with code {child.returncode} while starting; "
+                f"its log ({log_file}) ends with:\n{_tail(log_file, 1500)}"
+            )
+        if time.monotonic() > deadline:
+            raise ProcessorError(
+                f"{service.name} was not ready after {_READY_TIMEOUT_S:.0f}s; see {log_file}"
+            )
+        time.sleep(0.2)
+    say(f"{service.name}: ready in {time.monotonic() - started:.1f}s (pid {child.pid})")
+
+
+def _stop(settings: Settings, name: str, pid_file: Path, say: Say) -> None:
+    pid = _live_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        say(f"{name}: killed (did not stop within 20s)")
+    else:
+        say(f"{name}: stopped")
+    pid_file.unlink(missing_ok=True)
+
+
+def _live_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process counts as gone
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _tail(path: Path, size: int = 4096) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, path.stat().st_size - size))
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
