@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench._kafka import mesh_on_fresh_topics
 from bench._report import percentile, write_results
-from mesh.adapters.kafka.agents import RegistryKeys
+from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.kafka.config import consumer_config, producer_config
 from mesh.adapters.keyfiles import mesh_key, operator_key
 from mesh.adapters.serde.control import seal_control
@@ -40,10 +40,10 @@ from mesh.domain.identity import AgentKey
 from mesh.domain.topics import CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY
 from mesh.settings import Settings
 from processors.killswitch import KillSwitchJob
-from processors.killswitch.directory import RegistryDirectory
 from processors.killswitch.policy import parse_policy
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
+from processors.runtime.tables import Tables
 
 # Fleet limits out of reach: each trial spends $2 and fleet windows outlive an agent resume.
 POLICY = parse_policy(
@@ -127,10 +127,9 @@ def killswitch_running(
         settings,
         bootstrap,
         codec,
-        RegistryKeys(settings, bootstrap, serde),
+        Tables(agent_table(settings, bootstrap, serde)),
         mesh_key(settings),
         POLICY,
-        RegistryDirectory(settings, bootstrap, serde),
     )
     engines = [
         Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),

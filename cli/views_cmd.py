@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import bootstrap, console, parse_time, settings
-from mesh.adapters.kafka.agents import RegistryKeys, read_agents
+from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -88,15 +88,17 @@ def show_state(
     address = bootstrap(current)
     registry = open_registry(current, address)
     serde = Serde(registry)
-    keys = RegistryKeys(current, address, serde)
     try:
+        agents = read_agents(current, address, serde)
         codec = MessageCodec(serde, PublicKeys(), max_bytes=current.max_message_bytes)
-        state, skipped = rebuild_task(current, address, codec, keys, task_id, as_of_ms)
+        state, skipped = rebuild_task(current, address, codec, agents, task_id, as_of_ms)
     finally:
-        keys.close()
         registry.close()
     if state is None:
-        console.print(f"no events for task {task_id!r}" + (f" up to {as_of}" if as_of else ""))
+        note = f" ({skipped} refused events skipped)" if skipped else ""
+        console.print(
+            f"no events for task {task_id!r}" + (f" up to {as_of}" if as_of else "") + note
+        )
         raise typer.Exit(1)
     console.print_json(json.dumps(task_record(state)))
     if skipped:

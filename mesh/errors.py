@@ -19,6 +19,7 @@ whether the same call may succeed later without anyone changing anything.
     ├── IdentityError
     │   ├── BadSignatureError          the envelope signature does not verify
     │   ├── UnknownSenderError         no public key is known for the sender
+    │   │   └── TableBehindError       not in a runtime table yet: caught up and retried once
     │   └── KeyFileError               an agent key file is unreadable or too open
     ├── SchemaRegistryError
     │   ├── IncompatibleSchemaError    registration refused by the compatibility rule
@@ -32,7 +33,8 @@ whether the same call may succeed later without anyone changing anything.
     │   └── StaleWriteError            a context write against an outdated version
     ├── AgentRefusedError              the sidecar refuses what an agent asked (nothing was sent)
     │   ├── PolicyViolationError       outside the agent's declared policy
-    │   └── HaltedError                the agent is halted by the kill-switch or an operator
+    │   ├── HaltedError                the agent is halted by the kill-switch or an operator
+    │   └── ControlUnavailableError    the sidecar cannot follow the control topic: fails closed
     ├── ProcessorError                 a processor cannot run (co-partitioning, a bug: fail loudly)
     ├── KafkaUnavailableError          no broker answered (retriable)
     ├── TopicError
@@ -46,6 +48,7 @@ from __future__ import annotations
 __all__ = [
     "AgentRefusedError",
     "ConfigError",
+    "ControlUnavailableError",
     "EventRejectedError",
     "HaltedError",
     "IdentityError",
@@ -69,6 +72,7 @@ __all__ = [
     "SerdeError",
     "StaleWriteError",
     "SubjectNotFoundError",
+    "TableBehindError",
     "TopicConfigConflictError",
     "TopicError",
     "TopicNotFoundError",
@@ -129,6 +133,16 @@ class BadSignatureError(IdentityError):
 
 
 class UnknownSenderError(IdentityError):
+    code = "unknown_sender"
+
+
+class TableBehindError(UnknownSenderError):
+    """A sender missing from a runtime-owned table that may not have caught up with it yet.
+
+    Raised by a processor's read-only view of a global table; the runtime catches it, reads
+    the table to its end and handles the record once more. A second miss is a plain
+    UnknownSenderError, and the record is dead-lettered. Never escapes the runtime."""
+
     code = "unknown_sender"
 
 
@@ -219,6 +233,15 @@ class HaltedError(AgentRefusedError):
     """The agent is halted: every send and tool-call report is refused until a resume."""
 
     code = "halted"
+
+
+class ControlUnavailableError(AgentRefusedError):
+    """The sidecar cannot follow ``mesh.control.v1`` (its follower died or the broker has not
+    answered within the bound), so it cannot know whether the agent is halted: it refuses sends
+    and tool calls until it has caught up again (fail closed)."""
+
+    code = "control_unavailable"
+    retriable = True
 
 
 class ProcessorError(MeshError):

@@ -1,8 +1,9 @@
 """The processor contract: pure logic the runtime drives (Kafka Streams' ``Processor``).
 
 A processor never touches a client. It is handed decoded events and a context through which it
-reads and replaces keyed state (``ctx.get`` / ``ctx.put``) and emits further records. State
-values are frozen; a processor computes the next one with a pure ``apply(state, event)``.
+reads and replaces keyed state (``ctx.get`` / ``ctx.put``), reads the runtime's global tables
+(``ctx.agents``: the agent registry, read-only) and emits further records. State values are
+frozen; a processor computes the next one with a pure ``apply(state, event)``.
 
 The runtime (``processors.runtime``) owns the consumers, the transactional producer, commits,
 restore, wall-clock punctuation and the dead-letter policy. The test driver
@@ -15,9 +16,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from mesh.adapters.serde.messages import OpenedMessage
+from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
 
-__all__ = ["Context", "Event", "Processor", "PunctuationContext", "S"]
+__all__ = ["Agents", "Context", "Event", "Processor", "PunctuationContext", "S"]
 
 S = TypeVar("S")
 
@@ -45,11 +47,33 @@ class Event(NamedTuple):
         return self.message.body
 
 
+class Agents(Protocol):
+    """The agent registry as a read-only global table, kept current by the runtime (a
+    ``Mapping`` of agent id to record, plus the key lookup)."""
+
+    def __getitem__(self, agent_id: str) -> AgentState: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, agent_id: object) -> bool: ...
+
+    def get(self, agent_id: str) -> AgentState | None: ...
+
+    def public_key(self, agent_id: str) -> bytes:
+        """The key ``agent_id`` registered; raise UnknownSenderError if it has none."""
+        ...
+
+
 class Context(Protocol, Generic[S]):
     """What a processor may do while handling one event (all on the event's partition)."""
 
     @property
     def now_ms(self) -> int: ...
+
+    @property
+    def agents(self) -> Agents: ...
 
     def get(self, key: str) -> S | None: ...
 
@@ -68,6 +92,9 @@ class PunctuationContext(Protocol, Generic[S]):
     @property
     def now_ms(self) -> int: ...
 
+    @property
+    def agents(self) -> Agents: ...
+
     def items(self) -> Iterator[tuple[str, S]]: ...
 
     def put(self, key: str, state: S) -> None: ...
@@ -84,6 +111,8 @@ class Processor(Protocol, Generic[S]):
     store_topic: str
     store_subject: str
     punctuate_every_ms: int | None
+    #: Global tables it reads through its context: ``("agents",)`` for ``ctx.agents``.
+    global_tables: tuple[str, ...]
 
     def init(self) -> None: ...
 

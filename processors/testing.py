@@ -7,17 +7,20 @@ source-offset bookkeeping; only the transactions and the network are missing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Generic, Protocol
 
 from mesh.adapters.kafka.partitioning import partition_for
 from mesh.adapters.schemaregistry.memory import InMemoryRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import DLQ
 from processors.api import Processor, S
 from processors.runtime.core import Core, OutRecord, SourceRecord
+from processors.runtime.tables import StaticTables
 
 __all__ = ["Drivable", "TestDriver"]
 
@@ -43,17 +46,19 @@ class TestDriver(Generic[S]):
         serde: Serde | None = None,
         *,
         job: Drivable | None = None,
+        agents: Mapping[str, AgentState] | None = None,
     ) -> None:
         """Drive a keyed ``processor``, or any runtime ``job`` (audit, kill-switch) built on
-        ``serde`` with an empty topic prefix."""
+        ``serde`` with an empty topic prefix. ``agents`` is the registry the processor sees as
+        ``ctx.agents`` (``self.tables.agents``, to change between records)."""
         self.partitions = partitions
         self.now_ms = start_ms
         self.serde = serde or Serde(InMemoryRegistry())
         self.core: Core[S] | None = None
+        self.tables = StaticTables(agents)
         if processor is not None:
-            self.core = Core(
-                processor, MessageCodec(self.serde, PublicKeys()), "", f"processor:{processor.name}"
-            )
+            codec = MessageCodec(self.serde, PublicKeys())
+            self.core = Core(processor, codec, "", f"processor:{processor.name}", self.tables)
             processor.init()
             self._every = processor.punctuate_every_ms
             self.job: Drivable = self.core

@@ -14,13 +14,14 @@ clocks and partitions interleave:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from mesh.errors import EventRejectedError, RegistrationConflictError
+from mesh.errors import EventRejectedError, RegistrationConflictError, UnknownSenderError
 
-__all__ = ["AgentState", "AgentStatus", "apply", "mark_stale"]
+__all__ = ["AgentState", "AgentStatus", "apply", "mark_stale", "registered_key"]
 
 
 class AgentStatus(StrEnum):
@@ -69,6 +70,18 @@ def mark_stale(state: AgentState, now_ms: int, stale_after_ms: int) -> AgentStat
     if now_ms - last <= stale_after_ms:
         return None
     return replace(state, status=AgentStatus.STALE, updated_at_ms=now_ms)
+
+
+def registered_key(agents: Mapping[str, AgentState], agent_id: str) -> bytes:
+    """The public key ``agent_id`` registered; raise UnknownSenderError if it has none (never
+    registered, or retired)."""
+    agent = agents.get(agent_id)
+    if agent is None or agent.status is AgentStatus.RETIRED:
+        raise UnknownSenderError(
+            f"sender {agent_id!r} is not a registered (and unretired) agent; it must register "
+            "(attach through a sidecar) before it sends"
+        )
+    return agent.public_key
 
 
 def _registered(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:

@@ -46,6 +46,7 @@ from mesh.errors import ProcessorError
 from mesh.settings import Settings
 from processors.runtime.core import OutRecord, SourceRecord
 from processors.runtime.job import Progress
+from processors.runtime.tables import StaticTables, Tables
 
 __all__ = ["AUDITED", "AuditJob"]
 
@@ -69,6 +70,7 @@ class AuditJob:
         self.bootstrap = bootstrap
         self.serde = serde
         self.key = key
+        self.tables: Tables = StaticTables()  # the audit reads no global table
         self.audit_topic = f"{prefix}{AUDIT}"
         self.checkpoint_topic = f"{prefix}{AUDIT_CHECKPOINTS}"
         fixed = tuple(f"{prefix}{topic}" for topic in AUDITED)

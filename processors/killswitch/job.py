@@ -32,15 +32,21 @@ from mesh.adapters.serde.messages import MessageCodec, OpenedMessage
 from mesh.domain.control import Action, HaltBook, Scope, control_key, control_record
 from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
 from mesh.domain.dependencies import capabilities, dependants, with_capability
-from mesh.domain.identity import AgentKey, KeyResolver
+from mesh.domain.identity import AgentKey
 from mesh.domain.topics import CONTROL, DLQ, TELEMETRY
-from mesh.errors import EventRejectedError, IdentityError, MeshError, SerdeError
+from mesh.errors import (
+    EventRejectedError,
+    IdentityError,
+    MeshError,
+    SerdeError,
+    TableBehindError,
+)
 from mesh.settings import Settings
-from processors.killswitch.directory import Directory
 from processors.killswitch.policy import Policy
 from processors.killswitch.watch import Firing, Observation, Watch
 from processors.runtime.core import OutRecord, SourceRecord
 from processors.runtime.job import Progress
+from processors.runtime.tables import Tables
 
 __all__ = ["KillSwitchJob"]
 
@@ -63,10 +69,9 @@ class KillSwitchJob:
         settings: Settings,
         bootstrap: str,
         codec: MessageCodec,
-        keys: KeyResolver,
+        tables: Tables,
         key: AgentKey,
         policy: Policy,
-        directory: Directory,
         instance: str = "0",
         clock: Callable[[], float] = time.time,
         signers: Mapping[str, bytes] | None = None,
@@ -75,8 +80,8 @@ class KillSwitchJob:
         control records signed by anyone else are dead-lettered and change nothing."""
         prefix = settings.topic_prefix
         self.settings, self.bootstrap = settings, bootstrap
-        self.codec, self.keys, self.key = codec, keys, key
-        self.policy, self.directory = policy, directory
+        self.codec, self.tables, self.key = codec, tables, key
+        self.policy = policy
         self.prefix = prefix
         self.telemetry_topic = f"{prefix}{TELEMETRY}"
         self.control_topic = f"{prefix}{CONTROL}"
@@ -122,7 +127,7 @@ class KillSwitchJob:
             raise EventRejectedError(
                 f"{self.telemetry_topic} carries {TELEMETRY_SUBJECT}, not {message.body_subject}"
             )
-        message.verify(self.keys.public_key(envelope.sender))
+        message.verify(self._public_key(envelope.sender))
         if body["agent_id"] != envelope.sender:
             raise EventRejectedError(
                 f"telemetry about {body['agent_id']!r} was signed by {envelope.sender!r}; an "
@@ -149,6 +154,13 @@ class KillSwitchJob:
                 continue
             outputs.append(self._halt(firing, record.timestamp_ms, now_ms))
         return outputs
+
+    def _public_key(self, sender: str) -> bytes:
+        try:
+            return self.tables.view().public_key(sender)
+        except TableBehindError:  # registered a moment ago? read the table to its end, once
+            self.tables.catch_up()
+            return self.tables.view(False).public_key(sender)
 
     def _halted(self, agent_id: str) -> bool:
         if not self.book.halts:
@@ -178,7 +190,7 @@ class KillSwitchJob:
     def _radius(self, scope: Scope, agent_id: str) -> tuple[str, list[str]]:
         if scope is Scope.AGENT:
             return agent_id, [agent_id]
-        agents = self.directory.agents()
+        agents = self.tables.view(False)  # refreshed between batches: no read on the halt path
         if scope is Scope.FLEET:
             return "*", sorted(agents)
         if scope is Scope.DEPENDANTS:

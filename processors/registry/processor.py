@@ -34,6 +34,7 @@ class RegistryProcessor:
     inputs: tuple[str, ...] = (REGISTRY_EVENTS, TELEMETRY)
     input_patterns: tuple[str, ...] = ()
     store_topic = REGISTRY
+    global_tables: tuple[str, ...] = ()
     store_subject = "mesh.registry.AgentRecord"
 
     def __init__(

@@ -20,8 +20,9 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
 from mesh.domain.topics import DLQ
-from mesh.errors import EventRejectedError, IdentityError, SerdeError
+from mesh.errors import EventRejectedError, IdentityError, SerdeError, TableBehindError
 from processors.api import Event, Processor, S
+from processors.runtime.tables import AgentsView, StaticTables, Tables
 
 __all__ = ["Core", "OutRecord", "SourceRecord", "Store"]
 
@@ -75,8 +76,10 @@ class Core(Generic[S]):
         codec: MessageCodec,
         prefix: str,
         detected_by: str,
+        tables: Tables | None = None,
     ) -> None:
         self.processor = processor
+        self.tables = tables or StaticTables()
         self.codec = codec
         self.serde: Serde = codec.serde
         self.prefix = prefix
@@ -94,10 +97,15 @@ class Core(Generic[S]):
         if record.offset <= self.store.applied.get(source, -1):
             return []
         self.store.partitions.setdefault(record.partition, {})
-        context = _EventContext(self, record, now_ms)
+        context = _EventContext(self, record, now_ms, self.tables.view())
         try:
             event = self._event(record)
-            self.processor.process(event, context)
+            try:
+                self.processor.process(event, context)
+            except TableBehindError:  # see processors.runtime.tables
+                self.tables.catch_up()
+                context = _EventContext(self, record, now_ms, self.tables.view(False))
+                self.processor.process(event, context)
         except REFUSALS as exc:
             return [self._dead_letter(record, exc)]
         return context.outputs
@@ -134,8 +142,9 @@ class Core(Generic[S]):
             message=message,
         )
 
-    def _dead_letter(self, record: SourceRecord, error: Exception) -> OutRecord:
-        assert isinstance(error, REFUSALS)  # noqa: S101 - only refusals arrive here
+    def _dead_letter(
+        self, record: SourceRecord, error: SerdeError | IdentityError | EventRejectedError
+    ) -> OutRecord:
         coordinates = SourceCoordinates(record.topic, record.partition, record.offset, record.key)
         value = dead_letter_value(
             self.serde, error, record.value or b"", self.detected_by, coordinates
@@ -151,8 +160,11 @@ class Core(Generic[S]):
 
 
 class _EventContext(Generic[S]):
-    def __init__(self, core: Core[S], record: SourceRecord, now_ms: int) -> None:
+    def __init__(
+        self, core: Core[S], record: SourceRecord, now_ms: int, agents: AgentsView
+    ) -> None:
         self._core = core
+        self.agents = agents
         self._record = record
         self._states = core.store.partitions[record.partition]
         self._source = f"{record.topic}:{record.partition}:{record.offset}".encode()
@@ -178,6 +190,7 @@ class _EventContext(Generic[S]):
 class _TickContext(Generic[S]):
     def __init__(self, core: Core[S], now_ms: int) -> None:
         self._core = core
+        self.agents = core.tables.view(False)
         self._now_ms = now_ms
         self._partition_of = {
             key: partition for partition, states in core.store.partitions.items() for key in states

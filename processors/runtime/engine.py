@@ -7,6 +7,7 @@ restarts); the job owns the logic and its state.
 
 The commit path, the only place offsets are committed:
 
+0. fold what the global tables (the agent registry) received since the last batch;
 1. consume records until the commit interval has passed (or the batch is full);
 2. for each, ``Core.handle``: decode, process, apply to the store; refusals become dead letters;
 3. on a punctuation tick, ``Core.punctuate`` (e.g. mark silent agents stale);
@@ -155,6 +156,7 @@ class Engine:
         self._consumer.subscribe(
             list(self.job.subscription), on_assign=self._on_assign, on_revoke=self._on_revoke
         )
+        self.job.tables.catch_up()
         self.job.start()
         self._running = True
 
@@ -184,6 +186,7 @@ class Engine:
         """One transaction's worth of work (see the module docstring); returns records done."""
         consumer = self._consumer
         assert consumer is not None  # noqa: S101 - start() ran
+        self.job.tables.refresh()  # between batches: process() never reads Kafka
         self._batch = _Batch()
         deadline = self._batch.started + self.config.commit_interval_ms / 1000
         while self._batch.records < self.config.max_batch:

@@ -19,11 +19,13 @@ import re
 from collections.abc import Callable
 from typing import Protocol
 
+from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.settings import Settings
 from processors.api import Processor, S
 from processors.runtime.core import Core, OutRecord, SourceRecord
 from processors.runtime.restore import restore_partitions
+from processors.runtime.tables import StaticTables, Tables
 
 __all__ = ["Job", "KeyedJob", "Progress"]
 
@@ -39,6 +41,9 @@ class Job(Protocol):
     #: Full topic names that must share one partition count (inputs and store).
     copartitioned: tuple[str, ...]
     punctuate_every_ms: int | None
+    #: The global tables it reads; the engine reads them to their end before the first batch
+    #: and refreshes them between batches (processors.runtime.tables).
+    tables: Tables
 
     def start(self) -> None: ...
 
@@ -67,7 +72,13 @@ class KeyedJob(Core[S]):
         instance: str = "0",
     ) -> None:
         prefix = settings.topic_prefix
-        super().__init__(processor, codec, prefix, f"processor:{processor.name}:{instance}")
+        tables = (
+            Tables(agent_table(settings, bootstrap, codec.serde))
+            if "agents" in processor.global_tables
+            else StaticTables()
+        )
+        detected_by = f"processor:{processor.name}:{instance}"
+        super().__init__(processor, codec, prefix, detected_by, tables)
         self.settings = settings
         self.bootstrap = bootstrap
         self.name = processor.name
@@ -87,3 +98,4 @@ class KeyedJob(Core[S]):
 
     def close(self) -> None:
         self.processor.close()
+        self.tables.close()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.adapters.kafka.agents import RegistryKeys
+from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.keyfiles import mesh_key, operator_key
 from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.adapters.serde.codec import Serde
@@ -20,10 +20,10 @@ from mesh.settings import Settings
 from processors.api import Processor
 from processors.audit import AuditJob
 from processors.killswitch import KillSwitchJob, Policy
-from processors.killswitch.directory import RegistryDirectory
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine, EngineConfig
 from processors.runtime.job import Job, KeyedJob
+from processors.runtime.tables import Tables
 from processors.state import StateProcessor
 
 __all__ = ["PROCESSORS", "ProcessorOptions", "build", "run_processors"]
@@ -60,7 +60,7 @@ def _registry(b: _Build) -> Job:
 
 
 def _state(b: _Build) -> Job:
-    return b.keyed(StateProcessor(RegistryKeys(b.settings, b.bootstrap, b.codec.serde)))
+    return b.keyed(StateProcessor())
 
 
 def _audit(b: _Build) -> Job:
@@ -68,15 +68,13 @@ def _audit(b: _Build) -> Job:
 
 
 def _killswitch(b: _Build) -> Job:
-    serde = b.codec.serde
     return KillSwitchJob(
         b.settings,
         b.bootstrap,
         b.codec,
-        RegistryKeys(b.settings, b.bootstrap, serde),
+        Tables(agent_table(b.settings, b.bootstrap, b.codec.serde)),
         mesh_key(b.settings),
         b.options.policy,
-        RegistryDirectory(b.settings, b.bootstrap, serde),
         b.instance,
     )
 

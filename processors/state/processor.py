@@ -1,7 +1,8 @@
 """The state projections processor: ``mesh.tasks.v1`` + agent inboxes -> ``mesh.state.v1``.
 
 Every task event and context write is signed by its sender; it is verified against the key the
-registry holds for the sender (``keys``), so a forged write never reaches the shared context.
+registry holds for the sender (``ctx.agents``, the runtime's table of the registry), so a forged
+write never reaches the shared context.
 
 Messages between agents (their inboxes, keyed by task id like ``mesh.tasks.v1``) add their
 sender and recipient to the task's participants: whoever took part in a task by talking about
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.domain.identity import KeyResolver
 from mesh.domain.task_record import from_record, to_record
 from mesh.domain.tasks import TaskState, apply, joined
 from mesh.domain.topics import INBOX_PATTERN, STATE, TASKS
@@ -29,11 +29,9 @@ class StateProcessor:
     inputs: tuple[str, ...] = (TASKS,)
     input_patterns: tuple[str, ...] = (INBOX_PATTERN,)
     store_topic = STATE
+    global_tables: tuple[str, ...] = ("agents",)
     store_subject = "mesh.state.TaskState"
     punctuate_every_ms: int | None = None
-
-    def __init__(self, keys: KeyResolver) -> None:
-        self.keys = keys
 
     def init(self) -> None:
         return None
@@ -52,7 +50,7 @@ class StateProcessor:
                 "events by the task id"
             )
         sender = event.envelope.sender
-        event.message.verify(self.keys.public_key(sender))
+        event.message.verify(ctx.agents.public_key(sender))
         state = ctx.get(task_id)
         new = apply(
             state,
@@ -79,7 +77,7 @@ class StateProcessor:
         new = joined(state, task_id, envelope.sender, envelope.recipient, envelope.created_at_ms)
         if new is state:
             return
-        event.message.verify(self.keys.public_key(envelope.sender))
+        event.message.verify(ctx.agents.public_key(envelope.sender))
         ctx.put(task_id, new)
 
     def punctuate(self, ctx: PunctuationContext[TaskState]) -> None:

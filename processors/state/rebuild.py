@@ -1,66 +1,116 @@
-"""Rebuild one task's state from the log, as it was at a point in time (time travel)."""
+"""Rebuild one task's state from the log, as it was at a point in time (time travel).
+
+Time travel folds exactly what the live projection folds, through the same code: every record
+of the task on ``mesh.tasks.v1`` *and* on every agent inbox (the processor's inputs, on the
+partition the task id hashes to), in log-time order, handed to :class:`StateProcessor` by the
+runtime's own :class:`~processors.runtime.core.Core`. What the processor refuses live is
+refused here too and counted as skipped.
+
+Senders are judged against the registry as it was when they wrote: an agent that has retired
+since (every agent of a finished demo) still verifies for what it signed before it retired,
+and not for anything after.
+"""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import replace
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mesh.adapters.kafka.partitioning import partition_for
 from mesh.adapters.kafka.reading import read_to_end, reader
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.identity import KeyResolver
-from mesh.domain.tasks import TaskState, apply
-from mesh.domain.topics import TASKS
-from mesh.errors import MeshError
+from mesh.domain.agents import AgentState, AgentStatus
+from mesh.domain.tasks import TaskState
+from mesh.domain.topics import INBOX_PATTERN, TASKS
+from mesh.errors import TopicNotFoundError
 from mesh.settings import Settings
+from processors.runtime.core import Core, SourceRecord
+from processors.runtime.tables import AgentsView, StaticTables
+from processors.state.processor import StateProcessor
 
-__all__ = ["rebuild_task"]
+__all__ = ["HistoricTables", "rebuild_task"]
+
+
+class HistoricTables(StaticTables):
+    """The registry as of ``at_ms``: a retired agent counts as registered before it retired."""
+
+    def __init__(self, agents: Mapping[str, AgentState]) -> None:
+        super().__init__(agents)
+        self.at_ms = 0
+
+    def view(self, may_be_behind: bool = True) -> AgentsView:
+        then = {
+            agent_id: _unretired(agent) if self._retired_after(agent) else agent
+            for agent_id, agent in self.agents.items()
+        }
+        return AgentsView(then, False)
+
+    def _retired_after(self, agent: AgentState) -> bool:
+        return agent.status is AgentStatus.RETIRED and agent.updated_at_ms >= self.at_ms
+
+
+def _unretired(agent: AgentState) -> AgentState:
+    return replace(agent, status=AgentStatus.LIVE)
 
 
 def rebuild_task(
     settings: Settings,
     bootstrap: str,
     codec: MessageCodec,
-    keys: KeyResolver,
+    agents: Mapping[str, AgentState],
     task_id: str,
     as_of_ms: int | None = None,
 ) -> tuple[TaskState | None, int]:
-    """Fold the task's events appended up to ``as_of_ms`` (log time); returns (state, skipped).
-
-    Events are checked exactly as the processor checks them (signature against the registered
-    key, version checks), so the result matches what the projection held at that time.
-    """
-    topic = f"{settings.topic_prefix}{TASKS}"
-    consumer = reader(settings, bootstrap)
-    partitions = len(consumer.list_topics(topic, timeout=15).topics[topic].partitions)
-    assigned = [
-        TopicPartition(topic, partition_for(task_id.encode(), partitions), OFFSET_BEGINNING)
-    ]
-    consumer.assign(assigned)
-    state: TaskState | None = None
+    """Fold the task's records appended up to ``as_of_ms`` (log time); returns (state, skipped)."""
+    records = _task_records(settings, bootstrap, task_id, as_of_ms)
+    tables = HistoricTables(agents)
+    core: Core[TaskState] = Core(StateProcessor(), codec, settings.topic_prefix, "rebuild", tables)
     skipped = 0
+    for record in records:
+        tables.at_ms = record.timestamp_ms
+        before = core.dead_letters
+        core.handle(record, record.timestamp_ms)
+        skipped += core.dead_letters - before
+    for states in core.store.partitions.values():
+        if task_id in states:
+            return states[task_id], skipped
+    return None, skipped
 
-    def fold(message: Message) -> None:
-        nonlocal state, skipped
-        if message.key() != task_id.encode():
-            return
-        if as_of_ms is not None and message.timestamp()[1] > as_of_ms:
-            return
-        try:
-            opened = codec.open(message.value() or b"", verify=False)
-            opened.verify(keys.public_key(opened.envelope.sender))
-            state = apply(
-                state,
-                opened.body_subject,
-                opened.body,
-                message_id=opened.envelope.message_id,
-                sender=opened.envelope.sender,
-                at_ms=opened.envelope.created_at_ms,
-            )
-        except MeshError:
-            skipped += 1  # refused by the processor too (it went to the dead-letter topic)
 
+def _task_records(
+    settings: Settings, bootstrap: str, task_id: str, as_of_ms: int | None
+) -> list[SourceRecord]:
+    """The task's records on every input of the projection, in log-time order."""
+    prefix = settings.topic_prefix
+    consumer = reader(settings, bootstrap)
     try:
-        read_to_end(consumer, assigned, fold)
+        topics = consumer.list_topics(timeout=15).topics
+        tasks = f"{prefix}{TASKS}"
+        if tasks not in topics:
+            raise TopicNotFoundError(f"topic {tasks} does not exist; run `mesh topics ensure`")
+        inbox = re.compile(f"^{re.escape(prefix)}{INBOX_PATTERN}")
+        names = [tasks, *sorted(t for t in topics if inbox.match(t))]
+        key = task_id.encode()
+        assigned = [
+            TopicPartition(t, partition_for(key, len(topics[t].partitions)), OFFSET_BEGINNING)
+            for t in names
+        ]
+        consumer.assign(assigned)
+        found: list[SourceRecord] = []
+
+        def keep(message: Message) -> None:
+            timestamp = message.timestamp()[1]
+            if message.key() != key or (as_of_ms is not None and timestamp > as_of_ms):
+                return
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is None or partition is None or offset is None:
+                return
+            found.append(SourceRecord(topic, partition, offset, timestamp, key, message.value()))
+
+        read_to_end(consumer, assigned, keep)
     finally:
         consumer.close()
-    return state, skipped
+    return sorted(found, key=lambda r: (r.timestamp_ms, r.topic != tasks, r.topic, r.offset))

@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from mesh.adapters.kafka.agents import RegistryKeys
+from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.kafka.config import consumer_config, producer_config
 from mesh.adapters.kafka.reading import watermarks
 from mesh.adapters.keyfiles import mesh_key
@@ -27,8 +27,8 @@ from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import REGISTRY_EVENTS
 from mesh.settings import Settings
 from processors.killswitch import KillSwitchJob
-from processors.killswitch.directory import RegistryDirectory
 from processors.killswitch.policy import parse_policy
+from processors.runtime.tables import Tables
 
 CARD = json.dumps({"name": "worker", "skills": [{"id": "work", "name": "Work"}]})
 
@@ -216,15 +216,13 @@ def committed_total(settings: Settings, group: str, topics: list[str], partition
 def killswitch_task(
     settings: Settings, codec: MessageCodec, policy: dict[str, Any]
 ) -> KillSwitchJob:
-    """A kill-switch as `mesh processors run killswitch` builds it, with ``policy`` and a
-    dependency directory that re-reads the registry on every lookup (max_age_s=0)."""
+    """A kill-switch as `mesh processors run killswitch` builds it, with ``policy``."""
     bootstrap, serde = settings.bootstrap_servers or "", codec.serde
     return KillSwitchJob(
         settings,
         bootstrap,
         codec,
-        RegistryKeys(settings, bootstrap, serde),
+        Tables(agent_table(settings, bootstrap, serde)),
         mesh_key(settings),
         parse_policy(policy),
-        RegistryDirectory(settings, bootstrap, serde, max_age_s=0),
     )

@@ -5,7 +5,6 @@ import threading
 import time
 
 from mesh.adapters.kafka.admin import TopicAdmin
-from mesh.adapters.kafka.agents import RegistryKeys
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import REGISTRY_EVENTS, TASKS
@@ -60,10 +59,9 @@ def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> Non
         ],
     )
     bootstrap = settings.bootstrap_servers or ""
-    keys = RegistryKeys(settings, bootstrap, codec.serde)
     engines = [
         Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
-        Engine.keyed(StateProcessor(keys), settings, bootstrap, codec),
+        Engine.keyed(StateProcessor(), settings, bootstrap, codec),
     ]
     stop = threading.Event()
     threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
@@ -133,7 +131,6 @@ def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> Non
         stop.set()
         for thread in threads:
             thread.join(60)
-        keys.close()
         registry.close()
 
     now = run(["state", "show", "t-9"], settings)

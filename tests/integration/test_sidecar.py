@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from mesh.adapters.kafka.agents import RegistryKeys
 from mesh.adapters.keyfiles import operator_key
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
@@ -66,13 +65,11 @@ class Mesh:
 def mesh(settings: Settings, topics: object) -> Iterator[Mesh]:
     settings = settings.with_overrides(max_message_bytes=64 * 1024)  # an oversize case fits Kafka
     codec, registry = codec_for(settings)
-    bootstrap, serde = settings.bootstrap_servers or "", codec.serde
+    bootstrap = settings.bootstrap_servers or ""
     killswitch = killswitch_task(settings, codec, {"agent": {"max_cost_per_minute": 1.0}})
     engines = [
         Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
-        Engine.keyed(
-            StateProcessor(RegistryKeys(settings, bootstrap, serde)), settings, bootstrap, codec
-        ),
+        Engine.keyed(StateProcessor(), settings, bootstrap, codec),
         Engine(killswitch, settings, bootstrap),
     ]
     with running(engines):

@@ -20,8 +20,8 @@ from mesh.domain.topics import CONTROL, TELEMETRY
 from mesh.errors import ConfigError
 from mesh.settings import Settings
 from processors.killswitch import KillSwitchJob, load_policy
-from processors.killswitch.directory import StaticDirectory
 from processors.killswitch.policy import parse_policy
+from processors.runtime.tables import StaticTables
 from processors.testing import TestDriver
 
 MESH = AgentKey.generate("mesh")
@@ -35,7 +35,7 @@ def agent(name: str, depends_on: tuple[str, ...] = (), skill: str = "work") -> A
     return AgentState(name, "team", "1", AGENTS[name].public_bytes, card, depends_on)
 
 
-DIRECTORY = StaticDirectory(
+REGISTRY = StaticTables(
     {
         "intake": agent("intake", ("research",), "triage"),
         "research": agent("research", (), "research"),
@@ -51,15 +51,13 @@ class Fleet:
     def __init__(self, policy: dict[str, Any] | None = None) -> None:
         self.serde = Serde(InMemoryRegistry())
         self.codec = MessageCodec(self.serde, PublicKeys())
-        keys = PublicKeys({k.agent_id: k.public_bytes for k in AGENTS.values()})
         task = KillSwitchJob(
             Settings(),
             "unused",
             self.codec,
-            keys,
+            REGISTRY,
             MESH,
             parse_policy(policy or {}),
-            DIRECTORY,
             clock=lambda: self.driver.now_ms / 1000,
             signers={k.agent_id: k.public_bytes for k in (MESH, OPERATOR)},
         )

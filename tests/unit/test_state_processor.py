@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.agents import AgentState
+from mesh.domain.identity import AgentKey
 from mesh.domain.topics import STATE, TASKS
 from processors.state import StateProcessor
 from processors.testing import TestDriver
@@ -17,8 +18,12 @@ def agents() -> dict[str, AgentKey]:
 
 @pytest.fixture
 def driver(agents: dict[str, AgentKey]) -> TestDriver:
-    keys = PublicKeys({name: key.public_bytes for name, key in agents.items()})
-    return TestDriver(StateProcessor(keys), start_ms=5_000)
+    registry = {name: registered(key) for name, key in agents.items()}
+    return TestDriver(StateProcessor(), start_ms=5_000, agents=registry)
+
+
+def registered(key: AgentKey) -> AgentState:
+    return AgentState(key.agent_id, "team", "1", key.public_bytes, "{}")
 
 
 def task_event(

@@ -1,42 +1,88 @@
-"""A compacted topic read into memory: the latest value of every key (a global table).
+"""A compacted topic read into memory: the latest decoded value of every key (a global table).
 
-Used where state must be seen whole rather than per assigned partition: the CLI's views of the
-registry and state, and the registry's public keys for processors that verify senders.
+The one fold helper for read-a-topic-into-state: the processor runtime's global tables (the
+agent registry), the CLI's views of the registry, and ``mesh halts`` all read through it.
+
+* :meth:`Table.catch_up` reads every partition to its end (blocking; at start and when a
+  reader must be sure it has seen everything written so far);
+* :meth:`Table.poll` folds only what the client has already fetched in the background
+  (non-blocking; the runtime calls it between batches, so processing never waits on it).
+
+A value that does not decode is skipped, logged and counted (``undecodable``), never raised:
+one bad record on a shared topic must not take every reader down.
 """
 
 from __future__ import annotations
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
 from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.errors import KafkaUnavailableError, MeshError, TopicNotFoundError
 from mesh.settings import Settings
 
 __all__ = ["Table"]
 
+V = TypeVar("V")
+_log = logging.getLogger("mesh.table")
 
-class Table:
-    """Latest raw value per key of ``topic``; ``catch_up()`` reads what is new."""
 
-    def __init__(self, settings: Settings, bootstrap: str, topic: str) -> None:
+class Table(Generic[V]):
+    """Latest value per key of ``topic``, decoded by ``decode``."""
+
+    def __init__(
+        self, settings: Settings, bootstrap: str, topic: str, decode: Callable[[bytes], V]
+    ) -> None:
         self.topic = topic
-        self.values: dict[bytes, bytes] = {}
+        self.values: dict[str, V] = {}
+        self.undecodable = 0
+        self._decode = decode
         self._consumer = reader(settings, bootstrap)
         metadata = self._consumer.list_topics(topic, timeout=15)
-        partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        if topic not in metadata.topics or not metadata.topics[topic].partitions:
+            self._consumer.close()
+            raise TopicNotFoundError(
+                f"topic {topic} does not exist; run `mesh topics ensure` (or `mesh up`)"
+            )
+        partitions = sorted(metadata.topics[topic].partitions)
         self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         self._consumer.assign(self._partitions)
 
     def catch_up(self) -> int:
+        """Read every partition to its current end; returns the records read."""
         return read_to_end(self._consumer, self._partitions, self._fold)
+
+    def poll(self, max_records: int = 1000) -> int:
+        """Fold what has already arrived, without waiting; returns the records folded."""
+        folded = 0
+        for message in self._consumer.consume(max_records, 0):
+            error = message.error()
+            if error is None:
+                self._fold(message)
+                folded += 1
+            elif error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaUnavailableError(f"following {self.topic} failed: {error}")
+        return folded
 
     def close(self) -> None:
         self._consumer.close()
 
     def _fold(self, message: Message) -> None:
-        key, value = message.key(), message.value()
-        if key is None:
+        raw_key, value = message.key(), message.value()
+        if raw_key is None:
             return
+        key = raw_key.decode(errors="replace")
         if value is None:
             self.values.pop(key, None)
-        else:
-            self.values[key] = value
+            return
+        try:
+            self.values[key] = self._decode(value)
+        except MeshError as exc:
+            self.undecodable += 1
+            _log.warning(
+                "%s[%s]@%s: skipped a value that does not decode: %s",
+                self.topic, message.partition(), message.offset(), exc,
+            )  # fmt: skip

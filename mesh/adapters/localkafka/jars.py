@@ -16,7 +16,7 @@ from mesh.errors import LocalKafkaError
 
 __all__ = ["INFRA_DIR", "classpath", "default_cache_dir", "ensure_jars"]
 
-INFRA_DIR = Path(__file__).resolve().parents[2] / "infra" / "kafka"
+INFRA_DIR = Path(__file__).resolve().parents[3] / "infra" / "kafka"
 
 
 def default_cache_dir() -> Path:

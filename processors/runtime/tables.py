@@ -1,0 +1,97 @@
+"""Global tables the runtime owns and hands to processors read-only (Kafka Streams' GlobalKTable).
+
+Today there is one: the agent registry (``mesh.registry.v1``: identities, keys, capabilities,
+the dependency map). The engine reads it to its end before the first batch and then folds
+what has arrived *between* batches (:meth:`Tables.refresh`, non-blocking), so a processor's
+``process()`` never reads Kafka: it asks ``ctx.agents``.
+
+An agent that registered a moment ago may not be in the table yet when its first event
+arrives. The view then raises :class:`~mesh.errors.TableBehindError`; the runtime (not the
+processor) reads the table to its end and handles the record once more, with a view that
+raises a plain UnknownSenderError on a second miss, so the record is dead-lettered. One read
+per miss, as before the runtime owned the table, but never inside ``process()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+from mesh.domain.agents import AgentState, registered_key
+from mesh.errors import TableBehindError, UnknownSenderError
+
+__all__ = ["AgentsView", "StaticTables", "Tables"]
+
+
+class _Source(Protocol):
+    values: dict[str, AgentState]
+
+    def catch_up(self) -> int: ...
+
+    def poll(self, max_records: int = 1000) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class AgentsView(Mapping[str, AgentState]):
+    """Read-only: every agent's current record, and the key each one signs with."""
+
+    def __init__(self, agents: Mapping[str, AgentState], may_be_behind: bool) -> None:
+        self._agents = agents
+        self._may_be_behind = may_be_behind
+
+    def __getitem__(self, agent_id: str) -> AgentState:
+        return self._agents[agent_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._agents)
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def public_key(self, agent_id: str) -> bytes:
+        """The key ``agent_id`` registered (raise UnknownSenderError if none)."""
+        try:
+            return registered_key(self._agents, agent_id)
+        except UnknownSenderError as exc:
+            if self._may_be_behind:
+                raise TableBehindError(str(exc)) from None
+            raise
+
+
+class Tables:
+    """The runtime's global tables over Kafka (one reader per engine: engines run in threads)."""
+
+    def __init__(self, agents: _Source) -> None:
+        self._agents = agents
+
+    def catch_up(self) -> None:
+        self._agents.catch_up()
+
+    def refresh(self) -> None:
+        self._agents.poll()
+
+    def view(self, may_be_behind: bool = True) -> AgentsView:
+        return AgentsView(self._agents.values, may_be_behind)
+
+    def close(self) -> None:
+        self._agents.close()
+
+
+class StaticTables(Tables):
+    """Fixed tables (the test driver, and jobs that read none): never behind, never read."""
+
+    def __init__(self, agents: Mapping[str, AgentState] | None = None) -> None:
+        self.agents: dict[str, AgentState] = dict(agents or {})
+
+    def catch_up(self) -> None:
+        return None
+
+    def refresh(self) -> None:
+        return None
+
+    def view(self, may_be_behind: bool = True) -> AgentsView:
+        return AgentsView(self.agents, False)
+
+    def close(self) -> None:
+        return None
