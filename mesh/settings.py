@@ -36,6 +36,10 @@ ENV_VARS: dict[str, str] = {
         "More keys trusted to sign halts and resumes: ID=HEX,... (Ed25519 public keys, 64 hex "
         "digits). Always trusted: the mesh and operator keys in the state directory."
     ),
+    "MESH_CONTROL_STALE_MS": (
+        "A sidecar that cannot confirm it is up to date with mesh.control.v1 for this long "
+        "refuses sends and tool calls until it is (fail closed; default 5000)."
+    ),
 }
 
 DEFAULT_KAFKA_PORT = 19092
@@ -62,6 +66,7 @@ class Settings:
     sasl_password: str | None = field(default=None, repr=False)
     max_message_bytes: int = 1_048_576
     control_signers: tuple[tuple[str, bytes], ...] = ()  # (signer id, Ed25519 public key)
+    control_stale_ms: int = 5_000
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (used by CLI options and tests)."""
@@ -106,6 +111,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sasl_password=_text(env, "MESH_SASL_PASSWORD"),
         max_message_bytes=_int(env, "MESH_MAX_MESSAGE_BYTES", 1_048_576, 1024, 100_000_000),
         control_signers=_signers(env),
+        control_stale_ms=_int(env, "MESH_CONTROL_STALE_MS", 5_000, 500, 600_000),
     )
 
 

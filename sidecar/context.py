@@ -1,42 +1,56 @@
 """A task's shared context as the state projections processor holds it (``mesh.state.v1``).
 
 Reads the one partition the task id hashes to, from its beginning (the topic is compacted, so
-this is about one record per task), and returns the newest state. Blocking: the sidecar calls
-it in a worker thread.
+this is about one record per task), and returns the newest state. On aiokafka like the rest
+of the sidecar: one client library per service.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from mesh.adapters.kafka.config import aiokafka_consumer_config
 from mesh.adapters.kafka.partitioning import partition_for
-from mesh.adapters.kafka.reading import read_to_end, reader
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.topics import STATE
+from mesh.errors import KafkaUnavailableError, TopicNotFoundError
 from mesh.settings import Settings
 
 __all__ = ["read_task_state"]
 
 
-def read_task_state(
+async def read_task_state(
     settings: Settings, bootstrap: str, serde: Serde, task_id: str
 ) -> dict[str, Any] | None:
     """The task's current state record (None: the mesh has seen no event of it)."""
     topic = f"{settings.topic_prefix}{STATE}"
-    consumer = reader(settings, bootstrap)
+    consumer = AIOKafkaConsumer(**aiokafka_consumer_config(settings, bootstrap, None))
     try:
-        partitions = len(consumer.list_topics(topic, timeout=15).topics[topic].partitions)
-        tp = TopicPartition(topic, partition_for(task_id.encode(), partitions), OFFSET_BEGINNING)
-        consumer.assign([tp])
-        latest: list[bytes | None] = [None]
-
-        def fold(message: Message) -> None:
-            if message.key() == task_id.encode():
-                latest[0] = message.value()
-
-        read_to_end(consumer, [tp], fold)
+        await consumer.start()
+        latest = await _latest(consumer, topic, task_id.encode())
+    except KafkaError as exc:
+        raise KafkaUnavailableError(f"cannot read {topic}: {exc}; is the broker up?") from exc
     finally:
-        consumer.close()
-    return serde.decode(latest[0]).record if latest[0] is not None else None
+        await consumer.stop()
+    return serde.decode(latest).record if latest is not None else None
+
+
+async def _latest(consumer: AIOKafkaConsumer, topic: str, key: bytes) -> bytes | None:
+    await consumer.topics()  # fetches the cluster's metadata
+    count = len(consumer.partitions_for_topic(topic) or ())
+    if not count:
+        raise TopicNotFoundError(f"topic {topic} does not exist; run `mesh topics ensure`")
+    tp = TopicPartition(topic, partition_for(key, count))
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    end = (await consumer.end_offsets([tp]))[tp]
+    latest: bytes | None = None
+    while await consumer.position(tp) < end:
+        batch = await consumer.getmany(tp, timeout_ms=200)
+        for record in batch.get(tp, []):
+            if record.key == key:
+                latest = record.value
+    return latest

@@ -48,7 +48,6 @@ from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec, OpenedMessage
 from mesh.domain.agent_record import from_record
 from mesh.domain.agents import AgentState, AgentStatus
-from mesh.domain.control import HaltBook
 from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
 from mesh.domain.dependencies import capabilities
 from mesh.domain.envelope import Envelope, RecipientKind, new_envelope
@@ -63,8 +62,9 @@ from mesh.domain.topics import (
     inbox_topic,
 )
 from mesh.errors import (
-    HaltedError,
+    AgentRefusedError,
     IdentityError,
+    KafkaUnavailableError,
     MeshError,
     PolicyViolationError,
     ProcessorError,
@@ -74,68 +74,22 @@ from mesh.errors import (
 )
 from mesh.settings import Settings
 from sidecar.context import read_task_state
+from sidecar.delivery import Delivery, message_body
 from sidecar.follow import Follower
+from sidecar.halts import ControlView
 from sidecar.policy import SpendWindow
+from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
+from sidecar.supervise import Supervisor
+from sidecar.telemetry import TELEMETRY_SUBJECT, Kind, telemetry_body, telemetry_envelope
 
-__all__ = ["Delivery", "Sidecar"]
+__all__ = ["Delivery", "Sidecar", "message_body"]
 
 MESSAGE_SUBJECT = "mesh.a2a.Message"
-TELEMETRY_SUBJECT = "mesh.telemetry.TelemetryEvent"
 _RECENT_IDS = 4096
 HaltHandler = Callable[[dict[str, Any] | None], Awaitable[None] | None]
 
 _log = logging.getLogger("mesh.sidecar")
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A verified, decoded message handed to the agent."""
-
-    envelope: Envelope
-    subject: str
-    body: dict[str, Any]
-    partition: int
-    offset: int
-
-    @property
-    def message_id(self) -> str:
-        return self.envelope.message_id
-
-    @property
-    def sender(self) -> str:
-        return self.envelope.sender
-
-    @property
-    def task_id(self) -> str | None:
-        return self.envelope.task_id
-
-    def text(self) -> str:
-        """The message's text parts, joined (for ``mesh.a2a.Message`` bodies)."""
-        return "\n".join(p["text"] for p in self.body.get("parts", []) if p.get("text"))
-
-    def data(self) -> Any:
-        """The first DATA part, parsed (None if there is none)."""
-        for part in self.body.get("parts", []):
-            if part.get("data_json"):
-                return orjson.loads(part["data_json"])
-        return None
-
-    def to_json(self) -> dict[str, Any]:
-        e = self.envelope
-        return {
-            "message_id": e.message_id,
-            "sender": e.sender,
-            "task_id": e.task_id,
-            "conversation_id": e.conversation_id,
-            "correlation_id": e.correlation_id,
-            "causation_id": e.causation_id,
-            "hop_count": e.hop_count,
-            "created_at_ms": e.created_at_ms,
-            "traceparent": e.traceparent,
-            "subject": self.subject,
-            "body": self.body,
-        }
 
 
 @dataclass
@@ -147,30 +101,8 @@ class _Counters:
     duplicates: int = 0
     spend_usd: float = 0.0
     untrusted_controls: int = 0  # control records ignored: not signed by a control signer
+    apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
     halt_latencies_ms: list[float] = field(default_factory=list)
-
-
-def message_body(
-    text: str | None = None, data: Any = None, metadata: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """A ``mesh.a2a.Message`` body with a TEXT and/or a DATA part."""
-    parts: list[dict[str, Any]] = []
-    if text is not None:
-        parts.append(_part("TEXT", text=text))
-    if data is not None:
-        parts.append(_part("DATA", data_json=orjson.dumps(data).decode()))
-    return {"role": "AGENT", "parts": parts, "metadata": dict(metadata or {})}
-
-
-def _part(kind: str, **values: Any) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "text": None,
-        "data_json": None,
-        "file_uri": None,
-        "mime_type": None,
-        **values,
-    }
 
 
 class Sidecar:
@@ -197,26 +129,36 @@ class Sidecar:
         self.codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
         self.spend = SpendWindow(spec.policy)
         self.counters = _Counters()
-        self.halt: dict[str, Any] | None = None
-        self.failure: BaseException | None = None
+        self.control = ControlView(spec.agent_id, settings.control_stale_ms / 1000)
+        self.supervisor = Supervisor(spec.agent_id)
         self._halt_handlers: list[HaltHandler] = []
         self._prefix = settings.topic_prefix
         self._inbox = f"{self._prefix}{inbox_topic(spec.agent_id).name}"
         self._agents: dict[str, AgentState] = {}
         self._registry_changed = asyncio.Event()
-        self._book = HaltBook()
         self._signers = control_signers(settings)
         self._queue: asyncio.Queue[tuple[Delivery, TopicPartition]] = asyncio.Queue(1000)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._delivered: OrderedDict[str, Envelope] = OrderedDict()
         self._taken: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
-        self._tasks: list[asyncio.Task[None]] = []
         self._producer: AIOKafkaProducer | None = None
         self._inbox_consumer: AIOKafkaConsumer | None = None
-        self._followers: list[Follower] = []
+        self._partitions: dict[str, int] = {}
+        self.follower: Follower | None = None
         self._heartbeats = 0
+        self._registered = False
+        self._applying: set[asyncio.Task[None]] = set()
         self.started = False
+
+    @property
+    def halt(self) -> dict[str, Any] | None:
+        """The halt in force for this agent (None: it may act, if control is followed)."""
+        return self.control.applied
+
+    def healthy(self) -> bool:
+        """Control is followed and current (see sidecar.halts); false: the agent may not act."""
+        return self.started and self.control.healthy(time.monotonic())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -229,20 +171,11 @@ class Sidecar:
             raise
 
     async def _start(self) -> None:
-        partitions = await asyncio.to_thread(self._ensure_inbox)
+        self._partitions = await asyncio.to_thread(self._ensure_inbox)
         self._producer = AIOKafkaProducer(**aiokafka_producer_config(self.settings, self.bootstrap))
         await self._producer.start()
-        self._followers = [
-            Follower(self.settings, self.bootstrap, topic, partitions[topic], on_record)
-            for topic, on_record in (
-                (f"{self._prefix}{REGISTRY}", self._on_agent),
-                (f"{self._prefix}{CONTROL}", self._on_control),
-            )
-        ]
-        for follower in self._followers:
-            await follower.start()
-        for follower in self._followers:
-            await follower.wait_caught_up()
+        self.supervisor.spawn("control follower", self._follow, self.control.follower_stopped)
+        await self._wait_for_control()
         # Registered before the halt in force is applied, so that its acknowledgement is about
         # a known agent; the agent cannot act before start() returns either way.
         await self._produce_event(
@@ -250,32 +183,53 @@ class Sidecar:
             "mesh.registry.AgentRegistered",
             self.spec.registration(self.key.public_bytes),
         )
+        self._registered = True
         await self._apply_halt_state()
         group = f"{self._prefix}agent.{self.agent_id}"
         self._inbox_consumer = AIOKafkaConsumer(
             self._inbox, **aiokafka_consumer_config(self.settings, self.bootstrap, group)
         )
         await self._inbox_consumer.start()
-        self._tasks = [
-            asyncio.create_task(self._consume_inbox(), name=f"{self.agent_id} inbox"),
-            asyncio.create_task(self._heartbeat(), name=f"{self.agent_id} heartbeat"),
-            asyncio.create_task(self._commit_loop(), name=f"{self.agent_id} commits"),
-        ]
-        for task in self._tasks:
-            task.add_done_callback(self._watch)
+        self.supervisor.spawn("inbox", self._consume_inbox)
+        self.supervisor.spawn("heartbeat", self._heartbeat)
+        self.supervisor.spawn("commits", self._commit_loop)
         self.started = True
 
-    def _watch(self, task: asyncio.Task[None]) -> None:
-        """A background loop that dies takes the sidecar down loudly, never silently."""
-        if not task.cancelled() and task.exception() is not None:
-            self.failure = task.exception()
+    async def _follow(self) -> None:
+        """Follow the registry and the control topic (one consumer) until cancelled; a new
+        follower after a failure re-reads both from their beginning (folding is idempotent)."""
+        topics = {
+            f"{self._prefix}{REGISTRY}": self._on_agent,
+            f"{self._prefix}{CONTROL}": self._on_control,
+        }
+        confirm_every_s = max(0.1, self.control.stale_after_s / 5)
+        follower = Follower(
+            self.settings,
+            self.bootstrap,
+            topics,
+            self._partitions,
+            self.control.confirmed,
+            confirm_every_s,
+        )
+        self.follower = follower
+        try:
+            await follower.run(await follower.start())
+        finally:
+            await follower.stop()
+
+    async def _wait_for_control(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.control.confirmed_at is None:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(
+                    f"the sidecar of {self.agent_id!r} could not read the registry and the "
+                    f"control topic within {timeout_s:.0f}s; is the broker up?"
+                )
+            await asyncio.sleep(0.01)
 
     async def stop(self, *, deregister: bool = True) -> None:
         """Detach; a clean stop retires the agent from the registry (``deregister``)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self.supervisor.stop()
         if self._inbox_consumer is not None:
             await self._commit()
             await self._inbox_consumer.stop()
@@ -289,9 +243,7 @@ class Sidecar:
                 )
             await self._producer.stop()
             self._producer = None
-        for follower in self._followers:
-            await follower.stop()
-        self._followers = []
+        self._registered = False
         self.started = False
 
     async def __aenter__(self) -> Sidecar:
@@ -328,20 +280,21 @@ class Sidecar:
             body = message_body(text, data)
         try:
             self._refuse_if_halted()
-            recipient = self._route(to, capability, task_id)
-            envelope = self._stamp(recipient, capability, task_id, reply_to)
+            policy = self.spec.policy
+            recipient = route(self._agents, self.control.book, policy, to, capability, task_id)
+            envelope = stamp(self.agent_id, recipient, task_id, self._cause(reply_to))
             self.spec.policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)
             value = self.codec.seal(envelope, subject, body, self.key)
             self.spec.policy.check_size(len(value))
-        except (PolicyViolationError, SerdeError, HaltedError) as exc:
+        except (AgentRefusedError, SerdeError) as exc:
             await self._refused("send", exc, peer=to or capability)
             raise
         topic = f"{self._prefix}{inbox_topic(recipient).name}"
         key = (envelope.task_id or envelope.conversation_id).encode()
         await self._produce_all(
             (topic, key, value),
-            self._telemetry_record("MESSAGE_SENT", subject, peer=recipient, hops=envelope),
+            self._telemetry_record(Kind.MESSAGE_SENT, subject, peer=recipient, about=envelope),
         )
         self.counters.sent += 1
         return envelope.message_id
@@ -359,7 +312,7 @@ class Sidecar:
         """Report a tool call (refused if the tool or the spend is outside the policy)."""
         digest = hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
         await self._report(
-            "TOOL_CALL",
+            Kind.TOOL_CALL,
             tool,
             cost_usd,
             check_tool=True,
@@ -379,7 +332,7 @@ class Sidecar:
         latency_ms: float = 0.0,
     ) -> None:
         await self._report(
-            "MODEL_CALL",
+            Kind.MODEL_CALL,
             model,
             cost_usd,
             input_tokens=input_tokens,
@@ -388,7 +341,7 @@ class Sidecar:
         )
 
     async def report_error(self, name: str, detail: str) -> None:
-        await self._report("ERROR", name, 0.0, ok=False, detail=detail)
+        await self._report(Kind.ERROR, name, 0.0, ok=False, detail=detail)
 
     async def task_event(
         self,
@@ -439,16 +392,12 @@ class Sidecar:
 
     async def context(self, task_id: str) -> dict[str, Any] | None:
         """The task's shared context as the state projections hold it (None: unknown task)."""
-        return await asyncio.to_thread(
-            read_task_state, self.settings, self.bootstrap, self.serde, task_id
-        )
+        return await read_task_state(self.settings, self.bootstrap, self.serde, task_id)
 
     # -- incoming --------------------------------------------------------------------------
 
     async def receive(self, timeout_s: float | None = None) -> Delivery | None:
         """The next verified message (None on timeout). Taking it marks it for commit."""
-        if self._queue.empty():
-            self._raise_if_failed()
         try:
             delivery, tp = await asyncio.wait_for(self._queue.get(), timeout_s)
         except TimeoutError:
@@ -465,79 +414,26 @@ class Sidecar:
 
     # -- internals: outgoing ---------------------------------------------------------------
 
-    def _raise_if_failed(self) -> None:
-        if self.failure is not None:
-            raise ProcessorError(
-                f"the sidecar of {self.agent_id!r} failed and must be restarted: "
-                f"{type(self.failure).__name__}: {self.failure}"
-            ) from self.failure
-
     def _refuse_if_halted(self) -> None:
-        self._raise_if_failed()
-        if self.halt is not None:
-            raise HaltedError(
-                f"agent {self.agent_id!r} is halted by {self.halt['rule']}: "
-                f"{self.halt['reason']} (requested by {self.halt['requested_by']}); "
-                "nothing was sent. An operator lifts it with `mesh resume`"
-            )
+        """Fail closed: raise unless control is followed and no halt is in force."""
+        if self._producer is None:
+            raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
+        self.control.check(time.monotonic())
 
-    def _route(self, to: str | None, capability: str | None, task_id: str | None) -> str:
-        if (to is None) == (capability is None):
+    def _cause(self, reply_to: Delivery | str | None) -> Envelope | None:
+        if isinstance(reply_to, Delivery):
+            return reply_to.envelope
+        if reply_to is None:
+            return None
+        cause = self._delivered.get(reply_to)
+        if cause is None:
             raise PolicyViolationError(
-                "bad_recipient", "name exactly one of an agent (to) or a capability"
+                "unknown_cause", f"no recently delivered message {reply_to!r} to reply to"
             )
-        if capability is not None:
-            self.spec.policy.check_capability(capability)
-            candidates = sorted(
-                a.agent_id
-                for a in self._agents.values()
-                if a.status is not AgentStatus.RETIRED
-                and capability in capabilities(a)
-                and self._book.halt_for(a.agent_id, capabilities(a)) is None
-            )
-            if not candidates:
-                raise PolicyViolationError(
-                    "no_recipient",
-                    f"no registered, running agent offers capability {capability!r}",
-                )
-            pick = hashlib.sha256((task_id or str(uuid.uuid4())).encode()).digest()[0]
-            to = candidates[pick % len(candidates)]
-        if to is None:
-            raise PolicyViolationError("bad_recipient", "name an agent or a capability")
-        self.spec.policy.check_recipient(to)
-        agent = self._agents.get(to)
-        if agent is None or agent.status is AgentStatus.RETIRED:
-            raise PolicyViolationError(
-                "unknown_recipient",
-                f"agent {to!r} is not registered with the mesh (or has retired); nothing sent",
-            )
-        return to
-
-    def _stamp(
-        self,
-        recipient: str,
-        capability: str | None,
-        task_id: str | None,
-        reply_to: Delivery | str | None,
-    ) -> Envelope:
-        cause = reply_to.envelope if isinstance(reply_to, Delivery) else None
-        if isinstance(reply_to, str):
-            cause = self._delivered.get(reply_to)
-            if cause is None:
-                raise PolicyViolationError(
-                    "unknown_cause", f"no recently delivered message {reply_to!r} to reply to"
-                )
-        if cause is not None:
-            changes: dict[str, Any] = {}
-            if task_id is not None:
-                changes["task_id"] = task_id
-            return cause.reply(self.agent_id, recipient, **changes)
-        return new_envelope(
-            self.agent_id, recipient, task_id=task_id, traceparent=_traceparent()
-        )._replace(recipient_kind=RecipientKind.AGENT)
+        return cause
 
     async def _report(
-        self, kind: str, name: str, cost_usd: float, *, check_tool: bool = False, **fields: Any
+        self, kind: Kind, name: str, cost_usd: float, *, check_tool: bool = False, **fields: Any
     ) -> None:
         try:
             self._refuse_if_halted()
@@ -546,7 +442,7 @@ class Sidecar:
             if cost_usd < 0:
                 raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
             self.spend.admit(cost_usd, self.clock())
-        except (PolicyViolationError, HaltedError) as exc:
+        except AgentRefusedError as exc:
             await self._refused(name, exc)
             raise
         self.counters.spend_usd += cost_usd
@@ -556,35 +452,14 @@ class Sidecar:
         self.counters.refused += 1
         detail = f"{getattr(exc, 'rule', exc.code)}: {exc}"
         await self._produce_all(
-            self._telemetry_record("SEND_REFUSED", what, peer=peer, ok=False, detail=detail)
+            self._telemetry_record(Kind.SEND_REFUSED, what, peer=peer, ok=False, detail=detail)
         )
 
     def _telemetry_record(
-        self, kind: str, name: str, *, hops: Envelope | None = None, **fields: Any
+        self, kind: Kind, name: str, *, about: Envelope | None = None, **fields: Any
     ) -> tuple[str, bytes, bytes]:
-        body = {
-            "agent_id": self.agent_id,
-            "kind": kind,
-            "name": name,
-            "peer": None,
-            "arguments_digest": None,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cost_usd": 0.0,
-            "latency_ms": 0.0,
-            "ok": True,
-            "detail": None,
-            **fields,
-        }
-        envelope = new_envelope(self.agent_id, "", recipient_kind=RecipientKind.BROADCAST)
-        if hops is not None:  # telemetry about a message carries its causality (loop rules)
-            envelope = envelope._replace(
-                correlation_id=hops.correlation_id,
-                conversation_id=hops.conversation_id,
-                hop_count=hops.hop_count,
-                task_id=hops.task_id,
-                causation_id=hops.message_id,
-            )
+        body = telemetry_body(self.agent_id, kind, name, **fields)
+        envelope = telemetry_envelope(self.agent_id, about)
         value = self.codec.seal(envelope, TELEMETRY_SUBJECT, body, self.key)
         return f"{self._prefix}{TELEMETRY}", self.agent_id.encode(), value
 
@@ -739,34 +614,38 @@ class Sidecar:
                 self.agent_id, record.topic, record.partition, record.offset, exc,
             )  # fmt: skip
             return
-        self._book.apply((record.key or b"").decode(), opened.body)
-        if self.started:
-            asyncio.get_running_loop().create_task(self._apply_halt_state())
+        self.control.fold((record.key or b"").decode(), opened.body)
+        if self._registered:  # from registration on, every change is applied as it arrives
+            self._apply_soon()
+
+    def _apply_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._apply_halt_state())
+        self._applying.add(task)
+        task.add_done_callback(self._applied)
+
+    def _applied(self, task: asyncio.Task[None]) -> None:
+        self._applying.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.counters.apply_failures += 1
+            _log.error("%s: applying a halt change failed: %r", self.agent_id, task.exception())
 
     async def _apply_halt_state(self) -> None:
         mine = capabilities(self._agents.get(self.agent_id)) or list(self.spec.capabilities)
-        halt = self._book.halt_for(self.agent_id, mine)
-        if halt == self.halt:
+        change = self.control.change(mine)
+        if change is None:
             return
-        self.halt = halt
+        halt = change.halt
         if halt is not None:
             produced = halt.get("trigger_produced_at")
             if produced and self.started:
                 self.counters.halt_latencies_ms.append(self.clock() * 1000 - produced)
-            await self._produce_all(
-                self._telemetry_record(
-                    "HALT_ACK", halt["rule"], detail=f"{halt['command_id']}: {halt['reason']}"
-                )
-            )
+            detail = f"{halt['command_id']}: {halt['reason']}"
+            ack = self._telemetry_record(Kind.HALT_ACK, halt["rule"], detail=detail)
+            await self._produce_all(ack)
         else:
             self.spend = SpendWindow(self.spec.policy)
-            await self._produce_all(self._telemetry_record("RESUME_ACK", "resume"))
+            await self._produce_all(self._telemetry_record(Kind.RESUME_ACK, "resume"))
         for handler in self._halt_handlers:
             result = handler(halt)
             if result is not None:
                 await result
-
-
-def _traceparent() -> str:
-    """A fresh W3C trace context for a root message (version 00, sampled)."""
-    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -24,7 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mesh.errors import HaltedError, MeshError, PolicyViolationError, SerdeError
+from mesh.errors import (
+    ControlUnavailableError,
+    HaltedError,
+    MeshError,
+    PolicyViolationError,
+    SerdeError,
+)
 from sidecar.core import Sidecar
 
 __all__ = ["SidecarServer", "build_app", "new_token"]
@@ -49,6 +56,8 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
                 return await handler(request)
             except HaltedError as exc:
                 return _error(409, exc.code, str(exc), "halted")
+            except ControlUnavailableError as exc:  # fail closed: retry once healthy
+                return _error(503, exc.code, str(exc), "control_unavailable")
             except PolicyViolationError as exc:
                 return _error(403, exc.code, str(exc), exc.rule)
             except SerdeError as exc:
@@ -61,18 +70,26 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         return call
 
     async def health(request: Request) -> Response:
+        """200 while the agent may act or is halted (known state); 503 while the sidecar
+        cannot follow the control topic and so refuses everything (fail closed)."""
         c = sidecar.counters
+        unavailable = sidecar.control.unavailable(time.monotonic())
+        status = "unavailable" if unavailable else "halted" if sidecar.halt else "running"
         return JSONResponse(
             {
                 "agent_id": sidecar.agent_id,
-                "status": "halted" if sidecar.halt else "running",
+                "status": status,
+                "healthy": unavailable is None,
+                "control": unavailable or "following",
+                "restarts": sidecar.supervisor.restarts,
                 "halt": sidecar.halt,
                 "sent": c.sent,
                 "received": c.received,
                 "refused": c.refused,
                 "dead_lettered": c.dead_lettered,
                 "spend_usd": c.spend_usd,
-            }
+            },
+            status_code=503 if unavailable else 200,
         )
 
     async def send(request: Request) -> Response:

@@ -21,7 +21,12 @@ from mesh.domain.control import Action, Scope, control_key, control_record
 from mesh.domain.envelope import new_envelope
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import CONTROL, DLQ, TELEMETRY, inbox_topic
-from mesh.errors import HaltedError, PolicyViolationError, RecordEncodeError
+from mesh.errors import (
+    ControlUnavailableError,
+    HaltedError,
+    PolicyViolationError,
+    RecordEncodeError,
+)
 from mesh.settings import Settings
 from processors.registry import AgentStatus, RegistryProcessor
 from processors.runtime.engine import Engine
@@ -126,8 +131,8 @@ async def test_bad_records_in_an_inbox_go_to_the_dead_letter_topic(mesh: Mesh) -
         good = await alice.send("bob", text="real")
         got = await bob.receive(timeout_s=15)
         assert got is not None and got.message_id == good  # the only thing bob ever sees
-        await _until(lambda: bob.counters.dead_lettered == len(bad) or bob.failure, "refusals")
-        assert bob.failure is None
+        await _until(lambda: bob.counters.dead_lettered == len(bad), "refusals")
+        assert bob.supervisor.restarts == {}
         letters = {letter["original"]: letter for letter in mesh.dead_letters()}
         assert set(letters) == set(bad)
         assert letters[forged]["reason_code"] == "bad_signature"
@@ -239,6 +244,28 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
 def status(sidecar: Sidecar, agent_id: str) -> AgentStatus | None:
     agent = sidecar.agents().get(agent_id)
     return agent.status if agent is not None else None
+
+
+async def test_a_sidecar_that_cannot_follow_control_refuses_until_it_has_caught_up(
+    mesh: Mesh,
+) -> None:
+    async with mesh.sidecar("carol") as carol:
+        await carol.send("carol", text="before")
+        carol.supervisor.first_backoff_s = 1.0  # a window wide enough to act in
+        follower = carol.follower
+        assert follower is not None
+        await follower._consumer.stop()  # the follower's client dies under it
+        await _until(lambda: not carol.control.following, "the dead follower noticed")
+        assert not carol.healthy()
+        with pytest.raises(ControlUnavailableError, match="follower of the control topic"):
+            await carol.send("carol", text="while blind")
+        with pytest.raises(ControlUnavailableError):
+            await carol.report_tool_call("search")
+        await _until(carol.healthy, "the restarted follower caught up")
+        assert carol.supervisor.restarts == {"control follower": 1}
+        assert carol.control.lost == 1
+        await carol.send("carol", text="after")
+        assert carol.counters.refused == 2
 
 
 async def _until(condition: Any, what: str, timeout_s: float = 15.0) -> None:
