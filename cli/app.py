@@ -1,7 +1,8 @@
 """The `mesh` command: one Typer app, sub-commands per concern, one error boundary.
 
 Every MeshError is shown as one clear line (exit 1; 2 for bad configuration), never as a
-traceback. Bad arguments are Typer's usage errors (exit 2).
+traceback. Bad arguments are Typer's usage errors (exit 2). Anything else is a bug: it is
+shown as one line too (exit 1), naming ``--debug``, which prints the traceback instead.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="mesh",
-    help="Agent Mesh: an event-sourced control plane for fleets of AI agents, on Apache Kafka.",
+    help=(
+        "Agent Mesh: an event-sourced control plane for fleets of AI agents, on Apache Kafka. "
+        "Add --debug to any command for a traceback on an unexpected error."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -56,8 +60,22 @@ _errors = Console(stderr=True)
 
 def main() -> None:
     """Run the CLI. Usage errors are Typer's (exit 2); mesh errors are one line (exit 1 or 2)."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv.remove("--debug")
     try:
         app()
     except MeshError as exc:
         _errors.print(f"[bold red]error[/] ({exc.code}): {exc}", highlight=False)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        _errors.print(
+            f"[bold red]error[/] (unexpected): {type(exc).__name__}: {exc}. This is a bug in "
+            "the mesh; run the command again with --debug for the traceback and report it",
+            highlight=False,
+        )
+        sys.exit(1)

@@ -115,7 +115,11 @@ def halts() -> None:
 
 def _send(action: Action, scope: Scope, target: str, reason: str) -> None:
     current = settings()
-    record, operator = send_command(current, bootstrap(current), action, scope, target, reason)
+    record, operator, notes = send_command(
+        current, bootstrap(current), action, scope, target, reason
+    )
+    for note in notes:
+        console.print(f"note: {note}")
     affected = record["affected_agents"]
     console.print(
         f"{action.value.lower()} {scope.value.lower()} {target} sent as {operator}"

@@ -137,7 +137,8 @@ class TestDriver(Generic[S]):
         return [record for _, record in self.read(DLQ)]
 
     def state(self, key: str) -> S | None:
-        assert self.core is not None, "state() reads a keyed processor's store"  # noqa: S101
+        if self.core is None:
+            raise TypeError("state() reads a keyed processor's store; this driver runs a job")
         for states in self.core.store.partitions.values():
             if key in states:
                 return states[key]

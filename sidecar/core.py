@@ -20,6 +20,15 @@ clean stop. Everything the agent does passes through here:
   HaltedError("halted by RULE: REASON"); the halt is acknowledged on telemetry (``HALT_ACK``)
   and handed to the agent's halt handlers. A resume restores service and is acknowledged too
   (``RESUME_ACK``); the registry shows the agent HALTED between the two.
+* **Fail closed**: while the sidecar cannot show it is up to date with the control topic, it
+  refuses every send and report (:mod:`sidecar.halts`).
+
+This class is the facade; the parts are small modules, each unit-tested with no broker:
+:mod:`sidecar.routing` (where a send goes, how it is stamped), :mod:`sidecar.outbox` (sealing
+and writing), :mod:`sidecar.inbox` (verification, de-duplication, commits),
+:mod:`sidecar.halts` (halts in force and whether control can be trusted),
+:mod:`sidecar.telemetry`, :mod:`sidecar.follow` (the registry and control follower) and
+:mod:`sidecar.supervise` (every background loop restarted, logged and counted).
 """
 
 from __future__ import annotations
@@ -31,13 +40,12 @@ import logging
 import os
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from mesh.adapters.kafka.admin import TopicAdmin
@@ -45,25 +53,15 @@ from mesh.adapters.kafka.config import aiokafka_consumer_config, aiokafka_produc
 from mesh.adapters.keyfiles import control_signers, load_or_create_key
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.control import open_control
-from mesh.adapters.serde.messages import MessageCodec, OpenedMessage
+from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import from_record
-from mesh.domain.agents import AgentState, AgentStatus
-from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
+from mesh.domain.agents import AgentState, registered_key
 from mesh.domain.dependencies import capabilities
-from mesh.domain.envelope import Envelope, RecipientKind, new_envelope
+from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.domain.topics import (
-    CONTROL,
-    DLQ,
-    REGISTRY,
-    REGISTRY_EVENTS,
-    TASKS,
-    TELEMETRY,
-    inbox_topic,
-)
+from mesh.domain.topics import CONTROL, REGISTRY, REGISTRY_EVENTS, TASKS, inbox_topic
 from mesh.errors import (
     AgentRefusedError,
-    IdentityError,
     KafkaUnavailableError,
     MeshError,
     PolicyViolationError,
@@ -77,32 +75,20 @@ from sidecar.context import read_task_state
 from sidecar.delivery import Delivery, message_body
 from sidecar.follow import Follower
 from sidecar.halts import ControlView
+from sidecar.inbox import Counters, Inbox, Position
+from sidecar.outbox import KafkaSink, Outbox
 from sidecar.policy import SpendWindow
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
-from sidecar.telemetry import TELEMETRY_SUBJECT, Kind, telemetry_body, telemetry_envelope
+from sidecar.telemetry import Kind
 
-__all__ = ["Delivery", "Sidecar", "message_body"]
+__all__ = ["MESSAGE_SUBJECT", "Delivery", "Sidecar", "message_body"]
 
 MESSAGE_SUBJECT = "mesh.a2a.Message"
-_RECENT_IDS = 4096
 HaltHandler = Callable[[dict[str, Any] | None], Awaitable[None] | None]
 
 _log = logging.getLogger("mesh.sidecar")
-
-
-@dataclass
-class _Counters:
-    sent: int = 0
-    received: int = 0
-    refused: int = 0
-    dead_lettered: int = 0
-    duplicates: int = 0
-    spend_usd: float = 0.0
-    untrusted_controls: int = 0  # control records ignored: not signed by a control signer
-    apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
-    halt_latencies_ms: list[float] = field(default_factory=list)
 
 
 class Sidecar:
@@ -128,24 +114,22 @@ class Sidecar:
         self.heartbeat_s, self.key_wait_s, self.clock = heartbeat_s, key_wait_s, clock
         self.codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
         self.spend = SpendWindow(spec.policy)
-        self.counters = _Counters()
+        self.counters = Counters()
         self.control = ControlView(spec.agent_id, settings.control_stale_ms / 1000)
         self.supervisor = Supervisor(spec.agent_id)
-        self._halt_handlers: list[HaltHandler] = []
+        self.follower: Follower | None = None
         self._prefix = settings.topic_prefix
-        self._inbox = f"{self._prefix}{inbox_topic(spec.agent_id).name}"
+        self._sink = KafkaSink(aiokafka_producer_config(settings, bootstrap))
+        self.outbox = Outbox(self.agent_id, self.key, self.codec, self._prefix, self._sink)
+        self.inbox = Inbox(
+            self.codec, self._sender_key, self.outbox, f"sidecar:{self.instance_id}", self.counters
+        )
+        self._halt_handlers: list[HaltHandler] = []
         self._agents: dict[str, AgentState] = {}
         self._registry_changed = asyncio.Event()
         self._signers = control_signers(settings)
-        self._queue: asyncio.Queue[tuple[Delivery, TopicPartition]] = asyncio.Queue(1000)
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._delivered: OrderedDict[str, Envelope] = OrderedDict()
-        self._taken: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        self._producer: AIOKafkaProducer | None = None
         self._inbox_consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[str, int] = {}
-        self.follower: Follower | None = None
         self._heartbeats = 0
         self._registered = False
         self._applying: set[asyncio.Task[None]] = set()
@@ -163,7 +147,10 @@ class Sidecar:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Attach: inbox, registry and control followers caught up, registered, heartbeating."""
+        """Attach: registry and control followed and caught up, registered, inbox consumed,
+        heartbeating. Idempotent."""
+        if self.started:
+            return
         try:
             await self._start()
         except BaseException:
@@ -172,22 +159,19 @@ class Sidecar:
 
     async def _start(self) -> None:
         self._partitions = await asyncio.to_thread(self._ensure_inbox)
-        self._producer = AIOKafkaProducer(**aiokafka_producer_config(self.settings, self.bootstrap))
-        await self._producer.start()
+        await self._sink.start()
         self.supervisor.spawn("control follower", self._follow, self.control.follower_stopped)
         await self._wait_for_control()
         # Registered before the halt in force is applied, so that its acknowledgement is about
         # a known agent; the agent cannot act before start() returns either way.
-        await self._produce_event(
-            REGISTRY_EVENTS,
-            "mesh.registry.AgentRegistered",
-            self.spec.registration(self.key.public_bytes),
-        )
+        registration = self.spec.registration(self.key.public_bytes)
+        await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRegistered", registration)
         self._registered = True
         await self._apply_halt_state()
         group = f"{self._prefix}agent.{self.agent_id}"
         self._inbox_consumer = AIOKafkaConsumer(
-            self._inbox, **aiokafka_consumer_config(self.settings, self.bootstrap, group)
+            f"{self._prefix}{inbox_topic(self.agent_id).name}",
+            **aiokafka_consumer_config(self.settings, self.bootstrap, group),
         )
         await self._inbox_consumer.start()
         self.supervisor.spawn("inbox", self._consume_inbox)
@@ -195,54 +179,19 @@ class Sidecar:
         self.supervisor.spawn("commits", self._commit_loop)
         self.started = True
 
-    async def _follow(self) -> None:
-        """Follow the registry and the control topic (one consumer) until cancelled; a new
-        follower after a failure re-reads both from their beginning (folding is idempotent)."""
-        topics = {
-            f"{self._prefix}{REGISTRY}": self._on_agent,
-            f"{self._prefix}{CONTROL}": self._on_control,
-        }
-        confirm_every_s = max(0.1, self.control.stale_after_s / 5)
-        follower = Follower(
-            self.settings,
-            self.bootstrap,
-            topics,
-            self._partitions,
-            self.control.confirmed,
-            confirm_every_s,
-        )
-        self.follower = follower
-        try:
-            await follower.run(await follower.start())
-        finally:
-            await follower.stop()
-
-    async def _wait_for_control(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.control.confirmed_at is None:
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(
-                    f"the sidecar of {self.agent_id!r} could not read the registry and the "
-                    f"control topic within {timeout_s:.0f}s; is the broker up?"
-                )
-            await asyncio.sleep(0.01)
-
     async def stop(self, *, deregister: bool = True) -> None:
-        """Detach; a clean stop retires the agent from the registry (``deregister``)."""
+        """Detach; a clean stop retires the agent from the registry (``deregister``).
+        Idempotent."""
         await self.supervisor.stop()
         if self._inbox_consumer is not None:
-            await self._commit()
+            with contextlib.suppress(KafkaError, KafkaUnavailableError):
+                await self._commit()  # what was not committed is redelivered: at least once
             await self._inbox_consumer.stop()
             self._inbox_consumer = None
-        if self._producer is not None:
-            if deregister and self.started:
-                await self._produce_event(
-                    REGISTRY_EVENTS,
-                    "mesh.registry.AgentRetired",
-                    {"agent_id": self.agent_id, "reason": "sidecar stopped cleanly"},
-                )
-            await self._producer.stop()
-            self._producer = None
+        if deregister and self.started:
+            retired = {"agent_id": self.agent_id, "reason": "sidecar stopped cleanly"}
+            await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRetired", retired)
+        await self._sink.stop()
         self._registered = False
         self.started = False
 
@@ -285,17 +234,15 @@ class Sidecar:
             envelope = stamp(self.agent_id, recipient, task_id, self._cause(reply_to))
             self.spec.policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)
-            value = self.codec.seal(envelope, subject, body, self.key)
+            value = self.outbox.message(envelope, subject, body)
             self.spec.policy.check_size(len(value))
         except (AgentRefusedError, SerdeError) as exc:
             await self._refused("send", exc, peer=to or capability)
             raise
         topic = f"{self._prefix}{inbox_topic(recipient).name}"
         key = (envelope.task_id or envelope.conversation_id).encode()
-        await self._produce_all(
-            (topic, key, value),
-            self._telemetry_record(Kind.MESSAGE_SENT, subject, peer=recipient, about=envelope),
-        )
+        sent = self.outbox.telemetry(Kind.MESSAGE_SENT, subject, peer=recipient, about=envelope)
+        await self.outbox.write((topic, key, value), sent)
         self.counters.sent += 1
         return envelope.message_id
 
@@ -356,7 +303,7 @@ class Sidecar:
     ) -> None:
         """Record a step of a task (REQUESTED, ASSIGNED, HANDED_OFF, COMPLETED, ...)."""
         self._refuse_if_halted()
-        await self._produce_event(
+        await self._write_event(
             TASKS,
             "mesh.tasks.TaskEvent",
             {
@@ -378,7 +325,7 @@ class Sidecar:
         """Write one key of the task's shared context; ``expected_version`` is the version
         read (0: the key must be new). A stale write is refused by the state processor."""
         self._refuse_if_halted()
-        await self._produce_event(
+        await self._write_event(
             TASKS,
             "mesh.tasks.ContextWrite",
             {
@@ -398,16 +345,11 @@ class Sidecar:
 
     async def receive(self, timeout_s: float | None = None) -> Delivery | None:
         """The next verified message (None on timeout). Taking it marks it for commit."""
-        try:
-            delivery, tp = await asyncio.wait_for(self._queue.get(), timeout_s)
-        except TimeoutError:
-            return None
-        self._taken[tp] = delivery.offset + 1
-        return delivery
+        return await self.inbox.receive(timeout_s)
 
     def delivered(self, message_id: str) -> Envelope | None:
         """The envelope of a recently delivered message (to reply to it by id)."""
-        return self._delivered.get(message_id)
+        return self.inbox.recent.get(message_id)
 
     def agents(self) -> dict[str, AgentState]:
         return dict(self._agents)
@@ -416,7 +358,7 @@ class Sidecar:
 
     def _refuse_if_halted(self) -> None:
         """Fail closed: raise unless control is followed and no halt is in force."""
-        if self._producer is None:
+        if not self._registered:
             raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
         self.control.check(time.monotonic())
 
@@ -425,7 +367,7 @@ class Sidecar:
             return reply_to.envelope
         if reply_to is None:
             return None
-        cause = self._delivered.get(reply_to)
+        cause = self.inbox.recent.get(reply_to)
         if cause is None:
             raise PolicyViolationError(
                 "unknown_cause", f"no recently delivered message {reply_to!r} to reply to"
@@ -446,41 +388,18 @@ class Sidecar:
             await self._refused(name, exc)
             raise
         self.counters.spend_usd += cost_usd
-        await self._produce_all(self._telemetry_record(kind, name, cost_usd=cost_usd, **fields))
+        await self.outbox.write(self.outbox.telemetry(kind, name, cost_usd=cost_usd, **fields))
 
     async def _refused(self, what: str, exc: MeshError, peer: str | None = None) -> None:
         self.counters.refused += 1
         detail = f"{getattr(exc, 'rule', exc.code)}: {exc}"
-        await self._produce_all(
-            self._telemetry_record(Kind.SEND_REFUSED, what, peer=peer, ok=False, detail=detail)
-        )
+        refused = self.outbox.telemetry(Kind.SEND_REFUSED, what, peer=peer, ok=False, detail=detail)
+        await self.outbox.write(refused)
 
-    def _telemetry_record(
-        self, kind: Kind, name: str, *, about: Envelope | None = None, **fields: Any
-    ) -> tuple[str, bytes, bytes]:
-        body = telemetry_body(self.agent_id, kind, name, **fields)
-        envelope = telemetry_envelope(self.agent_id, about)
-        value = self.codec.seal(envelope, TELEMETRY_SUBJECT, body, self.key)
-        return f"{self._prefix}{TELEMETRY}", self.agent_id.encode(), value
-
-    async def _produce_event(
+    async def _write_event(
         self, topic: str, subject: str, body: Mapping[str, Any], key: str | None = None
     ) -> None:
-        envelope = new_envelope(
-            self.agent_id,
-            "",
-            recipient_kind=RecipientKind.BROADCAST,
-            task_id=key if topic == TASKS else None,
-        )
-        value = self.codec.seal(envelope, subject, body, self.key)
-        await self._produce_all((f"{self._prefix}{topic}", (key or self.agent_id).encode(), value))
-
-    async def _produce_all(self, *records: tuple[str, bytes, bytes]) -> None:
-        """Produce and await every record: returning means all were written."""
-        if self._producer is None:
-            raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
-        futures = [await self._producer.send(topic, value, key) for topic, key, value in records]
-        await asyncio.gather(*futures)
+        await self.outbox.write(self.outbox.event(topic, subject, body, key))
 
     # -- internals: incoming ---------------------------------------------------------------
 
@@ -500,66 +419,27 @@ class Sidecar:
     async def _consume_inbox(self) -> None:
         consumer = self._inbox_consumer
         if consumer is None:
-            return
+            raise ProcessorError(f"the inbox of {self.agent_id!r} is not open")
         while True:
             batches = await consumer.getmany(timeout_ms=100, max_records=200)
             for tp, records in batches.items():
+                at = Position(tp.topic, tp.partition)
                 for record in records:
-                    await self._admit(tp, record)
-
-    async def _admit(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        raw = record.value or b""
-        try:
-            opened = self.codec.open(raw, verify=False)
-            opened.verify(await self._sender_key(opened.envelope.sender))
-        except (SerdeError, IdentityError) as exc:
-            await self._dead_letter(tp, record, exc)
-            return
-        if opened.envelope.message_id in self._seen:
-            self.counters.duplicates += 1
-            self._taken[tp] = record.offset + 1
-            return
-        self._remember(opened)
-        self.counters.received += 1
-        delivery = Delivery(
-            opened.envelope, opened.body_subject, opened.body, tp.partition, record.offset
-        )
-        await self._queue.put((delivery, tp))
-
-    def _remember(self, opened: OpenedMessage) -> None:
-        message_id = opened.envelope.message_id
-        self._seen[message_id] = None
-        self._delivered[message_id] = opened.envelope
-        for recent in (self._seen, self._delivered):
-            while len(recent) > _RECENT_IDS:
-                recent.popitem(last=False)
+                    await self.inbox.admit(at, record.offset, record.key, record.value or b"")
 
     async def _sender_key(self, sender: str) -> bytes:
         """The sender's registered key; waits up to ``key_wait_s`` for a fresh registration."""
         deadline = time.monotonic() + self.key_wait_s
         while True:
-            agent = self._agents.get(sender)
-            if agent is not None and agent.status is not AgentStatus.RETIRED:
-                return agent.public_key
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UnknownSenderError(
-                    f"sender {sender!r} is not a registered agent; its message was refused "
-                    "unread. The sender must attach through a sidecar (which registers it)"
-                )
+            try:
+                return registered_key(self._agents, sender)
+            except UnknownSenderError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
             self._registry_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._registry_changed.wait(), remaining)
-
-    async def _dead_letter(
-        self, tp: TopicPartition, record: ConsumerRecord, exc: MeshError
-    ) -> None:
-        self.counters.dead_lettered += 1
-        source = SourceCoordinates(tp.topic, tp.partition, record.offset, record.key)
-        detected_by = f"sidecar:{self.instance_id}"
-        value = dead_letter_value(self.serde, exc, record.value or b"", detected_by, source)
-        await self._produce_all((f"{self._prefix}{DLQ}", record.key or b"", value))
-        self._taken[tp] = record.offset + 1
 
     async def _commit_loop(self) -> None:
         while True:
@@ -567,27 +447,59 @@ class Sidecar:
             await self._commit()
 
     async def _commit(self) -> None:
-        due = {tp: o for tp, o in self._taken.items() if self._committed.get(tp) != o}
+        due = self.inbox.due()
         if due and self._inbox_consumer is not None:
-            offsets = {tp: OffsetAndMetadata(o, "") for tp, o in due.items()}
+            offsets = {
+                TopicPartition(at.topic, at.partition): OffsetAndMetadata(o, "")
+                for at, o in due.items()
+            }
             await self._inbox_consumer.commit(offsets)
-            self._committed.update(due)
+            self.inbox.committed(due)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             self._heartbeats += 1
-            await self._produce_event(
-                REGISTRY_EVENTS,
-                "mesh.registry.Heartbeat",
-                {
-                    "agent_id": self.agent_id,
-                    "instance_id": self.instance_id,
-                    "sequence": self._heartbeats,
-                },
-            )
+            beat = {
+                "agent_id": self.agent_id,
+                "instance_id": self.instance_id,
+                "sequence": self._heartbeats,
+            }
+            await self._write_event(REGISTRY_EVENTS, "mesh.registry.Heartbeat", beat)
 
     # -- internals: followers --------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        """Follow the registry and the control topic (one consumer) until cancelled; a new
+        follower after a failure re-reads both from their beginning (folding is idempotent)."""
+        topics = {
+            f"{self._prefix}{REGISTRY}": self._on_agent,
+            f"{self._prefix}{CONTROL}": self._on_control,
+        }
+        confirm_every_s = max(0.1, self.control.stale_after_s / 5)
+        follower = Follower(
+            self.settings,
+            self.bootstrap,
+            topics,
+            self._partitions,
+            self.control.confirmed,
+            confirm_every_s,
+        )
+        self.follower = follower
+        try:
+            await follower.run(await follower.start())
+        finally:
+            await follower.stop()
+
+    async def _wait_for_control(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.control.confirmed_at is None:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(
+                    f"the sidecar of {self.agent_id!r} could not read the registry and the "
+                    f"control topic within {timeout_s:.0f}s; is the broker up?"
+                )
+            await asyncio.sleep(0.01)
 
     def _on_agent(self, record: ConsumerRecord) -> None:
         agent_id = (record.key or b"").decode()
@@ -596,7 +508,12 @@ class Sidecar:
         else:
             try:
                 self._agents[agent_id] = from_record(self.serde.decode(record.value).record)
-            except MeshError:
+            except MeshError as exc:
+                self.counters.undecodable_agents += 1
+                _log.warning(
+                    "%s: skipped the registry record at %s[%d]@%d: %s",
+                    self.agent_id, record.topic, record.partition, record.offset, exc,
+                )  # fmt: skip
                 return
         self._registry_changed.set()
 
@@ -640,11 +557,12 @@ class Sidecar:
             if produced and self.started:
                 self.counters.halt_latencies_ms.append(self.clock() * 1000 - produced)
             detail = f"{halt['command_id']}: {halt['reason']}"
-            ack = self._telemetry_record(Kind.HALT_ACK, halt["rule"], detail=detail)
-            await self._produce_all(ack)
+            await self.outbox.write(
+                self.outbox.telemetry(Kind.HALT_ACK, halt["rule"], detail=detail)
+            )
         else:
             self.spend = SpendWindow(self.spec.policy)
-            await self._produce_all(self._telemetry_record(Kind.RESUME_ACK, "resume"))
+            await self.outbox.write(self.outbox.telemetry(Kind.RESUME_ACK, "resume"))
         for handler in self._halt_handlers:
             result = handler(halt)
             if result is not None:

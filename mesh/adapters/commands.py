@@ -7,7 +7,7 @@ left on its runaway agent, as an operator would).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Producer
 
@@ -25,18 +25,26 @@ from mesh.domain.topics import CONTROL
 from mesh.errors import KafkaUnavailableError, MeshError
 from mesh.settings import Settings
 
-__all__ = ["send_command"]
+__all__ = ["Sent", "send_command"]
+
+
+class Sent(NamedTuple):
+    record: dict[str, Any]
+    operator: str
+    #: What the operator should know: e.g. the registry could not be read, so the command
+    #: names nobody in ``affected_agents`` (a fleet or capability halt still applies to all).
+    notes: tuple[str, ...] = ()
 
 
 def send_command(
     current: Settings, address: str, action: Action, scope: Scope, target: str, reason: str
-) -> tuple[dict[str, Any], str]:
-    """Publish one signed command; returns it and the operator id that sent it."""
+) -> Sent:
+    """Publish one signed command; returns it, the operator id that sent it, and notes."""
     key = operator_key(current)
     registry = open_registry(current, address)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
-        affected = _affected(current, address, codec.serde, scope, target)
+        affected, notes = _affected(current, address, codec.serde, scope, target)
         record = control_record(
             action,
             scope,
@@ -50,23 +58,35 @@ def send_command(
         _produce(current, address, control_key(scope, target), value)
     finally:
         registry.close()
-    return record, key.agent_id
+    return Sent(record, key.agent_id, notes)
 
 
 def _affected(
     current: Settings, address: str, serde: Serde, scope: Scope, target: str
-) -> list[str]:
+) -> tuple[list[str], tuple[str, ...]]:
+    """Who the command reaches. An agent-and-dependants halt reaches exactly the agents it
+    names, so it is refused when the registry cannot be read; a fleet or capability halt is
+    obeyed by every sidecar it matches whatever it names, so it still goes out, with a note."""
     if scope is Scope.AGENT:
-        return [target]
+        return [target], ()
     try:
         agents = read_agents(current, address, serde)
-    except MeshError:
-        agents = {}
+    except MeshError as exc:
+        if scope is Scope.DEPENDANTS:
+            raise KafkaUnavailableError(
+                f"cannot read the registry to find {target!r}'s dependants ({exc}); nothing "
+                f"was sent. Halt the agent alone (`mesh halt {target}`) or retry"
+            ) from exc
+        note = (
+            f"the registry could not be read ({exc}), so the command names no agents; every "
+            "sidecar it matches obeys it all the same"
+        )
+        return [], (note,)
     if scope is Scope.DEPENDANTS:
-        return [target, *dependants(agents, target)]
+        return [target, *dependants(agents, target)], ()
     if scope is Scope.CAPABILITY:
-        return with_capability(agents, target)
-    return sorted(agents)
+        return with_capability(agents, target), ()
+    return sorted(agents), ()
 
 
 def _produce(current: Settings, address: str, key: str, value: bytes) -> None:

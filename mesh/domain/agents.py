@@ -51,10 +51,12 @@ class AgentState:
 
 def apply(state: AgentState | None, subject: str, body: dict[str, Any], at_ms: int) -> AgentState:
     """The record after one fact. Raise EventRejectedError for a fact that cannot apply."""
+    if subject == "mesh.registry.AgentRegistered":
+        return _registered(state, body, at_ms)
     handler = _HANDLERS.get(subject)
     if handler is None:
         raise EventRejectedError(f"the registry does not take {subject} events")
-    if subject != "mesh.registry.AgentRegistered" and state is None:
+    if state is None:
         raise EventRejectedError(
             f"{subject} for agent {body.get('agent_id')!r}, which is not registered; "
             "register the agent first"
@@ -119,8 +121,7 @@ def _registered(state: AgentState | None, body: dict[str, Any], at_ms: int) -> A
     )
 
 
-def _heartbeat(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
-    assert state is not None  # noqa: S101 - apply checked
+def _heartbeat(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
     if state.status is AgentStatus.RETIRED:
         raise EventRejectedError(f"heartbeat from retired agent {state.agent_id!r}; re-register it")
     last = max(at_ms, state.last_heartbeat_ms or 0)
@@ -132,15 +133,13 @@ def _heartbeat(state: AgentState | None, body: dict[str, Any], at_ms: int) -> Ag
     )
 
 
-def _capabilities(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
-    assert state is not None  # noqa: S101
+def _capabilities(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
     if at_ms < state.updated_at_ms:
         return state  # an older card arriving late
     return replace(state, agent_card_json=body["agent_card_json"], updated_at_ms=at_ms)
 
 
-def _certified(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
-    assert state is not None  # noqa: S101
+def _certified(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
     if body["agent_version"] != state.version or body["level"] in state.certifications:
         return state
     return replace(
@@ -150,15 +149,13 @@ def _certified(state: AgentState | None, body: dict[str, Any], at_ms: int) -> Ag
     )
 
 
-def _retired(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
-    assert state is not None  # noqa: S101
+def _retired(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
     if state.status is AgentStatus.RETIRED:
         return state
     return replace(state, status=AgentStatus.RETIRED, updated_at_ms=max(at_ms, state.updated_at_ms))
 
 
-def _telemetry(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
-    assert state is not None  # noqa: S101
+def _telemetry(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
     kind, name, peer = body.get("kind"), body.get("name"), body.get("peer")
     if kind in _ACK_STATUS:
         return _acknowledged(state, _ACK_STATUS[kind], at_ms)
@@ -185,7 +182,6 @@ def _acknowledged(state: AgentState, status: AgentStatus, at_ms: int) -> AgentSt
 
 
 _HANDLERS = {
-    "mesh.registry.AgentRegistered": _registered,
     "mesh.registry.Heartbeat": _heartbeat,
     "mesh.registry.CapabilitiesChanged": _capabilities,
     "mesh.registry.AgentCertified": _certified,

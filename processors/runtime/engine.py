@@ -184,8 +184,7 @@ class Engine:
 
     def step(self) -> int:
         """One transaction's worth of work (see the module docstring); returns records done."""
-        consumer = self._consumer
-        assert consumer is not None  # noqa: S101 - start() ran
+        consumer, _ = self._clients()
         self.job.tables.refresh()  # between batches: process() never reads Kafka
         self._batch = _Batch()
         deadline = self._batch.started + self.config.commit_interval_ms / 1000
@@ -211,7 +210,8 @@ class Engine:
                 return
             raise KafkaUnavailableError(f"{self.group}: consume failed: {error}")
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None and partition is not None and offset is not None  # noqa: S101
+        if topic is None or partition is None or offset is None:
+            raise ProcessorError(f"{self.group}: the client returned a record with no position")
         timestamp = message.timestamp()[1]
         record = SourceRecord(topic, partition, offset, timestamp, message.key(), message.value())
         outputs = self.job.handle(record, int(self.clock() * 1000))
@@ -233,8 +233,7 @@ class Engine:
     def _commit(self, batch: _Batch) -> None:
         if not batch.outputs and not batch.positions:
             return
-        producer, consumer = self._producer, self._consumer
-        assert producer is not None and consumer is not None  # noqa: S101
+        consumer, producer = self._clients()
         try:
             producer.begin_transaction()
             for out in batch.outputs:
@@ -252,6 +251,11 @@ class Engine:
                 f"{self.group}: the transaction did not commit ({exc}); stopping so the store "
                 "is restored from what did commit. Restart the processor."
             ) from exc
+
+    def _clients(self) -> tuple[Consumer, Producer]:
+        if self._consumer is None or self._producer is None:
+            raise ProcessorError(f"{self.group}: the engine is not started; call start() first")
+        return self._consumer, self._producer
 
     def _produce(self, producer: Producer, out: OutRecord) -> None:
         kwargs: dict[str, Any] = {"key": out.key, "value": out.value}

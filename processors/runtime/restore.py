@@ -7,6 +7,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.errors import ProcessorError
 from mesh.settings import Settings
 from processors.api import S
 from processors.runtime.core import SOURCE_HEADER, Core
@@ -37,7 +38,8 @@ def restore_partitions(
         if isinstance(source, str):
             source = source.encode()
         partition = message.partition()
-        assert partition is not None  # noqa: S101 - a consumed record has one
+        if partition is None:
+            raise ProcessorError(f"{core.store_topic}: a restored record has no partition")
         core.restore(partition, message.key(), message.value(), source)
         progress(1)
 

@@ -113,8 +113,7 @@ def _read(
                     continue
                 raise KafkaUnavailableError(f"reading {topic}[{partition}] failed: {error}")
             offset = message.offset()
-            assert offset is not None  # noqa: S101
-            if offset >= end:
+            if offset is None or offset >= end:
                 return
             yield offset, message.value()
     finally:

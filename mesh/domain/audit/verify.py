@@ -36,6 +36,13 @@ class Entry(NamedTuple):
     error: str = ""
 
 
+class _Linked(NamedTuple):
+    """An entry that decoded and is intact in itself: its link is there."""
+
+    offset: int
+    link: Link
+
+
 class Problem(NamedTuple):
     partition: int
     offset: int
@@ -82,23 +89,25 @@ def verify_partition(
     sealed = _checked_checkpoints(partition, checkpoints, public_key, result)
     if result.problem is not None:
         return result
-    suspect: Entry | None = None
-    for entry in entries:
-        problem = _intrinsic(partition, entry)
-        if problem is None and suspect is not None:
-            problem = _resolve(partition, suspect, entry, result)
-        if problem is None and result.head is None:
-            problem = _start(partition, entry, from_start)
-        if problem is None and result.head is not None and not _in_order(entry, result.head):
+    suspect: _Linked | None = None
+    for raw in entries:
+        entry = _intrinsic(partition, raw)
+        if isinstance(entry, Problem):
+            result.problem = entry
+            return result
+        if suspect is not None and result.head is not None:
+            result.problem = _resolve(partition, suspect, entry, result.head, result.head_offset)
+            return result
+        if result.head is not None and not _in_order(entry, result.head):
             suspect = entry  # judged with the next record (see the module docstring)
             continue
-        if problem is None:
-            problem = _against_checkpoint(partition, entry, sealed)
+        problem = _start(partition, entry, from_start) if result.head is None else None
+        problem = problem or _against_checkpoint(partition, entry, sealed)
         if problem is not None:
             result.problem = problem
             return result
         _accept(result, entry, sealed)
-    if suspect is not None:
+    if suspect is not None and result.head is not None:
         result.problem = _break(partition, suspect, result.head)
         return result
     if complete:
@@ -128,7 +137,7 @@ def _checked_checkpoints(
     return sealed
 
 
-def _intrinsic(partition: int, entry: Entry) -> Problem | None:
+def _intrinsic(partition: int, entry: Entry) -> _Linked | Problem:
     link = entry.link
     if link is None:
         return Problem(
@@ -151,12 +160,11 @@ def _intrinsic(partition: int, entry: Entry) -> Problem | None:
             link.sequence,
             "altered: the original bytes do not match value_sha256",
         )
-    return None
+    return _Linked(entry.offset, link)
 
 
-def _start(partition: int, entry: Entry, from_start: bool) -> Problem | None:
+def _start(partition: int, entry: _Linked, from_start: bool) -> Problem | None:
     link = entry.link
-    assert link is not None  # noqa: S101
     if from_start and (link.sequence != 0 or link.prev_hash != GENESIS):
         return Problem(
             partition,
@@ -168,15 +176,13 @@ def _start(partition: int, entry: Entry, from_start: bool) -> Problem | None:
     return None
 
 
-def _in_order(entry: Entry, head: Link) -> bool:
+def _in_order(entry: _Linked, head: Link) -> bool:
     link = entry.link
-    assert link is not None  # noqa: S101
     return link.sequence == head.sequence + 1 and link.prev_hash == head.record_hash
 
 
-def _accept(result: PartitionResult, entry: Entry, sealed: dict[int, Checkpoint]) -> None:
+def _accept(result: PartitionResult, entry: _Linked, sealed: dict[int, Checkpoint]) -> None:
     link = entry.link
-    assert link is not None  # noqa: S101
     if link.sequence in sealed:
         result.sealed_through = link.sequence
     result.records += 1
@@ -186,16 +192,17 @@ def _accept(result: PartitionResult, entry: Entry, sealed: dict[int, Checkpoint]
         result.first_sequence = link.sequence
 
 
-def _resolve(partition: int, suspect: Entry, entry: Entry, result: PartitionResult) -> Problem:
+def _resolve(
+    partition: int, suspect: _Linked, entry: _Linked, head: Link, head_offset: int
+) -> Problem:
     """Decide what the out-of-chain ``suspect`` was, given the record after it."""
-    s, n, head = suspect.link, entry.link, result.head
-    assert s is not None and n is not None and head is not None  # noqa: S101
+    s, n = suspect.link, entry.link
     if (s.sequence, s.prev_hash) == (head.sequence, head.prev_hash) and (
         n.prev_hash == s.record_hash
     ):  # two records claim one place and the chain goes on from the second
         return Problem(
             partition,
-            result.head_offset,
+            head_offset,
             head.sequence,
             "not written by the audit processor: the chain continues from the record at "
             f"offset {suspect.offset} instead",
@@ -217,9 +224,8 @@ def _resolve(partition: int, suspect: Entry, entry: Entry, result: PartitionResu
     return _break(partition, suspect, head)
 
 
-def _break(partition: int, suspect: Entry, head: Link | None) -> Problem:
+def _break(partition: int, suspect: _Linked, head: Link) -> Problem:
     s = suspect.link
-    assert s is not None and head is not None  # noqa: S101
     expected = head.sequence + 1
     if s.sequence > expected:
         missing = (
@@ -242,10 +248,9 @@ def _break(partition: int, suspect: Entry, head: Link | None) -> Problem:
 
 
 def _against_checkpoint(
-    partition: int, entry: Entry, sealed: dict[int, Checkpoint]
+    partition: int, entry: _Linked, sealed: dict[int, Checkpoint]
 ) -> Problem | None:
     link = entry.link
-    assert link is not None  # noqa: S101
     cp = sealed.get(link.sequence)
     if cp is None or cp.head_hash == link.record_hash:
         return None

@@ -1,0 +1,125 @@
+"""The agent's inbox: verified, de-duplicated, delivered at least once.
+
+Each record is decoded and its signature verified against the sender's registered key before
+the agent sees it; whatever fails goes to the dead-letter topic with the reason and the
+original bytes. A message id seen recently is a duplicate (a redelivery after a crash) and is
+skipped. An offset becomes due for commit only once the agent has taken the message (or it
+was dead-lettered or skipped), so a crash redelivers rather than loses.
+
+No client here: the sidecar feeds records in (:meth:`Inbox.admit`) and commits what
+:meth:`Inbox.due` returns, so this is unit-tested with no broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from mesh.adapters.serde.messages import MessageCodec, OpenedMessage
+from mesh.domain.deadletter import SourceCoordinates
+from mesh.domain.envelope import Envelope
+from mesh.errors import IdentityError, SerdeError
+from sidecar.delivery import Delivery
+from sidecar.outbox import Outbox
+
+__all__ = ["Counters", "Inbox", "Position", "Recent"]
+
+RECENT_IDS = 4096
+
+
+class Position(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass
+class Counters:
+    sent: int = 0
+    received: int = 0
+    refused: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    spend_usd: float = 0.0
+    untrusted_controls: int = 0  # control records ignored: not signed by a control signer
+    undecodable_agents: int = 0  # registry records that did not decode (logged, skipped)
+    apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
+    halt_latencies_ms: list[float] = field(default_factory=list)
+
+
+class Recent:
+    """The last ``size`` delivered message ids with their envelopes (oldest dropped first)."""
+
+    def __init__(self, size: int = RECENT_IDS) -> None:
+        self.size = size
+        self._envelopes: OrderedDict[str, Envelope] = OrderedDict()
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._envelopes
+
+    def get(self, message_id: str) -> Envelope | None:
+        return self._envelopes.get(message_id)
+
+    def add(self, envelope: Envelope) -> None:
+        self._envelopes[envelope.message_id] = envelope
+        while len(self._envelopes) > self.size:
+            self._envelopes.popitem(last=False)
+
+
+class Inbox:
+    def __init__(
+        self,
+        codec: MessageCodec,
+        sender_key: Callable[[str], Awaitable[bytes]],
+        outbox: Outbox,
+        detected_by: str,
+        counters: Counters,
+        capacity: int = 1000,
+    ) -> None:
+        self.codec, self.sender_key, self.outbox = codec, sender_key, outbox
+        self.detected_by, self.counters = detected_by, counters
+        self.recent = Recent()
+        self._queue: asyncio.Queue[tuple[Delivery, Position]] = asyncio.Queue(capacity)
+        self._taken: dict[Position, int] = {}
+        self._committed: dict[Position, int] = {}
+
+    async def admit(self, at: Position, offset: int, key: bytes | None, value: bytes) -> None:
+        """Verify one inbox record and queue it for the agent, or dead-letter or skip it."""
+        try:
+            opened = self.codec.open(value, verify=False)
+            opened.verify(await self.sender_key(opened.envelope.sender))
+        except (SerdeError, IdentityError) as exc:
+            self.counters.dead_lettered += 1
+            source = SourceCoordinates(at.topic, at.partition, offset, key)
+            await self.outbox.write(self.outbox.dead_letter(exc, value, source, self.detected_by))
+            self._taken[at] = offset + 1
+            return
+        if opened.envelope.message_id in self.recent:
+            self.counters.duplicates += 1
+            self._taken[at] = offset + 1
+            return
+        await self._deliver(at, offset, opened)
+
+    async def _deliver(self, at: Position, offset: int, opened: OpenedMessage) -> None:
+        self.recent.add(opened.envelope)
+        self.counters.received += 1
+        delivery = Delivery(opened.envelope, opened.body_subject, opened.body, at.partition, offset)
+        await self._queue.put((delivery, at))
+
+    async def receive(self, timeout_s: float | None = None) -> Delivery | None:
+        """The next message (None on timeout). Taking it makes its offset due for commit."""
+        try:
+            delivery, at = await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+        self._taken[at] = delivery.offset + 1
+        return delivery
+
+    def due(self) -> dict[Position, int]:
+        """Offsets to commit: past what the agent took (or what was refused or skipped)."""
+        return {at: o for at, o in self._taken.items() if self._committed.get(at) != o}
+
+    def committed(self, offsets: dict[Position, int]) -> None:
+        self._committed.update(offsets)

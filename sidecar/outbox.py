@@ -1,0 +1,118 @@
+"""What leaves the sidecar: every record sealed with the agent's key, then written and awaited.
+
+:class:`Outbox` seals (events, telemetry, dead letters) and writes through a :class:`Sink`, the
+port to Kafka: :class:`KafkaSink` on aiokafka in production, :class:`MemorySink` in unit tests.
+Writing awaits every delivery, so a call that returns was written and a call that raises wrote
+nothing it reports as written. Client errors are translated here into KafkaUnavailableError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
+from mesh.domain.envelope import Envelope, RecipientKind, new_envelope
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import DLQ, TASKS, TELEMETRY
+from mesh.errors import KafkaUnavailableError, MeshError, ProcessorError
+from sidecar.telemetry import TELEMETRY_SUBJECT, Kind, telemetry_body, telemetry_envelope
+
+__all__ = ["KafkaSink", "MemorySink", "Outbox", "Record", "Sink"]
+
+#: (full topic name, key, value)
+Record = tuple[str, bytes, bytes]
+
+
+class Sink(Protocol):
+    async def write(self, records: Sequence[Record]) -> None:
+        """Write every record and wait until each is acknowledged (or raise)."""
+        ...
+
+
+class KafkaSink:
+    """An idempotent aiokafka producer (``acks=all``)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._producer: AIOKafkaProducer | None = None
+        self._config = dict(config)
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(**self._config)
+            await producer.start()
+            self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def write(self, records: Sequence[Record]) -> None:
+        if self._producer is None:
+            raise ProcessorError("the sidecar is not started (its producer is closed)")
+        try:
+            futures = [await self._producer.send(t, value, key) for t, key, value in records]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise KafkaUnavailableError(
+                f"the broker did not take {len(records)} record(s): {exc!r}; nothing is "
+                "reported as written. Retry once the broker is reachable"
+            ) from exc
+
+
+class MemorySink:
+    """Records kept in a list (unit tests)."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    async def write(self, records: Sequence[Record]) -> None:
+        self.records.extend(records)
+
+
+class Outbox:
+    def __init__(
+        self, agent_id: str, key: AgentKey, codec: MessageCodec, prefix: str, sink: Sink
+    ) -> None:
+        self.agent_id, self.key, self.codec, self.prefix = agent_id, key, codec, prefix
+        self.sink = sink
+
+    async def write(self, *records: Record) -> None:
+        await self.sink.write(records)
+
+    def message(self, envelope: Envelope, subject: str, body: Mapping[str, Any]) -> bytes:
+        return self.codec.seal(envelope, subject, body, self.key)
+
+    def event(
+        self, topic: str, subject: str, body: Mapping[str, Any], key: str | None = None
+    ) -> Record:
+        """A signed fact about the agent (registry events, task events), keyed by ``key``."""
+        envelope = new_envelope(
+            self.agent_id,
+            "",
+            recipient_kind=RecipientKind.BROADCAST,
+            task_id=key if topic == TASKS else None,
+        )
+        value = self.codec.seal(envelope, subject, body, self.key)
+        return f"{self.prefix}{topic}", (key or self.agent_id).encode(), value
+
+    def telemetry(
+        self, kind: Kind, name: str, *, about: Envelope | None = None, **fields: Any
+    ) -> Record:
+        body = telemetry_body(self.agent_id, kind, name, **fields)
+        value = self.codec.seal(
+            telemetry_envelope(self.agent_id, about), TELEMETRY_SUBJECT, body, self.key
+        )
+        return f"{self.prefix}{TELEMETRY}", self.agent_id.encode(), value
+
+    def dead_letter(
+        self, error: MeshError, original: bytes, source: SourceCoordinates, detected_by: str
+    ) -> Record:
+        value = dead_letter_value(self.codec.serde, error, original, detected_by, source)
+        return f"{self.prefix}{DLQ}", source.key or b"", value
