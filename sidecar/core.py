@@ -1,62 +1,41 @@
-"""The sidecar: one agent's attachment to the mesh, on asyncio and aiokafka.
+"""The sidecar: one agent's attachment to the mesh, on asyncio and aiokafka (a facade).
 
 It owns the agent's identity (an Ed25519 key in the state directory, owner-only), registers
-the agent with its card, dependencies and policy, heartbeats, and deregisters (retires) on a
-clean stop. Everything the agent does passes through here:
+the agent with its card, dependencies and policy, heartbeats, and retires it on a clean stop.
+Everything the agent does passes through here:
 
-* **Outgoing** (``send``, ``report_*``, ``task_event``, ``write_context``): refused while the
-  agent is halted; checked against the agent's policy and the schema; stamped (ids, causation,
-  hop count, trace context); signed; produced idempotently and awaited, so a call that returns
-  was written and a call that raises wrote nothing. A refusal is reported on telemetry as
-  ``SEND_REFUSED``.
-* **Incoming**: the inbox is consumed with the agent's consumer group (replicas share it);
-  each record is decoded and its signature verified against the sender's registered key before
-  the agent sees it; duplicates (same message id) are dropped; order per task is the inbox
-  partition's order. Whatever fails goes to ``mesh.dlq.v1`` with the reason and the original
-  bytes; an offset is committed only once the agent has taken the message (or it was
-  dead-lettered), so a crash redelivers rather than loses, and the de-duplication hides it.
-* **Halts**: the control topic is followed from the beginning, so a halt issued while the
-  sidecar was down applies before it does anything. Once halted, every send and report raises
-  HaltedError("halted by RULE: REASON"); the halt is acknowledged on telemetry (``HALT_ACK``)
-  and handed to the agent's halt handlers. A resume restores service and is acknowledged too
-  (``RESUME_ACK``); the registry shows the agent HALTED between the two.
-* **Fail closed**: while the sidecar cannot show it is up to date with the control topic, it
-  refuses every send and report (:mod:`sidecar.halts`).
-
-This class is the facade; the parts are small modules, each unit-tested with no broker:
-:mod:`sidecar.routing` (where a send goes, how it is stamped), :mod:`sidecar.outbox` (sealing
-and writing), :mod:`sidecar.inbox` (verification, de-duplication, commits),
-:mod:`sidecar.halts` (halts in force and whether control can be trusted),
-:mod:`sidecar.telemetry`, :mod:`sidecar.follow` (the registry and control follower) and
-:mod:`sidecar.supervise` (every background loop restarted, logged and counted).
+* **Outgoing** (``send``, ``report_*``, ``task_event``, ``write_context``): refused unless the
+  sidecar may act (:mod:`sidecar.halts`: not halted, and control followed: it **fails
+  closed**); checked against the policy and the schema; routed and stamped
+  (:mod:`sidecar.routing`); signed and written, awaited (:mod:`sidecar.outbox`): a call that
+  returns was written. A refusal is reported on telemetry as ``SEND_REFUSED``.
+* **Incoming**: the inbox, verified, de-duplicated and delivered at least once
+  (:mod:`sidecar.inbox`, :mod:`sidecar.consume`).
+* **Halts**: the registry and the control topic are followed from their beginning
+  (:mod:`sidecar.plane`), so a halt issued while the sidecar was down applies before it does
+  anything; each change is acknowledged on telemetry and handed to the halt handlers.
+* Every background loop runs under :mod:`sidecar.supervise`: restarted, logged, counted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
 from mesh.adapters.keyfiles import control_signers, load_or_create_key
 from mesh.adapters.serde.codec import Serde
-from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.agent_record import from_record
-from mesh.domain.agents import AgentState, registered_key
-from mesh.domain.dependencies import capabilities
+from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import CONTROL, REGISTRY, REGISTRY_EVENTS, TASKS, inbox_topic
@@ -67,16 +46,16 @@ from mesh.errors import (
     PolicyViolationError,
     ProcessorError,
     SerdeError,
-    TopicNotFoundError,
-    UnknownSenderError,
 )
 from mesh.settings import Settings
+from sidecar import facts
+from sidecar.consume import InboxConsumer, ensure_topics
 from sidecar.context import read_task_state
 from sidecar.delivery import Delivery, message_body
 from sidecar.follow import Follower
-from sidecar.halts import ControlView
-from sidecar.inbox import Counters, Inbox, Position
+from sidecar.inbox import Counters, Inbox
 from sidecar.outbox import KafkaSink, Outbox
+from sidecar.plane import HaltHandler, Plane
 from sidecar.policy import SpendWindow
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
@@ -86,8 +65,6 @@ from sidecar.telemetry import Kind
 __all__ = ["MESSAGE_SUBJECT", "Delivery", "Sidecar", "message_body"]
 
 MESSAGE_SUBJECT = "mesh.a2a.Message"
-HaltHandler = Callable[[dict[str, Any] | None], Awaitable[None] | None]
-
 _log = logging.getLogger("mesh.sidecar")
 
 
@@ -115,24 +92,32 @@ class Sidecar:
         self.codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
         self.spend = SpendWindow(spec.policy)
         self.counters = Counters()
-        self.control = ControlView(spec.agent_id, settings.control_stale_ms / 1000)
         self.supervisor = Supervisor(spec.agent_id)
-        self.follower: Follower | None = None
         self._prefix = settings.topic_prefix
         self._sink = KafkaSink(aiokafka_producer_config(settings, bootstrap))
         self.outbox = Outbox(self.agent_id, self.key, self.codec, self._prefix, self._sink)
         self.inbox = Inbox(
             self.codec, self._sender_key, self.outbox, f"sidecar:{self.instance_id}", self.counters
         )
-        self._halt_handlers: list[HaltHandler] = []
-        self._agents: dict[str, AgentState] = {}
-        self._registry_changed = asyncio.Event()
-        self._signers = control_signers(settings)
-        self._inbox_consumer: AIOKafkaConsumer | None = None
+        self.plane = Plane(
+            self.agent_id,
+            spec.capabilities,
+            self.codec,
+            control_signers(settings),
+            self.outbox,
+            self.counters,
+            settings.control_stale_ms / 1000,
+        )
+        self.control = self.plane.control
+        self.plane.handlers.append(self._fresh_budget_on_resume)
+        group = f"{self._prefix}agent.{self.agent_id}"
+        self._consumer = InboxConsumer(
+            f"{self._prefix}{inbox_topic(self.agent_id).name}",
+            aiokafka_consumer_config(settings, bootstrap, group),
+            self.inbox,
+        )
         self._partitions: dict[str, int] = {}
         self._heartbeats = 0
-        self._registered = False
-        self._applying: set[asyncio.Task[None]] = set()
         self.started = False
 
     @property
@@ -158,41 +143,38 @@ class Sidecar:
             raise
 
     async def _start(self) -> None:
-        self._partitions = await asyncio.to_thread(self._ensure_inbox)
+        self._partitions = await asyncio.to_thread(
+            ensure_topics, self.settings, self.bootstrap, self.agent_id
+        )
         await self._sink.start()
         self.supervisor.spawn("control follower", self._follow, self.control.follower_stopped)
-        await self._wait_for_control()
+        await self.plane.wait_caught_up()
         # Registered before the halt in force is applied, so that its acknowledgement is about
         # a known agent; the agent cannot act before start() returns either way.
         registration = self.spec.registration(self.key.public_bytes)
         await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRegistered", registration)
-        self._registered = True
-        await self._apply_halt_state()
-        group = f"{self._prefix}agent.{self.agent_id}"
-        self._inbox_consumer = AIOKafkaConsumer(
-            f"{self._prefix}{inbox_topic(self.agent_id).name}",
-            **aiokafka_consumer_config(self.settings, self.bootstrap, group),
-        )
-        await self._inbox_consumer.start()
-        self.supervisor.spawn("inbox", self._consume_inbox)
+        self.plane.applying_changes = True
+        await self.plane.apply()
+        await self._consumer.start()
+        self.supervisor.spawn("inbox", self._consumer.run)
         self.supervisor.spawn("heartbeat", self._heartbeat)
-        self.supervisor.spawn("commits", self._commit_loop)
-        self.started = True
+        self.supervisor.spawn("commits", self._consumer.commit_every)
+        self.started = self.plane.measuring = True
 
     async def stop(self, *, deregister: bool = True) -> None:
         """Detach; a clean stop retires the agent from the registry (``deregister``).
         Idempotent."""
         await self.supervisor.stop()
-        if self._inbox_consumer is not None:
-            with contextlib.suppress(KafkaError, KafkaUnavailableError):
-                await self._commit()  # what was not committed is redelivered: at least once
-            await self._inbox_consumer.stop()
-            self._inbox_consumer = None
+        try:
+            await self._consumer.stop()
+        except (KafkaError, KafkaUnavailableError) as exc:  # not committed: redelivered
+            self.counters.commit_failures += 1
+            _log.warning("%s: the last inbox commit failed: %r", self.agent_id, exc)
         if deregister and self.started:
-            retired = {"agent_id": self.agent_id, "reason": "sidecar stopped cleanly"}
+            retired = facts.retired(self.agent_id, "sidecar stopped cleanly")
             await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRetired", retired)
         await self._sink.stop()
-        self._registered = False
+        self.plane.applying_changes = self.plane.measuring = False
         self.started = False
 
     async def __aenter__(self) -> Sidecar:
@@ -204,7 +186,7 @@ class Sidecar:
 
     def on_halt(self, handler: HaltHandler) -> None:
         """Call ``handler(halt)`` when the agent is halted, and ``handler(None)`` on resume."""
-        self._halt_handlers.append(handler)
+        self.plane.handlers.append(handler)
 
     # -- outgoing --------------------------------------------------------------------------
 
@@ -230,7 +212,7 @@ class Sidecar:
         try:
             self._refuse_if_halted()
             policy = self.spec.policy
-            recipient = route(self._agents, self.control.book, policy, to, capability, task_id)
+            recipient = route(self.plane.agents, self.control.book, policy, to, capability, task_id)
             envelope = stamp(self.agent_id, recipient, task_id, self._cause(reply_to))
             self.spec.policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)
@@ -303,21 +285,17 @@ class Sidecar:
     ) -> None:
         """Record a step of a task (REQUESTED, ASSIGNED, HANDED_OFF, COMPLETED, ...)."""
         self._refuse_if_halted()
-        await self._write_event(
-            TASKS,
-            "mesh.tasks.TaskEvent",
-            {
-                "task_id": task_id,
-                "kind": kind,
-                "actor": self.agent_id,
-                "target": target,
-                "capability": capability,
-                "summary": summary,
-                "artifact_uris": list(artifact_uris),
-                "value_usd": value_usd,
-            },
-            key=task_id,
+        body = facts.task_event(
+            self.agent_id,
+            task_id,
+            kind,
+            target=target,
+            capability=capability,
+            summary=summary,
+            artifact_uris=artifact_uris,
+            value_usd=value_usd,
         )
+        await self._write_event(TASKS, "mesh.tasks.TaskEvent", body, key=task_id)
 
     async def write_context(
         self, task_id: str, key: str, value: Any, expected_version: int = 0
@@ -325,17 +303,8 @@ class Sidecar:
         """Write one key of the task's shared context; ``expected_version`` is the version
         read (0: the key must be new). A stale write is refused by the state processor."""
         self._refuse_if_halted()
-        await self._write_event(
-            TASKS,
-            "mesh.tasks.ContextWrite",
-            {
-                "task_id": task_id,
-                "key": key,
-                "value_json": orjson.dumps(value).decode(),
-                "expected_version": expected_version,
-            },
-            key=task_id,
-        )
+        body = facts.context_write(task_id, key, value, expected_version)
+        await self._write_event(TASKS, "mesh.tasks.ContextWrite", body, key=task_id)
 
     async def context(self, task_id: str) -> dict[str, Any] | None:
         """The task's shared context as the state projections hold it (None: unknown task)."""
@@ -352,13 +321,17 @@ class Sidecar:
         return self.inbox.recent.get(message_id)
 
     def agents(self) -> dict[str, AgentState]:
-        return dict(self._agents)
+        return dict(self.plane.agents)
+
+    @property
+    def follower(self) -> Follower | None:
+        return self.plane.follower
 
     # -- internals: outgoing ---------------------------------------------------------------
 
     def _refuse_if_halted(self) -> None:
         """Fail closed: raise unless control is followed and no halt is in force."""
-        if not self._registered:
+        if not self.plane.applying_changes:
             raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
         self.control.check(time.monotonic())
 
@@ -403,167 +376,20 @@ class Sidecar:
 
     # -- internals: incoming ---------------------------------------------------------------
 
-    def _ensure_inbox(self) -> dict[str, int]:
-        """Create the inbox if need be; return the partition count of the topics followed."""
-        admin = TopicAdmin(self.settings, self.bootstrap)
-        admin.ensure([inbox_topic(self.agent_id)])
-        live = admin.topic_partitions()
-        followed = [f"{self._prefix}{REGISTRY}", f"{self._prefix}{CONTROL}"]
-        missing = [topic for topic in followed if not live.get(topic)]
-        if missing:
-            raise TopicNotFoundError(
-                f"topic {missing[0]} does not exist; run `mesh topics ensure` (or `mesh up`)"
-            )
-        return {topic: live[topic] for topic in followed}
-
-    async def _consume_inbox(self) -> None:
-        consumer = self._inbox_consumer
-        if consumer is None:
-            raise ProcessorError(f"the inbox of {self.agent_id!r} is not open")
-        while True:
-            batches = await consumer.getmany(timeout_ms=100, max_records=200)
-            for tp, records in batches.items():
-                at = Position(tp.topic, tp.partition)
-                for record in records:
-                    await self.inbox.admit(at, record.offset, record.key, record.value or b"")
-
     async def _sender_key(self, sender: str) -> bytes:
-        """The sender's registered key; waits up to ``key_wait_s`` for a fresh registration."""
-        deadline = time.monotonic() + self.key_wait_s
-        while True:
-            try:
-                return registered_key(self._agents, sender)
-            except UnknownSenderError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise
-            self._registry_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._registry_changed.wait(), remaining)
+        return await self.plane.sender_key(sender, self.key_wait_s)
 
-    async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            await self._commit()
+    async def _follow(self) -> None:
+        topics = {"registry": f"{self._prefix}{REGISTRY}", "control": f"{self._prefix}{CONTROL}"}
+        await self.plane.follow(self.settings, self.bootstrap, topics, self._partitions)
 
-    async def _commit(self) -> None:
-        due = self.inbox.due()
-        if due and self._inbox_consumer is not None:
-            offsets = {
-                TopicPartition(at.topic, at.partition): OffsetAndMetadata(o, "")
-                for at, o in due.items()
-            }
-            await self._inbox_consumer.commit(offsets)
-            self.inbox.committed(due)
+    def _fresh_budget_on_resume(self, halt: dict[str, Any] | None) -> None:
+        if halt is None:
+            self.spend = SpendWindow(self.spec.policy)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             self._heartbeats += 1
-            beat = {
-                "agent_id": self.agent_id,
-                "instance_id": self.instance_id,
-                "sequence": self._heartbeats,
-            }
+            beat = facts.heartbeat(self.agent_id, self.instance_id, self._heartbeats)
             await self._write_event(REGISTRY_EVENTS, "mesh.registry.Heartbeat", beat)
-
-    # -- internals: followers --------------------------------------------------------------
-
-    async def _follow(self) -> None:
-        """Follow the registry and the control topic (one consumer) until cancelled; a new
-        follower after a failure re-reads both from their beginning (folding is idempotent)."""
-        topics = {
-            f"{self._prefix}{REGISTRY}": self._on_agent,
-            f"{self._prefix}{CONTROL}": self._on_control,
-        }
-        confirm_every_s = max(0.1, self.control.stale_after_s / 5)
-        follower = Follower(
-            self.settings,
-            self.bootstrap,
-            topics,
-            self._partitions,
-            self.control.confirmed,
-            confirm_every_s,
-        )
-        self.follower = follower
-        try:
-            await follower.run(await follower.start())
-        finally:
-            await follower.stop()
-
-    async def _wait_for_control(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.control.confirmed_at is None:
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(
-                    f"the sidecar of {self.agent_id!r} could not read the registry and the "
-                    f"control topic within {timeout_s:.0f}s; is the broker up?"
-                )
-            await asyncio.sleep(0.01)
-
-    def _on_agent(self, record: ConsumerRecord) -> None:
-        agent_id = (record.key or b"").decode()
-        if record.value is None:
-            self._agents.pop(agent_id, None)
-        else:
-            try:
-                self._agents[agent_id] = from_record(self.serde.decode(record.value).record)
-            except MeshError as exc:
-                self.counters.undecodable_agents += 1
-                _log.warning(
-                    "%s: skipped the registry record at %s[%d]@%d: %s",
-                    self.agent_id, record.topic, record.partition, record.offset, exc,
-                )  # fmt: skip
-                return
-        self._registry_changed.set()
-
-    def _on_control(self, record: ConsumerRecord) -> None:
-        """Fold a halt or resume signed by a control signer; ignore anything else (the
-        kill-switch dead-letters it, once, with the reason)."""
-        if record.value is None:
-            return  # a tombstone lifts nothing (see HaltBook.apply)
-        try:
-            opened = open_control(self.codec, record.value, self._signers)
-        except MeshError as exc:
-            self.counters.untrusted_controls += 1
-            _log.warning(
-                "%s: ignored the control record at %s[%d]@%d: %s",
-                self.agent_id, record.topic, record.partition, record.offset, exc,
-            )  # fmt: skip
-            return
-        self.control.fold((record.key or b"").decode(), opened.body)
-        if self._registered:  # from registration on, every change is applied as it arrives
-            self._apply_soon()
-
-    def _apply_soon(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._apply_halt_state())
-        self._applying.add(task)
-        task.add_done_callback(self._applied)
-
-    def _applied(self, task: asyncio.Task[None]) -> None:
-        self._applying.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.counters.apply_failures += 1
-            _log.error("%s: applying a halt change failed: %r", self.agent_id, task.exception())
-
-    async def _apply_halt_state(self) -> None:
-        mine = capabilities(self._agents.get(self.agent_id)) or list(self.spec.capabilities)
-        change = self.control.change(mine)
-        if change is None:
-            return
-        halt = change.halt
-        if halt is not None:
-            produced = halt.get("trigger_produced_at")
-            if produced and self.started:
-                self.counters.halt_latencies_ms.append(self.clock() * 1000 - produced)
-            detail = f"{halt['command_id']}: {halt['reason']}"
-            await self.outbox.write(
-                self.outbox.telemetry(Kind.HALT_ACK, halt["rule"], detail=detail)
-            )
-        else:
-            self.spend = SpendWindow(self.spec.policy)
-            await self.outbox.write(self.outbox.telemetry(Kind.RESUME_ACK, "resume"))
-        for handler in self._halt_handlers:
-            result = handler(halt)
-            if result is not None:
-                await result

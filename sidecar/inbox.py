@@ -4,7 +4,9 @@ Each record is decoded and its signature verified against the sender's registere
 the agent sees it; whatever fails goes to the dead-letter topic with the reason and the
 original bytes. A message id seen recently is a duplicate (a redelivery after a crash) and is
 skipped. An offset becomes due for commit only once the agent has taken the message (or it
-was dead-lettered or skipped), so a crash redelivers rather than loses.
+was dead-lettered or skipped) *and every earlier message of its partition*: a duplicate or a
+dead letter behind a message the agent has not taken yet does not move the commit past it, so
+a crash redelivers rather than loses.
 
 No client here: the sidecar feeds records in (:meth:`Inbox.admit`) and commits what
 :meth:`Inbox.due` returns, so this is unit-tested with no broker.
@@ -46,6 +48,7 @@ class Counters:
     untrusted_controls: int = 0  # control records ignored: not signed by a control signer
     undecodable_agents: int = 0  # registry records that did not decode (logged, skipped)
     apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
+    commit_failures: int = 0  # inbox commits that failed on stop (those records redeliver)
     halt_latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -82,7 +85,8 @@ class Inbox:
         self.detected_by, self.counters = detected_by, counters
         self.recent = Recent()
         self._queue: asyncio.Queue[tuple[Delivery, Position]] = asyncio.Queue(capacity)
-        self._taken: dict[Position, int] = {}
+        self._pending: dict[Position, set[int]] = {}  # queued, not yet taken
+        self._done: dict[Position, int] = {}  # past the last record handled
         self._committed: dict[Position, int] = {}
 
     async def admit(self, at: Position, offset: int, key: bytes | None, value: bytes) -> None:
@@ -94,11 +98,11 @@ class Inbox:
             self.counters.dead_lettered += 1
             source = SourceCoordinates(at.topic, at.partition, offset, key)
             await self.outbox.write(self.outbox.dead_letter(exc, value, source, self.detected_by))
-            self._taken[at] = offset + 1
+            self._handled(at, offset)
             return
         if opened.envelope.message_id in self.recent:
             self.counters.duplicates += 1
-            self._taken[at] = offset + 1
+            self._handled(at, offset)
             return
         await self._deliver(at, offset, opened)
 
@@ -106,7 +110,12 @@ class Inbox:
         self.recent.add(opened.envelope)
         self.counters.received += 1
         delivery = Delivery(opened.envelope, opened.body_subject, opened.body, at.partition, offset)
+        self._pending.setdefault(at, set()).add(offset)
+        self._handled(at, offset)
         await self._queue.put((delivery, at))
+
+    def _handled(self, at: Position, offset: int) -> None:
+        self._done[at] = max(self._done.get(at, 0), offset + 1)
 
     async def receive(self, timeout_s: float | None = None) -> Delivery | None:
         """The next message (None on timeout). Taking it makes its offset due for commit."""
@@ -114,12 +123,19 @@ class Inbox:
             delivery, at = await asyncio.wait_for(self._queue.get(), timeout_s)
         except TimeoutError:
             return None
-        self._taken[at] = delivery.offset + 1
+        self._pending.get(at, set()).discard(delivery.offset)
         return delivery
 
     def due(self) -> dict[Position, int]:
-        """Offsets to commit: past what the agent took (or what was refused or skipped)."""
-        return {at: o for at, o in self._taken.items() if self._committed.get(at) != o}
+        """Offsets to commit per partition: up to the first message the agent has not taken,
+        else past the last record handled."""
+        due = {}
+        for at, done in self._done.items():
+            pending = self._pending.get(at)
+            offset = min(pending) if pending else done
+            if offset > self._committed.get(at, 0):
+                due[at] = offset
+        return due
 
     def committed(self, offsets: dict[Position, int]) -> None:
         self._committed.update(offsets)

@@ -8,12 +8,20 @@ from typing import Any
 
 import pytest
 
-from mesh.domain.agents import AgentState, AgentStatus
+from mesh.adapters.schemaregistry.memory import InMemoryRegistry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agents import AgentState, AgentStatus, registered_key
 from mesh.domain.control import Action, HaltBook, Scope, control_record
 from mesh.domain.envelope import new_envelope
-from mesh.domain.identity import AgentKey
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.topics import DLQ
 from mesh.errors import ControlUnavailableError, HaltedError, PolicyViolationError
+from sidecar.core import MESSAGE_SUBJECT
+from sidecar.delivery import message_body
 from sidecar.halts import ControlView
+from sidecar.inbox import Counters, Inbox, Position
+from sidecar.outbox import MemorySink, Outbox
 from sidecar.policy import AgentPolicy
 from sidecar.routing import route, stamp
 from sidecar.supervise import Supervisor
@@ -155,3 +163,88 @@ async def test_a_failing_loop_is_restarted_and_its_exit_reported() -> None:
     assert len(exits) == 2
     assert supervisor.restarts == {"flaky": 2}
     assert "RuntimeError: boom" in supervisor.last_error["flaky"]
+
+
+# -- the inbox and the outbox ----------------------------------------------------------------
+
+
+def _codec() -> MessageCodec:
+    return MessageCodec(Serde(InMemoryRegistry()), PublicKeys())
+
+
+def _inbox(keys: dict[str, bytes]) -> tuple[Inbox, MemorySink]:
+    codec = _codec()
+    sink = MemorySink()
+    outbox = Outbox("bob", AgentKey.generate("bob"), codec, "", sink)
+
+    async def sender_key(sender: str) -> bytes:
+        return registered_key(
+            {a: AgentState(a, "t", "1", k, "{}") for a, k in keys.items()}, sender
+        )
+
+    return Inbox(codec, sender_key, outbox, "sidecar:test", Counters()), sink
+
+
+def _sealed(codec: MessageCodec, key: AgentKey, message_id: str | None = None) -> bytes:
+    envelope = new_envelope(key.agent_id, "bob", task_id="t-1")
+    if message_id is not None:
+        envelope = envelope._replace(message_id=message_id)
+    return codec.seal(envelope, MESSAGE_SUBJECT, message_body("hi"), key)
+
+
+AT = Position("mesh.inbox.bob.v1", 0)
+
+
+async def test_a_verified_message_is_delivered_once_and_its_offset_is_due_only_when_taken() -> None:
+    alice = AgentKey.generate("alice")
+    inbox, sink = _inbox({"alice": alice.public_bytes})
+    value = _sealed(inbox.codec, alice, "m-1")
+    await inbox.admit(AT, 0, b"t-1", value)
+    await inbox.admit(AT, 1, b"t-1", value)  # redelivered: a duplicate
+    assert inbox.counters.duplicates == 1
+    assert inbox.due() == {}  # the duplicate is skipped, but the first is not taken yet
+    got = await inbox.receive(timeout_s=1)
+    assert got is not None and got.message_id == "m-1" and got.text() == "hi"
+    assert await inbox.receive(timeout_s=0.01) is None
+    assert inbox.due() == {AT: 2}
+    assert sink.records == []
+
+
+async def test_an_untaken_message_is_not_due_for_commit() -> None:
+    alice = AgentKey.generate("alice")
+    inbox, _ = _inbox({"alice": alice.public_bytes})
+    await inbox.admit(AT, 0, b"t-1", _sealed(inbox.codec, alice))
+    assert inbox.due() == {}  # a crash now redelivers it
+    await inbox.receive(timeout_s=1)
+    assert inbox.due() == {AT: 1}
+    inbox.committed({AT: 1})
+    assert inbox.due() == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\x01junk", b"wrong_magic"),
+        (b"", b"malformed"),
+    ],
+)
+async def test_bad_bytes_are_dead_lettered_with_the_original(value: bytes, reason: bytes) -> None:
+    inbox, sink = _inbox({})
+    await inbox.admit(AT, 7, b"k", value)
+    assert inbox.counters.dead_lettered == 1
+    [(topic, key, letter)] = sink.records
+    assert topic == DLQ and key == b"k"
+    record = inbox.codec.serde.decode(letter).record
+    assert record["original"] == value and record["source_offset"] == 7
+    assert reason.decode() in record["reason_code"]
+    assert inbox.due() == {AT: 8}
+
+
+async def test_forged_and_unregistered_senders_are_dead_lettered() -> None:
+    alice, mallory = AgentKey.generate("alice"), AgentKey.generate("alice")
+    inbox, sink = _inbox({"alice": alice.public_bytes})
+    await inbox.admit(AT, 0, b"t-1", _sealed(inbox.codec, mallory))  # alice's name, wrong key
+    await inbox.admit(AT, 1, b"t-1", _sealed(inbox.codec, AgentKey.generate("eve")))
+    codes = [inbox.codec.serde.decode(v).record["reason_code"] for _, _, v in sink.records]
+    assert codes == ["bad_signature", "unknown_sender"]
+    assert await inbox.receive(timeout_s=0.01) is None

@@ -1,0 +1,84 @@
+"""The inbox's consumer: the agent's consumer group (replicas share its partitions) feeding
+:class:`~sidecar.inbox.Inbox`, and committing only what the inbox says is due."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.domain.topics import CONTROL, REGISTRY, inbox_topic
+from mesh.errors import ProcessorError, TopicNotFoundError
+from mesh.settings import Settings
+from sidecar.inbox import Inbox, Position
+
+__all__ = ["InboxConsumer", "ensure_topics"]
+
+
+class InboxConsumer:
+    def __init__(self, topic: str, config: Mapping[str, Any], inbox: Inbox) -> None:
+        self.topic, self._config, self.inbox = topic, dict(config), inbox
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(self.topic, **self._config)
+            await consumer.start()
+            self._consumer = consumer
+
+    async def stop(self) -> None:
+        """Commit what is due, then leave the group (idempotent)."""
+        if self._consumer is not None:
+            try:
+                await self.commit()  # whatever is not committed is redelivered: at least once
+            finally:
+                await self._consumer.stop()
+                self._consumer = None
+
+    async def run(self) -> None:
+        """Admit records until cancelled (the sidecar's supervisor restarts it on a failure)."""
+        consumer = self._open()
+        while True:
+            batches = await consumer.getmany(timeout_ms=100, max_records=200)
+            for tp, records in batches.items():
+                at = Position(tp.topic, tp.partition)
+                for record in records:
+                    await self.inbox.admit(at, record.offset, record.key, record.value or b"")
+
+    async def commit_every(self, interval_s: float = 0.2) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.commit()
+
+    async def commit(self) -> None:
+        due = self.inbox.due()
+        if due:
+            offsets = {
+                TopicPartition(a.topic, a.partition): OffsetAndMetadata(o, "")
+                for a, o in due.items()
+            }
+            await self._open().commit(offsets)
+            self.inbox.committed(due)
+
+    def _open(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise ProcessorError(f"the inbox consumer of {self.topic} is not started")
+        return self._consumer
+
+
+def ensure_topics(settings: Settings, bootstrap: str, agent_id: str) -> dict[str, int]:
+    """Create the inbox if need be; return the partition count of the topics followed."""
+    admin = TopicAdmin(settings, bootstrap)
+    admin.ensure([inbox_topic(agent_id)])
+    live = admin.topic_partitions()
+    followed = [f"{settings.topic_prefix}{REGISTRY}", f"{settings.topic_prefix}{CONTROL}"]
+    missing = [topic for topic in followed if not live.get(topic)]
+    if missing:
+        raise TopicNotFoundError(
+            f"topic {missing[0]} does not exist; run `mesh topics ensure` (or `mesh up`)"
+        )
+    return {topic: live[topic] for topic in followed}

@@ -1,0 +1,41 @@
+"""The bodies of the facts a sidecar writes about its agent and its tasks. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+__all__ = ["context_write", "heartbeat", "retired", "task_event"]
+
+
+def task_event(actor: str, task_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+    """A ``mesh.tasks.TaskEvent``: ``fields`` are target, capability, summary, artifact_uris
+    and value_usd (each optional)."""
+    return {
+        "task_id": task_id,
+        "kind": kind,
+        "actor": actor,
+        "target": fields.get("target"),
+        "capability": fields.get("capability"),
+        "summary": fields.get("summary"),
+        "artifact_uris": list(fields.get("artifact_uris", ())),
+        "value_usd": fields.get("value_usd"),
+    }
+
+
+def context_write(task_id: str, key: str, value: Any, expected_version: int) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "key": key,
+        "value_json": orjson.dumps(value).decode(),
+        "expected_version": expected_version,
+    }
+
+
+def heartbeat(agent_id: str, instance_id: str, sequence: int) -> dict[str, Any]:
+    return {"agent_id": agent_id, "instance_id": instance_id, "sequence": sequence}
+
+
+def retired(agent_id: str, reason: str) -> dict[str, Any]:
+    return {"agent_id": agent_id, "reason": reason}

@@ -1,0 +1,178 @@
+"""The control plane as one sidecar sees it: the agent registry (keys, capabilities) and the
+halts in force, followed from the beginning of their topics by one consumer.
+
+:class:`Plane` folds the registry into ``agents`` and the control topic into a
+:class:`~sidecar.halts.ControlView`; records on the control topic that no control signer
+signed are ignored, logged and counted (the kill-switch dead-letters them once). From the
+agent's registration on, every change of the halt in force is applied as it arrives, in
+order: acknowledged on telemetry (``HALT_ACK``/``RESUME_ACK``) and handed to the halt
+handlers. The follower runs under the sidecar's supervisor: when it dies the view fails
+closed at once, and its restart re-reads both topics (folding is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from mesh.adapters.serde.control import open_control
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agent_record import from_record
+from mesh.domain.agents import AgentState, registered_key
+from mesh.domain.dependencies import capabilities
+from mesh.errors import KafkaUnavailableError, MeshError, UnknownSenderError
+from mesh.settings import Settings
+from sidecar.follow import Follower
+from sidecar.halts import ControlView
+from sidecar.inbox import Counters
+from sidecar.outbox import Outbox
+from sidecar.telemetry import Kind
+
+__all__ = ["HaltHandler", "Plane"]
+
+HaltHandler = Callable[[dict[str, Any] | None], Awaitable[None] | None]
+_log = logging.getLogger("mesh.sidecar")
+
+
+class Plane:
+    def __init__(
+        self,
+        agent_id: str,
+        declared_capabilities: tuple[str, ...],
+        codec: MessageCodec,
+        signers: Mapping[str, bytes],
+        outbox: Outbox,
+        counters: Counters,
+        stale_after_s: float,
+    ) -> None:
+        self.agent_id = agent_id
+        self.declared_capabilities = declared_capabilities
+        self.codec, self.serde = codec, codec.serde
+        self.signers = dict(signers)
+        self.outbox, self.counters = outbox, counters
+        self.control = ControlView(agent_id, stale_after_s)
+        self.agents: dict[str, AgentState] = {}
+        self.follower: Follower | None = None
+        self.handlers: list[HaltHandler] = []
+        self.applying_changes = False  # from registration on
+        self.measuring = False  # halt latencies, once the sidecar has started
+        self._changed = asyncio.Event()
+        self._applying: set[asyncio.Task[None]] = set()
+
+    # -- following -------------------------------------------------------------------------
+
+    async def follow(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        topics: Mapping[str, str],
+        partitions: Mapping[str, int],
+    ) -> None:
+        """Follow ``topics`` ({"registry": name, "control": name}) until cancelled."""
+        handlers = {topics["registry"]: self._on_agent, topics["control"]: self._on_control}
+        confirm_every_s = max(0.1, self.control.stale_after_s / 5)
+        follower = Follower(
+            settings, bootstrap, handlers, partitions, self.control.confirmed, confirm_every_s
+        )
+        self.follower = follower
+        try:
+            await follower.run(await follower.start())
+        finally:
+            await follower.stop()
+
+    async def wait_caught_up(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.control.confirmed_at is None:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(
+                    f"the sidecar of {self.agent_id!r} could not read the registry and the "
+                    f"control topic within {timeout_s:.0f}s; is the broker up?"
+                )
+            await asyncio.sleep(0.01)
+
+    async def sender_key(self, sender: str, wait_s: float) -> bytes:
+        """The sender's registered key; waits up to ``wait_s`` for a fresh registration."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return registered_key(self.agents, sender)
+            except UnknownSenderError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def _on_agent(self, record: ConsumerRecord) -> None:
+        agent_id = (record.key or b"").decode()
+        if record.value is None:
+            self.agents.pop(agent_id, None)
+        else:
+            try:
+                self.agents[agent_id] = from_record(self.serde.decode(record.value).record)
+            except MeshError as exc:
+                self.counters.undecodable_agents += 1
+                _log.warning(
+                    "%s: skipped the registry record at %s[%d]@%d: %s",
+                    self.agent_id, record.topic, record.partition, record.offset, exc,
+                )  # fmt: skip
+                return
+        self._changed.set()
+
+    def _on_control(self, record: ConsumerRecord) -> None:
+        """Fold a halt or resume signed by a control signer; ignore anything else (the
+        kill-switch dead-letters it, once, with the reason)."""
+        if record.value is None:
+            return  # a tombstone lifts nothing (see HaltBook.apply)
+        try:
+            opened = open_control(self.codec, record.value, self.signers)
+        except MeshError as exc:
+            self.counters.untrusted_controls += 1
+            _log.warning(
+                "%s: ignored the control record at %s[%d]@%d: %s",
+                self.agent_id, record.topic, record.partition, record.offset, exc,
+            )  # fmt: skip
+            return
+        self.control.fold((record.key or b"").decode(), opened.body)
+        if self.applying_changes:  # from registration on, each change applies as it arrives
+            self._apply_soon()
+
+    def _apply_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.apply())
+        self._applying.add(task)
+        task.add_done_callback(self._applied)
+
+    def _applied(self, task: asyncio.Task[None]) -> None:
+        self._applying.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.counters.apply_failures += 1
+            _log.error("%s: applying a halt change failed: %r", self.agent_id, task.exception())
+
+    async def apply(self) -> None:
+        """Apply the halt in force if it changed: acknowledge it, then tell the handlers."""
+        mine = capabilities(self.agents.get(self.agent_id)) or list(self.declared_capabilities)
+        change = self.control.change(mine)
+        if change is None:
+            return
+        halt = change.halt
+        if halt is not None:
+            produced = halt.get("trigger_produced_at")
+            if produced and self.measuring:
+                self.counters.halt_latencies_ms.append(time.time() * 1000 - produced)
+            detail = f"{halt['command_id']}: {halt['reason']}"
+            await self.outbox.write(
+                self.outbox.telemetry(Kind.HALT_ACK, halt["rule"], detail=detail)
+            )
+        else:
+            await self.outbox.write(self.outbox.telemetry(Kind.RESUME_ACK, "resume"))
+        for handler in self.handlers:
+            result = handler(halt)
+            if result is not None:
+                await result
