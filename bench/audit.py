@@ -25,9 +25,10 @@ from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.source import acquire_broker
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.serde.codec import Serde
-from mesh.domain.identity import AgentKey
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.settings import Settings, load_settings
-from processors.audit import AUDITED, AuditJob
+from processors.audit import AUDITED, AuditProcessor
 from processors.runtime.engine import Engine
 
 PER_TOPIC = 5_000
@@ -42,8 +43,8 @@ def fill(settings: Settings, bootstrap: str) -> None:
 
 
 def audit_rate(settings: Settings, bootstrap: str, serde: Serde, total: int) -> float:
-    task = AuditJob(settings, bootstrap, serde, AgentKey.generate("mesh"))
-    engine = Engine(task, settings, bootstrap)
+    codec = MessageCodec(serde, PublicKeys())
+    engine = Engine.keyed(AuditProcessor(AgentKey.generate("mesh")), settings, bootstrap, codec)
     first: list[float] = []
 
     def finished() -> bool:

@@ -29,9 +29,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench._kafka import mesh_on_fresh_topics
 from bench._report import percentile, write_results
-from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.kafka.config import consumer_config, producer_config
-from mesh.adapters.keyfiles import mesh_key, operator_key
+from mesh.adapters.keyfiles import control_signers, mesh_key, operator_key
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope, control_record
@@ -39,11 +38,10 @@ from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY
 from mesh.settings import Settings
-from processors.killswitch import KillSwitchJob
+from processors.killswitch import KillSwitchProcessor
 from processors.killswitch.policy import parse_policy
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
-from processors.runtime.tables import Tables
 
 # Fleet limits out of reach: each trial spends $2 and fleet windows outlive an agent resume.
 POLICY = parse_policy(
@@ -109,32 +107,29 @@ def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list
             producer.produce(f"{settings.topic_prefix}{CONTROL}", value, agent.agent_id.encode())
             producer.flush(10)
             deadline = time.monotonic() + 10
-            while killswitch.book.halts:
+            while halts_in_force(killswitch):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"trial {trial}: resume not seen: {killswitch.book.halts}")
+                    raise TimeoutError(
+                        f"trial {trial}: resume not seen: {halts_in_force(killswitch)}"
+                    )
                 time.sleep(0.002)
         control.close()
     return latencies
 
 
+def halts_in_force(killswitch: Engine) -> list[str]:
+    """The control keys the kill-switch holds halted (its store)."""
+    return [key for states in killswitch.job.store.partitions.values() for key in states]
+
+
 @contextlib.contextmanager
 def killswitch_running(
     settings: Settings, bootstrap: str, codec: MessageCodec
-) -> Iterator[tuple[KillSwitchJob, list[Engine]]]:
+) -> Iterator[tuple[Engine, list[Engine]]]:
     """The registry and kill-switch engines (POLICY), each in a thread, for the block."""
-    serde = codec.serde
-    killswitch = KillSwitchJob(
-        settings,
-        bootstrap,
-        codec,
-        Tables(agent_table(settings, bootstrap, serde)),
-        mesh_key(settings),
-        POLICY,
-    )
-    engines = [
-        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
-        Engine(killswitch, settings, bootstrap),
-    ]
+    processor = KillSwitchProcessor(codec, mesh_key(settings), POLICY, control_signers(settings))
+    killswitch = Engine.keyed(processor, settings, bootstrap, codec)
+    engines = [Engine.keyed(RegistryProcessor(), settings, bootstrap, codec), killswitch]
     stop = threading.Event()
     threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
     for thread in threads:

@@ -27,7 +27,7 @@ from confluent_kafka import Producer
 
 from bench._kafka import mesh_on_fresh_topics
 from bench._report import percentile, write_results
-from bench.halt import killswitch_running, raw_trials
+from bench.halt import halts_in_force, killswitch_running, raw_trials
 from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.keyfiles import operator_key
 from mesh.adapters.serde.control import seal_control
@@ -36,7 +36,7 @@ from mesh.domain.control import Action, Scope, control_key, control_record
 from mesh.domain.topics import CONTROL
 from mesh.errors import HaltedError
 from mesh.settings import Settings
-from processors.killswitch import KillSwitchJob
+from processors.runtime.engine import Engine
 from sidecar.core import Sidecar
 from sidecar.spec import AgentSpec
 
@@ -44,7 +44,7 @@ TRIALS = int(os.environ.get("BENCH_TRIALS", "200"))
 
 
 async def trials(
-    settings: Settings, bootstrap: str, codec: MessageCodec, killswitch: KillSwitchJob
+    settings: Settings, bootstrap: str, codec: MessageCodec, killswitch: Engine
 ) -> tuple[list[float], int]:
     serde = codec.serde
     runaway = Sidecar(settings, bootstrap, serde, AgentSpec("runaway"), heartbeat_s=5.0)
@@ -81,7 +81,7 @@ async def trials(
             full = f"{settings.topic_prefix}{CONTROL}"
             producer.produce(full, value, control_key(Scope.AGENT, "runaway").encode())
             producer.flush(10)
-            while runaway.halt is not None or killswitch.book.halts:  # noqa: ASYNC110
+            while runaway.halt is not None or halts_in_force(killswitch):  # noqa: ASYNC110
                 await asyncio.sleep(0.002)
     finally:
         await runaway.stop()

@@ -1,9 +1,21 @@
 """The processor contract: pure logic the runtime drives (Kafka Streams' ``Processor``).
 
-A processor never touches a client. It is handed decoded events and a context through which it
-reads and replaces keyed state (``ctx.get`` / ``ctx.put``), reads the runtime's global tables
+A processor never touches a client. It is handed events and a context through which it reads
+and replaces keyed state (``ctx.get`` / ``ctx.put``), reads the runtime's global tables
 (``ctx.agents``: the agent registry, read-only) and emits further records. State values are
 frozen; a processor computes the next one with a pure ``apply(state, event)``.
+
+Where its state comes back from after a restart or a rebalance is declared, not coded
+(:class:`Restore`), and the runtime does the reading:
+
+* ``TABLE``: ``store_topic`` is the processor's compacted changelog; every ``put`` writes it,
+  and every record of the assigned partitions is folded back by key (registry, state).
+* ``SOURCE``: ``store_topic`` is one of the inputs, and its own changelog (Kafka Streams'
+  source-topic reuse): ``put`` changes memory only, and the assigned partitions are replayed
+  through ``process()`` from their beginning, outputs discarded (the kill-switch's halts in
+  force, from ``mesh.control.v1``).
+* ``LAST``: ``store_topic`` is a log the processor appends to with ``put``; each partition's
+  state is its last record, ``ctx.head()`` (the audit chain's head).
 
 The runtime (``processors.runtime``) owns the consumers, the transactional producer, commits,
 restore, wall-clock punctuation and the dead-letter policy. The test driver
@@ -13,26 +25,71 @@ restore, wall-clock punctuation and the dead-letter policy. The test driver
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
 
 from mesh.adapters.serde.messages import OpenedMessage
 from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
 
-__all__ = ["Agents", "Context", "Event", "Processor", "PunctuationContext", "S"]
+__all__ = ["Agents", "Context", "Event", "Processor", "PunctuationContext", "Restore", "S"]
 
 S = TypeVar("S")
 
 
-class Event(NamedTuple):
-    """One decoded input record. ``topic`` is the catalogue name, without the prefix."""
+class Restore(StrEnum):
+    TABLE = "table"
+    SOURCE = "source"
+    LAST = "last"
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: str | None
-    message: OpenedMessage
+
+class _Opener(Protocol):
+    def open(self, value: bytes, *, verify: bool = ...) -> OpenedMessage: ...
+
+
+class Event:
+    """One input record. ``topic`` is the catalogue name, without the prefix (``log_topic``
+    the full name); ``key`` the key as text (``raw_key`` as bytes); ``value`` the original
+    bytes. The message is decoded on first use, so a processor that records bytes as
+    they came (the audit) never decodes, and one that does gets a SerdeError for bad bytes
+    (which dead-letters the record)."""
+
+    __slots__ = (
+        "_message",
+        "_opener",
+        "key",
+        "log_topic",
+        "offset",
+        "partition",
+        "raw_key",
+        "timestamp_ms",
+        "topic",
+        "value",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        raw_key: bytes | None,
+        value: bytes | None,
+        opener: _Opener,
+        log_topic: str | None = None,
+    ) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.timestamp_ms, self.raw_key, self.value = timestamp_ms, raw_key, value
+        self.key = raw_key.decode(errors="replace") if raw_key is not None else None
+        self.log_topic = log_topic or topic
+        self._opener = opener
+        self._message: OpenedMessage | None = None
+
+    @property
+    def message(self) -> OpenedMessage:
+        if self._message is None:
+            self._message = self._opener.open(self.value or b"", verify=False)
+        return self._message
 
     @property
     def envelope(self) -> Envelope:
@@ -67,7 +124,7 @@ class Agents(Protocol):
 
 
 class Context(Protocol, Generic[S]):
-    """What a processor may do while handling one event (all on the event's partition)."""
+    """What a processor may do while handling one event (state on the event's partition)."""
 
     @property
     def now_ms(self) -> int: ...
@@ -78,11 +135,35 @@ class Context(Protocol, Generic[S]):
     def get(self, key: str) -> S | None: ...
 
     def put(self, key: str, state: S) -> None:
-        """Replace the key's state; the runtime writes it to the store topic (the changelog)."""
+        """Replace the key's state (TABLE: also written to the changelog; LAST: appended to
+        the store log with record key ``key``, and the partition's head)."""
         ...
 
-    def emit(self, topic: str, key: str, subject: str, record: Mapping[str, Any]) -> None:
-        """Produce a further record (same transaction as everything else of this event)."""
+    def delete(self, key: str) -> None:
+        """Drop the key's state (TABLE: a tombstone in the changelog)."""
+        ...
+
+    def head(self) -> S | None:
+        """LAST: the partition's last state (None before its first record)."""
+        ...
+
+    def items(self) -> Iterator[tuple[str, S]]:
+        """Every key's state on every partition this instance holds."""
+        ...
+
+    def emit(
+        self,
+        topic: str,
+        key: str,
+        subject: str,
+        record: Mapping[str, Any],
+        partition: int | None = None,
+    ) -> None:
+        """Produce a further record, encoded with ``subject`` (same transaction as the rest)."""
+        ...
+
+    def emit_raw(self, topic: str, key: str, value: bytes, partition: int | None = None) -> None:
+        """Produce bytes already framed (a signed envelope), same transaction."""
         ...
 
 
@@ -95,13 +176,24 @@ class PunctuationContext(Protocol, Generic[S]):
     @property
     def agents(self) -> Agents: ...
 
-    def items(self) -> Iterator[tuple[str, S]]: ...
+    def items(self) -> Iterator[tuple[str, S]]:
+        """Every key's state (LAST: every partition's head, keyed by the partition number)."""
+        ...
 
     def put(self, key: str, state: S) -> None: ...
 
+    def emit(
+        self,
+        topic: str,
+        key: str,
+        subject: str,
+        record: Mapping[str, Any],
+        partition: int | None = None,
+    ) -> None: ...
+
 
 class Processor(Protocol, Generic[S]):
-    """Pure logic with keyed state kept in ``store_topic`` (compacted, co-partitioned)."""
+    """Pure logic with keyed state restored as ``restore`` says, from ``store_topic``."""
 
     name: str
     inputs: tuple[str, ...]
@@ -110,6 +202,9 @@ class Processor(Protocol, Generic[S]):
     input_patterns: tuple[str, ...]
     store_topic: str
     store_subject: str
+    restore: Restore
+    #: More topics that must share the inputs' partition count (outputs written by partition).
+    copartitioned: tuple[str, ...]
     punctuate_every_ms: int | None
     #: Global tables it reads through its context: ``("agents",)`` for ``ctx.agents``.
     global_tables: tuple[str, ...]

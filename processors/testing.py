@@ -8,7 +8,7 @@ source-offset bookkeeping; only the transactions and the network are missing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, Protocol
+from typing import Any, Generic
 
 from mesh.adapters.kafka.partitioning import partition_for
 from mesh.adapters.schemaregistry.memory import InMemoryRegistry
@@ -18,21 +18,11 @@ from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import DLQ
-from processors.api import Processor, S
-from processors.runtime.core import Core, OutRecord, SourceRecord
+from processors.api import Processor, Restore, S
+from processors.runtime.core import SOURCE_HEADER, Core, OutRecord, SourceRecord
 from processors.runtime.tables import StaticTables
 
-__all__ = ["Drivable", "TestDriver"]
-
-
-class Drivable(Protocol):
-    """What the driver needs of a job: records and ticks in, records out."""
-
-    punctuate_every_ms: int | None
-
-    def handle(self, record: SourceRecord, now_ms: int) -> list[OutRecord]: ...
-
-    def punctuate(self, now_ms: int) -> list[OutRecord]: ...
+__all__ = ["TestDriver"]
 
 
 class TestDriver(Generic[S]):
@@ -40,41 +30,32 @@ class TestDriver(Generic[S]):
 
     def __init__(
         self,
-        processor: Processor[S] | None = None,
+        processor: Processor[S],
         partitions: int = 3,
         start_ms: int = 0,
         serde: Serde | None = None,
         *,
-        job: Drivable | None = None,
         agents: Mapping[str, AgentState] | None = None,
     ) -> None:
-        """Drive a keyed ``processor``, or any runtime ``job`` (audit, kill-switch) built on
-        ``serde`` with an empty topic prefix. ``agents`` is the registry the processor sees as
-        ``ctx.agents`` (``self.tables.agents``, to change between records)."""
+        """Drive ``processor`` with an empty topic prefix. ``agents`` is the registry it sees
+        as ``ctx.agents`` (``self.tables.agents``, to change between records)."""
         self.partitions = partitions
         self.now_ms = start_ms
         self.serde = serde or Serde(InMemoryRegistry())
-        self.core: Core[S] | None = None
         self.tables = StaticTables(agents)
-        if processor is not None:
-            codec = MessageCodec(self.serde, PublicKeys())
-            self.core = Core(processor, codec, "", f"processor:{processor.name}", self.tables)
-            processor.init()
-            self._every = processor.punctuate_every_ms
-            self.job: Drivable = self.core
-        elif job is not None:
-            self.job = job
-            self._every = job.punctuate_every_ms
-        else:
-            raise TypeError("give a processor or a job")
+        codec = MessageCodec(self.serde, PublicKeys())
+        self.core: Core[S] = Core(processor, codec, "", f"processor:{processor.name}", self.tables)
+        processor.init()
+        self._every = processor.punctuate_every_ms
         self.outputs: list[OutRecord] = []
+        self.inputs: list[SourceRecord] = []
         self._next_offset: dict[tuple[str, int], int] = {}
         self._last_tick = start_ms
 
     # -- input -----------------------------------------------------------------------------
 
     def pipe(
-        self, topic: str, key: str | None, value: bytes, *, offset: int | None = None
+        self, topic: str, key: str | None, value: bytes | None, *, offset: int | None = None
     ) -> list[OutRecord]:
         """Feed one record; ``offset`` re-feeds an earlier one (to test redelivery)."""
         raw_key = key.encode() if key is not None else None
@@ -83,7 +64,8 @@ class TestDriver(Generic[S]):
             offset = self._next_offset.get((topic, partition), 0)
             self._next_offset[(topic, partition)] = offset + 1
         record = SourceRecord(topic, partition, offset, self.now_ms, raw_key, value)
-        produced = self.job.handle(record, self.now_ms)
+        self.inputs.append(record)
+        produced = self.core.handle(record, self.now_ms)
         self.outputs += produced
         return produced
 
@@ -94,7 +76,7 @@ class TestDriver(Generic[S]):
         every = self._every
         while every and self.now_ms - self._last_tick >= every:
             self._last_tick += every
-            produced += self.job.punctuate(self._last_tick)
+            produced += self.core.punctuate(self._last_tick)
         self.outputs += produced
         return produced
 
@@ -137,9 +119,24 @@ class TestDriver(Generic[S]):
         return [record for _, record in self.read(DLQ)]
 
     def state(self, key: str) -> S | None:
-        if self.core is None:
-            raise TypeError("state() reads a keyed processor's store; this driver runs a job")
         for states in self.core.store.partitions.values():
             if key in states:
                 return states[key]
         return None
+
+    def restart(self) -> None:
+        """Rebuild the store from what the runtime would read back (see processors.api.Restore):
+        TABLE from the store records produced, LAST from each partition's last one, SOURCE by
+        replaying the store topic's records piped in. The processor starts afresh (init)."""
+        core, store = self.core, self.core.store_topic
+        piped = [r for r in self.inputs if r.topic == store]
+        produced = [r for r in self.outputs if r.topic == store]
+        core.store = type(core.store)()
+        core.processor.init()
+        if core.processor.restore is Restore.SOURCE:
+            for record in piped:
+                core.replay(record, self.now_ms)
+            return
+        for out in produced:
+            source = dict(out.headers).get(SOURCE_HEADER)
+            core.restore(out.partition or 0, out.key, out.value, source)

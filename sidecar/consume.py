@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from mesh.adapters.kafka.admin import TopicAdmin
-from mesh.domain.topics import CONTROL, REGISTRY, inbox_topic
+from mesh.domain.topics import CONTROL, REGISTRY, STATE, inbox_topic
 from mesh.errors import ProcessorError, TopicNotFoundError
 from mesh.settings import Settings
 from sidecar.inbox import Inbox, Position
@@ -71,11 +71,12 @@ class InboxConsumer:
 
 
 def ensure_topics(settings: Settings, bootstrap: str, agent_id: str) -> dict[str, int]:
-    """Create the inbox if need be; return the partition count of the topics followed."""
+    """Create the inbox if need be; return the partition counts of the topics the sidecar
+    reads (the registry and control, followed; the state projections, read per task)."""
     admin = TopicAdmin(settings, bootstrap)
     admin.ensure([inbox_topic(agent_id)])
     live = admin.topic_partitions()
-    followed = [f"{settings.topic_prefix}{REGISTRY}", f"{settings.topic_prefix}{CONTROL}"]
+    followed = [f"{settings.topic_prefix}{t}" for t in (REGISTRY, CONTROL, STATE)]
     missing = [topic for topic in followed if not live.get(topic)]
     if missing:
         raise TopicNotFoundError(

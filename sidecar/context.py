@@ -16,21 +16,23 @@ from mesh.adapters.kafka.config import aiokafka_consumer_config
 from mesh.adapters.kafka.partitioning import partition_for
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.topics import STATE
-from mesh.errors import KafkaUnavailableError, TopicNotFoundError
+from mesh.errors import KafkaUnavailableError
 from mesh.settings import Settings
 
 __all__ = ["read_task_state"]
 
 
 async def read_task_state(
-    settings: Settings, bootstrap: str, serde: Serde, task_id: str
+    settings: Settings, bootstrap: str, serde: Serde, task_id: str, partitions: int
 ) -> dict[str, Any] | None:
-    """The task's current state record (None: the mesh has seen no event of it)."""
+    """The task's current state record (None: the mesh has seen no event of it);
+    ``partitions``: the state topic's partition count."""
     topic = f"{settings.topic_prefix}{STATE}"
     consumer = AIOKafkaConsumer(**aiokafka_consumer_config(settings, bootstrap, None))
+    key = task_id.encode()
     try:
         await consumer.start()
-        latest = await _latest(consumer, topic, task_id.encode())
+        latest = await _latest(consumer, TopicPartition(topic, partition_for(key, partitions)), key)
     except KafkaError as exc:
         raise KafkaUnavailableError(f"cannot read {topic}: {exc}; is the broker up?") from exc
     finally:
@@ -38,12 +40,7 @@ async def read_task_state(
     return serde.decode(latest).record if latest is not None else None
 
 
-async def _latest(consumer: AIOKafkaConsumer, topic: str, key: bytes) -> bytes | None:
-    await consumer.topics()  # fetches the cluster's metadata
-    count = len(consumer.partitions_for_topic(topic) or ())
-    if not count:
-        raise TopicNotFoundError(f"topic {topic} does not exist; run `mesh topics ensure`")
-    tp = TopicPartition(topic, partition_for(key, count))
+async def _latest(consumer: AIOKafkaConsumer, tp: TopicPartition, key: bytes) -> bytes | None:
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
     end = (await consumer.end_offsets([tp]))[tp]

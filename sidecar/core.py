@@ -38,7 +38,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.domain.topics import CONTROL, REGISTRY, REGISTRY_EVENTS, TASKS, inbox_topic
+from mesh.domain.topics import CONTROL, REGISTRY, REGISTRY_EVENTS, STATE, TASKS, inbox_topic
 from mesh.errors import (
     AgentRefusedError,
     KafkaUnavailableError,
@@ -308,7 +308,9 @@ class Sidecar:
 
     async def context(self, task_id: str) -> dict[str, Any] | None:
         """The task's shared context as the state projections hold it (None: unknown task)."""
-        return await read_task_state(self.settings, self.bootstrap, self.serde, task_id)
+        state = f"{self._prefix}{STATE}"
+        partitions = self._partitions[state]
+        return await read_task_state(self.settings, self.bootstrap, self.serde, task_id, partitions)
 
     # -- incoming --------------------------------------------------------------------------
 

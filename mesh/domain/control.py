@@ -21,6 +21,7 @@ __all__ = [
     "Scope",
     "control_key",
     "control_record",
+    "halt_in_force",
 ]
 
 CONTROL_SUBJECT = "mesh.control.ControlCommand"
@@ -93,15 +94,19 @@ class HaltBook:
 
     def halt_for(self, agent_id: str, capabilities: Iterable[str] = ()) -> dict[str, Any] | None:
         """The halt that stops ``agent_id`` (None: it may act)."""
-        if "*" in self.halts:
-            return self.halts["*"]
-        if agent_id in self.halts:
-            return self.halts[agent_id]
-        for capability in capabilities:
-            found = self.halts.get(f"capability:{capability}")
-            if found is not None:
-                return found
-        for halt in self.halts.values():
-            if agent_id in halt.get("affected_agents", ()):
-                return halt
-        return None
+        return halt_in_force(self.halts, agent_id, capabilities)
+
+
+def halt_in_force(
+    halts: Mapping[str, Mapping[str, Any]], agent_id: str, capabilities: Iterable[str] = ()
+) -> dict[str, Any] | None:
+    """Of ``halts`` (by control key), the one that stops ``agent_id`` (None: it may act): the
+    fleet's, its own, one of its capabilities', or one that names it among those affected."""
+    for key in ("*", agent_id, *(f"capability:{c}" for c in capabilities)):
+        found = halts.get(key)
+        if found is not None:
+            return dict(found)
+    for halt in halts.values():
+        if agent_id in halt.get("affected_agents", ()):
+            return dict(halt)
+    return None

@@ -1,5 +1,5 @@
 """The audit processor: every message and event, appended once to a hash chain."""
 
-from processors.audit.job import AUDITED, AuditJob
+from processors.audit.processor import AUDITED, AuditProcessor
 
-__all__ = ["AUDITED", "AuditJob"]
+__all__ = ["AUDITED", "AuditProcessor"]

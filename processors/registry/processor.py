@@ -21,7 +21,7 @@ from mesh.domain.agent_record import from_record, to_record
 from mesh.domain.agents import AgentState, apply, mark_stale
 from mesh.domain.topics import REGISTRY, REGISTRY_EVENTS, TELEMETRY
 from mesh.errors import EventRejectedError, IdentityError, UnknownSenderError
-from processors.api import Context, Event, PunctuationContext
+from processors.api import Context, Event, PunctuationContext, Restore
 
 __all__ = ["RegistryProcessor"]
 
@@ -35,6 +35,8 @@ class RegistryProcessor:
     input_patterns: tuple[str, ...] = ()
     store_topic = REGISTRY
     global_tables: tuple[str, ...] = ()
+    restore = Restore.TABLE
+    copartitioned: tuple[str, ...] = ()
     store_subject = "mesh.registry.AgentRecord"
 
     def __init__(

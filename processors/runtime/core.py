@@ -1,8 +1,10 @@
 """The part of the runtime that is the same with and without a broker.
 
-:class:`Core` turns one source record into the output records of its transaction: it decodes,
-hands the event to the processor, applies ``put``-s to the keyed store, and turns refusals into
-dead letters. The engine wraps it in Kafka transactions; the test driver calls it directly.
+:class:`Core` turns one source record into the output records of its transaction: it hands
+the event to the processor, applies its ``put``-s to the store, and turns refusals into dead
+letters. It also folds back what the engine reads on a restore, whichever way the processor
+declared (:class:`~processors.api.Restore`). The engine wraps it in Kafka transactions; the
+test driver calls it directly.
 
 Idempotent by construction: every store record carries the source coordinates it came from
 (header ``mesh-source``), the store remembers the last applied offset per source partition, and
@@ -12,52 +14,47 @@ this makes a replay after a lost commit harmless too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple
+from typing import Generic
 
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
 from mesh.domain.topics import DLQ
-from mesh.errors import EventRejectedError, IdentityError, SerdeError, TableBehindError
-from processors.api import Event, Processor, S
-from processors.runtime.tables import AgentsView, StaticTables, Tables
+from mesh.errors import (
+    EventRejectedError,
+    IdentityError,
+    ProcessorError,
+    SerdeError,
+    TableBehindError,
+)
+from processors.api import Event, Processor, Restore, S
+from processors.runtime.contexts import EventContext, ReplayContext, TickContext
+from processors.runtime.records import OutRecord, SourceRecord
+from processors.runtime.tables import StaticTables, Tables
 
-__all__ = ["Core", "OutRecord", "SourceRecord", "Store"]
+__all__ = ["REFUSALS", "SOURCE_HEADER", "Core", "OutRecord", "SourceRecord", "Store"]
 
 SOURCE_HEADER = "mesh-source"
 #: What a processor may refuse without stopping: bad bytes, bad identity, domain refusals.
 REFUSALS = (SerdeError, IdentityError, EventRejectedError)
-
-
-class SourceRecord(NamedTuple):
-    topic: str  # the full (prefixed) name
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-
-
-class OutRecord(NamedTuple):
-    topic: str  # the full (prefixed) name
-    key: bytes | None
-    value: bytes | None
-    partition: int | None = None  # None: by key (murmur2)
-    headers: tuple[tuple[str, bytes], ...] = ()
+_log = logging.getLogger("mesh.processors")
 
 
 @dataclass
 class Store(Generic[S]):
-    """Keyed state per partition, plus the last applied source offset per source partition."""
+    """Keyed state per partition (TABLE, SOURCE), each partition's head (LAST), and the last
+    applied source offset per source partition."""
 
     partitions: dict[int, dict[str, S]] = field(default_factory=dict)
+    heads: dict[int, S] = field(default_factory=dict)
     applied: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def drop(self, partitions: list[int]) -> None:
         for partition in partitions:
             self.partitions.pop(partition, None)
+            self.heads.pop(partition, None)
             for source in [s for s in self.applied if s[1] == partition]:
                 del self.applied[source]
 
@@ -68,7 +65,7 @@ class Store(Generic[S]):
 
 
 class Core(Generic[S]):
-    """Decode, process, store, dead-letter: one record or one tick at a time."""
+    """Process, store, dead-letter: one record or one tick at a time."""
 
     def __init__(
         self,
@@ -87,60 +84,104 @@ class Core(Generic[S]):
         self.store: Store[S] = Store()
         self.store_topic = f"{prefix}{processor.store_topic}"
         self.punctuate_every_ms = processor.punctuate_every_ms
+        #: The store topic's partition count, once the engine knows it: a record from a
+        #: partition beyond it breaks co-partitioning (checked, never silently mis-stored).
+        self.store_partitions: int | None = None
         self.dead_letters = 0
+        self.replay_refusals = 0
 
     # -- records ---------------------------------------------------------------------------
 
     def handle(self, record: SourceRecord, now_ms: int) -> list[OutRecord]:
         """The outputs of one source record (empty for a record already applied)."""
-        source = (record.topic, record.partition)
-        if record.offset <= self.store.applied.get(source, -1):
+        if record.offset <= self.store.applied.get((record.topic, record.partition), -1):
             return []
+        self._check_partition(record)
         self.store.partitions.setdefault(record.partition, {})
-        context = _EventContext(self, record, now_ms, self.tables.view())
+        event = self.event(record)
+        context = EventContext(self, record, now_ms, self.tables.view())
         try:
-            event = self._event(record)
             try:
                 self.processor.process(event, context)
             except TableBehindError:  # see processors.runtime.tables
                 self.tables.catch_up()
-                context = _EventContext(self, record, now_ms, self.tables.view(False))
+                context = EventContext(self, record, now_ms, self.tables.view(False))
                 self.processor.process(event, context)
         except REFUSALS as exc:
             return [self._dead_letter(record, exc)]
         return context.outputs
 
     def punctuate(self, now_ms: int) -> list[OutRecord]:
-        context = _TickContext(self, now_ms)
+        context = TickContext(self, now_ms)
         self.processor.punctuate(context)
         return context.outputs
+
+    # -- restore (the engine reads; see processors.api.Restore) ----------------------------
 
     def restore(
         self, partition: int, key: bytes | None, value: bytes | None, source: bytes | None
     ) -> None:
-        """Fold one store-topic record into the store (restore on start and rebalance)."""
-        states = self.store.partitions.setdefault(partition, {})
+        """Fold one record of the store topic back (TABLE: by key; LAST: the head)."""
         if source is not None:
             self.store.note_applied(source)
+        if self.processor.restore is Restore.LAST:
+            if value is not None:
+                self.store.heads[partition] = self._decode_state(value)
+            return
+        states = self.store.partitions.setdefault(partition, {})
         if key is None:
             return
         if value is None:
             states.pop(key.decode(), None)
             return
-        states[key.decode()] = self.processor.decode_state(self.serde.decode(value).record)
+        states[key.decode()] = self._decode_state(value)
+
+    def replay(self, record: SourceRecord, now_ms: int) -> None:
+        """SOURCE: fold one record of the store topic through ``process()``, outputs
+        discarded. A refusal was dead-lettered when the record was first consumed; it is
+        counted here, not dead-lettered again."""
+        self.store.partitions.setdefault(record.partition, {})
+        context = ReplayContext(self, record, now_ms, self.tables.view(False))
+        try:
+            self.processor.process(self.event(record), context)
+        except REFUSALS:
+            self.replay_refusals += 1
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _event(self, record: SourceRecord) -> Event:
-        message = self.codec.open(record.value or b"", verify=False)
+    def event(self, record: SourceRecord) -> Event:
         return Event(
             topic=record.topic.removeprefix(self.prefix),
             partition=record.partition,
             offset=record.offset,
             timestamp_ms=record.timestamp_ms,
-            key=record.key.decode(errors="replace") if record.key is not None else None,
-            message=message,
+            raw_key=record.key,
+            value=record.value,
+            opener=self.codec,
+            log_topic=record.topic,
         )
+
+    def state_record(
+        self, partition: int, key: str, state: S | None, source: bytes | None
+    ) -> OutRecord:
+        """The store record of ``key`` on ``partition`` (None: a tombstone)."""
+        value = None
+        if state is not None:
+            encoded = self.processor.encode_state(state)
+            value = self.serde.encode(self.processor.store_subject, encoded)
+        headers = ((SOURCE_HEADER, source),) if source is not None else ()
+        return OutRecord(self.store_topic, key.encode(), value, partition, headers)
+
+    def _decode_state(self, value: bytes) -> S:
+        return self.processor.decode_state(self.serde.decode(value).record)
+
+    def _check_partition(self, record: SourceRecord) -> None:
+        if self.store_partitions is not None and record.partition >= self.store_partitions:
+            raise ProcessorError(
+                f"{record.topic} has more partitions than {self.store_topic} "
+                f"({self.store_partitions}); every input must share the store's partition "
+                "count. Recreate the topic with MESH_PARTITIONS partitions"
+            )
 
     def _dead_letter(
         self, record: SourceRecord, error: SerdeError | IdentityError | EventRejectedError
@@ -151,59 +192,3 @@ class Core(Generic[S]):
         )
         self.dead_letters += 1
         return OutRecord(f"{self.prefix}{DLQ}", record.key, value)
-
-    def state_record(self, partition: int, key: str, state: S, source: bytes | None) -> OutRecord:
-        self.store.partitions.setdefault(partition, {})[key] = state
-        value = self.serde.encode(self.processor.store_subject, self.processor.encode_state(state))
-        headers = ((SOURCE_HEADER, source),) if source is not None else ()
-        return OutRecord(self.store_topic, key.encode(), value, partition, headers)
-
-
-class _EventContext(Generic[S]):
-    def __init__(
-        self, core: Core[S], record: SourceRecord, now_ms: int, agents: AgentsView
-    ) -> None:
-        self._core = core
-        self.agents = agents
-        self._record = record
-        self._states = core.store.partitions[record.partition]
-        self._source = f"{record.topic}:{record.partition}:{record.offset}".encode()
-        self._now_ms = now_ms
-        self.outputs: list[OutRecord] = []
-
-    @property
-    def now_ms(self) -> int:
-        return self._now_ms
-
-    def get(self, key: str) -> S | None:
-        return self._states.get(key)
-
-    def put(self, key: str, state: S) -> None:
-        record = self._core.state_record(self._record.partition, key, state, self._source)
-        self.outputs.append(record)
-
-    def emit(self, topic: str, key: str, subject: str, record: Mapping[str, Any]) -> None:
-        value = self._core.serde.encode(subject, record)
-        self.outputs.append(OutRecord(f"{self._core.prefix}{topic}", key.encode(), value))
-
-
-class _TickContext(Generic[S]):
-    def __init__(self, core: Core[S], now_ms: int) -> None:
-        self._core = core
-        self.agents = core.tables.view(False)
-        self._now_ms = now_ms
-        self._partition_of = {
-            key: partition for partition, states in core.store.partitions.items() for key in states
-        }
-        self.outputs: list[OutRecord] = []
-
-    @property
-    def now_ms(self) -> int:
-        return self._now_ms
-
-    def items(self) -> Iterator[tuple[str, S]]:
-        for states in list(self._core.store.partitions.values()):
-            yield from list(states.items())
-
-    def put(self, key: str, state: S) -> None:
-        self.outputs.append(self._core.state_record(self._partition_of[key], key, state, None))

@@ -48,7 +48,7 @@ from mesh.errors import KafkaUnavailableError, ProcessorError
 from mesh.settings import Settings
 from processors.api import Processor, S
 from processors.runtime.core import OutRecord, SourceRecord
-from processors.runtime.job import Job, KeyedJob
+from processors.runtime.job import Job
 from processors.runtime.metrics import Metrics
 
 __all__ = ["Engine", "EngineConfig"]
@@ -81,7 +81,7 @@ class Engine:
 
     def __init__(
         self,
-        job: Job,
+        job: Job[Any],
         settings: Settings,
         bootstrap: str,
         config: EngineConfig | None = None,
@@ -113,7 +113,7 @@ class Engine:
         """An engine for a keyed-state processor (state in its compacted store topic)."""
         instance = (config or EngineConfig()).instance
         return cls(
-            KeyedJob(processor, codec, settings, bootstrap, instance), settings, bootstrap, config
+            Job(processor, codec, settings, bootstrap, instance), settings, bootstrap, config
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -296,6 +296,7 @@ class Engine:
                 f"{self.group}: topics {missing} do not exist; run `mesh topics ensure` first"
             )
         counts = {name: live[name] for name in names}
+        self.job.store_partitions = counts[self.job.store_topic]
         if len(set(counts.values())) != 1:
             raise ProcessorError(
                 f"{self.group}: inputs and store must be co-partitioned, but partition counts "

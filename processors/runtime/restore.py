@@ -1,4 +1,6 @@
-"""Rebuild the store for exactly the assigned partitions from the store topic."""
+"""Rebuild the store for exactly the assigned partitions, as the processor declared
+(:class:`~processors.api.Restore`): the engine calls this inside the assignment callback, before
+any record of those partitions is processed."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.adapters.kafka.reading import Reader, last_record, read_to_end, reader
 from mesh.errors import ProcessorError
 from mesh.settings import Settings
-from processors.api import S
+from processors.api import Restore, S
 from processors.runtime.core import SOURCE_HEADER, Core
+from processors.runtime.records import SourceRecord
 
 __all__ = ["restore_partitions"]
 
@@ -22,28 +25,62 @@ def restore_partitions(
     partitions: list[int],
     progress: Callable[[int], None],
 ) -> int:
-    """Drop and re-read ``partitions`` of the store topic; returns the records read."""
+    """Drop and rebuild ``partitions`` of the store; returns the records read."""
     core.store.drop(partitions)
     for partition in partitions:
         core.store.partitions[partition] = {}
     if not partitions:
         return 0
     consumer = reader(settings, bootstrap)
-    assigned = [TopicPartition(core.store_topic, p, OFFSET_BEGINNING) for p in partitions]
-    consumer.assign(assigned)
-
-    def fold(message: Message) -> None:
-        headers = dict(message.headers() or [])
-        source = headers.get(SOURCE_HEADER)
-        if isinstance(source, str):
-            source = source.encode()
-        partition = message.partition()
-        if partition is None:
-            raise ProcessorError(f"{core.store_topic}: a restored record has no partition")
-        core.restore(partition, message.key(), message.value(), source)
-        progress(1)
-
     try:
-        return read_to_end(consumer, assigned, fold)
+        if core.processor.restore is Restore.LAST:
+            return _heads(consumer, core, partitions, progress)
+        assigned = [TopicPartition(core.store_topic, p, OFFSET_BEGINNING) for p in partitions]
+        consumer.assign(assigned)
+        fold = _replay if core.processor.restore is Restore.SOURCE else _fold
+
+        def each(message: Message) -> None:
+            fold(core, message)
+            progress(1)
+
+        return read_to_end(consumer, assigned, each)
     finally:
         consumer.close()
+
+
+def _heads(
+    consumer: Reader, core: Core[S], partitions: list[int], progress: Callable[[int], None]
+) -> int:
+    read = 0
+    for partition in partitions:
+        message = last_record(consumer, core.store_topic, partition)
+        if message is not None:
+            _fold(core, message)
+            progress(1)
+            read += 1
+    return read
+
+
+def _fold(core: Core[S], message: Message) -> None:
+    source = dict(message.headers() or []).get(SOURCE_HEADER)
+    if isinstance(source, str):
+        source = source.encode()
+    core.restore(_partition(message), message.key(), message.value(), source)
+
+
+def _replay(core: Core[S], message: Message) -> None:
+    topic, offset = message.topic(), message.offset()
+    if topic is None or offset is None:
+        raise ProcessorError(f"{core.store_topic}: a restored record has no position")
+    timestamp = message.timestamp()[1]
+    record = SourceRecord(
+        topic, _partition(message), offset, timestamp, message.key(), message.value()
+    )
+    core.replay(record, timestamp)
+
+
+def _partition(message: Message) -> int:
+    partition = message.partition()
+    if partition is None:
+        raise ProcessorError(f"{message.topic()}: a restored record has no partition")
+    return partition

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.adapters.kafka.agents import agent_table
-from mesh.adapters.keyfiles import mesh_key, operator_key
+from mesh.adapters.keyfiles import control_signers, mesh_key, operator_key
 from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -18,12 +17,10 @@ from mesh.domain.identity import PublicKeys
 from mesh.errors import ConfigError
 from mesh.settings import Settings
 from processors.api import Processor
-from processors.audit import AuditJob
-from processors.killswitch import KillSwitchJob, Policy
+from processors.audit import AuditProcessor
+from processors.killswitch import KillSwitchProcessor, Policy
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine, EngineConfig
-from processors.runtime.job import Job, KeyedJob
-from processors.runtime.tables import Tables
 from processors.state import StateProcessor
 
 __all__ = ["PROCESSORS", "ProcessorOptions", "build", "run_processors"]
@@ -45,41 +42,29 @@ class _Build:
     options: ProcessorOptions
     instance: str
 
-    def keyed(self, processor: Processor[Any]) -> Job:
-        return KeyedJob(processor, self.codec, self.settings, self.bootstrap, self.instance)
 
-
-def _registry(b: _Build) -> Job:
+def _registry(b: _Build) -> Processor[Any]:
     operator = operator_key(b.settings)
-    return b.keyed(
-        RegistryProcessor(
-            stale_after_ms=b.options.stale_after_ms,
-            operator_keys={operator.agent_id: operator.public_bytes},
-        )
+    return RegistryProcessor(
+        stale_after_ms=b.options.stale_after_ms,
+        operator_keys={operator.agent_id: operator.public_bytes},
     )
 
 
-def _state(b: _Build) -> Job:
-    return b.keyed(StateProcessor())
+def _state(b: _Build) -> Processor[Any]:
+    return StateProcessor()
 
 
-def _audit(b: _Build) -> Job:
-    return AuditJob(b.settings, b.bootstrap, b.codec.serde, mesh_key(b.settings))
+def _audit(b: _Build) -> Processor[Any]:
+    return AuditProcessor(mesh_key(b.settings))
 
 
-def _killswitch(b: _Build) -> Job:
-    return KillSwitchJob(
-        b.settings,
-        b.bootstrap,
-        b.codec,
-        Tables(agent_table(b.settings, b.bootstrap, b.codec.serde)),
-        mesh_key(b.settings),
-        b.options.policy,
-        b.instance,
-    )
+def _killswitch(b: _Build) -> Processor[Any]:
+    signers = control_signers(b.settings)
+    return KillSwitchProcessor(b.codec, mesh_key(b.settings), b.options.policy, signers, b.instance)
 
 
-PROCESSORS: dict[str, Callable[[_Build], Job]] = {
+PROCESSORS: dict[str, Callable[[_Build], Processor[Any]]] = {
     "registry": _registry,
     "state": _state,
     "audit": _audit,
@@ -105,7 +90,7 @@ def build(
     serde.register_all()
     codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
     b = _Build(settings, bootstrap, codec, options or ProcessorOptions(), config.instance)
-    return [Engine(PROCESSORS[n](b), settings, bootstrap, config) for n in names]
+    return [Engine.keyed(PROCESSORS[n](b), settings, bootstrap, codec, config) for n in names]
 
 
 def run_processors(engines: list[Engine], report: Callable[[str], None]) -> None:

@@ -19,7 +19,7 @@ from mesh.domain.task_record import from_record, to_record
 from mesh.domain.tasks import TaskState, apply, joined
 from mesh.domain.topics import INBOX_PATTERN, STATE, TASKS
 from mesh.errors import EventRejectedError
-from processors.api import Context, Event, PunctuationContext
+from processors.api import Context, Event, PunctuationContext, Restore
 
 __all__ = ["StateProcessor"]
 
@@ -30,6 +30,8 @@ class StateProcessor:
     input_patterns: tuple[str, ...] = (INBOX_PATTERN,)
     store_topic = STATE
     global_tables: tuple[str, ...] = ("agents",)
+    restore = Restore.TABLE
+    copartitioned: tuple[str, ...] = ()
     store_subject = "mesh.state.TaskState"
     punctuate_every_ms: int | None = None
 

@@ -15,10 +15,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.kafka.config import consumer_config, producer_config
 from mesh.adapters.kafka.reading import watermarks
-from mesh.adapters.keyfiles import mesh_key
+from mesh.adapters.keyfiles import control_signers, mesh_key
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -26,9 +25,9 @@ from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import REGISTRY_EVENTS
 from mesh.settings import Settings
-from processors.killswitch import KillSwitchJob
+from processors.killswitch import KillSwitchProcessor
 from processors.killswitch.policy import parse_policy
-from processors.runtime.tables import Tables
+from processors.runtime.engine import Engine
 
 CARD = json.dumps({"name": "worker", "skills": [{"id": "work", "name": "Work"}]})
 
@@ -213,16 +212,9 @@ def committed_total(settings: Settings, group: str, topics: list[str], partition
     return sum(committed(settings, group, topic, partitions) for topic in topics)
 
 
-def killswitch_task(
-    settings: Settings, codec: MessageCodec, policy: dict[str, Any]
-) -> KillSwitchJob:
+def killswitch_engine(settings: Settings, codec: MessageCodec, policy: dict[str, Any]) -> Engine:
     """A kill-switch as `mesh processors run killswitch` builds it, with ``policy``."""
-    bootstrap, serde = settings.bootstrap_servers or "", codec.serde
-    return KillSwitchJob(
-        settings,
-        bootstrap,
-        codec,
-        Tables(agent_table(settings, bootstrap, serde)),
-        mesh_key(settings),
-        parse_policy(policy),
+    processor = KillSwitchProcessor(
+        codec, mesh_key(settings), parse_policy(policy), control_signers(settings)
     )
+    return Engine.keyed(processor, settings, settings.bootstrap_servers or "", codec)

@@ -21,7 +21,7 @@ from mesh.adapters.serde.codec import Serde
 from mesh.domain.audit.chain import AUDIT_SUBJECT, Link
 from mesh.domain.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY, inbox_topic
 from mesh.settings import Settings
-from processors.audit import AuditJob
+from processors.audit import AuditProcessor
 from processors.runtime.engine import Engine
 from tests.integration.fleet import (
     Sent,
@@ -143,9 +143,7 @@ def chain(settings: Settings) -> Iterator[tuple[Serde, list[tuple[int, int, Link
     codec, registry = codec_for(settings)
     produce(settings, mixed_events(300))
     bootstrap = settings.bootstrap_servers or ""
-    engine = Engine(
-        AuditJob(settings, bootstrap, codec.serde, mesh_key(settings)), settings, bootstrap
-    )
+    engine = Engine.keyed(AuditProcessor(mesh_key(settings)), settings, bootstrap, codec)
     group = engine.group
     with running([engine]):
         wait_for(
@@ -221,9 +219,7 @@ def test_agents_attaching_mid_stream_never_fork_a_chain(settings: Settings) -> N
     admin = TopicAdmin(settings, settings.bootstrap_servers or "")
     codec, registry = codec_for(settings)
     bootstrap = settings.bootstrap_servers or ""
-    engine = Engine(
-        AuditJob(settings, bootstrap, codec.serde, mesh_key(settings)), settings, bootstrap
-    )
+    engine = Engine.keyed(AuditProcessor(mesh_key(settings)), settings, bootstrap, codec)
     inboxes = [f"agent-{i}" for i in range(5)]
     events = mixed_events(6_000)
     for i, agent in enumerate(inboxes, start=1):  # after its inbox exists (see below)

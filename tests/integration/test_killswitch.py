@@ -14,13 +14,13 @@ from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TELEMETRY
 from mesh.settings import Settings
-from processors.audit import AuditJob
+from processors.audit import AuditProcessor
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from tests.integration.fleet import (
     Sent,
     codec_for,
-    killswitch_task,
+    killswitch_engine,
     produce,
     read_all,
     running,
@@ -93,11 +93,11 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
     )
     bootstrap = settings.bootstrap_servers or ""
     serde = codec.serde
-    killswitch = killswitch_task(settings, codec, POLICY)
+    killswitch = killswitch_engine(settings, codec, POLICY)
     engines = [
         Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
-        Engine(killswitch, settings, bootstrap),
-        Engine(AuditJob(settings, bootstrap, serde, mesh_key(settings)), settings, bootstrap),
+        killswitch,
+        Engine.keyed(AuditProcessor(mesh_key(settings)), settings, bootstrap, codec),
     ]
     with running(engines):
         wait_for(lambda: engines[0].metrics.records_out >= 4, 60, "the registrations")

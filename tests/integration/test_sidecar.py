@@ -35,7 +35,7 @@ from sidecar.core import Sidecar
 from sidecar.http import SidecarServer, new_token
 from sidecar.policy import AgentPolicy
 from sidecar.spec import AgentSpec
-from tests.integration.fleet import Sent, codec_for, killswitch_task, produce, read_all, running
+from tests.integration.fleet import Sent, codec_for, killswitch_engine, produce, read_all, running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -71,11 +71,11 @@ def mesh(settings: Settings, topics: object) -> Iterator[Mesh]:
     settings = settings.with_overrides(max_message_bytes=64 * 1024)  # an oversize case fits Kafka
     codec, registry = codec_for(settings)
     bootstrap = settings.bootstrap_servers or ""
-    killswitch = killswitch_task(settings, codec, {"agent": {"max_cost_per_minute": 1.0}})
+    killswitch = killswitch_engine(settings, codec, {"agent": {"max_cost_per_minute": 1.0}})
     engines = [
         Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
         Engine.keyed(StateProcessor(), settings, bootstrap, codec),
-        Engine(killswitch, settings, bootstrap),
+        killswitch,
     ]
     with running(engines):
         yield Mesh(settings, codec)

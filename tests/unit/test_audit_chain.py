@@ -1,4 +1,4 @@
-"""The audit chain: canonical links, verification, and the audit task through the driver."""
+"""The audit chain: canonical links, verification, and the audit processor through the driver."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import hashlib
 
 import pytest
 
-from mesh.adapters.schemaregistry.memory import InMemoryRegistry
-from mesh.adapters.serde.codec import Serde
 from mesh.domain.audit.chain import (
     GENESIS,
     Checkpoint,
@@ -18,8 +16,7 @@ from mesh.domain.audit.chain import (
 )
 from mesh.domain.audit.verify import Entry, verify_partition
 from mesh.domain.identity import AgentKey
-from mesh.settings import Settings
-from processors.audit import AuditJob
+from processors.audit import AuditProcessor
 from processors.testing import TestDriver
 
 MESH = AgentKey.generate("mesh")
@@ -174,14 +171,12 @@ def test_a_checkpoint_with_a_bad_signature_is_refused() -> None:
 
 
 @pytest.fixture
-def driver() -> TestDriver[object]:
-    serde = Serde(InMemoryRegistry())
-    task = AuditJob(Settings(), "unused", serde, MESH, checkpoint_every_ms=1_000)
-    return TestDriver(job=task, serde=serde, partitions=3)
+def driver() -> TestDriver[Link]:
+    return TestDriver(AuditProcessor(MESH, checkpoint_every_ms=1_000), partitions=3)
 
 
 def test_audit_task_chains_each_partition_and_checkpoints_moved_heads(
-    driver: TestDriver[object],
+    driver: TestDriver[Link],
 ) -> None:
     for i in range(30):
         driver.pipe("mesh.tasks.v1", f"task-{i % 7}", f"value {i}".encode())
@@ -204,3 +199,22 @@ def test_audit_task_chains_each_partition_and_checkpoints_moved_heads(
     checkpoint = Checkpoint.from_record(driver.serde.decode(ticks[0].value or b"").record)
     head = by_partition[checkpoint.audit_partition][-1]
     assert (checkpoint.sequence, checkpoint.head_hash) == (head.sequence, head.record_hash)
+
+
+def test_a_restarted_audit_continues_each_chain_from_its_last_link(
+    driver: TestDriver[Link],
+) -> None:
+    for i in range(12):
+        driver.pipe("mesh.tasks.v1", f"task-{i % 5}", f"before {i}".encode())
+    driver.restart()  # the store (the audit log) read back: each partition's last record
+    for i in range(12):
+        driver.pipe("mesh.tasks.v1", f"task-{i % 5}", f"after {i}".encode())
+    by_partition: dict[int, list[Link]] = {}
+    for out in driver.outputs:
+        if out.topic == "mesh.audit.v1" and out.partition is not None and out.value is not None:
+            link = Link.from_record(out.partition, driver.serde.decode(out.value).record)
+            by_partition.setdefault(out.partition, []).append(link)
+    assert sum(len(links) for links in by_partition.values()) == 24
+    for partition, links in by_partition.items():
+        assert [link.sequence for link in links] == list(range(len(links)))  # no fork, no gap
+        assert verify_partition(partition, entries(links)).problem is None

@@ -18,10 +18,8 @@ from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import CONTROL, TELEMETRY
 from mesh.errors import ConfigError
-from mesh.settings import Settings
-from processors.killswitch import KillSwitchJob, load_policy
+from processors.killswitch import KillSwitchProcessor, load_policy
 from processors.killswitch.policy import parse_policy
-from processors.runtime.tables import StaticTables
 from processors.testing import TestDriver
 
 MESH = AgentKey.generate("mesh")
@@ -35,14 +33,12 @@ def agent(name: str, depends_on: tuple[str, ...] = (), skill: str = "work") -> A
     return AgentState(name, "team", "1", AGENTS[name].public_bytes, card, depends_on)
 
 
-REGISTRY = StaticTables(
-    {
-        "intake": agent("intake", ("research",), "triage"),
-        "research": agent("research", (), "research"),
-        "drafting": agent("drafting", ("research",), "writing"),
-        "review": agent("review", ("drafting",), "writing"),
-    }
-)
+REGISTRY = {
+    "intake": agent("intake", ("research",), "triage"),
+    "research": agent("research", (), "research"),
+    "drafting": agent("drafting", ("research",), "writing"),
+    "review": agent("review", ("drafting",), "writing"),
+}
 
 
 class Fleet:
@@ -51,18 +47,15 @@ class Fleet:
     def __init__(self, policy: dict[str, Any] | None = None) -> None:
         self.serde = Serde(InMemoryRegistry())
         self.codec = MessageCodec(self.serde, PublicKeys())
-        task = KillSwitchJob(
-            Settings(),
-            "unused",
+        self.processor = KillSwitchProcessor(
             self.codec,
-            REGISTRY,
             MESH,
             parse_policy(policy or {}),
-            clock=lambda: self.driver.now_ms / 1000,
             signers={k.agent_id: k.public_bytes for k in (MESH, OPERATOR)},
         )
-        self.task = task
-        self.driver: TestDriver[object] = TestDriver(job=task, serde=self.serde)
+        self.driver: TestDriver[dict[str, Any]] = TestDriver(
+            self.processor, serde=self.serde, agents=REGISTRY
+        )
 
     def report(
         self,
@@ -103,9 +96,10 @@ class Fleet:
             envelope, "mesh.telemetry.TelemetryEvent", body, signer or AGENTS[who]
         )
         out = self.driver.pipe(TELEMETRY, who, value)
-        return [
-            self.codec.open(o.value or b"", verify=False).body for o in out if o.topic == CONTROL
-        ]
+        halts = [o for o in out if o.topic == CONTROL]
+        for halt in halts:  # the control topic is an input too: the halt comes back
+            self.driver.pipe(CONTROL, (halt.key or b"").decode(), halt.value or b"")
+        return [self.codec.open(o.value or b"", verify=False).body for o in halts]
 
     def control(self, action: Action, scope: Scope, target: str, key: AgentKey = OPERATOR) -> None:
         record = control_record(
@@ -244,7 +238,7 @@ def test_a_resume_not_signed_by_a_control_signer_is_dead_lettered_and_lifts_noth
     forged = AgentKey.generate(OPERATOR.agent_id)  # an operator's name, another key
     fleet.control(Action.RESUME, Scope.AGENT, "research", key=forged)
     fleet.driver.pipe(CONTROL, "research", None)  # a tombstone
-    assert "research" in fleet.task.book.halts
+    assert fleet.driver.state("research") is not None
     letters = fleet.driver.dead_letters()
     assert [d["reason_code"] for d in letters] == ["unknown_sender", "bad_signature"]
     assert "not a control signer" in letters[0]["reason"]
@@ -264,7 +258,7 @@ def test_forged_misattributed_and_unknown_telemetry_go_to_the_dead_letter_topic(
         del AGENTS["stranger"]
     codes = [d["reason_code"] for d in fleet.driver.dead_letters()]
     assert codes == ["bad_signature", "rejected", "unknown_schema_id", "unknown_sender"]
-    assert fleet.task.halts_issued == 0
+    assert fleet.processor.halts_issued == 0
 
 
 def test_policy_files_are_validated(tmp_path: Path) -> None:
@@ -288,3 +282,30 @@ def test_policy_files_are_validated(tmp_path: Path) -> None:
             load_policy(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_policy(tmp_path / "missing.toml")
+
+
+def test_halts_in_force_survive_a_restart_and_a_resume_survives_one_too() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=1.5)) == 1
+    fleet.driver.restart()  # halts replayed from the control topic; windows start empty
+    assert fleet.driver.state("research") is not None
+    assert fleet.report("research", "MODEL_CALL", "m", cost=5) == []  # still halted: silent
+    fleet.control(Action.RESUME, Scope.AGENT, "research")
+    fleet.driver.restart()
+    assert fleet.driver.state("research") is None
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=5)) == 1  # watched again
+
+
+def test_a_halt_issued_is_in_force_before_it_comes_back_on_the_control_topic() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+
+    def spend(message_id: str) -> bytes:
+        envelope = Envelope(message_id, "c", "c", "research", RecipientKind.BROADCAST, "", 0, 0)
+        body = {"agent_id": "research", "kind": "MODEL_CALL", "name": "m", "peer": None,
+                "arguments_digest": None, "cost_usd": 2.0, "ok": True}  # fmt: skip
+        return fleet.codec.seal(envelope, "mesh.telemetry.TelemetryEvent", body, AGENTS["research"])
+
+    first = fleet.driver.pipe(TELEMETRY, "research", spend("t-x"))
+    again = fleet.driver.pipe(TELEMETRY, "research", spend("t-y"))
+    assert [o.topic for o in first] == [CONTROL]
+    assert again == []  # not halted twice while the first halt is in flight

@@ -15,7 +15,7 @@ from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey
 from mesh.errors import EventRejectedError, UnknownSenderError
 
-__all__ = ["open_control", "seal_control"]
+__all__ = ["check_control", "open_control", "seal_control"]
 
 
 def seal_control(
@@ -37,7 +37,11 @@ def seal_control(
 def open_control(codec: MessageCodec, value: bytes, signers: Mapping[str, bytes]) -> OpenedMessage:
     """The control command in ``value``; raise (a MeshError) unless it decodes and one of
     ``signers`` signed it. Sidecars, the kill-switch and ``mesh halts`` all read it this way."""
-    opened = codec.open(value, verify=False)
+    return check_control(codec.open(value, verify=False), signers)
+
+
+def check_control(opened: OpenedMessage, signers: Mapping[str, bytes]) -> OpenedMessage:
+    """``opened`` if it is a control command one of ``signers`` signed; raise otherwise."""
     sender = opened.envelope.sender
     if opened.body_subject != CONTROL_SUBJECT:
         raise EventRejectedError(

@@ -1,0 +1,107 @@
+"""The audit processor: source records -> ``mesh.audit.v1``, one hash chain per partition.
+
+Source partition ``p`` of every audited topic is recorded in audit partition ``p`` (the mesh
+creates all of them with one partition count, and the range assignor gives one instance the
+same partition numbers of every topic), so exactly one instance extends each chain.
+
+The bytes are recorded as they arrived, undecoded (the event's message is never opened): a
+malformed record is evidence too.
+
+The audit log is the processor's store, restored ``LAST``: a chain's head is the last record
+of its audit partition, read by the runtime on every assignment (``read_committed``, which
+waits out an open transaction of a previous owner). Links and the consumer offsets they
+account for commit in one transaction, so a crash never forks or breaks a chain; a zombie's
+late transaction is fenced by the group generation (KIP-447).
+
+Checkpoints: every ``checkpoint_every_ms``, each chain whose head moved gets its head signed
+with the mesh's key, written to ``mesh.audit.checkpoints.v1`` in the same transaction. Which
+heads were sealed is kept in memory: after a restart each chain's head is sealed once more,
+a duplicate checkpoint of the same head that verification takes as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.domain.audit.chain import (
+    AUDIT_SUBJECT,
+    CHECKPOINT_SUBJECT,
+    Checkpoint,
+    Link,
+    checkpoint_bytes,
+    next_link,
+)
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import (
+    AUDIT,
+    AUDIT_CHECKPOINTS,
+    CONTROL,
+    INBOX_PATTERN,
+    REGISTRY_EVENTS,
+    TASKS,
+    TELEMETRY,
+)
+from processors.api import Context, Event, PunctuationContext, Restore
+
+__all__ = ["AUDITED", "AuditProcessor"]
+
+#: The fixed topics the audit records; agent inboxes are added by pattern.
+AUDITED = (REGISTRY_EVENTS, TASKS, TELEMETRY, CONTROL)
+
+
+class AuditProcessor:
+    name = "audit"
+    inputs: tuple[str, ...] = AUDITED
+    input_patterns: tuple[str, ...] = (INBOX_PATTERN,)
+    store_topic = AUDIT
+    store_subject = AUDIT_SUBJECT
+    restore = Restore.LAST
+    copartitioned: tuple[str, ...] = (AUDIT_CHECKPOINTS,)
+    global_tables: tuple[str, ...] = ()
+
+    def __init__(self, key: AgentKey, checkpoint_every_ms: int = 1_000) -> None:
+        self.key = key
+        self.punctuate_every_ms: int | None = checkpoint_every_ms
+        self.sealed: dict[int, int] = {}  # audit partition -> last sequence checkpointed
+
+    def init(self) -> None:
+        self.sealed.clear()
+
+    def close(self) -> None:
+        return None
+
+    def process(self, event: Event, ctx: Context[Link]) -> None:
+        partition = event.partition
+        link = next_link(
+            ctx.head(),
+            partition,
+            event.log_topic,
+            partition,
+            event.offset,
+            event.timestamp_ms,
+            event.raw_key,
+            event.value,
+        )
+        ctx.put(f"{link.source_topic}:{partition}", link)
+
+    def punctuate(self, ctx: PunctuationContext[Link]) -> None:
+        for _, head in ctx.items():
+            partition = head.audit_partition
+            if self.sealed.get(partition) == head.sequence:
+                continue
+            checkpoint = self.checkpoint(head, ctx.now_ms)
+            record = checkpoint.to_record()
+            ctx.emit(AUDIT_CHECKPOINTS, str(partition), CHECKPOINT_SUBJECT, record, partition)
+            self.sealed[partition] = head.sequence
+
+    def checkpoint(self, head: Link, now_ms: int) -> Checkpoint:
+        data = checkpoint_bytes(head.audit_partition, head.sequence, head.record_hash, now_ms)
+        return Checkpoint(
+            head.audit_partition, head.sequence, head.record_hash, now_ms, self.key.sign(data)
+        )
+
+    def encode_state(self, state: Link) -> dict[str, Any]:
+        return state.to_record()
+
+    def decode_state(self, record: dict[str, Any]) -> Link:
+        return Link.from_record(record["source_partition"], record)

@@ -1,0 +1,202 @@
+"""The kill-switch processor: ``mesh.telemetry.v1`` (+ ``mesh.control.v1``) -> halts.
+
+Per telemetry event: verify it against the sender's registered key (``ctx.agents``: forged
+telemetry must not halt anyone), check the sender reports about itself, and feed the sliding
+windows (:mod:`processors.killswitch.watch`). A rule that fires publishes one HALT to
+``mesh.control.v1`` in the same transaction as the consumer offsets, signed by the mesh's key;
+its reach (dependants, a capability, the fleet) comes from the registry table the runtime
+keeps current between batches, so the halt path reads nothing from Kafka.
+
+State: the halts in force, by control key, restored ``SOURCE``: the control topic is an input
+and its own changelog, replayed through :meth:`process` on every assignment. Only commands
+signed by a control signer count; anything else on the control topic is dead-lettered with
+the reason when first consumed (and ignored on replay), as sidecars ignore it.
+
+Flapping: while an agent (or the fleet) is halted, no rule fires for it again; a halt issued
+counts as in force until it comes back on the control topic. A resume, by an operator, starts
+fresh windows.
+
+Scaling: per-agent rules partition with telemetry (keyed by agent id); fleet rules see the
+partitions of their own instance, so run one kill-switch instance (a second one is a hot
+standby that takes over all partitions on a rebalance) for exact fleet windows.
+
+Windows are kept in memory: after a restart they start empty, while the halts stay in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mesh.adapters.serde.control import check_control, seal_control
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.control import (
+    CONTROL_SUBJECT,
+    Action,
+    Scope,
+    control_key,
+    control_record,
+    halt_in_force,
+)
+from mesh.domain.dependencies import capabilities, dependants, with_capability
+from mesh.domain.identity import AgentKey
+from mesh.domain.topics import CONTROL, TELEMETRY
+from mesh.errors import EventRejectedError
+from processors.api import Agents, Context, Event, PunctuationContext, Restore
+from processors.killswitch.policy import Policy
+from processors.killswitch.watch import Firing, Observation, Watch
+
+__all__ = ["KillSwitchProcessor"]
+
+TELEMETRY_SUBJECT = "mesh.telemetry.TelemetryEvent"
+Halt = dict[str, Any]
+_SCOPES = {
+    "agent": Scope.AGENT,
+    "dependants": Scope.DEPENDANTS,
+    "capability": Scope.CAPABILITY,
+    "fleet": Scope.FLEET,
+}
+
+
+class KillSwitchProcessor:
+    name = "killswitch"
+    inputs: tuple[str, ...] = (TELEMETRY, CONTROL)
+    input_patterns: tuple[str, ...] = ()
+    store_topic = CONTROL
+    store_subject = CONTROL_SUBJECT
+    restore = Restore.SOURCE
+    copartitioned: tuple[str, ...] = ()
+    global_tables: tuple[str, ...] = ("agents",)
+    punctuate_every_ms: int | None = None
+
+    def __init__(
+        self,
+        codec: MessageCodec,
+        key: AgentKey,
+        policy: Policy,
+        signers: Mapping[str, bytes],
+        instance: str = "0",
+    ) -> None:
+        """``signers``: who may sign halts and resumes; control records signed by anyone else
+        are dead-lettered and change nothing."""
+        self.codec, self.key, self.policy = codec, key, policy
+        self.signers = dict(signers)
+        self.requested_by = f"killswitch:{instance}"
+        self.watch = Watch(policy)
+        self.issued: dict[str, Halt] = {}  # halts sent, not yet seen back on the control topic
+        self.halts_issued = 0
+
+    def init(self) -> None:
+        self.watch = Watch(self.policy)
+        self.issued.clear()
+
+    def close(self) -> None:
+        return None
+
+    def process(self, event: Event, ctx: Context[Halt]) -> None:
+        if event.topic == CONTROL:
+            self._control(event, ctx)
+        else:
+            self._telemetry(event, ctx)
+
+    def punctuate(self, ctx: PunctuationContext[Halt]) -> None:
+        return None
+
+    def encode_state(self, state: Halt) -> dict[str, Any]:
+        return state
+
+    def decode_state(self, record: dict[str, Any]) -> Halt:
+        return record
+
+    # -- telemetry -------------------------------------------------------------------------
+
+    def _telemetry(self, event: Event, ctx: Context[Halt]) -> None:
+        envelope, body = event.envelope, event.body
+        if event.subject != TELEMETRY_SUBJECT:
+            raise EventRejectedError(
+                f"{TELEMETRY} carries {TELEMETRY_SUBJECT}, not {event.subject}"
+            )
+        event.message.verify(ctx.agents.public_key(envelope.sender))
+        if body["agent_id"] != envelope.sender:
+            raise EventRejectedError(
+                f"telemetry about {body['agent_id']!r} was signed by {envelope.sender!r}; an "
+                "agent reports only about itself"
+            )
+        observation = Observation(
+            event_id=envelope.message_id,
+            agent_id=envelope.sender,
+            at_ms=event.timestamp_ms,
+            kind=body["kind"],
+            name=body["name"],
+            cost_usd=body["cost_usd"],
+            ok=body["ok"],
+            peer=body["peer"],
+            arguments_digest=body["arguments_digest"],
+            hop_count=envelope.hop_count,
+            correlation_id=envelope.correlation_id,
+        )
+        if self._halted(ctx, observation.agent_id):
+            return
+        for firing in self.watch.observe(observation):
+            if firing.agent_id != "*" and self._halted(ctx, firing.agent_id):
+                continue
+            self._halt(ctx, firing, event.timestamp_ms)
+
+    def _halted(self, ctx: Context[Halt], agent_id: str) -> bool:
+        if not self.issued and not any(True for _ in ctx.items()):
+            return False
+        halts = {**dict(ctx.items()), **self.issued}
+        return halt_in_force(halts, agent_id) is not None
+
+    def _halt(self, ctx: Context[Halt], firing: Firing, trigger_ms: int) -> None:
+        scope = _SCOPES[self.policy.scope(firing.rule)]
+        target, affected = _radius(ctx.agents, scope, firing.agent_id)
+        record = control_record(
+            Action.HALT,
+            scope,
+            target,
+            rule=firing.rule,
+            reason=firing.reason,
+            requested_by=self.requested_by,
+            affected=affected,
+            evidence=firing.evidence,
+            trigger_produced_at=trigger_ms,
+        )
+        key = control_key(scope, target)
+        self.issued[key] = record
+        self.halts_issued += 1
+        ctx.emit_raw(CONTROL, key, seal_control(self.codec, self.key, record, ctx.now_ms))
+
+    # -- control ---------------------------------------------------------------------------
+
+    def _control(self, event: Event, ctx: Context[Halt]) -> None:
+        if event.value is None or event.key is None:
+            return  # a tombstone lifts nothing (see HaltBook.apply)
+        command = check_control(event.message, self.signers).body
+        key = event.key
+        self.issued.pop(key, None)
+        if command["action"] != Action.RESUME.value:
+            ctx.put(key, dict(command))
+            return
+        lifted = ctx.get(key)
+        ctx.delete(key)
+        if lifted is None:
+            return
+        if key == "*":
+            self.watch.reset_fleet()
+        else:
+            self.watch.reset([key, *lifted.get("affected_agents", [])])
+
+
+def _radius(agents: Agents, scope: Scope, agent_id: str) -> tuple[str, list[str]]:
+    if scope is Scope.AGENT:
+        return agent_id, [agent_id]
+    everyone = {a: agents[a] for a in agents}
+    if scope is Scope.FLEET:
+        return "*", sorted(everyone)
+    if scope is Scope.DEPENDANTS:
+        return agent_id, [agent_id, *dependants(everyone, agent_id)]
+    skills = capabilities(everyone.get(agent_id))
+    if not skills:  # nothing to widen to: the agent alone
+        return agent_id, [agent_id]
+    return skills[0], with_capability(everyone, skills[0])
