@@ -36,6 +36,8 @@ whether the same call may succeed later without anyone changing anything.
     │   ├── HaltedError                the agent is halted by the kill-switch or an operator
     │   └── ControlUnavailableError    the sidecar cannot follow the control topic: fails closed
     ├── ProcessorError                 a processor cannot run (co-partitioning, a bug: fail loudly)
+    │   ├── TransactionAbortedError    a commit failed: restore and go on (retriable)
+    │   └── ProcessorFencedError       a newer instance took over: this one stops
     ├── KafkaUnavailableError          no broker answered (retriable)
     ├── TopicError
     │   ├── TopicConfigConflictError   an existing topic contradicts the catalogue
@@ -62,6 +64,7 @@ __all__ = [
     "OversizeMessageError",
     "PolicyViolationError",
     "ProcessorError",
+    "ProcessorFencedError",
     "RecordEncodeError",
     "RegistrationConflictError",
     "RegistryFencedError",
@@ -76,6 +79,7 @@ __all__ = [
     "TopicConfigConflictError",
     "TopicError",
     "TopicNotFoundError",
+    "TransactionAbortedError",
     "TruncatedBodyError",
     "UnknownSchemaIdError",
     "UnknownSenderError",
@@ -246,6 +250,21 @@ class ControlUnavailableError(AgentRefusedError):
 
 class ProcessorError(MeshError):
     code = "processor"
+
+
+class TransactionAbortedError(ProcessorError):
+    """A transaction did not commit (the broker timed out or went away). Nothing of it is
+    visible; the instance restores its store from what did commit and carries on."""
+
+    code = "transaction_aborted"
+    retriable = True
+
+
+class ProcessorFencedError(ProcessorError):
+    """Another instance with the same transactional id (or a newer group generation) took over;
+    this one must stop, or it would write as a zombie."""
+
+    code = "fenced"
 
 
 class KafkaUnavailableError(MeshError):

@@ -65,7 +65,7 @@ class TestDriver(Generic[S]):
             self._next_offset[(topic, partition)] = offset + 1
         record = SourceRecord(topic, partition, offset, self.now_ms, raw_key, value)
         self.inputs.append(record)
-        produced = self.core.handle(record, self.now_ms)
+        produced = self.core.handle(record, self.now_ms) + self.core.flush()
         self.outputs += produced
         return produced
 
@@ -76,7 +76,7 @@ class TestDriver(Generic[S]):
         every = self._every
         while every and self.now_ms - self._last_tick >= every:
             self._last_tick += every
-            produced += self.core.punctuate(self._last_tick)
+            produced += self.core.punctuate(self._last_tick) + self.core.flush()
         self.outputs += produced
         return produced
 

@@ -72,18 +72,19 @@ class EventContext(_Outputs[S]):
 
     def put(self, key: str, state: S) -> None:
         mode = self._core.processor.restore
-        if mode is Restore.LAST:
+        if mode is Restore.LAST:  # the store is a log: every put is a record of it
             self._core.store.heads[self._partition] = state
-        else:
-            self._states[key] = state
-        if mode is not Restore.SOURCE:
             self.outputs.append(self._core.state_record(self._partition, key, state, self._source))
+            return
+        self._states[key] = state
+        if mode is Restore.TABLE:
+            self._core.dirty[(self._partition, key)] = (state, self._source)
 
     def delete(self, key: str) -> None:
         if self._states.pop(key, None) is None:
             return
         if self._core.processor.restore is Restore.TABLE:
-            self.outputs.append(self._core.state_record(self._partition, key, None, self._source))
+            self._core.dirty[(self._partition, key)] = (None, self._source)
 
 
 class ReplayContext(EventContext[S]):
@@ -105,4 +106,4 @@ class TickContext(_Outputs[S]):
             raise ProcessorError(f"{self._core.processor.name}: a tick may put only TABLE state")
         partition = self._partition_of[key]
         self._core.store.partitions[partition][key] = state
-        self.outputs.append(self._core.state_record(partition, key, state, None))
+        self._core.dirty[(partition, key)] = (state, None)

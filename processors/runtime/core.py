@@ -6,6 +6,11 @@ letters. It also folds back what the engine reads on a restore, whichever way th
 declared (:class:`~processors.api.Restore`). The engine wraps it in Kafka transactions; the
 test driver calls it directly.
 
+Changelog writes are coalesced per transaction (Kafka Streams' record cache): a TABLE
+processor's ``put``-s mark a key dirty, and :meth:`Core.flush` encodes each dirty key's final
+state once, when the engine commits. An agent that heartbeats five times in one batch costs one
+store record, not five; readers of the compacted topic only ever needed the last.
+
 Idempotent by construction: every store record carries the source coordinates it came from
 (header ``mesh-source``), the store remembers the last applied offset per source partition, and
 a record at or below it is a no-op. Exactly-once transactions already prevent reprocessing;
@@ -89,6 +94,8 @@ class Core(Generic[S]):
         self.store_partitions: int | None = None
         self.dead_letters = 0
         self.replay_refusals = 0
+        #: TABLE keys changed since the last flush: (partition, key) -> (state, source).
+        self.dirty: dict[tuple[int, str], tuple[S | None, bytes | None]] = {}
 
     # -- records ---------------------------------------------------------------------------
 
@@ -115,6 +122,19 @@ class Core(Generic[S]):
         context = TickContext(self, now_ms)
         self.processor.punctuate(context)
         return context.outputs
+
+    def flush(self) -> list[OutRecord]:
+        """The changelog records of every key changed since the last flush (TABLE)."""
+        outputs = [
+            self.state_record(partition, key, state, source)
+            for (partition, key), (state, source) in self.dirty.items()
+        ]
+        self.dirty.clear()
+        return outputs
+
+    def discard(self) -> None:
+        """Forget unflushed changes (their batch will not commit; the store is restored)."""
+        self.dirty.clear()
 
     # -- restore (the engine reads; see processors.api.Restore) ----------------------------
 

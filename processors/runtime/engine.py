@@ -11,13 +11,16 @@ The commit path, the only place offsets are committed:
 1. consume records until the commit interval has passed (or the batch is full);
 2. for each, ``Core.handle``: decode, process, apply to the store; refusals become dead letters;
 3. on a punctuation tick, ``Core.punctuate`` (e.g. mark silent agents stale);
-4. produce every output (store records to the source's partition, dead letters by key);
+4. produce every output (the changelog, each key changed in the batch once, to the source's
+   partition; dead letters and emits by key or by the partition given);
 5. ``send_offsets_to_transaction`` with the consumer's positions and group metadata;
 6. ``commit_transaction``.
 
-A failed commit is fatal: the in-memory store may hold changes that did not commit, so the
-instance stops; its restart (or another instance, after the rebalance) restores the store from
+A failed commit ends this run of the engine (TransactionAbortedError): the in-memory store may
+hold changes that did not commit, so the engine closes its clients; the runner
+(:mod:`processors.runtime.runner`) starts it again after a backoff, which restores the store from
 the committed store topic and resumes from the committed offsets. Nothing is lost or doubled.
+Fencing by a newer instance (ProcessorFencedError) is the one commit failure that stops it.
 
 Restore: on every assignment, the job rebuilds its state for exactly the assigned partitions
 (a keyed job reads its store topic's same partitions to their end, ``read_committed``) before
@@ -44,7 +47,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import consumer_config, transactional_producer_config
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.errors import KafkaUnavailableError, ProcessorError
+from mesh.errors import (
+    KafkaUnavailableError,
+    ProcessorError,
+    ProcessorFencedError,
+    TransactionAbortedError,
+)
 from mesh.settings import Settings
 from processors.api import Processor, S
 from processors.runtime.core import OutRecord, SourceRecord
@@ -56,6 +64,8 @@ __all__ = ["Engine", "EngineConfig"]
 #: Consumer events that are not failures: the end of a partition, and a pattern subscription
 #: (agent inboxes) that matches no topic yet. Fixed inputs are checked to exist at start.
 _NOT_ERRORS = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
+#: A newer instance took over: stopping is the only correct answer.
+_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,8 @@ class Engine:
         if self._producer is not None:
             self._producer.flush(5)
             self._producer = None
+        self._assigned = []
+        self.job.discard()
         self.job.close()
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
@@ -199,6 +211,7 @@ class Engine:
                 break
         batch = self._batch
         self._tick(batch)
+        batch.outputs += self.job.flush()  # the changelog: each changed key once
         self._commit(batch)
         self.metrics.sample_lag(consumer, self._assigned)
         return batch.records
@@ -247,9 +260,15 @@ class Engine:
             self.metrics.committed(batch.oldest_timestamp_ms, int(time.time() * 1000))
         except KafkaException as exc:
             self._running = False
-            raise ProcessorError(
-                f"{self.group}: the transaction did not commit ({exc}); stopping so the store "
-                "is restored from what did commit. Restart the processor."
+            error = exc.args[0]
+            if error.code() in _FENCED:
+                raise ProcessorFencedError(
+                    f"{self.group}-{self.config.instance}: fenced by a newer instance with the "
+                    f"same id ({error}); this one stops. Run each --instance once"
+                ) from exc
+            raise TransactionAbortedError(
+                f"{self.group}: the transaction did not commit ({error}); its records are "
+                "fetched again and the store is restored from what did commit"
             ) from exc
 
     def _clients(self) -> tuple[Consumer, Producer]:
@@ -282,6 +301,7 @@ class Engine:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.discarded(self._batch.records)
         self._batch = _Batch()  # see "A rebalance in the middle of a batch" above
+        self.job.discard()
         self.job.revoked(sorted({tp.partition for tp in partitions}))
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]

@@ -42,7 +42,7 @@ class Job(Core[S]):
     ) -> None:
         prefix = settings.topic_prefix
         tables = (
-            Tables(agent_table(settings, bootstrap, codec.serde))
+            Tables(lambda: agent_table(settings, bootstrap, codec.serde))
             if "agents" in processor.global_tables
             else StaticTables()
         )

@@ -14,7 +14,7 @@ from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.identity import PublicKeys
-from mesh.errors import ConfigError
+from mesh.errors import ConfigError, MeshError
 from mesh.settings import Settings
 from processors.api import Processor
 from processors.audit import AuditProcessor
@@ -93,20 +93,51 @@ def build(
     return [Engine.keyed(PROCESSORS[n](b), settings, bootstrap, codec, config) for n in names]
 
 
-def run_processors(engines: list[Engine], report: Callable[[str], None]) -> None:
-    """Run each engine in a thread; stop all on a signal or when any one fails (loudly)."""
-    stop = threading.Event()
+def run_processors(
+    engines: list[Engine],
+    report: Callable[[str], None],
+    backoff: tuple[float, float] = (0.5, 30.0),
+    stop: threading.Event | None = None,
+) -> None:
+    """Run each engine in a thread, supervised, until SIGINT/SIGTERM.
+
+    An engine that stops on a retriable error (the broker went away, a transaction did not
+    commit) is started again after a backoff (``backoff``: first and longest, doubling),
+    which restores its store from what committed; every restart is reported with its cause
+    and counted (``restarts``). Anything else (configuration, fencing by a newer instance, a
+    bug) stops every engine and is raised: a process that cannot do its job says so and exits.
+    ``stop``: set it to stop (default: a new event set by SIGINT and SIGTERM).
+    """
+    if stop is None:
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
     failures: list[BaseException] = []
+    restarts = dict.fromkeys((e.job.name for e in engines), 0)
 
     def work(engine: Engine) -> None:
-        try:
-            engine.run(until=stop.is_set)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
-            failures.append(exc)
-            stop.set()
+        delay = backoff[0]
+        while not stop.is_set():
+            try:
+                engine.run(until=stop.is_set)
+                return
+            except MeshError as exc:
+                if not exc.retriable:
+                    failures.append(exc)
+                    stop.set()
+                    return
+                restarts[engine.job.name] += 1
+                report(
+                    f"{engine.job.name}: restart {restarts[engine.job.name]} in {delay:.1f}s "
+                    f"after: {exc}"
+                )
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+                failures.append(exc)
+                stop.set()
+                return
+            stop.wait(delay)
+            delay = min(delay * 2, backoff[1])
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     threads = [threading.Thread(target=work, args=(e,), name=e.group) for e in engines]
     for thread in threads:
         thread.start()
@@ -120,7 +151,8 @@ def run_processors(engines: list[Engine], report: Callable[[str], None]) -> None
         if time.monotonic() >= next_report:
             next_report += 5
             for engine in engines:
-                report(f"{engine.job.name}: {engine.metrics.snapshot()}")
+                snapshot = engine.metrics.snapshot()
+                report(f"{engine.job.name}: {snapshot}, restarts={restarts[engine.job.name]}")
     for thread in threads:
         thread.join(30)
     if failures:

@@ -14,7 +14,7 @@ per miss, as before the runtime owned the table, but never inside ``process()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from mesh.domain.agents import AgentState, registered_key
@@ -60,22 +60,31 @@ class AgentsView(Mapping[str, AgentState]):
 
 
 class Tables:
-    """The runtime's global tables over Kafka (one reader per engine: engines run in threads)."""
+    """The runtime's global tables over Kafka (one reader per engine: engines run in threads).
 
-    def __init__(self, agents: _Source) -> None:
-        self._agents = agents
+    The reader is opened by the first :meth:`catch_up` and closed by :meth:`close`, so an
+    engine that is started again after a failure reads the table afresh."""
+
+    def __init__(self, open_agents: Callable[[], _Source]) -> None:
+        self._open_agents = open_agents
+        self._agents: _Source | None = None
 
     def catch_up(self) -> None:
+        if self._agents is None:
+            self._agents = self._open_agents()
         self._agents.catch_up()
 
     def refresh(self) -> None:
-        self._agents.poll()
+        if self._agents is not None:
+            self._agents.poll()
 
     def view(self, may_be_behind: bool = True) -> AgentsView:
-        return AgentsView(self._agents.values, may_be_behind)
+        return AgentsView(self._agents.values if self._agents else {}, may_be_behind)
 
     def close(self) -> None:
-        self._agents.close()
+        if self._agents is not None:
+            self._agents.close()
+            self._agents = None
 
 
 class StaticTables(Tables):

@@ -250,6 +250,7 @@ async def test_a_sidecar_that_cannot_follow_control_refuses_until_it_has_caught_
     mesh: Mesh,
 ) -> None:
     async with mesh.sidecar("carol") as carol:
+        await _until(lambda: "carol" in carol.agents(), "carol's own registration")
         await carol.send("carol", text="before")
         carol.supervisor.first_backoff_s = 1.0  # a window wide enough to act in
         follower = carol.follower

@@ -4,9 +4,11 @@ import json
 
 import pytest
 
+from mesh.adapters.kafka.partitioning import partition_for
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import DLQ, REGISTRY, REGISTRY_EVENTS, TELEMETRY
 from processors.registry import AgentStatus, RegistryProcessor
+from processors.runtime.records import SourceRecord
 from processors.testing import TestDriver
 
 CARD = json.dumps({"name": "Research", "skills": [{"id": "research", "name": "Research"}]})
@@ -235,3 +237,20 @@ def test_acknowledgements_never_revive_a_retired_or_stale_agent(
     )
     report(driver, research, "HALT_ACK")
     assert driver.state("research").status is AgentStatus.RETIRED
+
+
+def test_a_batch_writes_each_changed_agent_once_with_its_last_state(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    core, partition = driver.core, partition_for(b"research", driver.partitions)
+    for n in range(1, 6):  # five heartbeats inside one transaction
+        body = {"agent_id": "research", "instance_id": "i", "sequence": n}
+        at = driver.now_ms + n * 1_000
+        value = driver.seal(research, "mesh.registry.Heartbeat", body, at_ms=at)
+        record = SourceRecord(REGISTRY_EVENTS, partition, 100 + n, at, b"research", value)
+        assert core.handle(record, at) == []  # nothing written yet
+    [written] = core.flush()
+    assert written.topic == REGISTRY and written.key == b"research"
+    assert driver.serde.decode(written.value or b"").record["last_heartbeat"] == at
+    assert core.flush() == []
