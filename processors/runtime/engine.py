@@ -211,7 +211,9 @@ class Engine:
                 break
         batch = self._batch
         self._tick(batch)
-        batch.outputs += self.job.flush()  # the changelog: each changed key once
+        changelog = self.job.flush()  # each key changed in the batch, once
+        batch.outputs += changelog
+        self.metrics.count(0, len(changelog))
         self._commit(batch)
         self.metrics.sample_lag(consumer, self._assigned)
         return batch.records

@@ -20,6 +20,7 @@ from processors.runtime.engine import Engine
 from tests.integration.fleet import (
     Sent,
     codec_for,
+    committed,
     killswitch_engine,
     produce,
     read_all,
@@ -110,7 +111,15 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
         produce(settings, normal + burst + loop)
         wait_for(lambda: engines[1].metrics.records_in >= 60, 60, "the kill-switch")
         wait_for(lambda: len(halts(settings, codec)) >= 2, 30, "two halts")
-        time.sleep(0.5)  # anything further would show up now
+        # Halts commit with the offsets of the telemetry that caused them: once every
+        # telemetry record is committed, every halt it will ever cause is on the topic.
+        sent = len(normal + burst + loop)
+        group = killswitch.group
+        wait_for(
+            lambda: committed(settings, group, TELEMETRY, settings.partitions) == sent,
+            30,
+            "the kill-switch to commit all telemetry",
+        )
         found = halts(settings, codec)
         assert len(found) == 2, found
         by_rule = {h["rule"]: h for h in found}

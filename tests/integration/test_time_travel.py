@@ -65,9 +65,9 @@ async def exchange(settings: Settings, codec: Any) -> int:
         first = await alice.send("bob", text="please draft", task_id="t-1")
         got = await bob.receive(timeout_s=10)
         assert got is not None and got.message_id == first
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.002)  # clock separation (ms timestamps), not synchronisation
         between = int(time.time() * 1000)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.002)
         await bob.task_event("t-1", "HANDED_OFF", target="carol")
         await bob.send("carol", text="yours now", reply_to=got)
         handed = await carol.receive(timeout_s=10)
