@@ -59,6 +59,18 @@ def actual(settings: Settings, codec: MessageCodec) -> tuple[dict[str, list[dict
     return out, sources
 
 
+def assert_same_history(outputs: dict[str, list[dict]], expected: dict[str, list[dict]]) -> None:
+    """Per agent, the records written are states the uncrashed run went through, in its order,
+    none twice, ending in the same final state. A transaction writes each changed agent once
+    (its last state in the batch), so how many intermediate states show depends on batching;
+    a lost event changes the final state, a replayed one repeats a state or goes back."""
+    assert set(outputs) == set(expected)
+    for agent, written in outputs.items():
+        states = iter(expected[agent])
+        assert all(any(s == w for s in states) for w in written), f"{agent}: out of order"
+        assert written[-1] == expected[agent][-1], f"{agent}: a different final state"
+
+
 def future_base_ms() -> int:
     # Event times an hour ahead, so no agent goes stale (a wall-clock rule) during the test.
     return int(time.time() * 1000) + 3_600_000
@@ -102,7 +114,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     outputs, sources = actual(settings, codec)
     expected = reference(events, settings.partitions, codec)
     assert len(expected) == 200 and sum(map(len, expected.values())) > 9_000
-    assert outputs == expected
+    assert_same_history(outputs, expected)
     duplicated = [s for s, n in Counter(sources).items() if n > 1]
     assert duplicated == []
     assert read_all(settings, DLQ, settings.partitions) == []
@@ -144,7 +156,7 @@ def test_two_instances_share_the_work_and_survive_one_leaving(
         for process in instances:
             process.communicate(timeout=60)
     outputs, sources = actual(settings, codec)
-    assert outputs == reference(events, settings.partitions, codec)
+    assert_same_history(outputs, reference(events, settings.partitions, codec))
     assert len(sources) == len(set(sources))
 
 

@@ -94,7 +94,7 @@ def test_time_travel_folds_what_the_projection_folds(
         while (
             (now := live(settings, codec, "t-1")) is None
             or now.status != "COMPLETED"
-            or len(now.participants) < 3
+            or len(now.participants) < 4
         ):
             assert time.monotonic() < deadline, f"the live projection: {now}"
             time.sleep(0.1)
