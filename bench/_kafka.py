@@ -23,7 +23,7 @@ from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.identity import PublicKeys
-from mesh.settings import Settings, load_settings
+from mesh.settings import Cluster, Settings, load_settings
 
 Contender = Callable[[Settings], float]  # records/s on the topics of the given settings
 
@@ -38,7 +38,7 @@ def mesh_on_fresh_topics(tag: str, partitions: int) -> Iterator[tuple[Settings, 
     )
     lease = acquire_broker(base)
     settings = fresh_topics(base, lease.bootstrap, tag)
-    registry = KafkaRegistry(settings, lease.bootstrap)
+    registry = KafkaRegistry(Cluster(settings, lease.bootstrap))
     try:
         serde = Serde(registry)
         serde.register_all()
@@ -51,7 +51,7 @@ def mesh_on_fresh_topics(tag: str, partitions: int) -> Iterator[tuple[Settings, 
 def fresh_topics(settings: Settings, bootstrap: str, tag: str) -> Settings:
     """``settings`` with a new topic prefix whose catalogue topics exist."""
     prefixed = settings.with_overrides(topic_prefix=f"bench.{tag}.{uuid.uuid4().hex[:8]}.")
-    TopicAdmin(prefixed, bootstrap).ensure()
+    TopicAdmin(Cluster(prefixed, bootstrap)).ensure()
     return prefixed
 
 
@@ -80,7 +80,7 @@ def produce(
     settings: Settings, bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]
 ) -> None:
     """Produce ``events`` (key, value) to the prefixed ``topic`` and wait for every ack."""
-    producer = Producer(producer_config(settings, bootstrap))
+    producer = Producer(producer_config(Cluster(settings, bootstrap)))
     full = f"{settings.topic_prefix}{topic}"
     for key, value in events:
         while True:
@@ -101,12 +101,12 @@ def passthrough(
     topics = [f"{settings.topic_prefix}{t}" for t in sources]
     sink = f"{settings.topic_prefix}mesh.telemetry.v1"
     group = f"{settings.topic_prefix}passthrough"
-    consumer = Consumer(consumer_config(settings, bootstrap, group))
+    consumer = Consumer(consumer_config(Cluster(settings, bootstrap), group))
     if transactional:
-        producer = Producer(transactional_producer_config(settings, bootstrap, group))
+        producer = Producer(transactional_producer_config(Cluster(settings, bootstrap), group))
         producer.init_transactions(30)
     else:
-        producer = Producer(producer_config(settings, bootstrap))
+        producer = Producer(producer_config(Cluster(settings, bootstrap)))
     consumer.subscribe(topics)
     done, started, last_commit = 0, 0.0, time.monotonic()
     positions: dict[tuple[str, int], int] = {}

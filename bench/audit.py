@@ -27,7 +27,7 @@ from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.settings import Settings, load_settings
+from mesh.settings import Cluster, Settings, load_settings
 from processors.audit import AUDITED, AuditProcessor
 from processors.runtime.engine import Engine
 
@@ -44,7 +44,9 @@ def fill(settings: Settings, bootstrap: str) -> None:
 
 def audit_rate(settings: Settings, bootstrap: str, serde: Serde, total: int) -> float:
     codec = MessageCodec(serde, PublicKeys())
-    engine = Engine.keyed(AuditProcessor(AgentKey.generate("mesh")), settings, bootstrap, codec)
+    engine = Engine.keyed(
+        AuditProcessor(AgentKey.generate("mesh")), Cluster(settings, bootstrap), codec
+    )
     first: list[float] = []
 
     def finished() -> bool:
@@ -57,7 +59,7 @@ def audit_rate(settings: Settings, bootstrap: str, serde: Serde, total: int) -> 
 
 
 def verify_rates(settings: Settings, bootstrap: str, serde: Serde) -> dict[str, float]:
-    log = AuditLog(settings, bootstrap, serde)
+    log = AuditLog(Cluster(settings, bootstrap), serde)
     started = time.perf_counter()
     results = verify_log(log)
     verify_s = time.perf_counter() - started
@@ -80,8 +82,8 @@ def main() -> None:
     lease = acquire_broker(base)
     bootstrap = lease.bootstrap
     schema_settings = base.with_overrides(topic_prefix="bench.audit.")
-    TopicAdmin(schema_settings, bootstrap).ensure()
-    registry = KafkaRegistry(schema_settings, bootstrap)
+    TopicAdmin(Cluster(schema_settings, bootstrap)).ensure()
+    registry = KafkaRegistry(Cluster(schema_settings, bootstrap))
     serde = Serde(registry)
     serde.register_all()
     total = PER_TOPIC * len(AUDITED)

@@ -37,7 +37,7 @@ from mesh.domain.control import Action, Scope, control_record
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.killswitch import KillSwitchProcessor
 from processors.killswitch.policy import parse_policy
 from processors.registry import RegistryProcessor
@@ -54,7 +54,9 @@ TRIALS = int(os.environ.get("BENCH_TRIALS", "200"))
 
 
 def tail_consumer(settings: Settings, bootstrap: str, topic: str) -> Consumer:
-    consumer = Consumer(consumer_config(settings, bootstrap, f"tail-{uuid.uuid4().hex[:6]}"))
+    consumer = Consumer(
+        consumer_config(Cluster(settings, bootstrap), f"tail-{uuid.uuid4().hex[:6]}")
+    )
     full = f"{settings.topic_prefix}{topic}"
     partitions = consumer.list_topics(full, timeout=10).topics[full].partitions
     consumer.assign([TopicPartition(full, p, -1) for p in partitions])  # -1: the end
@@ -73,7 +75,7 @@ def await_record(consumer: Consumer, match: bytes, timeout_s: float = 10.0) -> f
 def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list[float]:
     agent = AgentKey.generate("runaway")
     operator = operator_key(settings)
-    producer = Producer(producer_config(settings, bootstrap, **{"linger.ms": 0}))
+    producer = Producer(producer_config(Cluster(settings, bootstrap), **{"linger.ms": 0}))
     registration = {
         "agent_id": agent.agent_id,
         "owner": "bench",
@@ -128,8 +130,8 @@ def killswitch_running(
 ) -> Iterator[tuple[Engine, list[Engine]]]:
     """The registry and kill-switch engines (POLICY), each in a thread, for the block."""
     processor = KillSwitchProcessor(codec, mesh_key(settings), POLICY, control_signers(settings))
-    killswitch = Engine.keyed(processor, settings, bootstrap, codec)
-    engines = [Engine.keyed(RegistryProcessor(), settings, bootstrap, codec), killswitch]
+    killswitch = Engine.keyed(processor, Cluster(settings, bootstrap), codec)
+    engines = [Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec), killswitch]
     stop = threading.Event()
     threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
     for thread in threads:
@@ -167,9 +169,10 @@ def raw_trials(settings: Settings, bootstrap: str) -> list[float]:
     stop = threading.Event()
 
     def relay() -> None:
-        consumer = Consumer(consumer_config(settings, bootstrap, f"relay-{uuid.uuid4().hex[:6]}",
-                                            **{"auto.offset.reset": "latest"}))  # fmt: skip
-        out = Producer(producer_config(settings, bootstrap, **{"linger.ms": 0}))
+        group = f"relay-{uuid.uuid4().hex[:6]}"
+        cluster = Cluster(settings, bootstrap)
+        consumer = Consumer(consumer_config(cluster, group, **{"auto.offset.reset": "latest"}))
+        out = Producer(producer_config(Cluster(settings, bootstrap), **{"linger.ms": 0}))
         consumer.subscribe([source])
         while not stop.is_set():
             for message in consumer.consume(100, 0.001):
@@ -180,7 +183,7 @@ def raw_trials(settings: Settings, bootstrap: str) -> list[float]:
 
     thread = threading.Thread(target=relay)
     thread.start()
-    producer = Producer(producer_config(settings, bootstrap, **{"linger.ms": 0}))
+    producer = Producer(producer_config(Cluster(settings, bootstrap), **{"linger.ms": 0}))
     tail = tail_consumer(settings, bootstrap, TELEMETRY)
     time.sleep(3.0)  # the relay joins its group
     latencies = []

@@ -35,7 +35,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope, control_key, control_record
 from mesh.domain.topics import CONTROL
 from mesh.errors import HaltedError
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.runtime.engine import Engine
 from sidecar.core import Sidecar
 from sidecar.spec import AgentSpec
@@ -47,12 +47,12 @@ async def trials(
     settings: Settings, bootstrap: str, codec: MessageCodec, killswitch: Engine
 ) -> tuple[list[float], int]:
     serde = codec.serde
-    runaway = Sidecar(settings, bootstrap, serde, AgentSpec("runaway"), heartbeat_s=5.0)
-    peer = Sidecar(settings, bootstrap, serde, AgentSpec("peer"), heartbeat_s=5.0)
+    runaway = Sidecar(Cluster(settings, bootstrap), serde, AgentSpec("runaway"), heartbeat_s=5.0)
+    peer = Sidecar(Cluster(settings, bootstrap), serde, AgentSpec("peer"), heartbeat_s=5.0)
     await runaway.start()
     await peer.start()
     operator = operator_key(settings)
-    producer = Producer(producer_config(settings, bootstrap, **{"linger.ms": 0}))
+    producer = Producer(producer_config(Cluster(settings, bootstrap), **{"linger.ms": 0}))
     refused = 0
     try:
         while not {"runaway", "peer"} <= set(runaway.agents()):  # noqa: ASYNC110

@@ -63,7 +63,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.envelope import new_envelope
 from mesh.domain.identity import AgentKey, verify_signature
 from mesh.domain.topics import inbox_topic
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from sidecar.core import MESSAGE_SUBJECT, Sidecar, message_body
@@ -86,8 +86,8 @@ def mesh_receiver(settings: Settings, bootstrap: str, commands: Any, results: An
 
 
 async def _mesh_receiver(settings: Settings, bootstrap: str, commands: Any, results: Any) -> None:
-    registry = KafkaRegistry(settings, bootstrap)
-    sidecar = Sidecar(settings, bootstrap, Serde(registry), AgentSpec("bench-b"))
+    registry = KafkaRegistry(Cluster(settings, bootstrap))
+    sidecar = Sidecar(Cluster(settings, bootstrap), Serde(registry), AgentSpec("bench-b"))
     await sidecar.start()
     results.put("ready")
     try:
@@ -115,7 +115,7 @@ def raw_receiver(settings: Settings, bootstrap: str, commands: Any, results: Any
     """One consumer for the whole run, assigned from the start of the raw topic (as the
     sidecar's inbox consumer is long-lived too); each command takes the next ``count``."""
     topic, partitions = commands.get()
-    consumer = Consumer(consumer_config(settings, bootstrap, f"raw-{uuid.uuid4().hex}"))
+    consumer = Consumer(consumer_config(Cluster(settings, bootstrap), f"raw-{uuid.uuid4().hex}"))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     consumer.consume(1, 1.0)  # connected and fetching before the first count
     results.put("ready")
@@ -299,7 +299,7 @@ def registry_running(settings: Settings, bootstrap: str, codec: MessageCodec) ->
     production where the processors run in their own processes (``mesh up``), not beside the
     agents on this 2-core machine.
     """
-    engine = Engine.keyed(RegistryProcessor(), settings, bootstrap, codec)
+    engine = Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec)
     stop = threading.Event()
     thread = threading.Thread(target=engine.run, kwargs={"until": stop.is_set})
     thread.start()
@@ -313,7 +313,7 @@ def registry_running(settings: Settings, bootstrap: str, codec: MessageCodec) ->
 def raw_topic(settings: Settings, bootstrap: str) -> str:
     """An inbox nobody reads but the raw consumer: the same topic config as the mesh path's."""
     spec = inbox_topic("bench-raw")
-    TopicAdmin(settings, bootstrap).ensure([spec])
+    TopicAdmin(Cluster(settings, bootstrap)).ensure([spec])
     return f"{settings.topic_prefix}{spec.name}"
 
 
@@ -321,9 +321,9 @@ async def run(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
     mesh_peer = Peer(mesh_receiver, settings, bootstrap)
     topic = raw_topic(settings, bootstrap)
     raw_peer = Peer(raw_receiver, settings, bootstrap, (topic, settings.partitions))
-    sender = Sidecar(settings, bootstrap, codec.serde, AgentSpec("bench-a"))
+    sender = Sidecar(Cluster(settings, bootstrap), codec.serde, AgentSpec("bench-a"))
     await sender.start()
-    producer = Producer(producer_config(settings, bootstrap))
+    producer = Producer(producer_config(Cluster(settings, bootstrap)))
     payload = codec.seal(
         new_envelope("bench-a", "bench-b"),
         MESSAGE_SUBJECT,

@@ -36,7 +36,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import REGISTRY_EVENTS
-from mesh.settings import Settings, load_settings
+from mesh.settings import Cluster, Settings, load_settings
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 
@@ -78,7 +78,7 @@ def _registration(key: AgentKey) -> dict[str, object]:
 
 
 def processor_rate(settings: Settings, bootstrap: str, codec: MessageCodec, total: int) -> float:
-    engine = Engine.keyed(RegistryProcessor(), settings, bootstrap, codec)
+    engine = Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec)
     first: list[float] = []
 
     def finished() -> bool:
@@ -94,10 +94,10 @@ def load_generator(
     settings: Settings, bootstrap: str, seconds: float, registered: object, go: object
 ) -> None:
     """A separate process: register FLEET agents, then (on ``go``) heartbeat each every 5 s."""
-    registry = KafkaRegistry(settings, bootstrap)
+    registry = KafkaRegistry(Cluster(settings, bootstrap))
     codec = MessageCodec(Serde(registry), PublicKeys())
     keys = [AgentKey.generate(f"fleet-{i:05d}") for i in range(FLEET)]
-    producer = Producer(producer_config(settings, bootstrap))
+    producer = Producer(producer_config(Cluster(settings, bootstrap)))
     topic = f"{settings.topic_prefix}{REGISTRY_EVENTS}"
 
     def send(key: AgentKey, subject: str, body: dict[str, object], n: int) -> None:
@@ -151,7 +151,7 @@ def sustained(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
     )
     generator.start()
     ready.wait(300)  # registrations are in; measure only the heartbeat phase
-    engine = Engine.keyed(RegistryProcessor(), settings, bootstrap, codec)
+    engine = Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec)
     engine.start()
     while engine.metrics.records_in < FLEET:  # fold the registrations first
         engine.step()
@@ -183,8 +183,8 @@ def main() -> None:
     lease = acquire_broker(base)
     bootstrap = lease.bootstrap
     schema_settings = base.with_overrides(topic_prefix="bench.reg.")
-    TopicAdmin(schema_settings, bootstrap).ensure()
-    registry = KafkaRegistry(schema_settings, bootstrap)
+    TopicAdmin(Cluster(schema_settings, bootstrap)).ensure()
+    registry = KafkaRegistry(Cluster(schema_settings, bootstrap))
     serde = Serde(registry)
     serde.register_all()
     codec = MessageCodec(serde, PublicKeys())

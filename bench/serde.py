@@ -35,7 +35,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import SCHEMAS
-from mesh.settings import load_settings
+from mesh.settings import Cluster, load_settings
 
 RECORDS = 5_000
 ROUNDS = 7
@@ -84,8 +84,8 @@ def rate(work: Callable[[], None], count: int) -> float:
 def main() -> None:
     settings = load_settings().with_overrides(topic_prefix="bench.serde.")
     lease = acquire_broker(settings)
-    TopicAdmin(settings, lease.bootstrap).ensure()
-    registry = KafkaRegistry(settings, lease.bootstrap)
+    TopicAdmin(Cluster(settings, lease.bootstrap)).ensure()
+    registry = KafkaRegistry(Cluster(settings, lease.bootstrap))
     try:
         run(Serde(registry), f"{settings.topic_prefix}{SCHEMAS} on {lease.bootstrap}")
     finally:

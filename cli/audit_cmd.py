@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import bootstrap, console, parse_time, settings
+from cli.common import cluster, console, parse_time, settings
 from mesh.adapters.audit.export import decoded_view, export_line, involves
 from mesh.adapters.audit.log import AuditLog, Window, verify_log
 from mesh.adapters.keyfiles import mesh_key
@@ -54,10 +54,10 @@ class _Session:
 
     def __init__(self) -> None:
         self.settings = settings()
-        address = bootstrap(self.settings)
-        self.registry = open_registry(self.settings, address)
+        where = cluster(self.settings)
+        self.registry = open_registry(self.settings, where)
         self.serde = Serde(self.registry)
-        self.log = AuditLog(self.settings, address, self.serde)
+        self.log = AuditLog(where, self.serde)
 
     def close(self) -> None:
         self.registry.close()

@@ -1,4 +1,4 @@
-"""What every command shares: settings, the console, the broker address."""
+"""What every command shares: settings, the console, the cluster."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import datetime as dt
 import typer
 from rich.console import Console
 
-from mesh.adapters.kafka.source import bootstrap_servers
-from mesh.settings import Settings, load_settings
+from mesh.adapters.kafka.source import resolve
+from mesh.settings import Cluster, Settings, load_settings
 
-__all__ = ["bootstrap", "console", "parse_time", "settings"]
+__all__ = ["cluster", "console", "parse_time", "settings"]
 
 console = Console(highlight=False)
 
@@ -20,8 +20,9 @@ def settings() -> Settings:
     return load_settings()
 
 
-def bootstrap(current: Settings) -> str:
-    return bootstrap_servers(current)
+def cluster(current: Settings) -> Cluster:
+    """The cluster to talk to (raises KafkaUnavailableError, shown by the error boundary)."""
+    return resolve(current)
 
 
 def parse_time(text: str, option: str) -> int:

@@ -10,20 +10,15 @@ from __future__ import annotations
 import json
 
 import typer
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from cli.common import bootstrap, console, settings
-from mesh.adapters.commands import send_command
-from mesh.adapters.kafka.reading import read_to_end, reader
+from cli.common import cluster, console, settings
+from mesh.adapters.commands import read_halts, send_command
 from mesh.adapters.keyfiles import control_signers
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
-from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.control import Action, HaltBook, Scope
+from mesh.domain.control import Action, Scope
 from mesh.domain.identity import PublicKeys
-from mesh.domain.topics import CONTROL
-from mesh.errors import MeshError
 
 _AGENT = typer.Argument(None, help="The agent to halt or resume.")
 _CAPABILITY = typer.Option(None, "--capability", help="Every agent with this capability.")
@@ -74,38 +69,18 @@ def resume(
 def halts() -> None:
     """The halts in force."""
     current = settings()
-    address = bootstrap(current)
-    registry = open_registry(current, address)
-    codec = MessageCodec(Serde(registry), PublicKeys())
-    book, signers, ignored = HaltBook(), control_signers(current), []
-
-    def fold(message: Message) -> None:
-        """In log order, as sidecars and the kill-switch fold it: signed commands only."""
-        value = message.value()
-        if value is None:
-            return
-        try:
-            opened = open_control(codec, value, signers)
-        except MeshError as exc:
-            ignored.append(f"offset {message.offset()} of partition {message.partition()}: {exc}")
-            return
-        book.apply((message.key() or b"").decode(), opened.body)
-
-    topic = f"{current.topic_prefix}{CONTROL}"
-    consumer = reader(current, address)
+    where = cluster(current)
+    registry = open_registry(current, where)
     try:
-        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
-        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)]
-        consumer.assign(tps)
-        read_to_end(consumer, tps, fold)
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        found = read_halts(where, codec, control_signers(current))
     finally:
-        consumer.close()
         registry.close()
-    for reason in ignored:
+    for reason in found.ignored:
         console.print(f"[yellow]ignored[/] {reason}")
-    if not book.halts:
+    if not found.halts:
         console.print("no halts in force")
-    for key, command in sorted(book.halts.items()):
+    for key, command in sorted(found.halts.items()):
         affects = ", ".join(command["affected_agents"]) or key
         console.print(
             f"{key}: {command['scope'].lower()} halt by {command['rule']} "
@@ -115,9 +90,7 @@ def halts() -> None:
 
 def _send(action: Action, scope: Scope, target: str, reason: str) -> None:
     current = settings()
-    record, operator, notes = send_command(
-        current, bootstrap(current), action, scope, target, reason
-    )
+    record, operator, notes = send_command(cluster(current), action, scope, target, reason)
     for note in notes:
         console.print(f"note: {note}")
     affected = record["affected_agents"]

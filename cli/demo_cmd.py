@@ -26,8 +26,8 @@ Policy = typer.Option(None, "--policy", help="Kill-switch policy file (TOML).")
 
 def up(registry_port: int = RegistryPort, policy: Path | None = Policy) -> None:
     """Start Kafka (unless MESH_BOOTSTRAP_SERVERS), topics, schemas, registry and processors."""
-    bootstrap = stack_up(settings(), console.print, registry_port, policy)
-    console.print(f"[bold green]mesh up[/]: bootstrap {bootstrap}; `mesh down` stops it")
+    where = stack_up(settings(), console.print, registry_port, policy)
+    console.print(f"[bold green]mesh up[/]: bootstrap {where.bootstrap}; `mesh down` stops it")
 
 
 def down() -> None:
@@ -41,14 +41,14 @@ def demo(
 ) -> None:
     """Bring the mesh up and run the demo fleet: work, a runaway halted, audit verified."""
     current = settings()
-    bootstrap = stack_up(current, console.print, registry_port)
-    registry = open_registry(current, bootstrap)
+    where = stack_up(current, console.print, registry_port)
+    registry = open_registry(current, where)
     try:
-        report = asyncio.run(run_fleet(current, bootstrap, Serde(registry), _say, tasks))
+        report = asyncio.run(run_fleet(where, Serde(registry), _say, tasks))
     finally:
         registry.close()
     _summary(report)
-    verified = _verify(bootstrap)
+    verified = _verify(where.bootstrap)
     console.print("the mesh keeps running: try `mesh agents ls`, `mesh halts`, `mesh down`")
     if len(report.completed) != report.tasks or report.halt is None or not verified:
         raise typer.Exit(1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import bootstrap, console, settings
+from cli.common import cluster, console, settings
 from mesh.adapters.schemaregistry.factory import open_registry
 from processors.killswitch import load_policy
 from processors.runtime.engine import EngineConfig
@@ -31,12 +31,12 @@ def run(
     """Run processors until SIGINT/SIGTERM; each commits exactly once per interval."""
     current = settings()
     limits = load_policy(policy)
-    address = bootstrap(current)
-    registry = open_registry(current, address)
+    where = cluster(current)
+    registry = open_registry(current, where)
     try:
         config = EngineConfig(instance=instance, commit_interval_ms=commit_interval_ms)
         options = ProcessorOptions(stale_after_ms=int(stale_after_s * 1000), policy=limits)
-        engines = build(names, current, address, registry, config, options)
+        engines = build(names, where, registry, config, options)
         run_processors(engines, console.print)
     finally:
         registry.close()

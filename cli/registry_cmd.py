@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 import uvicorn
 
-from cli.common import bootstrap, console, settings
+from cli.common import cluster, console, settings
 from mesh.adapters.schemaregistry.http_server import registry_app
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 
@@ -19,7 +19,7 @@ def serve(
 ) -> None:
     """Serve the registry on _mesh_schemas over the Confluent REST API."""
     current = settings()
-    registry = KafkaRegistry(current, bootstrap(current))
+    registry = KafkaRegistry(cluster(current))
     console.print(f"schema registry on http://{host}:{port} (log: {registry.topic})")
     try:
         uvicorn.run(registry_app(registry), host=host, port=port, log_level="warning")

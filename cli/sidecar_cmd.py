@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import bootstrap, console, settings
+from cli.common import cluster, console, settings
 from mesh.errors import ConfigError
 from sidecar.policy import parse_agent_policy
 from sidecar.serve import run_sidecar
@@ -41,4 +41,4 @@ def run(
         depends_on_tools=tuple(tool),
         policy=parse_agent_policy(text, str(policy)),
     )
-    run_sidecar(current, bootstrap(current), spec, port, console.print)
+    run_sidecar(cluster(current), spec, port, console.print)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from cli.common import bootstrap, console, settings
+from cli.common import cluster, console, settings
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.domain.topics import catalogue
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Create and inspect the mesh's topics.")
 def ensure() -> None:
     """Create missing topics; refuse if an existing one contradicts the catalogue."""
     current = settings()
-    report = TopicAdmin(current, bootstrap(current)).ensure()
+    report = TopicAdmin(cluster(current)).ensure()
     for name in report.created:
         console.print(f"created  {name}")
     for name in report.existing:
@@ -27,7 +27,7 @@ def ensure() -> None:
 def list_topics() -> None:
     """Show the catalogue and what the cluster has."""
     current = settings()
-    admin = TopicAdmin(current, bootstrap(current))
+    admin = TopicAdmin(cluster(current))
     live = admin.topic_partitions()
     table = Table("topic", "partitions", "cleanup", "what")
     for spec in catalogue():

@@ -9,7 +9,7 @@ from enum import StrEnum
 import typer
 from rich.table import Table
 
-from cli.common import bootstrap, console, parse_time, settings
+from cli.common import cluster, console, parse_time, settings
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
@@ -32,10 +32,10 @@ class GraphFormat(StrEnum):
 
 def _agents() -> dict[str, object]:
     current = settings()
-    address = bootstrap(current)
-    registry = open_registry(current, address)
+    where = cluster(current)
+    registry = open_registry(current, where)
     try:
-        return dict(read_agents(current, address, Serde(registry)))
+        return dict(read_agents(where, Serde(registry)))
     finally:
         registry.close()
 
@@ -85,13 +85,13 @@ def show_state(
     """A task's state rebuilt from the log (as it was at --as-of, if given)."""
     as_of_ms = parse_time(as_of, "--as-of") if as_of else None
     current = settings()
-    address = bootstrap(current)
-    registry = open_registry(current, address)
+    where = cluster(current)
+    registry = open_registry(current, where)
     serde = Serde(registry)
     try:
-        agents = read_agents(current, address, serde)
+        agents = read_agents(where, serde)
         codec = MessageCodec(serde, PublicKeys(), max_bytes=current.max_message_bytes)
-        state, skipped = rebuild_task(current, address, codec, agents, task_id, as_of_ms)
+        state, skipped = rebuild_task(where, codec, agents, task_id, as_of_ms)
     finally:
         registry.close()
     if state is None:

@@ -32,7 +32,7 @@ from mesh.adapters.commands import send_command
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.control import Action, Scope
 from mesh.errors import AgentRefusedError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from sidecar.core import Delivery, Sidecar
 from sidecar.spec import AgentSpec
 
@@ -81,19 +81,16 @@ def specs() -> list[AgentSpec]:
     ]
 
 
-async def run_fleet(
-    settings: Settings, bootstrap: str, serde: Serde, say: Say, tasks: int = 12
-) -> FleetReport:
+async def run_fleet(cluster: Cluster, serde: Serde, say: Say, tasks: int = 12) -> FleetReport:
     report = FleetReport(tasks=tasks)
     started = time.monotonic()
-    fleet = {s.agent_id: Sidecar(settings, bootstrap, serde, s, heartbeat_s=2.0) for s in specs()}
+    fleet = {s.agent_id: Sidecar(cluster, serde, s, heartbeat_s=2.0) for s in specs()}
     await asyncio.gather(*(sidecar.start() for sidecar in fleet.values()))
     say(f"fleet attached: {', '.join(fleet)}")
     if fleet[ROGUE].halt is not None:  # halted by a previous demo run: lift it, on the record
         await asyncio.to_thread(
             send_command,
-            settings,
-            bootstrap,
+            cluster,
             Action.RESUME,
             Scope.AGENT,
             ROGUE,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mesh.errors import ConfigError
 
-__all__ = ["ENV_VARS", "Settings", "load_settings"]
+__all__ = ["ENV_VARS", "Cluster", "Settings", "load_settings"]
 
 #: Every variable the mesh reads, with what it means. The README's table is generated from this.
 ENV_VARS: dict[str, str] = {
@@ -81,6 +81,34 @@ class Settings:
             "sasl.password": self.sasl_password,
         }
         return {k: v for k, v in pairs.items() if v}
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Where the mesh runs, resolved once: its settings, the brokers' address (the local
+    broker's, when ``MESH_BOOTSTRAP_SERVERS`` is unset: see
+    :func:`mesh.adapters.kafka.source.resolve`) and the full name of each mesh topic."""
+
+    settings: Settings
+    bootstrap: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Cluster:
+        """The cluster ``settings`` name (MESH_BOOTSTRAP_SERVERS must be set)."""
+        if not settings.bootstrap_servers:
+            raise ConfigError(
+                "MESH_BOOTSTRAP_SERVERS is unset; resolve the local broker first "
+                "(mesh.adapters.kafka.source.resolve)"
+            )
+        return cls(settings, settings.bootstrap_servers)
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.topic_prefix
+
+    def topic(self, name: str) -> str:
+        """The full name of catalogue topic ``name`` (with ``MESH_TOPIC_PREFIX``)."""
+        return f"{self.settings.topic_prefix}{name}"
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -13,7 +13,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.domain.topics import CONTROL, REGISTRY, STATE, inbox_topic
 from mesh.errors import ProcessorError, TopicNotFoundError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from sidecar.inbox import Inbox, Position
 
 __all__ = ["InboxConsumer", "ensure_topics"]
@@ -70,13 +70,13 @@ class InboxConsumer:
         return self._consumer
 
 
-def ensure_topics(settings: Settings, bootstrap: str, agent_id: str) -> dict[str, int]:
+def ensure_topics(cluster: Cluster, agent_id: str) -> dict[str, int]:
     """Create the inbox if need be; return the partition counts of the topics the sidecar
     reads (the registry and control, followed; the state projections, read per task)."""
-    admin = TopicAdmin(settings, bootstrap)
+    admin = TopicAdmin(cluster)
     admin.ensure([inbox_topic(agent_id)])
     live = admin.topic_partitions()
-    followed = [f"{settings.topic_prefix}{t}" for t in (REGISTRY, CONTROL, STATE)]
+    followed = [cluster.topic(t) for t in (REGISTRY, CONTROL, STATE)]
     missing = [topic for topic in followed if not live.get(topic)]
     if missing:
         raise TopicNotFoundError(

@@ -17,18 +17,18 @@ from mesh.adapters.kafka.partitioning import partition_for
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.topics import STATE
 from mesh.errors import KafkaUnavailableError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 
 __all__ = ["read_task_state"]
 
 
 async def read_task_state(
-    settings: Settings, bootstrap: str, serde: Serde, task_id: str, partitions: int
+    cluster: Cluster, serde: Serde, task_id: str, partitions: int
 ) -> dict[str, Any] | None:
     """The task's current state record (None: the mesh has seen no event of it);
     ``partitions``: the state topic's partition count."""
-    topic = f"{settings.topic_prefix}{STATE}"
-    consumer = AIOKafkaConsumer(**aiokafka_consumer_config(settings, bootstrap, None))
+    topic = cluster.topic(STATE)
+    consumer = AIOKafkaConsumer(**aiokafka_consumer_config(cluster, None))
     key = task_id.encode()
     try:
         await consumer.start()

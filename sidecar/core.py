@@ -47,7 +47,7 @@ from mesh.errors import (
     ProcessorError,
     SerdeError,
 )
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from sidecar import facts
 from sidecar.consume import InboxConsumer, ensure_topics
 from sidecar.context import read_task_state
@@ -71,8 +71,7 @@ _log = logging.getLogger("mesh.sidecar")
 class Sidecar:
     def __init__(
         self,
-        settings: Settings,
-        bootstrap: str,
+        cluster: Cluster,
         serde: Serde,
         spec: AgentSpec,
         *,
@@ -82,7 +81,8 @@ class Sidecar:
         key_wait_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings, self.bootstrap, self.serde, self.spec = settings, bootstrap, serde, spec
+        self.cluster, self.serde, self.spec = cluster, serde, spec
+        settings = self.settings = cluster.settings
         self.agent_id = spec.agent_id
         self.key = key or load_or_create_key(
             settings.state_dir / "keys" / f"{spec.agent_id}.key", spec.agent_id
@@ -93,9 +93,8 @@ class Sidecar:
         self.spend = SpendWindow(spec.policy)
         self.counters = Counters()
         self.supervisor = Supervisor(spec.agent_id)
-        self._prefix = settings.topic_prefix
-        self._sink = KafkaSink(aiokafka_producer_config(settings, bootstrap))
-        self.outbox = Outbox(self.agent_id, self.key, self.codec, self._prefix, self._sink)
+        self._sink = KafkaSink(aiokafka_producer_config(cluster))
+        self.outbox = Outbox(self.agent_id, self.key, self.codec, cluster.prefix, self._sink)
         self.inbox = Inbox(
             self.codec, self._sender_key, self.outbox, f"sidecar:{self.instance_id}", self.counters
         )
@@ -110,10 +109,10 @@ class Sidecar:
         )
         self.control = self.plane.control
         self.plane.handlers.append(self._fresh_budget_on_resume)
-        group = f"{self._prefix}agent.{self.agent_id}"
+        group = cluster.topic(f"agent.{self.agent_id}")
         self._consumer = InboxConsumer(
-            f"{self._prefix}{inbox_topic(self.agent_id).name}",
-            aiokafka_consumer_config(settings, bootstrap, group),
+            cluster.topic(inbox_topic(self.agent_id).name),
+            aiokafka_consumer_config(cluster, group),
             self.inbox,
         )
         self._partitions: dict[str, int] = {}
@@ -143,9 +142,7 @@ class Sidecar:
             raise
 
     async def _start(self) -> None:
-        self._partitions = await asyncio.to_thread(
-            ensure_topics, self.settings, self.bootstrap, self.agent_id
-        )
+        self._partitions = await asyncio.to_thread(ensure_topics, self.cluster, self.agent_id)
         await self._sink.start()
         self.supervisor.spawn("control follower", self._follow, self.control.follower_stopped)
         await self.plane.wait_caught_up()
@@ -221,7 +218,7 @@ class Sidecar:
         except (AgentRefusedError, SerdeError) as exc:
             await self._refused("send", exc, peer=to or capability)
             raise
-        topic = f"{self._prefix}{inbox_topic(recipient).name}"
+        topic = self.cluster.topic(inbox_topic(recipient).name)
         key = (envelope.task_id or envelope.conversation_id).encode()
         sent = self.outbox.telemetry(Kind.MESSAGE_SENT, subject, peer=recipient, about=envelope)
         await self.outbox.write((topic, key, value), sent)
@@ -308,9 +305,9 @@ class Sidecar:
 
     async def context(self, task_id: str) -> dict[str, Any] | None:
         """The task's shared context as the state projections hold it (None: unknown task)."""
-        state = f"{self._prefix}{STATE}"
+        state = self.cluster.topic(STATE)
         partitions = self._partitions[state]
-        return await read_task_state(self.settings, self.bootstrap, self.serde, task_id, partitions)
+        return await read_task_state(self.cluster, self.serde, task_id, partitions)
 
     # -- incoming --------------------------------------------------------------------------
 
@@ -382,8 +379,8 @@ class Sidecar:
         return await self.plane.sender_key(sender, self.key_wait_s)
 
     async def _follow(self) -> None:
-        topics = {"registry": f"{self._prefix}{REGISTRY}", "control": f"{self._prefix}{CONTROL}"}
-        await self.plane.follow(self.settings, self.bootstrap, topics, self._partitions)
+        topics = {"registry": self.cluster.topic(REGISTRY), "control": self.cluster.topic(CONTROL)}
+        await self.plane.follow(self.cluster, topics, self._partitions)
 
     def _fresh_budget_on_resume(self, halt: dict[str, Any] | None) -> None:
         if halt is None:

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from mesh.adapters.kafka.config import aiokafka_consumer_config
-from mesh.settings import Settings
+from mesh.settings import Cluster
 
 __all__ = ["Follower"]
 
@@ -32,8 +32,7 @@ _log = logging.getLogger("mesh.sidecar")
 class Follower:
     def __init__(
         self,
-        settings: Settings,
-        bootstrap: str,
+        cluster: Cluster,
         handlers: Mapping[str, OnRecord],
         partitions: Mapping[str, int],
         on_confirmed: Callable[[float], None],
@@ -43,7 +42,7 @@ class Follower:
         self._tps = [TopicPartition(t, p) for t in handlers for p in range(partitions[t])]
         self._on_confirmed = on_confirmed
         self._confirm_every_s = confirm_every_s
-        self._consumer = AIOKafkaConsumer(**aiokafka_consumer_config(settings, bootstrap, None))
+        self._consumer = AIOKafkaConsumer(**aiokafka_consumer_config(cluster, None))
         self.caught_up = asyncio.Event()
         self.unanswered = 0  # confirmations the broker did not answer
 

@@ -86,6 +86,9 @@ class Outbox:
     async def write(self, *records: Record) -> None:
         await self.sink.write(records)
 
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
     def message(self, envelope: Envelope, subject: str, body: Mapping[str, Any]) -> bytes:
         return self.codec.seal(envelope, subject, body, self.key)
 
@@ -100,7 +103,7 @@ class Outbox:
             task_id=key if topic == TASKS else None,
         )
         value = self.codec.seal(envelope, subject, body, self.key)
-        return f"{self.prefix}{topic}", (key or self.agent_id).encode(), value
+        return self.topic(topic), (key or self.agent_id).encode(), value
 
     def telemetry(
         self, kind: Kind, name: str, *, about: Envelope | None = None, **fields: Any
@@ -109,10 +112,10 @@ class Outbox:
         value = self.codec.seal(
             telemetry_envelope(self.agent_id, about), TELEMETRY_SUBJECT, body, self.key
         )
-        return f"{self.prefix}{TELEMETRY}", self.agent_id.encode(), value
+        return self.topic(TELEMETRY), self.agent_id.encode(), value
 
     def dead_letter(
         self, error: MeshError, original: bytes, source: SourceCoordinates, detected_by: str
     ) -> Record:
         value = dead_letter_value(self.codec.serde, error, original, detected_by, source)
-        return f"{self.prefix}{DLQ}", source.key or b"", value
+        return self.topic(DLQ), source.key or b"", value

@@ -27,7 +27,7 @@ from mesh.domain.agent_record import from_record
 from mesh.domain.agents import AgentState, registered_key
 from mesh.domain.dependencies import capabilities
 from mesh.errors import KafkaUnavailableError, MeshError, UnknownSenderError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from sidecar.follow import Follower
 from sidecar.halts import ControlView
 from sidecar.inbox import Counters
@@ -69,17 +69,14 @@ class Plane:
 
     async def follow(
         self,
-        settings: Settings,
-        bootstrap: str,
+        cluster: Cluster,
         topics: Mapping[str, str],
         partitions: Mapping[str, int],
     ) -> None:
         """Follow ``topics`` ({"registry": name, "control": name}) until cancelled."""
         handlers = {topics["registry"]: self._on_agent, topics["control"]: self._on_control}
         confirm_every_s = max(0.1, self.control.stale_after_s / 5)
-        follower = Follower(
-            settings, bootstrap, handlers, partitions, self.control.confirmed, confirm_every_s
-        )
+        follower = Follower(cluster, handlers, partitions, self.control.confirmed, confirm_every_s)
         self.follower = follower
         try:
             await follower.run(await follower.start())

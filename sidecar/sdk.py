@@ -28,7 +28,7 @@ from mesh.adapters.kafka.source import acquire_broker
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.errors import AgentRefusedError
-from mesh.settings import Settings, load_settings
+from mesh.settings import Cluster, Settings, load_settings
 from sidecar.core import Delivery, Sidecar
 from sidecar.policy import AgentPolicy
 from sidecar.spec import AgentSpec
@@ -95,8 +95,8 @@ class Agent:
                 with contextlib.suppress(AgentRefusedError):
                     await sidecar.report_error(type(exc).__name__, str(exc)[:500])
 
-    async def attach(self, settings: Settings, bootstrap: str, serde: Serde) -> Sidecar:
-        sidecar = Sidecar(settings, bootstrap, serde, self.spec)
+    async def attach(self, cluster: Cluster, serde: Serde) -> Sidecar:
+        sidecar = Sidecar(cluster, serde, self.spec)
         await sidecar.start()
         return sidecar
 
@@ -106,13 +106,14 @@ class Agent:
 
     async def _main(self, settings: Settings) -> None:
         lease = acquire_broker(settings)
-        registry = open_registry(settings, lease.bootstrap)
+        cluster = Cluster(settings, lease.bootstrap)
+        registry = open_registry(settings, cluster)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            sidecar = await self.attach(settings, lease.bootstrap, Serde(registry))
+            sidecar = await self.attach(cluster, Serde(registry))
             try:
                 await self.serve(sidecar, stop)
             finally:

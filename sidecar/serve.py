@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from sidecar.core import Sidecar
 from sidecar.http import SidecarServer, new_token
 from sidecar.spec import AgentSpec
@@ -38,21 +38,18 @@ def write_connection(settings: Settings, agent_id: str, url: str, token: str) ->
     return path
 
 
-def run_sidecar(
-    settings: Settings, bootstrap: str, spec: AgentSpec, port: int, say: Callable[[str], None]
-) -> None:
-    asyncio.run(_serve(settings, bootstrap, spec, port, say))
+def run_sidecar(cluster: Cluster, spec: AgentSpec, port: int, say: Callable[[str], None]) -> None:
+    asyncio.run(_serve(cluster, spec, port, say))
 
 
-async def _serve(
-    settings: Settings, bootstrap: str, spec: AgentSpec, port: int, say: Callable[[str], None]
-) -> None:
+async def _serve(cluster: Cluster, spec: AgentSpec, port: int, say: Callable[[str], None]) -> None:
+    settings = cluster.settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    registry = open_registry(settings, bootstrap)
-    sidecar = Sidecar(settings, bootstrap, Serde(registry), spec)
+    registry = open_registry(settings, cluster)
+    sidecar = Sidecar(cluster, Serde(registry), spec)
     token = new_token()
     server = SidecarServer(sidecar, token, port)
     try:

@@ -31,7 +31,7 @@ from mesh.adapters.localkafka import local_kafka
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.errors import ProcessorError
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 
 __all__ = ["Service", "down", "up"]
 
@@ -77,20 +77,22 @@ def services(
     return found
 
 
-def up(settings: Settings, say: Say, registry_port: int = 8081, policy: Path | None = None) -> str:
-    """Bring everything up (idempotent); returns the bootstrap address."""
-    bootstrap = _kafka_up(settings, say)
-    ensured = TopicAdmin(settings, bootstrap).ensure()
+def up(
+    settings: Settings, say: Say, registry_port: int = 8081, policy: Path | None = None
+) -> Cluster:
+    """Bring everything up (idempotent); returns the cluster it runs on."""
+    cluster = Cluster(settings, _kafka_up(settings, say))
+    ensured = TopicAdmin(cluster).ensure()
     say(f"topics: {len(ensured.created)} created, {len(ensured.existing)} already there")
-    registry = open_registry(settings, bootstrap)
+    registry = open_registry(settings, cluster)
     try:
         say(f"schemas: {len(Serde(registry).register_all())} subjects registered")
     finally:
         registry.close()
-    env = {**os.environ, "MESH_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MESH_BOOTSTRAP_SERVERS": cluster.bootstrap, "PYTHONUNBUFFERED": "1"}
     for service in services(settings, registry_port, policy):
         _start(settings, service, env, say)
-    return bootstrap
+    return cluster
 
 
 def down(settings: Settings, say: Say) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.source import BrokerLease, acquire_broker
-from mesh.settings import Settings, load_settings
+from mesh.settings import Cluster, Settings, load_settings
 
 
 def free_port_pair() -> int:
@@ -64,6 +64,6 @@ def settings(broker: BrokerLease, prefix: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def topics(settings: Settings) -> TopicAdmin:
     """The catalogue's topics, created under the test's prefix."""
-    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin = TopicAdmin(Cluster.of(settings))
     admin.ensure()
     return admin

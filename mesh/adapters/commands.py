@@ -7,25 +7,27 @@ left on its runaway agent, as an operator would).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from confluent_kafka import Producer
 
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.kafka.config import producer_config
+from mesh.adapters.kafka.table import Table
 from mesh.adapters.keyfiles import operator_key
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
-from mesh.adapters.serde.control import seal_control
+from mesh.adapters.serde.control import open_control, seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope, control_key, control_record
 from mesh.domain.dependencies import dependants, with_capability
 from mesh.domain.identity import PublicKeys
 from mesh.domain.topics import CONTROL
 from mesh.errors import KafkaUnavailableError, MeshError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 
-__all__ = ["Sent", "send_command"]
+__all__ = ["HaltsInForce", "Sent", "read_halts", "send_command"]
 
 
 class Sent(NamedTuple):
@@ -36,15 +38,13 @@ class Sent(NamedTuple):
     notes: tuple[str, ...] = ()
 
 
-def send_command(
-    current: Settings, address: str, action: Action, scope: Scope, target: str, reason: str
-) -> Sent:
+def send_command(cluster: Cluster, action: Action, scope: Scope, target: str, reason: str) -> Sent:
     """Publish one signed command; returns it, the operator id that sent it, and notes."""
-    key = operator_key(current)
-    registry = open_registry(current, address)
+    key = operator_key(cluster.settings)
+    registry = open_registry(cluster.settings, cluster)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
-        affected, notes = _affected(current, address, codec.serde, scope, target)
+        affected, notes = _affected(cluster, codec.serde, scope, target)
         record = control_record(
             action,
             scope,
@@ -55,14 +55,14 @@ def send_command(
             affected=affected,
         )
         value = seal_control(codec, key, record, int(time.time() * 1000))
-        _produce(current, address, control_key(scope, target), value)
+        _produce(cluster, control_key(scope, target), value)
     finally:
         registry.close()
     return Sent(record, key.agent_id, notes)
 
 
 def _affected(
-    current: Settings, address: str, serde: Serde, scope: Scope, target: str
+    cluster: Cluster, serde: Serde, scope: Scope, target: str
 ) -> tuple[list[str], tuple[str, ...]]:
     """Who the command reaches. An agent-and-dependants halt reaches exactly the agents it
     names, so it is refused when the registry cannot be read; a fleet or capability halt is
@@ -70,7 +70,7 @@ def _affected(
     if scope is Scope.AGENT:
         return [target], ()
     try:
-        agents = read_agents(current, address, serde)
+        agents = read_agents(cluster, serde)
     except MeshError as exc:
         if scope is Scope.DEPENDANTS:
             raise KafkaUnavailableError(
@@ -89,17 +89,40 @@ def _affected(
     return sorted(agents), ()
 
 
-def _produce(current: Settings, address: str, key: str, value: bytes) -> None:
-    producer = Producer(producer_config(current, address))
+def _produce(cluster: Cluster, key: str, value: bytes) -> None:
+    producer = Producer(producer_config(cluster))
     failures: list[str] = []
 
     def delivered(error: object, _message: object) -> None:
         if error is not None:
             failures.append(str(error))
 
-    producer.produce(f"{current.topic_prefix}{CONTROL}", value, key.encode(), on_delivery=delivered)
+    producer.produce(cluster.topic(CONTROL), value, key.encode(), on_delivery=delivered)
     if producer.flush(15) or failures:
         raise KafkaUnavailableError(
-            f"the command did not reach {current.topic_prefix}{CONTROL}: "
+            f"the command did not reach {cluster.topic(CONTROL)}: "
             f"{failures[0] if failures else 'timed out'}; is the broker up and the topic created?"
         )
+
+
+class HaltsInForce(NamedTuple):
+    halts: dict[str, dict[str, Any]]  # by control key
+    ignored: list[str]  # records no control signer signed, and why
+
+
+def read_halts(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> HaltsInForce:
+    """The halts in force, as sidecars and the kill-switch fold ``mesh.control.v1``: the
+    latest command per key signed by a control signer; anything else, and tombstones, change
+    nothing."""
+    table: Table[dict[str, Any]] = Table(
+        cluster,
+        cluster.topic(CONTROL),
+        lambda value: dict(open_control(codec, value, signers).body),
+        tombstones=False,
+    )
+    try:
+        table.catch_up()
+    finally:
+        table.close()
+    halts = {k: v for k, v in table.values.items() if v["action"] == Action.HALT.value}
+    return HaltsInForce(halts, table.skipped)

@@ -42,7 +42,7 @@ class _Outputs(Generic[S]):
 
     def emit_raw(self, topic: str, key: str, value: bytes, partition: int | None = None) -> None:
         self.outputs.append(
-            OutRecord(f"{self._core.prefix}{topic}", key.encode(), value, partition)
+            OutRecord(self._core.topic(topic), key.encode(), value, partition)
         )
 
     def items(self) -> Iterator[tuple[str, S]]:

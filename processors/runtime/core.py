@@ -87,7 +87,7 @@ class Core(Generic[S]):
         self.prefix = prefix
         self.detected_by = detected_by
         self.store: Store[S] = Store()
-        self.store_topic = f"{prefix}{processor.store_topic}"
+        self.store_topic = self.topic(processor.store_topic)
         self.punctuate_every_ms = processor.punctuate_every_ms
         #: The store topic's partition count, once the engine knows it: a record from a
         #: partition beyond it breaks co-partitioning (checked, never silently mis-stored).
@@ -169,6 +169,10 @@ class Core(Generic[S]):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def topic(self, name: str) -> str:
+        """The full name of catalogue topic ``name`` (the prefix is the cluster's)."""
+        return f"{self.prefix}{name}"
+
     def event(self, record: SourceRecord) -> Event:
         return Event(
             topic=record.topic.removeprefix(self.prefix),
@@ -211,4 +215,4 @@ class Core(Generic[S]):
             self.serde, error, record.value or b"", self.detected_by, coordinates
         )
         self.dead_letters += 1
-        return OutRecord(f"{self.prefix}{DLQ}", record.key, value)
+        return OutRecord(self.topic(DLQ), record.key, value)

@@ -53,7 +53,7 @@ from mesh.errors import (
     ProcessorFencedError,
     TransactionAbortedError,
 )
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from processors.api import Processor, S
 from processors.runtime.core import OutRecord, SourceRecord
 from processors.runtime.job import Job
@@ -92,17 +92,15 @@ class Engine:
     def __init__(
         self,
         job: Job[Any],
-        settings: Settings,
-        bootstrap: str,
+        cluster: Cluster,
         config: EngineConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.job = job
-        self.settings = settings
-        self.bootstrap = bootstrap
+        self.cluster = cluster
         self.config = config or EngineConfig()
         self.clock = clock
-        self.group = f"{settings.topic_prefix}mesh-{job.name}"
+        self.group = cluster.topic(f"mesh-{job.name}")
         self.metrics = Metrics()
         self._running = False
         self._consumer: Consumer | None = None
@@ -115,16 +113,13 @@ class Engine:
     def keyed(
         cls,
         processor: Processor[S],
-        settings: Settings,
-        bootstrap: str,
+        cluster: Cluster,
         codec: MessageCodec,
         config: EngineConfig | None = None,
     ) -> Engine:
         """An engine for a keyed-state processor (state in its compacted store topic)."""
         instance = (config or EngineConfig()).instance
-        return cls(
-            Job(processor, codec, settings, bootstrap, instance), settings, bootstrap, config
-        )
+        return cls(Job(processor, codec, cluster, instance), cluster, config)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -140,8 +135,7 @@ class Engine:
         self._check_copartitioned()
         self._producer = Producer(
             transactional_producer_config(
-                self.settings,
-                self.bootstrap,
+                self.cluster,
                 f"{self.group}-{self.config.instance}",
                 **{"transaction.timeout.ms": self.config.transaction_timeout_ms, "linger.ms": 1},
             )
@@ -152,8 +146,7 @@ class Engine:
             raise KafkaUnavailableError(f"{self.group}: cannot start transactions: {exc}") from exc
         self._consumer = Consumer(
             consumer_config(
-                self.settings,
-                self.bootstrap,
+                self.cluster,
                 self.group,
                 **{
                     "partition.assignment.strategy": "range",
@@ -309,7 +302,7 @@ class Engine:
         self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]
 
     def _check_copartitioned(self) -> None:
-        admin = TopicAdmin(self.settings, self.bootstrap)
+        admin = TopicAdmin(self.cluster)
         live = admin.topic_partitions()
         names = list(self.job.copartitioned)
         missing = [name for name in names if name not in live]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from processors.api import Processor, S
 from processors.runtime.core import Core
 from processors.runtime.restore import restore_partitions
@@ -36,23 +36,21 @@ class Job(Core[S]):
         self,
         processor: Processor[S],
         codec: MessageCodec,
-        settings: Settings,
-        bootstrap: str,
+        cluster: Cluster,
         instance: str = "0",
     ) -> None:
-        prefix = settings.topic_prefix
+        prefix = cluster.prefix
         tables = (
-            Tables(lambda: agent_table(settings, bootstrap, codec.serde))
+            Tables(lambda: agent_table(cluster, codec.serde))
             if "agents" in processor.global_tables
             else StaticTables()
         )
         detected_by = f"processor:{processor.name}:{instance}"
         super().__init__(processor, codec, prefix, detected_by, tables)
-        self.settings = settings
-        self.bootstrap = bootstrap
+        self.cluster = cluster
         self.name = processor.name
-        fixed = tuple(f"{prefix}{topic}" for topic in processor.inputs)
-        more = tuple(f"{prefix}{topic}" for topic in processor.copartitioned)
+        fixed = tuple(self.topic(topic) for topic in processor.inputs)
+        more = tuple(self.topic(topic) for topic in processor.copartitioned)
         self.copartitioned = tuple(dict.fromkeys((*fixed, self.store_topic, *more)))
         patterns = tuple(f"^{re.escape(prefix)}{p}" for p in processor.input_patterns)
         self.subscription = (*fixed, *patterns)
@@ -61,7 +59,7 @@ class Job(Core[S]):
         self.processor.init()
 
     def assigned(self, partitions: list[int], progress: Progress) -> int:
-        return restore_partitions(self.settings, self.bootstrap, self, partitions, progress)
+        return restore_partitions(self.cluster, self, partitions, progress)
 
     def revoked(self, partitions: list[int]) -> None:
         self.store.drop(partitions)

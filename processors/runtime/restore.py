@@ -10,7 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mesh.adapters.kafka.reading import Reader, last_record, read_to_end, reader
 from mesh.errors import ProcessorError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from processors.api import Restore, S
 from processors.runtime.core import SOURCE_HEADER, Core
 from processors.runtime.records import SourceRecord
@@ -19,8 +19,7 @@ __all__ = ["restore_partitions"]
 
 
 def restore_partitions(
-    settings: Settings,
-    bootstrap: str,
+    cluster: Cluster,
     core: Core[S],
     partitions: list[int],
     progress: Callable[[int], None],
@@ -31,7 +30,7 @@ def restore_partitions(
         core.store.partitions[partition] = {}
     if not partitions:
         return 0
-    consumer = reader(settings, bootstrap)
+    consumer = reader(cluster)
     try:
         if core.processor.restore is Restore.LAST:
             return _heads(consumer, core, partitions, progress)

@@ -15,7 +15,7 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.identity import PublicKeys
 from mesh.errors import ConfigError, MeshError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from processors.api import Processor
 from processors.audit import AuditProcessor
 from processors.killswitch import KillSwitchProcessor, Policy
@@ -36,15 +36,14 @@ class ProcessorOptions:
 
 @dataclass(frozen=True, slots=True)
 class _Build:
-    settings: Settings
-    bootstrap: str
+    cluster: Cluster
     codec: MessageCodec
     options: ProcessorOptions
     instance: str
 
 
 def _registry(b: _Build) -> Processor[Any]:
-    operator = operator_key(b.settings)
+    operator = operator_key(b.cluster.settings)
     return RegistryProcessor(
         stale_after_ms=b.options.stale_after_ms,
         operator_keys={operator.agent_id: operator.public_bytes},
@@ -56,12 +55,14 @@ def _state(b: _Build) -> Processor[Any]:
 
 
 def _audit(b: _Build) -> Processor[Any]:
-    return AuditProcessor(mesh_key(b.settings))
+    return AuditProcessor(mesh_key(b.cluster.settings))
 
 
 def _killswitch(b: _Build) -> Processor[Any]:
-    signers = control_signers(b.settings)
-    return KillSwitchProcessor(b.codec, mesh_key(b.settings), b.options.policy, signers, b.instance)
+    signers = control_signers(b.cluster.settings)
+    return KillSwitchProcessor(
+        b.codec, mesh_key(b.cluster.settings), b.options.policy, signers, b.instance
+    )
 
 
 PROCESSORS: dict[str, Callable[[_Build], Processor[Any]]] = {
@@ -74,8 +75,7 @@ PROCESSORS: dict[str, Callable[[_Build], Processor[Any]]] = {
 
 def build(
     names: list[str],
-    settings: Settings,
-    bootstrap: str,
+    cluster: Cluster,
     registry: SchemaRegistry,
     config: EngineConfig,
     options: ProcessorOptions | None = None,
@@ -88,9 +88,9 @@ def build(
         )
     serde = Serde(registry)
     serde.register_all()
-    codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
-    b = _Build(settings, bootstrap, codec, options or ProcessorOptions(), config.instance)
-    return [Engine.keyed(PROCESSORS[n](b), settings, bootstrap, codec, config) for n in names]
+    codec = MessageCodec(serde, PublicKeys(), max_bytes=cluster.settings.max_message_bytes)
+    b = _Build(cluster, codec, options or ProcessorOptions(), config.instance)
+    return [Engine.keyed(PROCESSORS[n](b), cluster, codec, config) for n in names]
 
 
 def run_processors(

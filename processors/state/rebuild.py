@@ -26,7 +26,7 @@ from mesh.domain.agents import AgentState, AgentStatus
 from mesh.domain.tasks import TaskState
 from mesh.domain.topics import INBOX_PATTERN, TASKS
 from mesh.errors import TopicNotFoundError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 from processors.runtime.core import Core, SourceRecord
 from processors.runtime.tables import AgentsView, StaticTables
 from processors.state.processor import StateProcessor
@@ -57,17 +57,16 @@ def _unretired(agent: AgentState) -> AgentState:
 
 
 def rebuild_task(
-    settings: Settings,
-    bootstrap: str,
+    cluster: Cluster,
     codec: MessageCodec,
     agents: Mapping[str, AgentState],
     task_id: str,
     as_of_ms: int | None = None,
 ) -> tuple[TaskState | None, int]:
     """Fold the task's records appended up to ``as_of_ms`` (log time); returns (state, skipped)."""
-    records = _task_records(settings, bootstrap, task_id, as_of_ms)
+    records = _task_records(cluster, task_id, as_of_ms)
     tables = HistoricTables(agents)
-    core: Core[TaskState] = Core(StateProcessor(), codec, settings.topic_prefix, "rebuild", tables)
+    core: Core[TaskState] = Core(StateProcessor(), codec, cluster.prefix, "rebuild", tables)
     skipped = 0
     for record in records:
         tables.at_ms = record.timestamp_ms
@@ -80,15 +79,13 @@ def rebuild_task(
     return None, skipped
 
 
-def _task_records(
-    settings: Settings, bootstrap: str, task_id: str, as_of_ms: int | None
-) -> list[SourceRecord]:
+def _task_records(cluster: Cluster, task_id: str, as_of_ms: int | None) -> list[SourceRecord]:
     """The task's records on every input of the projection, in log-time order."""
-    prefix = settings.topic_prefix
-    consumer = reader(settings, bootstrap)
+    prefix = cluster.prefix
+    consumer = reader(cluster)
     try:
         topics = consumer.list_topics(timeout=15).topics
-        tasks = f"{prefix}{TASKS}"
+        tasks = cluster.topic(TASKS)
         if tasks not in topics:
             raise TopicNotFoundError(f"topic {tasks} does not exist; run `mesh topics ensure`")
         inbox = re.compile(f"^{re.escape(prefix)}{INBOX_PATTERN}")

@@ -24,7 +24,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import REGISTRY_EVENTS
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.killswitch import KillSwitchProcessor
 from processors.killswitch.policy import parse_policy
 from processors.runtime.engine import Engine
@@ -74,14 +74,14 @@ def registry_events(codec: MessageCodec, agents: int, total: int, base_ms: int) 
 
 
 def codec_for(settings: Settings) -> tuple[MessageCodec, KafkaRegistry]:
-    registry = KafkaRegistry(settings, settings.bootstrap_servers or "")
+    registry = KafkaRegistry(Cluster.of(settings))
     serde = Serde(registry)
     serde.register_all()
     return MessageCodec(serde, PublicKeys()), registry
 
 
 def produce(settings: Settings, events: list[Sent]) -> None:
-    producer = Producer(producer_config(settings, settings.bootstrap_servers or ""))
+    producer = Producer(producer_config(Cluster.of(settings)))
     failures: list[str] = []
 
     def delivered(error: Any, message: Any) -> None:
@@ -111,7 +111,7 @@ def committed(settings: Settings, group: str, topic: str, partitions: int) -> in
     ``require_stable``, so a transaction left open by a SIGKILLed instance does not block the
     probe until it is fenced; only offsets of committed transactions are returned either way.
     """
-    config = consumer_config(settings, settings.bootstrap_servers or "", group)
+    config = consumer_config(Cluster.of(settings), group)
     consumer = Consumer(config | {"isolation.level": "read_uncommitted"})
     try:
         tps = [TopicPartition(f"{settings.topic_prefix}{topic}", p) for p in range(partitions)]
@@ -121,7 +121,7 @@ def committed(settings: Settings, group: str, topic: str, partitions: int) -> in
 
 
 def end_offsets(settings: Settings, topic: str, partitions: int) -> int:
-    consumer = Consumer(consumer_config(settings, settings.bootstrap_servers or "", "probe"))
+    consumer = Consumer(consumer_config(Cluster.of(settings), "probe"))
     try:
         full = f"{settings.topic_prefix}{topic}"
         return sum(watermarks(consumer, TopicPartition(full, p))[1] for p in range(partitions))
@@ -167,7 +167,7 @@ def read_all(
 
     from mesh.adapters.kafka.reading import read_to_end, reader
 
-    consumer = reader(settings, settings.bootstrap_servers or "")
+    consumer = reader(Cluster.of(settings))
     full = f"{settings.topic_prefix}{topic}"
     assigned = [TopicPartition(full, p, OFFSET_BEGINNING) for p in range(partitions)]
     consumer.assign(assigned)
@@ -217,4 +217,4 @@ def killswitch_engine(settings: Settings, codec: MessageCodec, policy: dict[str,
     processor = KillSwitchProcessor(
         codec, mesh_key(settings), parse_policy(policy), control_signers(settings)
     )
-    return Engine.keyed(processor, settings, settings.bootstrap_servers or "", codec)
+    return Engine.keyed(processor, Cluster.of(settings), codec)

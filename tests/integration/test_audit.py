@@ -20,7 +20,7 @@ from mesh.adapters.keyfiles import mesh_key
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.audit.chain import AUDIT_SUBJECT, Link
 from mesh.domain.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY, inbox_topic
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.audit import AuditProcessor
 from processors.runtime.engine import Engine
 from tests.integration.fleet import (
@@ -47,7 +47,7 @@ def mixed_events(total: int) -> list[Sent]:
 
 
 def ensure_all(settings: Settings) -> TopicAdmin:
-    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin = TopicAdmin(Cluster.of(settings))
     admin.ensure()
     admin.ensure([inbox_topic("research")])
     return admin
@@ -55,7 +55,7 @@ def ensure_all(settings: Settings) -> TopicAdmin:
 
 def source_coordinates(settings: Settings) -> set[tuple[str, int, int]]:
     """Every (topic, partition, offset) the sources hold (all written without transactions)."""
-    consumer = reader(settings, settings.bootstrap_servers or "")
+    consumer = reader(Cluster.of(settings))
     try:
         found = set()
         for topic in SOURCES:
@@ -69,7 +69,7 @@ def source_coordinates(settings: Settings) -> set[tuple[str, int, int]]:
 
 
 def audited(settings: Settings, serde: Serde) -> list[tuple[int, int, Link | None]]:
-    log = AuditLog(settings, settings.bootstrap_servers or "", serde)
+    log = AuditLog(Cluster.of(settings), serde)
     return [
         (partition, entry.offset, entry.link)
         for partition in log.partitions()
@@ -143,7 +143,7 @@ def chain(settings: Settings) -> Iterator[tuple[Serde, list[tuple[int, int, Link
     codec, registry = codec_for(settings)
     produce(settings, mixed_events(300))
     bootstrap = settings.bootstrap_servers or ""
-    engine = Engine.keyed(AuditProcessor(mesh_key(settings)), settings, bootstrap, codec)
+    engine = Engine.keyed(AuditProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec)
     group = engine.group
     with running([engine]):
         wait_for(
@@ -159,10 +159,10 @@ def chain(settings: Settings) -> Iterator[tuple[Serde, list[tuple[int, int, Link
 def copy_with(settings: Settings, serde: Serde, links: list[Link], name: str) -> Settings:
     """Write ``links`` as audit partition 0 of a fresh prefix, as a tamperer would."""
     copy = settings.with_overrides(topic_prefix=f"{settings.topic_prefix}{name}.")
-    TopicAdmin(copy, copy.bootstrap_servers or "").ensure()
+    TopicAdmin(Cluster.of(copy)).ensure()
     codec, registry = codec_for(copy)  # the copy's own schema registry
     serde = codec.serde
-    producer = Producer(producer_config(copy, copy.bootstrap_servers or ""))
+    producer = Producer(producer_config(Cluster.of(copy)))
     for link in links:
         value = serde.encode(AUDIT_SUBJECT, link.to_record())
         producer.produce(f"{copy.topic_prefix}{AUDIT}", value, b"k", partition=0)
@@ -198,7 +198,7 @@ def test_altering_deleting_reordering_and_injecting_are_named(
         ), (name, result.stdout)
 
     injected = copy_with(settings, serde, links, "injected")
-    producer = Producer(producer_config(injected, injected.bootstrap_servers or ""))
+    producer = Producer(producer_config(Cluster.of(injected)))
     producer.produce(
         f"{injected.topic_prefix}{AUDIT}", b"\x00\x00\x00\x00\x01not audit", partition=0
     )
@@ -216,17 +216,17 @@ def test_agents_attaching_mid_stream_never_fork_a_chain(settings: Settings) -> N
     The stream runs without pause so that rebalances land while the processor is busy.
     """
     ensure_all(settings)
-    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin = TopicAdmin(Cluster.of(settings))
     codec, registry = codec_for(settings)
     bootstrap = settings.bootstrap_servers or ""
-    engine = Engine.keyed(AuditProcessor(mesh_key(settings)), settings, bootstrap, codec)
+    engine = Engine.keyed(AuditProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec)
     inboxes = [f"agent-{i}" for i in range(5)]
     events = mixed_events(6_000)
     for i, agent in enumerate(inboxes, start=1):  # after its inbox exists (see below)
         events[i * 1_000] = Sent(f"mesh.inbox.{agent}.v1", "k", b"first in a new inbox")
 
     def stream() -> None:
-        producer = Producer(producer_config(settings, bootstrap))
+        producer = Producer(producer_config(Cluster(settings, bootstrap)))
         for i, event in enumerate(events):
             if i % 1_000 == 0 and i:
                 admin.ensure([inbox_topic(inboxes[i // 1_000 - 1])])

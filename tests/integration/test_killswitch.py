@@ -13,7 +13,7 @@ from mesh.domain.control import CONTROL_SUBJECT
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TELEMETRY
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.audit import AuditProcessor
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
@@ -96,9 +96,9 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
     serde = codec.serde
     killswitch = killswitch_engine(settings, codec, POLICY)
     engines = [
-        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
+        Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec),
         killswitch,
-        Engine.keyed(AuditProcessor(mesh_key(settings)), settings, bootstrap, codec),
+        Engine.keyed(AuditProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec),
     ]
     with running(engines):
         wait_for(lambda: engines[0].metrics.records_out >= 4, 60, "the registrations")

@@ -6,7 +6,7 @@ from confluent_kafka import Producer
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import aiokafka_producer_config, producer_config
 from mesh.domain.topics import TASKS
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 
 
 async def test_partitioners_agree(settings: Settings, topics: TopicAdmin) -> None:
@@ -15,7 +15,7 @@ async def test_partitioners_agree(settings: Settings, topics: TopicAdmin) -> Non
     keys = [f"task-{i}".encode() for i in range(200)]
 
     from_confluent: dict[bytes, int] = {}
-    producer = Producer(producer_config(settings, bootstrap))
+    producer = Producer(producer_config(Cluster(settings, bootstrap)))
     for key in keys:
         producer.produce(
             topic,
@@ -26,7 +26,7 @@ async def test_partitioners_agree(settings: Settings, topics: TopicAdmin) -> Non
     producer.flush(15)
 
     from_aiokafka: dict[bytes, int] = {}
-    aio = AIOKafkaProducer(**aiokafka_producer_config(settings, bootstrap))
+    aio = AIOKafkaProducer(**aiokafka_producer_config(Cluster(settings, bootstrap)))
     await aio.start()
     try:
         for key in keys:

@@ -14,7 +14,7 @@ from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import DLQ, REGISTRY, REGISTRY_EVENTS
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from processors.testing import TestDriver
@@ -174,7 +174,7 @@ def test_dead_letters_keep_the_original_bytes(settings: Settings, codec: Message
         ],
     )
 
-    engine = Engine.keyed(RegistryProcessor(), settings, settings.bootstrap_servers or "", codec)
+    engine = Engine.keyed(RegistryProcessor(), Cluster.of(settings), codec)
     thread = threading.Thread(
         target=engine.run, kwargs={"until": lambda: engine.metrics.records_in >= 3}
     )

@@ -8,7 +8,7 @@ from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import REGISTRY_EVENTS, TASKS
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine
 from processors.state import StateProcessor
@@ -60,8 +60,8 @@ def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> Non
     )
     bootstrap = settings.bootstrap_servers or ""
     engines = [
-        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
-        Engine.keyed(StateProcessor(), settings, bootstrap, codec),
+        Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec),
+        Engine.keyed(StateProcessor(), Cluster(settings, bootstrap), codec),
     ]
     stop = threading.Event()
     threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]

@@ -11,7 +11,7 @@ from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import transactional_producer_config
 from mesh.adapters.kafka.reading import last_record, reader, watermarks
 from mesh.domain.topics import TASKS
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 
 
 def test_the_end_is_the_high_watermark_and_a_committing_transaction_is_waited_for(
@@ -19,13 +19,15 @@ def test_the_end_is_the_high_watermark_and_a_committing_transaction_is_waited_fo
 ) -> None:
     bootstrap = settings.bootstrap_servers or ""
     topic = f"{settings.topic_prefix}{TASKS}"
-    producer = Producer(transactional_producer_config(settings, bootstrap, f"{topic}-reading"))
+    producer = Producer(
+        transactional_producer_config(Cluster(settings, bootstrap), f"{topic}-reading")
+    )
     producer.init_transactions(30)
     producer.begin_transaction()
     producer.produce(topic, b"committed later", b"k", partition=0)
     assert producer.flush(30) == 0
 
-    consumer = reader(settings, bootstrap)
+    consumer = reader(Cluster(settings, bootstrap))
     try:
         # The open transaction's record counts towards the end (the last stable offset would
         # not), so a read to the end waits for the transaction instead of stopping before it.

@@ -21,7 +21,7 @@ from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.contracts import latest
 from mesh.domain.topics import inbox_topic
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from tests.conftest import free_port_pair
 from tests.registry_contract import RegistryContract
 
@@ -38,7 +38,7 @@ RECORD = {
 @pytest.fixture
 def served(settings: Settings, topics: TopicAdmin) -> Iterator[tuple[str, KafkaRegistry]]:
     """`mesh registry serve` in a thread: the Kafka registry behind real HTTP."""
-    registry = KafkaRegistry(settings, settings.bootstrap_servers or "")
+    registry = KafkaRegistry(Cluster.of(settings))
     port = free_port_pair()
     server = uvicorn.Server(uvicorn.Config(registry_app(registry), port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -62,13 +62,13 @@ class TestRestOverKafka(RegistryContract):
 
 def _round_trip_through_kafka(settings: Settings, value: bytes) -> bytes:
     topic = f"{settings.topic_prefix}{inbox_topic('interop').name}"
-    TopicAdmin(settings, settings.bootstrap_servers or "").ensure([inbox_topic("interop")])
-    producer = Producer(producer_config(settings, settings.bootstrap_servers or ""))
+    TopicAdmin(Cluster.of(settings)).ensure([inbox_topic("interop")])
+    producer = Producer(producer_config(Cluster.of(settings)))
     delivered = []
     producer.produce(topic, value, b"k", on_delivery=lambda e, m: delivered.append(m))
     producer.flush(10)
     message = delivered[0]
-    consumer = Consumer(consumer_config(settings, settings.bootstrap_servers or "", "interop"))
+    consumer = Consumer(consumer_config(Cluster.of(settings), "interop"))
     consumer.assign([TopicPartition(topic, message.partition(), message.offset())])
     try:
         received = consumer.poll(10)

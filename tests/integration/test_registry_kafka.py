@@ -8,13 +8,13 @@ import pytest
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.schemaregistry.port import SchemaRegistry
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from tests.registry_contract import RegistryContract, schema
 
 
 @pytest.fixture
 def kafka_registry(settings: Settings, topics: TopicAdmin) -> Iterator[KafkaRegistry]:
-    registry = KafkaRegistry(settings, settings.bootstrap_servers or "")
+    registry = KafkaRegistry(Cluster.of(settings))
     yield registry
     registry.close()
 
@@ -28,7 +28,7 @@ class TestKafkaRegistry(RegistryContract):
 def test_state_is_rebuilt_from_the_topic(settings: Settings, kafka_registry: KafkaRegistry) -> None:
     registered = kafka_registry.register("c.Rebuilt", schema(name="Rebuilt"))
     kafka_registry.set_level("FULL", "c.Rebuilt")
-    fresh = KafkaRegistry(settings, settings.bootstrap_servers or "")
+    fresh = KafkaRegistry(Cluster.of(settings))
     try:
         assert fresh.get_version("c.Rebuilt", 1) == registered
         assert fresh.get_level("c.Rebuilt") == "FULL"
@@ -37,7 +37,7 @@ def test_state_is_rebuilt_from_the_topic(settings: Settings, kafka_registry: Kaf
 
 
 def test_two_writers_never_hand_out_one_id_twice(settings: Settings, topics: TopicAdmin) -> None:
-    writers = [KafkaRegistry(settings, settings.bootstrap_servers or "") for _ in range(2)]
+    writers = [KafkaRegistry(Cluster.of(settings)) for _ in range(2)]
     results: dict[str, int] = {}
     errors: list[BaseException] = []
 
@@ -60,7 +60,7 @@ def test_two_writers_never_hand_out_one_id_twice(settings: Settings, topics: Top
     assert len(results) == 16
     assert len(set(results.values())) == 16, results  # every schema its own id
 
-    reader = KafkaRegistry(settings, settings.bootstrap_servers or "")
+    reader = KafkaRegistry(Cluster.of(settings))
     try:
         for name, schema_id in results.items():
             assert reader.get_version(f"c.{name}", 1).schema_id == schema_id

@@ -27,7 +27,7 @@ from mesh.errors import (
     PolicyViolationError,
     RecordEncodeError,
 )
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from processors.registry import AgentStatus, RegistryProcessor
 from processors.runtime.engine import Engine
 from processors.state import StateProcessor
@@ -47,8 +47,7 @@ class Mesh:
 
     def sidecar(self, agent_id: str, **spec: Any) -> Sidecar:
         return Sidecar(
-            self.settings,
-            self.settings.bootstrap_servers or "",
+            Cluster.of(self.settings),
             self.codec.serde,
             AgentSpec(agent_id, **spec),
             heartbeat_s=1.0,
@@ -73,8 +72,8 @@ def mesh(settings: Settings, topics: object) -> Iterator[Mesh]:
     bootstrap = settings.bootstrap_servers or ""
     killswitch = killswitch_engine(settings, codec, {"agent": {"max_cost_per_minute": 1.0}})
     engines = [
-        Engine.keyed(RegistryProcessor(), settings, bootstrap, codec),
-        Engine.keyed(StateProcessor(), settings, bootstrap, codec),
+        Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec),
+        Engine.keyed(StateProcessor(), Cluster(settings, bootstrap), codec),
         killswitch,
     ]
     with running(engines):

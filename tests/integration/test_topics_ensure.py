@@ -6,11 +6,11 @@ from confluent_kafka.admin import NewTopic
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.domain.topics import AUDIT, catalogue
 from mesh.errors import TopicConfigConflictError
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 
 
 def test_ensure_creates_every_topic_with_its_configs(settings: Settings) -> None:
-    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin = TopicAdmin(Cluster.of(settings))
     report = admin.ensure()
     names = [spec.full_name(settings.topic_prefix) for spec in catalogue()]
     assert sorted(report.created) == sorted(names)
@@ -26,7 +26,7 @@ def test_ensure_creates_every_topic_with_its_configs(settings: Settings) -> None
 
 
 def test_ensure_is_idempotent(settings: Settings) -> None:
-    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin = TopicAdmin(Cluster.of(settings))
     admin.ensure()
     second = admin.ensure()
     assert second.created == []
@@ -34,7 +34,7 @@ def test_ensure_is_idempotent(settings: Settings) -> None:
 
 
 def test_a_compacted_audit_topic_is_refused_and_nothing_is_created(settings: Settings) -> None:
-    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin = TopicAdmin(Cluster.of(settings))
     audit = f"{settings.topic_prefix}{AUDIT}"
     admin._admin.create_topics(
         [NewTopic(audit, settings.partitions, 1, config={"cleanup.policy": "compact"})]
@@ -51,7 +51,7 @@ def test_a_compacted_audit_topic_is_refused_and_nothing_is_created(settings: Set
 
 
 def test_a_partition_count_mismatch_is_refused(settings: Settings) -> None:
-    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin = TopicAdmin(Cluster.of(settings))
     tasks = f"{settings.topic_prefix}mesh.tasks.v1"
     admin._admin.create_topics([NewTopic(tasks, settings.partitions + 1, 1)])[tasks].result()
     with pytest.raises(TopicConfigConflictError, match="co-partitioned topics must agree"):
@@ -61,7 +61,7 @@ def test_a_partition_count_mismatch_is_refused(settings: Settings) -> None:
 def test_a_topic_that_appears_during_ensure_is_checked_like_an_existing_one(
     settings: Settings,
 ) -> None:
-    admin = TopicAdmin(settings, settings.bootstrap_servers or "")
+    admin = TopicAdmin(Cluster.of(settings))
     audit = f"{settings.topic_prefix}{AUDIT}"
     spec = next(s for s in catalogue() if s.name == AUDIT)
     admin._admin.create_topics(

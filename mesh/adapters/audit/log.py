@@ -19,7 +19,7 @@ from mesh.domain.audit.chain import AUDIT_SUBJECT, CHECKPOINT_SUBJECT, Checkpoin
 from mesh.domain.audit.verify import Entry, PartitionResult, verify_partition
 from mesh.domain.topics import AUDIT, AUDIT_CHECKPOINTS, catalogue, config_conflicts
 from mesh.errors import KafkaUnavailableError, MeshError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 
 __all__ = ["ALL_TIME", "AuditLog", "Window", "verify_log"]
 
@@ -35,15 +35,14 @@ ALL_TIME = Window()
 
 
 class AuditLog:
-    def __init__(self, settings: Settings, bootstrap: str, serde: Serde) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
+    def __init__(self, cluster: Cluster, serde: Serde) -> None:
+        self.cluster = cluster
         self.serde = serde
-        self.topic = f"{settings.topic_prefix}{AUDIT}"
-        self.checkpoint_topic = f"{settings.topic_prefix}{AUDIT_CHECKPOINTS}"
+        self.topic = cluster.topic(AUDIT)
+        self.checkpoint_topic = cluster.topic(AUDIT_CHECKPOINTS)
 
     def partitions(self) -> list[int]:
-        live = TopicAdmin(self.settings, self.bootstrap).topic_partitions()
+        live = TopicAdmin(self.cluster).topic_partitions()
         if self.topic not in live:
             raise MeshError(f"{self.topic} does not exist; run `mesh topics ensure` first")
         return list(range(live[self.topic]))
@@ -51,7 +50,7 @@ class AuditLog:
     def config_problems(self) -> list[str]:
         """How the live audit topic's configs break its guarantees (compaction, retention)."""
         spec = next(s for s in catalogue() if s.name == AUDIT)
-        live = TopicAdmin(self.settings, self.bootstrap).topic_configs([self.topic])
+        live = TopicAdmin(self.cluster).topic_configs([self.topic])
         return [f"{self.topic}: {p}" for p in config_conflicts(spec, live.get(self.topic, {}))]
 
     def entries(self, partition: int, window: Window = ALL_TIME) -> Iterator[Entry]:
@@ -84,7 +83,7 @@ class AuditLog:
         return found
 
     def _consumer(self) -> Consumer:
-        return reader(self.settings, self.bootstrap)
+        return reader(self.cluster)
 
 
 def _read(

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from mesh.adapters.kafka.config import base_config
 from mesh.domain.topics import TopicSpec, catalogue, config_conflicts
 from mesh.errors import KafkaUnavailableError, TopicConfigConflictError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 
 __all__ = ["EnsureReport", "TopicAdmin"]
 
@@ -32,10 +32,10 @@ class EnsureReport:
 class TopicAdmin:
     """Topic bootstrap against one cluster, for one topic prefix."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
-        self._admin = AdminClient(base_config(settings, bootstrap))
+    def __init__(self, cluster: Cluster) -> None:
+        self.settings = cluster.settings
+        self.bootstrap = cluster.bootstrap
+        self._admin = AdminClient(base_config(cluster))
 
     def ensure(self, specs: Iterable[TopicSpec] | None = None) -> EnsureReport:
         """Create what is missing; raise TopicConfigConflictError naming every contradiction."""

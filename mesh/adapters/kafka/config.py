@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 
 __all__ = [
     "aiokafka_consumer_config",
@@ -34,38 +34,36 @@ LIBRDKAFKA_LOGGER = logging.getLogger("mesh.librdkafka")
 LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
 
 
-def base_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
+def base_config(cluster: Cluster) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap,
+        "bootstrap.servers": cluster.bootstrap,
         "logger": LIBRDKAFKA_LOGGER,
-        **settings.client_security(),
+        **cluster.settings.client_security(),
     }
 
 
-def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:
+def producer_config(cluster: Cluster, **extra: Any) -> dict[str, Any]:
     return {
-        **base_config(settings, bootstrap),
+        **base_config(cluster),
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": "murmur2_random",
         "linger.ms": 2,
-        "message.max.bytes": settings.max_message_bytes + 64 * 1024,
+        "message.max.bytes": cluster.settings.max_message_bytes + 64 * 1024,
         **extra,
     }
 
 
 def transactional_producer_config(
-    settings: Settings, bootstrap: str, transactional_id: str, **extra: Any
+    cluster: Cluster, transactional_id: str, **extra: Any
 ) -> dict[str, Any]:
     """A producer for exactly-once work; ``transactional_id`` must be stable per instance."""
-    return producer_config(settings, bootstrap, **{"transactional.id": transactional_id, **extra})
+    return producer_config(cluster, **{"transactional.id": transactional_id, **extra})
 
 
-def consumer_config(
-    settings: Settings, bootstrap: str, group_id: str, **extra: Any
-) -> dict[str, Any]:
+def consumer_config(cluster: Cluster, group_id: str, **extra: Any) -> dict[str, Any]:
     return {
-        **base_config(settings, bootstrap),
+        **base_config(cluster),
         "group.id": group_id,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
@@ -75,10 +73,11 @@ def consumer_config(
     }
 
 
-def aiokafka_producer_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
+def aiokafka_producer_config(cluster: Cluster) -> dict[str, Any]:
     """Keyword arguments for ``aiokafka.AIOKafkaProducer`` (default partitioner: murmur2)."""
+    settings = cluster.settings
     return {
-        "bootstrap_servers": bootstrap,
+        "bootstrap_servers": cluster.bootstrap,
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 2,
@@ -91,11 +90,10 @@ def aiokafka_producer_config(settings: Settings, bootstrap: str) -> dict[str, An
     }
 
 
-def aiokafka_consumer_config(
-    settings: Settings, bootstrap: str, group_id: str | None
-) -> dict[str, Any]:
+def aiokafka_consumer_config(cluster: Cluster, group_id: str | None) -> dict[str, Any]:
+    settings = cluster.settings
     return {
-        "bootstrap_servers": bootstrap,
+        "bootstrap_servers": cluster.bootstrap,
         "group_id": group_id,
         "isolation_level": "read_committed",
         "enable_auto_commit": False,

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from mesh.adapters.kafka.config import base_config
 from mesh.errors import KafkaUnavailableError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 
 __all__ = ["Reader", "last_record", "read_to_end", "reader", "watermarks"]
 
@@ -62,11 +62,11 @@ class Reader(Consumer):
         super().close()
 
 
-def reader(settings: Settings, bootstrap: str) -> Reader:
+def reader(cluster: Cluster) -> Reader:
     """A group-less, read_committed consumer for assigning partitions by hand."""
     return Reader(
         {
-            **base_config(settings, bootstrap),
+            **base_config(cluster),
             "group.id": f"mesh-reader-{uuid.uuid4()}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from mesh.adapters.localkafka import local_kafka
 from mesh.errors import KafkaUnavailableError
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 
-__all__ = ["BrokerLease", "acquire_broker", "bootstrap_servers"]
+__all__ = ["BrokerLease", "acquire_broker", "bootstrap_servers", "resolve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,11 @@ def bootstrap_servers(settings: Settings) -> str:
         "no Kafka to talk to: MESH_BOOTSTRAP_SERVERS is unset and the local broker is not "
         "running. Run `mesh kafka up`, or set MESH_BOOTSTRAP_SERVERS=host:port"
     )
+
+
+def resolve(settings: Settings) -> Cluster:
+    """The cluster to talk to now, resolved once (see :func:`bootstrap_servers`)."""
+    return Cluster(settings, bootstrap_servers(settings))
 
 
 def acquire_broker(

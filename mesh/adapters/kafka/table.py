@@ -8,8 +8,10 @@ agent registry), the CLI's views of the registry, and ``mesh halts`` all read th
 * :meth:`Table.poll` folds only what the client has already fetched in the background
   (non-blocking; the runtime calls it between batches, so processing never waits on it).
 
-A value that does not decode is skipped, logged and counted (``undecodable``), never raised:
-one bad record on a shared topic must not take every reader down.
+A value that does not decode is skipped, logged and kept in ``skipped`` (with where it was and
+why), never raised: one bad record on a shared topic must not take every reader down. A
+tombstone deletes its key, unless the table says tombstones change nothing (the control topic,
+where an unsigned tombstone must not lift a halt).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 
 from mesh.adapters.kafka.reading import read_to_end, reader
 from mesh.errors import KafkaUnavailableError, MeshError, TopicNotFoundError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 
 __all__ = ["Table"]
 
@@ -31,16 +33,22 @@ _log = logging.getLogger("mesh.table")
 
 
 class Table(Generic[V]):
-    """Latest value per key of ``topic``, decoded by ``decode``."""
+    """Latest value per key of ``topic`` (its full name), decoded by ``decode``."""
 
     def __init__(
-        self, settings: Settings, bootstrap: str, topic: str, decode: Callable[[bytes], V]
+        self,
+        cluster: Cluster,
+        topic: str,
+        decode: Callable[[bytes], V],
+        *,
+        tombstones: bool = True,
     ) -> None:
         self.topic = topic
         self.values: dict[str, V] = {}
-        self.undecodable = 0
+        self.skipped: list[str] = []
         self._decode = decode
-        self._consumer = reader(settings, bootstrap)
+        self._tombstones = tombstones
+        self._consumer = reader(cluster)
         metadata = self._consumer.list_topics(topic, timeout=15)
         if topic not in metadata.topics or not metadata.topics[topic].partitions:
             self._consumer.close()
@@ -76,13 +84,12 @@ class Table(Generic[V]):
             return
         key = raw_key.decode(errors="replace")
         if value is None:
-            self.values.pop(key, None)
+            if self._tombstones:
+                self.values.pop(key, None)
             return
         try:
             self.values[key] = self._decode(value)
         except MeshError as exc:
-            self.undecodable += 1
-            _log.warning(
-                "%s[%s]@%s: skipped a value that does not decode: %s",
-                self.topic, message.partition(), message.offset(), exc,
-            )  # fmt: skip
+            where = f"{self.topic}[{message.partition()}]@{message.offset()}"
+            self.skipped.append(f"{where}: {exc}")
+            _log.warning("%s: skipped a value that does not decode: %s", where, exc)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from mesh.adapters.kafka.source import bootstrap_servers
+from mesh.adapters.kafka.source import resolve
 from mesh.adapters.schemaregistry.http_client import HttpRegistry
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.schemaregistry.port import SchemaRegistry
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 
 __all__ = ["open_registry"]
 
 
-def open_registry(settings: Settings, bootstrap: str | None = None) -> SchemaRegistry:
+def open_registry(settings: Settings, cluster: Cluster | None = None) -> SchemaRegistry:
     """``MESH_SCHEMA_REGISTRY_URL`` if set, else the embedded registry on ``_mesh_schemas``."""
     if settings.schema_registry_url:
         return HttpRegistry(settings.schema_registry_url, settings.schema_registry_auth)
-    return KafkaRegistry(settings, bootstrap or bootstrap_servers(settings))
+    return KafkaRegistry(cluster or resolve(settings))

@@ -41,7 +41,7 @@ from mesh.adapters.schemaregistry.core import (
 from mesh.adapters.schemaregistry.memory import lookup
 from mesh.domain.topics import SCHEMAS
 from mesh.errors import KafkaUnavailableError, RegistryFencedError
-from mesh.settings import Settings
+from mesh.settings import Cluster
 
 __all__ = ["KafkaRegistry"]
 
@@ -53,15 +53,14 @@ _BACKOFF_S = 0.02  # the first pause after being fenced is up to this; it double
 class KafkaRegistry:
     """A SchemaRegistry whose state is folded from ``_mesh_schemas``."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
-        self.topic = f"{settings.topic_prefix}{SCHEMAS}"
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.topic = cluster.topic(SCHEMAS)
         self.state = RegistryState()
         self._lock = threading.RLock()
         self._producer: Producer | None = None
         self._last_write_error = ""
-        self._consumer = reader(settings, bootstrap)
+        self._consumer = reader(cluster)
         self._consumer.assign([TopicPartition(self.topic, 0, 0)])
         self._closed = False
 
@@ -170,8 +169,7 @@ class KafkaRegistry:
             return
         producer = Producer(
             transactional_producer_config(
-                self.settings,
-                self.bootstrap,
+                self.cluster,
                 f"{self.topic}-writer",
                 **{"linger.ms": 0, "transaction.timeout.ms": 10_000},
             )
