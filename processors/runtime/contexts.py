@@ -41,9 +41,7 @@ class _Outputs(Generic[S]):
         self.emit_raw(topic, key, self._core.serde.encode(subject, record), partition)
 
     def emit_raw(self, topic: str, key: str, value: bytes, partition: int | None = None) -> None:
-        self.outputs.append(
-            OutRecord(self._core.topic(topic), key.encode(), value, partition)
-        )
+        self.outputs.append(OutRecord(self._core.topic(topic), key.encode(), value, partition))
 
     def items(self) -> Iterator[tuple[str, S]]:
         store = self._core.store
