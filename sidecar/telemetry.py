@@ -1,30 +1,18 @@
 """Telemetry the sidecar reports about its agent: the record body and its envelope. Pure.
 
-Kinds are the ``mesh.telemetry.TelemetryKind`` enum of the schema; a report about a message
-carries the message's causality (correlation, conversation, hop count, cause), so the
-kill-switch's loop rules can follow a chain.
+Kinds are the schema's ``TelemetryKind`` enum (:class:`mesh.domain.telemetry.Kind`); a report
+about a message carries the message's causality (correlation, conversation, hop count, cause),
+so the kill-switch's loop rules can follow a chain.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from mesh.domain.envelope import Envelope, RecipientKind, new_envelope
+from mesh.domain.telemetry import TELEMETRY_SUBJECT, Kind
 
 __all__ = ["TELEMETRY_SUBJECT", "Kind", "telemetry_body", "telemetry_envelope"]
-
-TELEMETRY_SUBJECT = "mesh.telemetry.TelemetryEvent"
-
-
-class Kind(StrEnum):
-    TOOL_CALL = "TOOL_CALL"
-    MODEL_CALL = "MODEL_CALL"
-    MESSAGE_SENT = "MESSAGE_SENT"
-    ERROR = "ERROR"
-    SEND_REFUSED = "SEND_REFUSED"
-    HALT_ACK = "HALT_ACK"
-    RESUME_ACK = "RESUME_ACK"
 
 
 def telemetry_body(agent_id: str, kind: Kind, name: str, **fields: Any) -> dict[str, Any]:

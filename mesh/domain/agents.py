@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from mesh.domain.telemetry import TELEMETRY_SUBJECT, Kind
 from mesh.errors import EventRejectedError, RegistrationConflictError, UnknownSenderError
 
 __all__ = ["AgentState", "AgentStatus", "apply", "mark_stale", "registered_key"]
@@ -159,9 +160,9 @@ def _telemetry(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentStat
     kind, name, peer = body.get("kind"), body.get("name"), body.get("peer")
     if kind in _ACK_STATUS:
         return _acknowledged(state, _ACK_STATUS[kind], at_ms)
-    if kind == "TOOL_CALL" and name and name not in state.observed_tools:
+    if kind == Kind.TOOL_CALL and name and name not in state.observed_tools:
         return replace(state, observed_tools=(*state.observed_tools, name))
-    if kind == "MESSAGE_SENT" and peer and peer not in state.observed_agents:
+    if kind == Kind.MESSAGE_SENT and peer and peer not in state.observed_agents:
         return replace(state, observed_agents=(*state.observed_agents, peer))
     return state
 
@@ -170,7 +171,7 @@ def _telemetry(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentStat
 #: takes HALTED from those acknowledgements rather than from the control topic: whatever the
 #: halt's scope (the agent, its dependants, a capability, the fleet), the agent is shown halted
 #: once its own sidecar refuses to act, and for as long as it does.
-_ACK_STATUS = {"HALT_ACK": AgentStatus.HALTED, "RESUME_ACK": AgentStatus.LIVE}
+_ACK_STATUS = {Kind.HALT_ACK: AgentStatus.HALTED, Kind.RESUME_ACK: AgentStatus.LIVE}
 
 
 def _acknowledged(state: AgentState, status: AgentStatus, at_ms: int) -> AgentState:
@@ -186,5 +187,5 @@ _HANDLERS = {
     "mesh.registry.CapabilitiesChanged": _capabilities,
     "mesh.registry.AgentCertified": _certified,
     "mesh.registry.AgentRetired": _retired,
-    "mesh.telemetry.TelemetryEvent": _telemetry,
+    TELEMETRY_SUBJECT: _telemetry,
 }

@@ -40,6 +40,7 @@ from mesh.domain.control import (
 )
 from mesh.domain.dependencies import capabilities, dependants, with_capability
 from mesh.domain.identity import AgentKey
+from mesh.domain.telemetry import TELEMETRY_SUBJECT
 from mesh.domain.topics import CONTROL, TELEMETRY
 from mesh.errors import EventRejectedError
 from processors.api import Agents, Context, Event, PunctuationContext, Restore
@@ -48,7 +49,6 @@ from processors.killswitch.watch import Firing, Observation, Watch
 
 __all__ = ["KillSwitchProcessor"]
 
-TELEMETRY_SUBJECT = "mesh.telemetry.TelemetryEvent"
 Halt = dict[str, Any]
 _SCOPES = {
     "agent": Scope.AGENT,

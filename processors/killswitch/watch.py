@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from mesh.domain.telemetry import Kind
 from processors.killswitch.policy import Policy
 
 __all__ = ["Firing", "Observation", "Watch"]
@@ -145,7 +146,7 @@ class Watch:
                     f"${limits.max_cost_per_hour:.4f}",
                     w.hour.evidence(),
                 )
-        if obs.kind == "TOOL_CALL":
+        if obs.kind == Kind.TOOL_CALL:
             allowed = limits.allowed_tools
             if allowed is not None and obs.name not in allowed:
                 return Firing(
@@ -166,7 +167,7 @@ class Watch:
                     f"{limits.repeat_window_s:g}s (at most {limits.max_repeated_tool_calls})",
                     window.evidence(),
                 )
-        if obs.kind == "MESSAGE_SENT" and obs.peer:
+        if obs.kind == Kind.MESSAGE_SENT and obs.peer:
             if obs.hop_count > limits.max_hop_count:
                 return Firing(
                     "hop_limit",
@@ -187,7 +188,7 @@ class Watch:
                     f"{limits.max_cycle_repeats})",
                     window.evidence(),
                 )
-        if obs.kind == "ERROR" or not obs.ok:
+        if obs.kind == Kind.ERROR or not obs.ok:
             errors = w.errors.add(obs.at_ms, 1, obs.event_id)
             if errors > limits.max_errors:
                 return Firing(
@@ -221,7 +222,7 @@ class Watch:
                     f"${fleet.max_cost_per_hour:.4f}",
                     hour.evidence()[-50:],
                 )
-        if obs.kind == "ERROR" or not obs.ok:
+        if obs.kind == Kind.ERROR or not obs.ok:
             count = errors.add(obs.at_ms, 1, obs.event_id)
             if count > fleet.max_errors:
                 return Firing(
