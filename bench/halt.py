@@ -120,8 +120,12 @@ def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list
 
 
 def halts_in_force(killswitch: Engine) -> list[str]:
-    """The control keys the kill-switch holds halted (its store)."""
-    return [key for states in killswitch.job.store.partitions.values() for key in states]
+    """The control keys the kill-switch holds halted: its store, and the halts it issued that
+    have not come back on the control topic yet (they count as in force)."""
+    held = [key for states in killswitch.job.store.partitions.values() for key in states]
+    processor = killswitch.job.processor
+    issued = list(processor.issued) if isinstance(processor, KillSwitchProcessor) else []
+    return held + issued
 
 
 @contextlib.contextmanager
