@@ -20,13 +20,13 @@ Limits are maxima: exactly at a limit is allowed; over it is refused.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from mesh.domain.windows import SlidingWindow
 from mesh.errors import ConfigError, PolicyViolationError
 
 __all__ = ["AgentPolicy", "SpendWindow", "parse_agent_policy"]
@@ -100,14 +100,16 @@ class SpendWindow:
 
     def __init__(self, policy: AgentPolicy) -> None:
         self.policy = policy
-        self._spent: deque[tuple[float, float]] = deque()
-        self.total = 0.0
+        self._window = SlidingWindow(policy.budget_window_s)
+
+    @property
+    def total(self) -> float:
+        return self._window.total
 
     def admit(self, cost_usd: float, now: float) -> None:
         """Record ``cost_usd`` at ``now``, or raise PolicyViolationError (recording nothing)."""
         budget = self.policy.budget_usd
-        while self._spent and self._spent[0][0] <= now - self.policy.budget_window_s:
-            self.total -= self._spent.popleft()[1]
+        self._window.slide(now)
         if budget is not None and self.total + cost_usd > budget + 1e-9:
             raise PolicyViolationError(
                 "budget_exceeded",
@@ -116,8 +118,7 @@ class SpendWindow:
                 f"budget of ${budget:.2f}",
             )
         if cost_usd:
-            self._spent.append((now, cost_usd))
-            self.total += cost_usd
+            self._window.add(now, cost_usd)
 
 
 def parse_agent_policy(data: Mapping[str, Any] | str | None, where: str = "policy") -> AgentPolicy:

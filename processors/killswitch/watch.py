@@ -7,12 +7,12 @@ Kafka Streams window store; everything they return is a frozen value.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from mesh.domain.telemetry import Kind
+from mesh.domain.windows import SlidingWindow
 from processors.killswitch.policy import Policy
 
 __all__ = ["Firing", "Observation", "Watch"]
@@ -39,37 +39,13 @@ class Firing(NamedTuple):
     evidence: tuple[str, ...]
 
 
-class _Window:
-    """Events of the last ``span_ms`` with a running total: ``(t - span, t]``."""
-
-    __slots__ = ("events", "span_ms", "total")
-
-    def __init__(self, span_ms: int) -> None:
-        self.span_ms = span_ms
-        self.events: deque[tuple[int, float, str]] = deque()
-        self.total = 0.0
-
-    def add(self, at_ms: int, value: float, event_id: str) -> float:
-        self.events.append((at_ms, value, event_id))
-        self.total += value
-        return self.slide(at_ms)
-
-    def slide(self, now_ms: int) -> float:
-        while self.events and self.events[0][0] <= now_ms - self.span_ms:
-            self.total -= self.events.popleft()[1]
-        return self.total
-
-    def evidence(self) -> tuple[str, ...]:
-        return tuple(event_id for _, _, event_id in self.events)
-
-
 @dataclass
 class _AgentWindows:
-    minute: _Window
-    hour: _Window
-    errors: _Window
-    repeats: dict[tuple[str, str], _Window] = field(default_factory=dict)
-    hops: dict[tuple[str, str], _Window] = field(default_factory=dict)
+    minute: SlidingWindow
+    hour: SlidingWindow
+    errors: SlidingWindow
+    repeats: dict[tuple[str, str], SlidingWindow] = field(default_factory=dict)
+    hops: dict[tuple[str, str], SlidingWindow] = field(default_factory=dict)
 
 
 _MINUTE, _HOUR = 60_000, 3_600_000
@@ -83,9 +59,9 @@ class Watch:
         self._agents: dict[str, _AgentWindows] = {}
         fleet = policy.fleet
         self._fleet = (
-            _Window(_MINUTE),
-            _Window(_HOUR),
-            _Window(int(fleet.error_window_s * 1000)),
+            SlidingWindow(_MINUTE),
+            SlidingWindow(_HOUR),
+            SlidingWindow(int(fleet.error_window_s * 1000)),
         )
 
     def reset(self, agent_ids: Iterable[str]) -> None:
@@ -97,9 +73,9 @@ class Watch:
         self._agents.clear()
         fleet = self.policy.fleet
         self._fleet = (
-            _Window(_MINUTE),
-            _Window(_HOUR),
-            _Window(int(fleet.error_window_s * 1000)),
+            SlidingWindow(_MINUTE),
+            SlidingWindow(_HOUR),
+            SlidingWindow(int(fleet.error_window_s * 1000)),
         )
 
     def observe(self, obs: Observation) -> list[Firing]:
@@ -118,7 +94,9 @@ class Watch:
         if found is None:
             limits = self.policy.limits(agent_id)
             found = _AgentWindows(
-                _Window(_MINUTE), _Window(_HOUR), _Window(int(limits.error_window_s * 1000))
+                SlidingWindow(_MINUTE),
+                SlidingWindow(_HOUR),
+                SlidingWindow(int(limits.error_window_s * 1000)),
             )
             self._agents[agent_id] = found
         return found
@@ -157,7 +135,7 @@ class Watch:
                     (obs.event_id,),
                 )
             call = (obs.name, obs.arguments_digest or "")
-            window = w.repeats.setdefault(call, _Window(int(limits.repeat_window_s * 1000)))
+            window = w.repeats.setdefault(call, SlidingWindow(int(limits.repeat_window_s * 1000)))
             count = window.add(obs.at_ms, 1, obs.event_id)
             if count > limits.max_repeated_tool_calls:
                 return Firing(
@@ -177,7 +155,7 @@ class Watch:
                     (obs.event_id,),
                 )
             edge = (obs.peer, obs.correlation_id)
-            window = w.hops.setdefault(edge, _Window(int(limits.repeat_window_s * 1000)))
+            window = w.hops.setdefault(edge, SlidingWindow(int(limits.repeat_window_s * 1000)))
             count = window.add(obs.at_ms, 1, obs.event_id)
             if count > limits.max_cycle_repeats:
                 return Firing(

@@ -22,7 +22,7 @@ from sidecar.delivery import message_body
 from sidecar.halts import ControlView
 from sidecar.inbox import Counters, Inbox, Position
 from sidecar.outbox import MemorySink, Outbox
-from sidecar.policy import AgentPolicy
+from sidecar.policy import AgentPolicy, SpendWindow
 from sidecar.routing import route, stamp
 from sidecar.supervise import Supervisor
 from sidecar.telemetry import Kind, telemetry_body, telemetry_envelope
@@ -248,3 +248,17 @@ async def test_forged_and_unregistered_senders_are_dead_lettered() -> None:
     codes = [inbox.codec.serde.decode(v).record["reason_code"] for _, _, v in sink.records]
     assert codes == ["bad_signature", "unknown_sender"]
     assert await inbox.receive(timeout_s=0.01) is None
+
+
+# -- the spend budget --------------------------------------------------------------------------
+
+
+def test_spend_exactly_at_the_budget_is_allowed_over_it_refused_and_the_window_slides() -> None:
+    spend = SpendWindow(AgentPolicy(budget_usd=1.0, budget_window_s=60))
+    spend.admit(0.6, now=0)
+    spend.admit(0.4, now=30)  # exactly at the budget
+    with pytest.raises(PolicyViolationError, match="over its budget of \\$1.00"):
+        spend.admit(0.01, now=59)
+    assert spend.total == pytest.approx(1.0)  # the refused spend was not recorded
+    spend.admit(0.6, now=60)  # the first 0.6 left the window at t=60
+    assert spend.total == pytest.approx(1.0)
