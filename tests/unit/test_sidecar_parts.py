@@ -257,7 +257,7 @@ def test_spend_exactly_at_the_budget_is_allowed_over_it_refused_and_the_window_s
     spend = SpendWindow(AgentPolicy(budget_usd=1.0, budget_window_s=60))
     spend.admit(0.6, now=0)
     spend.admit(0.4, now=30)  # exactly at the budget
-    with pytest.raises(PolicyViolationError, match="over its budget of \\$1.00"):
+    with pytest.raises(PolicyViolationError, match=r"over its budget of \$1\.00"):
         spend.admit(0.01, now=59)
     assert spend.total == pytest.approx(1.0)  # the refused spend was not recorded
     spend.admit(0.6, now=60)  # the first 0.6 left the window at t=60
