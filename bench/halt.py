@@ -3,7 +3,7 @@
 One agent is registered; the registry processor and the kill-switch run as they do in
 production (exactly-once engines, 20 ms commit interval). Each trial produces one telemetry
 event that takes the agent over its per-minute spend budget, then waits for the HALT to be
-readable by a ``read_committed`` consumer of ``mesh.control.v1``; the latency is from just
+readable by a ``read_committed`` consumer of ``mesh.control.v2``; the latency is from just
 before the trigger's produce call to that read. The bench then resumes the agent (as an
 operator would) and waits for the kill-switch to see the resume before the next trial.
 
@@ -64,11 +64,17 @@ def tail_consumer(settings: Settings, bootstrap: str, topic: str) -> Consumer:
 
 
 def await_record(consumer: Consumer, match: bytes, timeout_s: float = 10.0) -> float:
+    return await_value(consumer, match, timeout_s)[0]
+
+
+def await_value(consumer: Consumer, match: bytes, timeout_s: float = 10.0) -> tuple[float, bytes]:
+    """When the first record holding ``match`` arrived, and its value."""
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
         message = consumer.poll(0.001)
-        if message is not None and not message.error() and match in (message.value() or b""):
-            return time.perf_counter()
+        value = message.value() if message is not None and not message.error() else None
+        if value is not None and match in value:
+            return time.perf_counter(), value
     raise TimeoutError("no record arrived")
 
 
@@ -100,11 +106,13 @@ def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list
             started = time.perf_counter()
             message_id = send(producer, codec, agent, settings, TELEMETRY,
                               "mesh.telemetry.TelemetryEvent", body)  # fmt: skip
-            arrived = await_record(control, message_id.encode())
+            arrived, halt = await_value(control, message_id.encode())
             if trial >= 5:  # warm-up trials are not counted
                 latencies.append((arrived - started) * 1000)
+            lifts = codec.open(halt, verify=False).body["command_id"]
             resume = control_record(Action.RESUME, Scope.AGENT, agent.agent_id, rule="operator",
-                                    reason="bench", requested_by=operator.agent_id)  # fmt: skip
+                                    reason="bench", requested_by=operator.agent_id,
+                                    lifts=lifts)  # fmt: skip
             value = seal_control(codec, operator, resume, int(time.time() * 1000))
             producer.produce(f"{settings.topic_prefix}{CONTROL}", value, agent.agent_id.encode())
             producer.flush(10)
@@ -120,12 +128,12 @@ def mesh_trials(settings: Settings, bootstrap: str, codec: MessageCodec) -> list
 
 
 def halts_in_force(killswitch: Engine) -> list[str]:
-    """The control keys the kill-switch holds halted: its store, and the halts it issued that
+    """The control keys the kill-switch holds halted: its book, and the halts it issued that
     have not come back on the control topic yet (they count as in force)."""
-    held = [key for states in killswitch.job.store.partitions.values() for key in states]
     processor = killswitch.job.processor
-    issued = list(processor.issued) if isinstance(processor, KillSwitchProcessor) else []
-    return held + issued
+    if not isinstance(processor, KillSwitchProcessor):
+        return []
+    return [*processor.book.halts, *processor.issued]
 
 
 @contextlib.contextmanager
@@ -231,7 +239,7 @@ def main() -> None:
         figures,
         ratios,
         f"{TRIALS} trials; latency from the trigger's produce call to the HALT read by a "
-        "read_committed consumer of mesh.control.v1; kill-switch verifies each telemetry "
+        "read_committed consumer of mesh.control.v2; kill-switch verifies each telemetry "
         "signature; 20 ms commit interval.",
     )
     print(f"wrote {path}")

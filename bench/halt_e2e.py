@@ -4,7 +4,7 @@ A real sidecar (``runaway``) reports a model call that takes it over its per-min
 the registry and kill-switch processors run as in production (exactly-once engines, 20 ms
 commit interval). The latency is measured by the sidecar itself: from the produce time of the
 triggering telemetry record (its Kafka timestamp, set when the sidecar sent it) to the moment
-the sidecar applied the HALT it read from ``mesh.control.v1`` (after which every send raises
+the sidecar applied the HALT it read from ``mesh.control.v2`` (after which every send raises
 HaltedError; each trial checks that it does). Between trials an operator RESUME is produced
 and both the sidecar and the kill-switch are seen to apply it.
 
@@ -76,6 +76,7 @@ async def trials(
                 rule="operator",
                 reason="bench",
                 requested_by=operator.agent_id,
+                lifts=runaway.halt["command_id"] if runaway.halt else None,
             )
             value = seal_control(codec, operator, resume, int(time.time() * 1000))
             full = f"{settings.topic_prefix}{CONTROL}"

@@ -1,7 +1,7 @@
 """`mesh halt`, `mesh resume`, `mesh halts`: operators steer the fleet by hand.
 
 Commands are signed with the operator's key and record who asked (``requested_by``); they go to
-``mesh.control.v1`` like the kill-switch's own, so sidecars, the kill-switch and the audit log
+``mesh.control.v2`` like the kill-switch's own, so sidecars, the kill-switch and the audit log
 see them the same way.
 """
 

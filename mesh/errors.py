@@ -34,6 +34,7 @@ whether the same call may succeed later without anyone changing anything.
     ├── AgentRefusedError              the sidecar refuses what an agent asked (nothing was sent)
     │   ├── PolicyViolationError       outside the agent's declared policy
     │   ├── HaltedError                the agent is halted by the kill-switch or an operator
+    │   ├── NotHaltedError             a resume of something that is not halted
     │   └── ControlUnavailableError    the sidecar cannot follow the control topic: fails closed
     ├── ProcessorError                 a processor cannot run (co-partitioning, a bug: fail loudly)
     │   ├── TransactionAbortedError    a commit failed: restore and go on (retriable)
@@ -61,6 +62,7 @@ __all__ = [
     "LocalKafkaError",
     "MalformedMessageError",
     "MeshError",
+    "NotHaltedError",
     "OversizeMessageError",
     "PolicyViolationError",
     "ProcessorError",
@@ -239,8 +241,14 @@ class HaltedError(AgentRefusedError):
     code = "halted"
 
 
+class NotHaltedError(AgentRefusedError):
+    """A resume names an agent, capability or the fleet that is not halted: nothing is sent."""
+
+    code = "not_halted"
+
+
 class ControlUnavailableError(AgentRefusedError):
-    """The sidecar cannot follow ``mesh.control.v1`` (its follower died or the broker has not
+    """The sidecar cannot follow ``mesh.control.v2`` (its follower died or the broker has not
     answered within the bound), so it cannot know whether the agent is halted: it refuses sends
     and tool calls until it has caught up again (fail closed)."""
 

@@ -37,7 +37,7 @@ ENV_VARS: dict[str, str] = {
         "digits). Always trusted: the mesh and operator keys in the state directory."
     ),
     "MESH_CONTROL_STALE_MS": (
-        "A sidecar that cannot confirm it is up to date with mesh.control.v1 for this long "
+        "A sidecar that cannot confirm it is up to date with mesh.control.v2 for this long "
         "refuses sends and tool calls until it is (fail closed; default 5000)."
     ),
 }

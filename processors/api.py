@@ -13,7 +13,7 @@ Where its state comes back from after a restart or a rebalance is declared, not 
 * ``SOURCE``: ``store_topic`` is one of the inputs, and its own changelog (Kafka Streams'
   source-topic reuse): ``put`` changes memory only, and the assigned partitions are replayed
   through ``process()`` from their beginning, outputs discarded (the kill-switch's halts in
-  force, from ``mesh.control.v1``).
+  force, from ``mesh.control.v2``).
 * ``LAST``: ``store_topic`` is a log the processor appends to with ``put``; each partition's
   state is its last record, ``ctx.head()`` (the audit chain's head).
 

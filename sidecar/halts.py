@@ -48,9 +48,10 @@ class ControlView:
 
     # -- the follower reports --------------------------------------------------------------
 
-    def fold(self, key: str, record: Mapping[str, Any] | None) -> None:
-        """One verified control command (or a tombstone, which changes nothing)."""
-        self.book.apply(key, record)
+    def fold(self, key: str, record: Mapping[str, Any] | None, signer: str = "") -> str | None:
+        """One control command verified as ``signer``'s (or a tombstone); returns why it
+        changed nothing, if it did not (ordered control: see mesh.domain.control)."""
+        return self.book.apply(key, record, signer).stale
 
     def confirmed(self, now: float) -> None:
         """The follower stands at the end of every control partition as of ``now``."""

@@ -46,6 +46,7 @@ class Counters:
     duplicates: int = 0
     spend_usd: float = 0.0
     untrusted_controls: int = 0  # control records ignored: not signed by a control signer
+    stale_controls: int = 0  # signed commands that changed nothing (replayed, out of order)
     undecodable_agents: int = 0  # registry records that did not decode (logged, skipped)
     apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
     commit_failures: int = 0  # inbox commits that failed on stop (those records redeliver)

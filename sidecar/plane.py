@@ -127,7 +127,9 @@ class Plane:
         """Fold a halt or resume signed by a control signer; ignore anything else (the
         kill-switch dead-letters it, once, with the reason)."""
         if record.value is None:
-            return  # a tombstone lifts nothing (see HaltBook.apply)
+            self.counters.stale_controls += 1  # a tombstone lifts nothing (see HaltBook)
+            _log.warning("%s: ignored a tombstone on %s", self.agent_id, record.topic)
+            return
         try:
             opened = open_control(self.codec, record.value, self.signers)
         except MeshError as exc:
@@ -137,7 +139,11 @@ class Plane:
                 self.agent_id, record.topic, record.partition, record.offset, exc,
             )  # fmt: skip
             return
-        self.control.fold((record.key or b"").decode(), opened.body)
+        stale = self.control.fold((record.key or b"").decode(), opened.body, opened.envelope.sender)
+        if stale is not None:
+            self.counters.stale_controls += 1
+            _log.warning("%s: a control command changed nothing: %s", self.agent_id, stale)
+            return
         if self.applying_changes:  # from registration on, each change applies as it arrives
             self._apply_soon()
 

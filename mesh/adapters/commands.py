@@ -1,4 +1,4 @@
-"""Operator commands on ``mesh.control.v1``: signed with the operator's key, naming who asked.
+"""Operator commands on ``mesh.control.v2``: signed with the operator's key, naming who asked.
 
 Used by `mesh halt` / `mesh resume` and by `mesh demo` (which lifts the halt its previous run
 left on its runaway agent, as an operator would).
@@ -10,21 +10,21 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
 
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.kafka.config import producer_config
-from mesh.adapters.kafka.table import Table
-from mesh.adapters.keyfiles import operator_key
+from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.adapters.keyfiles import control_signers, operator_key
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.control import open_control, seal_control
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.control import Action, Scope, control_key, control_record
+from mesh.domain.control import Action, HaltBook, Scope, control_key, control_record
 from mesh.domain.dependencies import dependants, with_capability
 from mesh.domain.identity import PublicKeys
 from mesh.domain.topics import CONTROL
-from mesh.errors import KafkaUnavailableError, MeshError
+from mesh.errors import KafkaUnavailableError, MeshError, NotHaltedError, TopicNotFoundError
 from mesh.settings import Cluster
 
 __all__ = ["HaltsInForce", "Sent", "read_halts", "send_command"]
@@ -44,6 +44,7 @@ def send_command(cluster: Cluster, action: Action, scope: Scope, target: str, re
     registry = open_registry(cluster.settings, cluster)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
+        lifts = _halt_to_lift(cluster, codec, scope, target) if action is Action.RESUME else None
         affected, notes = _affected(cluster, codec.serde, scope, target)
         record = control_record(
             action,
@@ -53,12 +54,26 @@ def send_command(cluster: Cluster, action: Action, scope: Scope, target: str, re
             reason=reason,
             requested_by=key.agent_id,
             affected=affected,
+            lifts=lifts,
         )
         value = seal_control(codec, key, record, int(time.time() * 1000))
         _produce(cluster, control_key(scope, target), value)
     finally:
         registry.close()
     return Sent(record, key.agent_id, notes)
+
+
+def _halt_to_lift(cluster: Cluster, codec: MessageCodec, scope: Scope, target: str) -> str:
+    """The command id of the halt in force under the resume's key (a resume names it)."""
+    key = control_key(scope, target)
+    found = read_halts(cluster, codec, control_signers(cluster.settings)).halts
+    if key not in found:
+        in_force = ", ".join(sorted(found)) or "none"
+        raise NotHaltedError(
+            f"{key!r} is not halted, so there is nothing to resume (halts in force: {in_force}); "
+            "`mesh halts` lists them"
+        )
+    return str(found[key]["command_id"])
 
 
 def _affected(
@@ -107,22 +122,38 @@ def _produce(cluster: Cluster, key: str, value: bytes) -> None:
 
 class HaltsInForce(NamedTuple):
     halts: dict[str, dict[str, Any]]  # by control key
-    ignored: list[str]  # records no control signer signed, and why
+    ignored: list[str]  # records no control signer signed, tombstones, stale commands: why
 
 
 def read_halts(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> HaltsInForce:
-    """The halts in force, as sidecars and the kill-switch fold ``mesh.control.v1``: the
-    latest command per key signed by a control signer; anything else, and tombstones, change
-    nothing."""
-    table: Table[dict[str, Any]] = Table(
-        cluster,
-        cluster.topic(CONTROL),
-        lambda value: dict(open_control(codec, value, signers).body),
-        tombstones=False,
-    )
+    """The halts in force, folded from the control topic in log order exactly as sidecars and
+    the kill-switch fold it (:class:`~mesh.domain.control.HaltBook`: ordered control)."""
+    book, ignored = HaltBook(), []
+    topic = cluster.topic(CONTROL)
+
+    def fold(message: Message) -> None:
+        key, value = (message.key() or b"").decode(), message.value()
+        where = f"{topic}[{message.partition()}]@{message.offset()}"
+        if value is None:
+            ignored.append(f"{where}: a tombstone changes nothing")
+            return
+        try:
+            opened = open_control(codec, value, signers)
+        except MeshError as exc:
+            ignored.append(f"{where}: {exc}")
+            return
+        stale = book.apply(key, opened.body, opened.envelope.sender).stale
+        if stale is not None:
+            ignored.append(f"{where}: {stale}")
+
+    consumer = reader(cluster)
     try:
-        table.catch_up()
+        metadata = consumer.list_topics(topic, timeout=15).topics.get(topic)
+        if metadata is None or not metadata.partitions:
+            raise TopicNotFoundError(f"topic {topic} does not exist; run `mesh topics ensure`")
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(metadata.partitions)]
+        consumer.assign(tps)
+        read_to_end(consumer, tps, fold)
     finally:
-        table.close()
-    halts = {k: v for k, v in table.values.items() if v["action"] == Action.HALT.value}
-    return HaltsInForce(halts, table.skipped)
+        consumer.close()
+    return HaltsInForce(book.halts, ignored)

@@ -6,7 +6,7 @@ signed by the keys they are given.
 
 Halts and resumes are obeyed only when signed by a control signer (:func:`control_signers`):
 the mesh's key (the kill-switch's automatic halts), the operator's key, and the keys named in
-``MESH_CONTROL_SIGNERS``. Anyone able to write to ``mesh.control.v1`` could otherwise resume a
+``MESH_CONTROL_SIGNERS``. Anyone able to write to ``mesh.control.v2`` could otherwise resume a
 runaway agent, or halt the fleet, with a command of their own.
 """
 
@@ -17,6 +17,7 @@ import os
 import stat
 from pathlib import Path
 
+from mesh.domain.control import MESH_SIGNER
 from mesh.domain.identity import AgentKey
 from mesh.errors import KeyFileError
 from mesh.settings import Settings
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 #: The identity the mesh's own processors sign with (audit checkpoints, automatic halts).
-MESH_KEY_ID = "mesh"
+MESH_KEY_ID = MESH_SIGNER
 
 
 def operator_key(settings: Settings) -> AgentKey:

@@ -1,10 +1,20 @@
-"""Halt and resume commands: their record, their key on ``mesh.control.v1``, and the book of
-halts in force (pure). The kill-switch, the ``mesh halt``/``mesh resume`` commands and the
-sidecar all read halts through :class:`HaltBook`, so they agree on who is halted.
+"""Halt and resume commands: their record, their key on the control topic, and the book of
+halts in force (pure). The kill-switch, ``mesh halts``/``mesh resume`` and the sidecar all fold
+the control topic through :class:`HaltBook`, so they agree on who is halted.
 
-Keys (the topic is compacted, so the latest command per key is what stays in force):
-one agent or an agent and its dependants -> the agent id; a capability -> ``capability:NAME``;
-the fleet -> ``*``. A resume lifts the halt with the same key, and only that one.
+Keys: one agent or an agent and its dependants -> the agent id; a capability ->
+``capability:NAME``; the fleet -> ``*``.
+
+Control is ordered, so no one can lift a halt by replaying an old record
+(``docs/security/control.md``):
+
+* a RESUME names the halt it lifts (``lifts``: its command id) and lifts it only if that halt
+  is the one in force under its key, so a captured resume produced again lifts nothing newer;
+* only an operator may resume: the mesh's own key issues automatic halts and never lifts one;
+* a HALT that was lifted, produced again, is stale: a replay does not re-impose it;
+* tombstones and records no control signer signed change nothing.
+
+Every command that changes nothing is reported (:class:`Outcome`), never silently dropped.
 """
 
 from __future__ import annotations
@@ -12,12 +22,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "CONTROL_SUBJECT",
+    "MESH_SIGNER",
     "Action",
     "HaltBook",
+    "Outcome",
     "Scope",
     "control_key",
     "control_record",
@@ -25,6 +37,8 @@ __all__ = [
 ]
 
 CONTROL_SUBJECT = "mesh.control.ControlCommand"
+#: The identity the mesh's own processors sign with (automatic halts, audit checkpoints).
+MESH_SIGNER = "mesh"
 
 
 class Action(StrEnum):
@@ -58,7 +72,9 @@ def control_record(
     affected: Iterable[str] = (),
     evidence: Iterable[str] = (),
     trigger_produced_at: int | None = None,
+    lifts: str | None = None,
 ) -> dict[str, Any]:
+    """A command; a RESUME names the halt it lifts (``lifts``, that halt's command id)."""
     return {
         "command_id": str(uuid.uuid4()),
         "action": action.value,
@@ -70,27 +86,64 @@ def control_record(
         "evidence": list(evidence),
         "requested_by": requested_by,
         "trigger_produced_at": trigger_produced_at,
+        "lifts": lifts,
     }
 
 
+class Outcome(NamedTuple):
+    """What one command did: ``changed`` (a halt set or lifted), ``lifted`` (the halt a
+    resume lifted), or why it changed nothing (``stale``)."""
+
+    changed: bool
+    lifted: dict[str, Any] | None = None
+    stale: str | None = None
+
+
 class HaltBook:
-    """The halts in force, by control key, folded from control commands in log order."""
+    """The halts in force, by control key, folded from signed control commands in log order."""
 
     def __init__(self) -> None:
         self.halts: dict[str, dict[str, Any]] = {}
+        self.lifted: set[str] = set()  # command ids of halts a resume lifted
+        self.stale: list[str] = []  # why each command that changed nothing changed nothing
 
-    def apply(self, key: str, record: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """Fold one command; returns the halt a resume lifted, if any.
+    def apply(self, key: str, record: Mapping[str, Any] | None, signer: str = "") -> Outcome:
+        """Fold one command signed by ``signer`` (a control signer: the caller checked the
+        signature). A tombstone (None) changes nothing: it carries no signature."""
+        outcome = self._apply(key, record, signer)
+        if outcome.stale is not None:
+            self.stale.append(f"{key}: {outcome.stale}")
+        return outcome
 
-        A tombstone (None) changes nothing: it carries no signature, so it cannot speak for a
-        control signer, and the mesh never writes one (a halt ends with a signed resume).
-        """
+    def _apply(self, key: str, record: Mapping[str, Any] | None, signer: str) -> Outcome:
         if record is None:
-            return None
-        if record["action"] == Action.RESUME.value:
-            return self.halts.pop(key, None)
-        self.halts[key] = dict(record)
-        return None
+            return Outcome(False, stale="a tombstone changes nothing")
+        command_id = str(record["command_id"])
+        if record["action"] == Action.HALT.value:
+            if command_id in self.lifted:
+                return Outcome(
+                    False, stale=f"halt {command_id} was lifted; a replay changes nothing"
+                )
+            self.halts[key] = dict(record)
+            return Outcome(True)
+        return self._resume(key, record, signer)
+
+    def _resume(self, key: str, record: Mapping[str, Any], signer: str) -> Outcome:
+        current = self.halts.get(key)
+        lifts = record.get("lifts")
+        if signer == MESH_SIGNER:
+            return Outcome(False, stale="the mesh's key halts but never resumes; an operator must")
+        if current is None:
+            return Outcome(False, stale=f"resume of {lifts or 'no named halt'}: nothing in force")
+        if lifts != current["command_id"]:
+            return Outcome(
+                False,
+                stale=f"resume names halt {lifts!r}, not {current['command_id']!r} in force: "
+                "a replayed or out-of-date resume lifts nothing",
+            )
+        del self.halts[key]
+        self.lifted.add(str(lifts))
+        return Outcome(True, lifted=current)
 
     def halt_for(self, agent_id: str, capabilities: Iterable[str] = ()) -> dict[str, Any] | None:
         """The halt that stops ``agent_id`` (None: it may act)."""

@@ -42,7 +42,9 @@ REGISTRY = "mesh.registry.v1"
 TASKS = "mesh.tasks.v1"
 STATE = "mesh.state.v1"
 TELEMETRY = "mesh.telemetry.v1"
-CONTROL = "mesh.control.v1"
+#: v2: kept whole (delete, infinite retention) instead of compacted, so no later record under a
+#: key can compact a halt away (docs/security/control.md); v1 topics are left as they are.
+CONTROL = "mesh.control.v2"
 AUDIT = "mesh.audit.v1"
 AUDIT_CHECKPOINTS = "mesh.audit.checkpoints.v1"
 DLQ = "mesh.dlq.v1"
@@ -82,7 +84,7 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(TASKS, "task id", "task lifecycle events", _WEEK),
     TopicSpec(STATE, "task or conversation id", "shared context between handoffs", _COMPACT),
     TopicSpec(TELEMETRY, "agent id", "tool calls, model calls, errors, latencies", _WEEK),
-    TopicSpec(CONTROL, "agent id or *", "halt and resume commands", _COMPACT),
+    TopicSpec(CONTROL, "agent id or *", "halt and resume commands, kept whole", _FOREVER),
     TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
     TopicSpec(AUDIT_CHECKPOINTS, "audit partition", "signed audit chain heads", _FOREVER),
     TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _DEAD),

@@ -1,16 +1,19 @@
-"""The kill-switch processor: ``mesh.telemetry.v1`` (+ ``mesh.control.v1``) -> halts.
+"""The kill-switch processor: ``mesh.telemetry.v1`` (+ ``mesh.control.v2``) -> halts.
 
 Per telemetry event: verify it against the sender's registered key (``ctx.agents``: forged
 telemetry must not halt anyone), check the sender reports about itself, and feed the sliding
 windows (:mod:`processors.killswitch.watch`). A rule that fires publishes one HALT to
-``mesh.control.v1`` in the same transaction as the consumer offsets, signed by the mesh's key;
+``mesh.control.v2`` in the same transaction as the consumer offsets, signed by the mesh's key;
 its reach (dependants, a capability, the fleet) comes from the registry table the runtime
 keeps current between batches, so the halt path reads nothing from Kafka.
 
-State: the halts in force, by control key, restored ``SOURCE``: the control topic is an input
-and its own changelog, replayed through :meth:`process` on every assignment. Only commands
-signed by a control signer count; anything else on the control topic is dead-lettered with
-the reason when first consumed (and ignored on replay), as sidecars ignore it.
+State: the halts in force, a :class:`~mesh.domain.control.HaltBook` folded exactly as
+sidecars fold it (ordered control: a resume lifts only the halt it names, and only an
+operator's), restored ``SOURCE``: the control topic is an input and its own changelog,
+replayed through :meth:`process` on every assignment. Only commands signed by a control signer
+count; anything else on the control topic is dead-lettered with the reason when first
+consumed (and ignored on replay), as sidecars ignore it; a signed command that changes nothing
+(a replayed resume) is dead-lettered too, so it is on the record.
 
 Flapping: while an agent (or the fleet) is halted, no rule fires for it again; a halt issued
 counts as in force until it comes back on the control topic. A resume, by an operator, starts
@@ -33,6 +36,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import (
     CONTROL_SUBJECT,
     Action,
+    HaltBook,
     Scope,
     control_key,
     control_record,
@@ -83,11 +87,13 @@ class KillSwitchProcessor:
         self.signers = dict(signers)
         self.requested_by = f"killswitch:{instance}"
         self.watch = Watch(policy)
+        self.book = HaltBook()
         self.issued: dict[str, Halt] = {}  # halts sent, not yet seen back on the control topic
         self.halts_issued = 0
 
     def init(self) -> None:
         self.watch = Watch(self.policy)
+        self.book = HaltBook()
         self.issued.clear()
 
     def close(self) -> None:
@@ -135,18 +141,17 @@ class KillSwitchProcessor:
             hop_count=envelope.hop_count,
             correlation_id=envelope.correlation_id,
         )
-        if self._halted(ctx, observation.agent_id):
+        if self._halted(observation.agent_id):
             return
         for firing in self.watch.observe(observation):
-            if firing.agent_id != "*" and self._halted(ctx, firing.agent_id):
+            if firing.agent_id != "*" and self._halted(firing.agent_id):
                 continue
             self._halt(ctx, firing, event.timestamp_ms)
 
-    def _halted(self, ctx: Context[Halt], agent_id: str) -> bool:
-        if not self.issued and not any(True for _ in ctx.items()):
+    def _halted(self, agent_id: str) -> bool:
+        if not self.issued and not self.book.halts:
             return False
-        halts = {**dict(ctx.items()), **self.issued}
-        return halt_in_force(halts, agent_id) is not None
+        return halt_in_force({**self.book.halts, **self.issued}, agent_id) is not None
 
     def _halt(self, ctx: Context[Halt], firing: Firing, trigger_ms: int) -> None:
         scope = _SCOPES[self.policy.scope(firing.rule)]
@@ -171,21 +176,21 @@ class KillSwitchProcessor:
 
     def _control(self, event: Event, ctx: Context[Halt]) -> None:
         if event.value is None or event.key is None:
-            return  # a tombstone lifts nothing (see HaltBook.apply)
-        command = check_control(event.message, self.signers).body
+            raise EventRejectedError("a tombstone on the control topic changes nothing")
+        opened = check_control(event.message, self.signers)
         key = event.key
         self.issued.pop(key, None)
-        if command["action"] != Action.RESUME.value:
-            ctx.put(key, dict(command))
-            return
-        lifted = ctx.get(key)
-        ctx.delete(key)
-        if lifted is None:
+        outcome = self.book.apply(key, opened.body, opened.envelope.sender)
+        if outcome.stale is not None:
+            raise EventRejectedError(
+                f"control command under {key!r} changed nothing: {outcome.stale}"
+            )
+        if outcome.lifted is None:
             return
         if key == "*":
             self.watch.reset_fleet()
         else:
-            self.watch.reset([key, *lifted.get("affected_agents", [])])
+            self.watch.reset([key, *outcome.lifted.get("affected_agents", [])])
 
 
 def _radius(agents: Agents, scope: Scope, agent_id: str) -> tuple[str, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 import time
@@ -13,8 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import Producer
 
-from mesh.adapters.keyfiles import operator_key
+from mesh.adapters.commands import read_halts
+from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.kafka.config import producer_config
+from mesh.adapters.keyfiles import control_signers, operator_key
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope, control_key, control_record
@@ -221,6 +226,7 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
                 rule="operator",
                 reason="fixed",
                 requested_by=operator.agent_id,
+                lifts=again.halt["command_id"],
             )
             now_ms = int(time.time() * 1000)
             impostor = AgentKey.generate(operator.agent_id)  # the operator's name, not its key
@@ -237,6 +243,17 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
             sent = await again.send("bob", text="back")
             got = await bob.receive(timeout_s=10)
             assert got is not None and got.message_id == sent
+
+            for _ in range(3):  # runs away again: a newer halt
+                with contextlib.suppress(HaltedError):
+                    await again.report_model_call("big-model", cost_usd=0.6)
+            await _until(lambda: again.halt is not None, "the second halt", 20)
+            stale = again.counters.stale_controls
+            produce(mesh.settings, [Sent(CONTROL, control_key(Scope.AGENT, "runaway"), value)])
+            await _until(lambda: again.counters.stale_controls == stale + 1, "the replay seen")
+            assert again.halt is not None  # the captured resume, produced again, lifts nothing
+            with pytest.raises(HaltedError):
+                await again.send("bob", text="resumed by a replay?")
         finally:
             await again.stop()
 
@@ -325,3 +342,53 @@ async def test_a_node_agent_round_trips_through_the_http_api(mesh: Mesh) -> None
     finally:
         await server.stop()
         await shouter.stop()
+
+
+async def test_nothing_written_under_the_fleet_key_erases_a_fleet_halt(mesh: Mesh) -> None:
+    """A fleet halt, then junk, a tombstone and a forged resume under `*`: a sidecar that
+    starts afterwards is halted, `mesh halts` shows the halt, and the topic can never be
+    compacted (it is kept whole), so no later record can take the halt's place."""
+    cluster = Cluster.of(mesh.settings)
+    operator = operator_key(mesh.settings)
+    halt = control_record(
+        Action.HALT,
+        Scope.FLEET,
+        "*",
+        rule="operator",
+        reason="drill",
+        requested_by=operator.agent_id,
+    )
+    signed = seal_control(mesh.codec, operator, halt, int(time.time() * 1000))
+    forged_resume = control_record(
+        Action.RESUME, Scope.FLEET, "*", rule="operator", reason="let me go",
+        requested_by=operator.agent_id, lifts=halt["command_id"],
+    )  # fmt: skip
+    impostor = AgentKey.generate(operator.agent_id)
+    forged = seal_control(mesh.codec, impostor, forged_resume, int(time.time() * 1000))
+    produce(
+        mesh.settings,
+        [Sent(CONTROL, "*", signed), Sent(CONTROL, "*", b"junk"), Sent(CONTROL, "*", forged)],
+    )
+    produce_tombstone(mesh.settings, "*")
+
+    late = mesh.sidecar("late")
+    await late.start()
+    try:
+        assert late.halt is not None and late.halt["command_id"] == halt["command_id"]
+        with pytest.raises(HaltedError):
+            await late.report_tool_call("search", {})
+        assert late.counters.untrusted_controls == 2  # the junk and the forgery
+        assert late.counters.stale_controls == 1  # the tombstone
+    finally:
+        await late.stop()
+    found = read_halts(cluster, mesh.codec, control_signers(mesh.settings))
+    assert list(found.halts) == ["*"]
+    assert len(found.ignored) == 3
+    configs = TopicAdmin(cluster).topic_configs([cluster.topic(CONTROL)])[cluster.topic(CONTROL)]
+    assert (configs["cleanup.policy"], configs["retention.ms"]) == ("delete", "-1")
+
+
+def produce_tombstone(settings: Settings, key: str) -> None:
+    producer = Producer(producer_config(Cluster.of(settings)))
+    producer.produce(Cluster.of(settings).topic(CONTROL), None, key.encode())
+    assert producer.flush(15) == 0

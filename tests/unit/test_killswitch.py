@@ -101,12 +101,29 @@ class Fleet:
             self.driver.pipe(CONTROL, (halt.key or b"").decode(), halt.value or b"")
         return [self.codec.open(o.value or b"", verify=False).body for o in halts]
 
-    def control(self, action: Action, scope: Scope, target: str, key: AgentKey = OPERATOR) -> None:
+    def control(
+        self,
+        action: Action,
+        scope: Scope,
+        target: str,
+        key: AgentKey = OPERATOR,
+        lifts: str | None = None,
+    ) -> bytes:
+        """Pipe a command; a RESUME names the halt in force under its key unless told."""
+        control = control_key(scope, target)
+        current = self.processor.book.halts.get(control)
+        if action is Action.RESUME and lifts is None and current is not None:
+            lifts = current["command_id"]
         record = control_record(
-            action, scope, target, rule="operator", reason="test", requested_by=key.agent_id
-        )
+            action, scope, target, rule="operator", reason="test", requested_by=key.agent_id,
+            lifts=lifts,
+        )  # fmt: skip
         value = seal_control(self.codec, key, record, self.driver.now_ms)
-        self.driver.pipe(CONTROL, control_key(scope, target), value)
+        self.driver.pipe(CONTROL, control, value)
+        return value
+
+    def halted(self, key: str) -> bool:
+        return key in self.processor.book.halts
 
     def at(self, ms: int) -> Fleet:
         self.driver.now_ms = ms
@@ -238,9 +255,9 @@ def test_a_resume_not_signed_by_a_control_signer_is_dead_lettered_and_lifts_noth
     forged = AgentKey.generate(OPERATOR.agent_id)  # an operator's name, another key
     fleet.control(Action.RESUME, Scope.AGENT, "research", key=forged)
     fleet.driver.pipe(CONTROL, "research", None)  # a tombstone
-    assert fleet.driver.state("research") is not None
+    assert fleet.halted("research")
     letters = fleet.driver.dead_letters()
-    assert [d["reason_code"] for d in letters] == ["unknown_sender", "bad_signature"]
+    assert [d["reason_code"] for d in letters] == ["unknown_sender", "bad_signature", "rejected"]
     assert "not a control signer" in letters[0]["reason"]
     assert fleet.report("research", "MODEL_CALL", "m", cost=5) == []  # still halted, silent
 
@@ -288,11 +305,11 @@ def test_halts_in_force_survive_a_restart_and_a_resume_survives_one_too() -> Non
     fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
     assert len(fleet.report("research", "MODEL_CALL", "m", cost=1.5)) == 1
     fleet.driver.restart()  # halts replayed from the control topic; windows start empty
-    assert fleet.driver.state("research") is not None
+    assert fleet.halted("research")
     assert fleet.report("research", "MODEL_CALL", "m", cost=5) == []  # still halted: silent
     fleet.control(Action.RESUME, Scope.AGENT, "research")
     fleet.driver.restart()
-    assert fleet.driver.state("research") is None
+    assert not fleet.halted("research")
     assert len(fleet.report("research", "MODEL_CALL", "m", cost=5)) == 1  # watched again
 
 
@@ -309,3 +326,26 @@ def test_a_halt_issued_is_in_force_before_it_comes_back_on_the_control_topic() -
     again = fleet.driver.pipe(TELEMETRY, "research", spend("t-y"))
     assert [o.topic for o in first] == [CONTROL]
     assert again == []  # not halted twice while the first halt is in flight
+
+
+def test_a_replayed_old_resume_is_dead_lettered_and_leaves_the_newer_halt_in_force() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=1.5)) == 1
+    old_resume = fleet.control(Action.RESUME, Scope.AGENT, "research")  # lifts the first halt
+    assert not fleet.halted("research")
+    assert len(fleet.at(1_000).report("research", "MODEL_CALL", "m", cost=1.5)) == 1
+    fleet.driver.pipe(CONTROL, "research", old_resume)  # captured, produced again
+    assert fleet.halted("research")
+    [letter] = fleet.driver.dead_letters()
+    assert "replayed or out-of-date resume lifts nothing" in letter["reason"]
+    assert letter["original"] == old_resume
+    fleet.driver.restart()  # the replay is stale on restore too
+    assert fleet.halted("research")
+
+
+def test_the_mesh_key_never_lifts_a_halt() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=1.5)) == 1
+    fleet.control(Action.RESUME, Scope.AGENT, "research", key=MESH)
+    assert fleet.halted("research")
+    assert "never resumes" in fleet.driver.dead_letters()[0]["reason"]

@@ -28,9 +28,9 @@ from sidecar.supervise import Supervisor
 from sidecar.telemetry import Kind, telemetry_body, telemetry_envelope
 
 
-def halt(target: str, action: Action = Action.HALT) -> dict[str, Any]:
+def halt(target: str, action: Action = Action.HALT, lifts: str | None = None) -> dict[str, Any]:
     return control_record(
-        action, Scope.AGENT, target, rule="operator", reason="test", requested_by="op"
+        action, Scope.AGENT, target, rule="operator", reason="test", requested_by="op", lifts=lifts
     )
 
 
@@ -71,23 +71,53 @@ def test_a_stopped_follower_refuses_at_once_and_counts_the_loss() -> None:
 def test_a_halt_is_applied_once_and_refuses_then_a_resume_lifts_it() -> None:
     view = ControlView("a", stale_after_s=5)
     view.confirmed(now=0)
-    view.fold("a", halt("a"))
+    first = halt("a")
+    view.fold("a", first, "operator:alice")
     change = view.change(())
     assert change is not None and change.halt is not None
     assert view.change(()) is None  # already applied
     with pytest.raises(HaltedError, match="halted by operator"):
         view.check(now=1)
-    view.fold("a", halt("a", Action.RESUME))
+    view.fold("a", halt("a", Action.RESUME, lifts=first["command_id"]), "operator:alice")
     resumed = view.change(())
     assert resumed is not None and resumed.halt is None
     view.check(now=1)
 
 
+def test_a_replayed_old_resume_leaves_a_newer_halt_in_force() -> None:
+    view = ControlView("a", stale_after_s=5)
+    view.confirmed(now=0)
+    old = halt("a")
+    view.fold("a", old, "operator:alice")
+    old_resume = halt("a", Action.RESUME, lifts=old["command_id"])
+    assert view.fold("a", old_resume, "operator:alice") is None  # lifts the old halt
+    view.fold("a", halt("a"), "mesh")  # a newer halt, by the kill-switch
+    why = view.fold("a", old_resume, "operator:alice")  # captured and produced again
+    assert why is not None and "replayed or out-of-date" in why
+    assert view.fold("a", old, "operator:alice") is not None  # the lifted halt, replayed: stale
+    view.change(())
+    with pytest.raises(HaltedError):
+        view.check(now=1)
+
+
+def test_only_an_operator_lifts_a_halt_and_a_resume_must_name_it() -> None:
+    view = ControlView("a", stale_after_s=5)
+    view.confirmed(now=0)
+    current = halt("a")
+    view.fold("a", current, "mesh")
+    by_mesh = view.fold("a", halt("a", Action.RESUME, lifts=current["command_id"]), "mesh")
+    assert by_mesh is not None and "never resumes" in by_mesh
+    unnamed = view.fold("a", halt("a", Action.RESUME), "operator:alice")
+    assert unnamed is not None and "not" in unnamed
+    assert view.book.halts["a"]["command_id"] == current["command_id"]
+    assert len(view.book.stale) == 2
+
+
 def test_a_tombstone_lifts_nothing() -> None:
     view = ControlView("a", stale_after_s=5)
     view.confirmed(now=0)
-    view.fold("a", halt("a"))
-    view.fold("a", None)
+    view.fold("a", halt("a"), "operator:alice")
+    assert view.fold("a", None) == "a tombstone changes nothing"
     view.change(())
     with pytest.raises(HaltedError):
         view.check(now=1)

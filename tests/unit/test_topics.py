@@ -9,7 +9,7 @@ def test_catalogue_holds_every_design_topic() -> None:
     names = {spec.name for spec in catalogue()}
     assert names == {
         "mesh.registry.events.v1", "mesh.registry.v1", "mesh.tasks.v1", "mesh.state.v1",
-        "mesh.telemetry.v1", "mesh.control.v1", "mesh.audit.v1", "mesh.dlq.v1", "_mesh_schemas",
+        "mesh.telemetry.v1", "mesh.control.v2", "mesh.audit.v1", "mesh.dlq.v1", "_mesh_schemas",
         "mesh.audit.checkpoints.v1",
     }  # fmt: skip
     assert inbox_topic("research").name == "mesh.inbox.research.v1"
@@ -22,9 +22,17 @@ def test_audit_keeps_everything_and_is_never_compacted() -> None:
 
 
 def test_compacted_topics_and_single_partition_registry() -> None:
-    for name in ("mesh.registry.v1", "mesh.state.v1", "mesh.control.v1", SCHEMAS):
+    for name in ("mesh.registry.v1", "mesh.state.v1", SCHEMAS):
         assert _spec(name).configs["cleanup.policy"] == "compact"
     assert _spec(SCHEMAS).partitions == 1
+
+
+def test_the_control_topic_is_kept_whole_so_nothing_compacts_a_halt_away() -> None:
+    control = _spec("mesh.control.v2")
+    assert control.configs["cleanup.policy"] == "delete"
+    assert control.configs["retention.ms"] == "-1"
+    problems = config_conflicts(control, {"cleanup.policy": "compact", "retention.ms": "-1"})
+    assert problems == ["cleanup.policy='compact' but the catalogue requires 'delete'"]
 
 
 def test_a_compacted_audit_topic_conflicts() -> None:

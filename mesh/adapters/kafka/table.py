@@ -10,8 +10,8 @@ agent registry), the CLI's views of the registry, and ``mesh halts`` all read th
 
 A value that does not decode is skipped, logged and kept in ``skipped`` (with where it was and
 why), never raised: one bad record on a shared topic must not take every reader down. A
-tombstone deletes its key, unless the table says tombstones change nothing (the control topic,
-where an unsigned tombstone must not lift a halt).
+tombstone deletes its key. (The control topic is not a table: it is folded in log order through
+``mesh.domain.control.HaltBook``, ``mesh.adapters.commands.read_halts``.)
 """
 
 from __future__ import annotations
@@ -40,14 +40,11 @@ class Table(Generic[V]):
         cluster: Cluster,
         topic: str,
         decode: Callable[[bytes], V],
-        *,
-        tombstones: bool = True,
     ) -> None:
         self.topic = topic
         self.values: dict[str, V] = {}
         self.skipped: list[str] = []
         self._decode = decode
-        self._tombstones = tombstones
         self._consumer = reader(cluster)
         metadata = self._consumer.list_topics(topic, timeout=15)
         if topic not in metadata.topics or not metadata.topics[topic].partitions:
@@ -84,8 +81,7 @@ class Table(Generic[V]):
             return
         key = raw_key.decode(errors="replace")
         if value is None:
-            if self._tombstones:
-                self.values.pop(key, None)
+            self.values.pop(key, None)
             return
         try:
             self.values[key] = self._decode(value)
