@@ -108,7 +108,7 @@ class Sidecar:
             settings.control_stale_ms / 1000,
         )
         self.control = self.plane.control
-        self.plane.handlers.append(self._fresh_budget_on_resume)
+        self.plane.handlers.append(self._on_halt_change)
         group = cluster.topic(f"agent.{self.agent_id}")
         self._consumer = InboxConsumer(
             cluster.topic(inbox_topic(self.agent_id).name),
@@ -382,9 +382,14 @@ class Sidecar:
         topics = {"registry": self.cluster.topic(REGISTRY), "control": self.cluster.topic(CONTROL)}
         await self.plane.follow(self.cluster, topics, self._partitions)
 
-    def _fresh_budget_on_resume(self, halt: dict[str, Any] | None) -> None:
-        if halt is None:
-            self.spend = SpendWindow(self.spec.policy)
+    def _on_halt_change(self, halt: dict[str, Any] | None) -> None:
+        """A halted agent receives nothing (its inbox waits); a resume delivers what waited
+        and starts a fresh spend window."""
+        if halt is not None:
+            self.inbox.pause()
+            return
+        self.inbox.resume()
+        self.spend = SpendWindow(self.spec.policy)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -8,6 +8,10 @@ was dead-lettered or skipped) *and every earlier message of its partition*: a du
 dead letter behind a message the agent has not taken yet does not move the commit past it, so
 a crash redelivers rather than loses.
 
+While the agent is halted the inbox is paused (:meth:`Inbox.pause`): nothing is handed to the
+agent, messages wait (in the queue, then, once it is full, in Kafka, uncommitted) and are
+delivered in order after the resume.
+
 No client here: the sidecar feeds records in (:meth:`Inbox.admit`) and commits what
 :meth:`Inbox.due` returns, so this is unit-tested with no broker.
 """
@@ -15,7 +19,7 @@ No client here: the sidecar feeds records in (:meth:`Inbox.admit`) and commits w
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -86,6 +90,9 @@ class Inbox:
         self.detected_by, self.counters = detected_by, counters
         self.recent = Recent()
         self._queue: asyncio.Queue[tuple[Delivery, Position]] = asyncio.Queue(capacity)
+        self._held: deque[tuple[Delivery, Position]] = deque()  # taken out while pausing
+        self._open = asyncio.Event()
+        self._open.set()
         self._pending: dict[Position, set[int]] = {}  # queued, not yet taken
         self._done: dict[Position, int] = {}  # past the last record handled
         self._committed: dict[Position, int] = {}
@@ -118,14 +125,35 @@ class Inbox:
     def _handled(self, at: Position, offset: int) -> None:
         self._done[at] = max(self._done.get(at, 0), offset + 1)
 
+    def pause(self) -> None:
+        """Hand nothing to the agent until :meth:`resume` (the agent is halted)."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._open.is_set()
+
     async def receive(self, timeout_s: float | None = None) -> Delivery | None:
-        """The next message (None on timeout). Taking it makes its offset due for commit."""
+        """The next message (None on timeout, and while paused). Taking it makes its offset
+        due for commit."""
         try:
-            delivery, at = await asyncio.wait_for(self._queue.get(), timeout_s)
+            return await asyncio.wait_for(self._take(), timeout_s)
         except TimeoutError:
             return None
-        self._pending.get(at, set()).discard(delivery.offset)
-        return delivery
+
+    async def _take(self) -> Delivery:
+        while True:
+            await self._open.wait()
+            item = self._held.popleft() if self._held else await self._queue.get()
+            if self.paused:  # paused while waiting: keep it, first in line
+                self._held.appendleft(item)
+                continue
+            delivery, at = item
+            self._pending.get(at, set()).discard(delivery.offset)
+            return delivery
 
     def due(self) -> dict[Position, int]:
         """Offsets to commit per partition: up to the first message the agent has not taken,

@@ -218,6 +218,8 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
             with pytest.raises(HaltedError):
                 await again.send("bob", text="after restart")
             assert any(r["name"] == "spend_per_minute" for r in mesh.telemetry("HALT_ACK"))
+            waiting = [await bob.send("runaway", text=f"while halted {n}") for n in range(2)]
+            assert await again.receive(timeout_s=2) is None  # a halted agent receives nothing
             operator = operator_key(mesh.settings)
             resume = control_record(
                 Action.RESUME,
@@ -239,6 +241,8 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
             value = seal_control(mesh.codec, operator, resume, now_ms)
             produce(mesh.settings, [Sent(CONTROL, control_key(Scope.AGENT, "runaway"), value)])
             await _until(lambda: again.halt is None, "the resume")
+            delivered = [await again.receive(timeout_s=10) for _ in waiting]
+            assert [d.message_id for d in delivered if d is not None] == waiting  # all, in order
             await _until(lambda: status(bob, "runaway") is AgentStatus.LIVE, "registry: LIVE")
             sent = await again.send("bob", text="back")
             got = await bob.receive(timeout_s=10)

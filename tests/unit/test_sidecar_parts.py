@@ -292,3 +292,31 @@ def test_spend_exactly_at_the_budget_is_allowed_over_it_refused_and_the_window_s
     assert spend.total == pytest.approx(1.0)  # the refused spend was not recorded
     spend.admit(0.6, now=60)  # the first 0.6 left the window at t=60
     assert spend.total == pytest.approx(1.0)
+
+
+async def test_a_paused_inbox_hands_nothing_over_and_delivers_everything_after_resume() -> None:
+    alice = AgentKey.generate("alice")
+    inbox, _ = _inbox({"alice": alice.public_bytes})
+    inbox.pause()
+    for offset in range(3):
+        await inbox.admit(AT, offset, b"t-1", _sealed(inbox.codec, alice, f"m-{offset}"))
+    assert await inbox.receive(timeout_s=0.05) is None
+    assert inbox.due() == {}  # nothing taken, nothing committed: a crash redelivers
+    inbox.resume()
+    got = [await inbox.receive(timeout_s=1) for _ in range(3)]
+    assert [d.message_id for d in got if d is not None] == ["m-0", "m-1", "m-2"]
+    assert inbox.due() == {AT: 3}
+
+
+async def test_a_message_taken_out_as_the_inbox_pauses_waits_first_in_line() -> None:
+    alice = AgentKey.generate("alice")
+    inbox, _ = _inbox({"alice": alice.public_bytes})
+    waiting = asyncio.create_task(inbox.receive(timeout_s=0.2))
+    await asyncio.sleep(0)
+    inbox.pause()
+    await inbox.admit(AT, 0, b"t-1", _sealed(inbox.codec, alice, "m-0"))
+    await inbox.admit(AT, 1, b"t-1", _sealed(inbox.codec, alice, "m-1"))
+    assert await waiting is None  # halted while waiting: nothing handed over
+    inbox.resume()
+    first = await inbox.receive(timeout_s=1)
+    assert first is not None and first.message_id == "m-0"
