@@ -48,11 +48,18 @@ def halt(
         False, "--with-dependants", help="Also every agent that depends on AGENT."
     ),
     reason: str = typer.Option(..., "--reason", help="Why, in words (recorded and audited)."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Wait for every running agent it reaches to acknowledge it."
+    ),
+    deadline: float = typer.Option(
+        5.0, "--deadline", min=0.1, max=600, help="Seconds --wait waits (default 5)."
+    ),
 ) -> None:
-    """Halt an agent, its dependants, a capability or the fleet until an explicit resume."""
+    """Halt an agent, its dependants, a capability or the fleet until an explicit resume.
+    With --wait, exit 1 naming every running agent that did not acknowledge in time."""
     scope = _scope(agent, capability, fleet, with_dependants)
     target = agent or capability or "*"
-    _send(Action.HALT, scope, target, reason)
+    _send(Action.HALT, scope, target, reason, deadline if wait else None)
 
 
 def resume(
@@ -88,9 +95,13 @@ def halts() -> None:
         )
 
 
-def _send(action: Action, scope: Scope, target: str, reason: str) -> None:
+def _send(
+    action: Action, scope: Scope, target: str, reason: str, wait_s: float | None = None
+) -> None:
     current = settings()
-    record, operator, notes = send_command(cluster(current), action, scope, target, reason)
+    record, operator, notes, acks = send_command(
+        cluster(current), action, scope, target, reason, wait_s
+    )
     for note in notes:
         console.print(f"note: {note}")
     affected = record["affected_agents"]
@@ -99,3 +110,11 @@ def _send(action: Action, scope: Scope, target: str, reason: str) -> None:
         + (f"; affects {', '.join(affected)}" if affected else "")
     )
     console.print(json.dumps({"command_id": record["command_id"]}))
+    if acks is None:
+        return
+    console.print(f"acknowledged by: {', '.join(acks.acknowledged) or 'none'}")
+    if acks.missing:
+        console.print(
+            f"[bold red]no acknowledgement[/] within {wait_s:g}s from: {', '.join(acks.missing)}"
+        )
+        raise typer.Exit(1)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
 
+from mesh.adapters.acks import Acks, AckWatch, live_targets
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.kafka.reading import read_to_end, reader
@@ -36,14 +37,26 @@ class Sent(NamedTuple):
     #: What the operator should know: e.g. the registry could not be read, so the command
     #: names nobody in ``affected_agents`` (a fleet or capability halt still applies to all).
     notes: tuple[str, ...] = ()
+    #: With ``wait_s``: which running agents acknowledged the halt, and which did not.
+    acks: Acks | None = None
 
 
-def send_command(cluster: Cluster, action: Action, scope: Scope, target: str, reason: str) -> Sent:
-    """Publish one signed command; returns it, the operator id that sent it, and notes."""
+def send_command(
+    cluster: Cluster,
+    action: Action,
+    scope: Scope,
+    target: str,
+    reason: str,
+    wait_s: float | None = None,
+) -> Sent:
+    """Publish one signed command; returns it, the operator id that sent it, and notes. With
+    ``wait_s`` (a halt), also wait that long for the running agents it reaches to acknowledge
+    it (mesh.adapters.acks)."""
     key = operator_key(cluster.settings)
     registry = open_registry(cluster.settings, cluster)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
+        watch = AckWatch(cluster, codec) if wait_s is not None else None
         lifts = _halt_to_lift(cluster, codec, scope, target) if action is Action.RESUME else None
         affected, notes = _affected(cluster, codec.serde, scope, target)
         record = control_record(
@@ -58,9 +71,14 @@ def send_command(cluster: Cluster, action: Action, scope: Scope, target: str, re
         )
         value = seal_control(codec, key, record, int(time.time() * 1000))
         _produce(cluster, control_key(scope, target), value)
+        acks = None
+        if watch is not None and wait_s is not None:
+            agents = read_agents(cluster, codec.serde)
+            targets = live_targets(agents, affected if scope is not Scope.FLEET else agents)
+            acks = watch.wait(record["command_id"], targets, agents, wait_s)
     finally:
         registry.close()
-    return Sent(record, key.agent_id, notes)
+    return Sent(record, key.agent_id, notes, acks)
 
 
 def _halt_to_lift(cluster: Cluster, codec: MessageCodec, scope: Scope, target: str) -> str:

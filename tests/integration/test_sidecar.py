@@ -23,9 +23,9 @@ from mesh.adapters.keyfiles import control_signers, operator_key
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope, control_key, control_record
-from mesh.domain.envelope import new_envelope
+from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.identity import AgentKey
-from mesh.domain.topics import CONTROL, DLQ, TELEMETRY, inbox_topic
+from mesh.domain.topics import CONTROL, DLQ, REGISTRY_EVENTS, TELEMETRY, inbox_topic
 from mesh.errors import (
     ControlUnavailableError,
     HaltedError,
@@ -41,6 +41,7 @@ from sidecar.http import SidecarServer, new_token
 from sidecar.policy import AgentPolicy
 from sidecar.spec import AgentSpec
 from tests.integration.fleet import Sent, codec_for, killswitch_engine, produce, read_all, running
+from tests.integration.test_cli import run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -396,3 +397,25 @@ def produce_tombstone(settings: Settings, key: str) -> None:
     producer = Producer(producer_config(Cluster.of(settings)))
     producer.produce(Cluster.of(settings).topic(CONTROL), None, key.encode())
     assert producer.flush(15) == 0
+
+
+async def test_a_fleet_halt_with_wait_names_the_agent_that_never_acknowledges(mesh: Mesh) -> None:
+    ghost = AgentKey.generate("ghost")  # registered, running as far as the registry knows,
+    registration = {  # but with no sidecar that could apply a halt
+        "agent_id": "ghost",
+        "owner": "ops",
+        "version": "1",
+        "public_key": ghost.public_bytes,
+        "agent_card_json": "{}",
+    }
+    envelope = new_envelope("ghost", "", recipient_kind=RecipientKind.BROADCAST)
+    sealed = mesh.codec.seal(envelope, "mesh.registry.AgentRegistered", registration, ghost)
+    produce(mesh.settings, [Sent(REGISTRY_EVENTS, "ghost", sealed)])
+    async with mesh.sidecar("steady") as steady:
+        await _until(lambda: {"ghost", "steady"} <= set(steady.agents()), "both registered")
+        args = ["halt", "--fleet", "--reason", "drill", "--wait", "--deadline", "4"]
+        result = await asyncio.to_thread(run, args, mesh.settings)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "acknowledged by: steady" in result.stdout
+        assert "no acknowledgement within 4s from: ghost" in " ".join(result.stdout.split())
+        assert steady.halt is not None and steady.halt["scope"] == "FLEET"
