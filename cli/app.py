@@ -17,6 +17,7 @@ from cli import (
     control_cmd,
     demo_cmd,
     kafka_cmd,
+    keys_cmd,
     processors_cmd,
     registry_cmd,
     schemas_cmd,
@@ -39,6 +40,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(registry_cmd.app, name="registry")

@@ -13,7 +13,7 @@ import typer
 
 from cli.common import cluster, console, settings
 from mesh.adapters.commands import read_halts, send_command
-from mesh.adapters.keyfiles import control_signers
+from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -80,7 +80,7 @@ def halts() -> None:
     registry = open_registry(current, where)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
-        found = read_halts(where, codec, control_signers(current))
+        found = read_halts(where, codec, trust_anchors(current))
     finally:
         registry.close()
     for reason in found.ignored:

@@ -36,6 +36,10 @@ ENV_VARS: dict[str, str] = {
         "More keys trusted to sign halts and resumes: ID=HEX,... (Ed25519 public keys, 64 hex "
         "digits). Always trusted: the mesh and operator keys in the state directory."
     ),
+    "MESH_PROFILE": (
+        "production (default): sidecars and verifying commands refuse to start without trust "
+        "anchors; development: missing mesh and operator keys are created on first use."
+    ),
     "MESH_CONTROL_STALE_MS": (
         "A sidecar that cannot confirm it is up to date with mesh.control.v2 for this long "
         "refuses sends and tool calls until it is (fail closed; default 5000)."
@@ -67,6 +71,7 @@ class Settings:
     max_message_bytes: int = 1_048_576
     control_signers: tuple[tuple[str, bytes], ...] = ()  # (signer id, Ed25519 public key)
     control_stale_ms: int = 5_000
+    profile: str = "production"  # or "development" (see keyfiles.trust_anchors)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (used by CLI options and tests)."""
@@ -140,6 +145,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=_int(env, "MESH_MAX_MESSAGE_BYTES", 1_048_576, 1024, 100_000_000),
         control_signers=_signers(env),
         control_stale_ms=_int(env, "MESH_CONTROL_STALE_MS", 5_000, 500, 600_000),
+        profile=_profile(env),
     )
 
 
@@ -201,6 +207,13 @@ def _prefix(env: Mapping[str, str]) -> str:
         raise ConfigError(
             f"MESH_TOPIC_PREFIX={raw!r} may hold only letters, digits, '.', '_' and '-'"
         )
+    return raw
+
+
+def _profile(env: Mapping[str, str]) -> str:
+    raw = (_text(env, "MESH_PROFILE") or "production").lower()
+    if raw not in ("production", "development"):
+        raise ConfigError(f"MESH_PROFILE={raw!r} is not production or development")
     return raw
 
 

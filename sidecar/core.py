@@ -32,7 +32,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from mesh.adapters.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
-from mesh.adapters.keyfiles import control_signers, load_or_create_key
+from mesh.adapters.keyfiles import load_or_create_key, trust_anchors
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
@@ -83,6 +83,7 @@ class Sidecar:
     ) -> None:
         self.cluster, self.serde, self.spec = cluster, serde, spec
         settings = self.settings = cluster.settings
+        anchors = trust_anchors(settings)  # first: no anchors, no sidecar (fail closed)
         self.agent_id = spec.agent_id
         self.key = key or load_or_create_key(
             settings.state_dir / "keys" / f"{spec.agent_id}.key", spec.agent_id
@@ -102,7 +103,7 @@ class Sidecar:
             self.agent_id,
             spec.capabilities,
             self.codec,
-            control_signers(settings),
+            anchors,
             self.outbox,
             self.counters,
             settings.control_stale_ms / 1000,

@@ -17,6 +17,7 @@ import pytest
 
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.source import BrokerLease, acquire_broker
+from mesh.adapters.keyfiles import control_signers
 from mesh.settings import Cluster, Settings, load_settings
 
 
@@ -52,13 +53,16 @@ def prefix() -> str:
 
 @pytest.fixture
 def settings(broker: BrokerLease, prefix: str, tmp_path: Path) -> Settings:
-    """Settings for one test: the session broker, its own topic prefix and state dir."""
-    return load_settings().with_overrides(
+    """Settings for one test: the session broker, its own topic prefix and state dir, with the
+    mesh's and the operator's keys in it, as `mesh up` leaves them (the trust anchors)."""
+    settings = load_settings().with_overrides(
         bootstrap_servers=broker.bootstrap,
         topic_prefix=prefix,
         state_dir=tmp_path / "state",
         partitions=3,
     )
+    control_signers(settings)  # creates both key files
+    return settings
 
 
 @pytest.fixture

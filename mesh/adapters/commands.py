@@ -16,7 +16,7 @@ from mesh.adapters.acks import Acks, AckWatch, live_targets
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.kafka.reading import read_to_end, reader
-from mesh.adapters.keyfiles import control_signers, operator_key
+from mesh.adapters.keyfiles import operator_key, trust_anchors
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.control import open_control, seal_control
@@ -84,7 +84,7 @@ def send_command(
 def _halt_to_lift(cluster: Cluster, codec: MessageCodec, scope: Scope, target: str) -> str:
     """The command id of the halt in force under the resume's key (a resume names it)."""
     key = control_key(scope, target)
-    found = read_halts(cluster, codec, control_signers(cluster.settings)).halts
+    found = read_halts(cluster, codec, trust_anchors(cluster.settings)).halts
     if key not in found:
         in_force = ", ".join(sorted(found)) or "none"
         raise NotHaltedError(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mesh.domain.control import MESH_SIGNER
 from mesh.domain.identity import AgentKey
-from mesh.errors import KeyFileError
+from mesh.errors import ConfigError, KeyFileError
 from mesh.settings import Settings
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "load_or_create_key",
     "mesh_key",
     "operator_key",
+    "trust_anchors",
 ]
 
 #: The identity the mesh's own processors sign with (audit checkpoints, automatic halts).
@@ -47,11 +48,40 @@ def mesh_key(settings: Settings) -> AgentKey:
 
 
 def control_signers(settings: Settings) -> dict[str, bytes]:
-    """Who may sign halts and resumes, by signer id: the mesh's and the operator's keys in the
-    state directory (created on first use), and ``MESH_CONTROL_SIGNERS``."""
+    """Who may sign halts and resumes, for the mesh's own processes (the processors, on the
+    host that holds the mesh's key): the mesh's and the operator's keys in the state directory
+    (created on first use), and ``MESH_CONTROL_SIGNERS``."""
     signers = {k.agent_id: k.public_bytes for k in (mesh_key(settings), operator_key(settings))}
     signers.update(dict(settings.control_signers))
     return signers
+
+
+def trust_anchors(settings: Settings) -> dict[str, bytes]:
+    """Who may sign halts and resumes, for everyone else (sidecars, ``mesh halts``, ``mesh
+    resume``): ``MESH_CONTROL_SIGNERS``, plus the mesh's and the operator's public keys where
+    their key files already are in the state directory (a host that ran ``mesh up``).
+
+    Never minted to fill a gap: a verifier with keys of its own would take the real halts for
+    forgeries and ignore them (fail open). Without the mesh's key and at least one operator's,
+    this raises ConfigError, except in the development profile (``MESH_PROFILE=development``),
+    where the missing key files are created.
+    """
+    anchors = dict(settings.control_signers)
+    keys = settings.state_dir / "keys"
+    for name, load in (("mesh.key", mesh_key), ("operator.key", operator_key)):
+        if (keys / name).exists() or settings.profile == "development":
+            key = load(settings)
+            anchors.setdefault(key.agent_id, key.public_bytes)
+    operators = sorted(signer for signer in anchors if signer != MESH_SIGNER)
+    if MESH_SIGNER not in anchors or not operators:
+        missing = "the mesh's key" if MESH_SIGNER not in anchors else "an operator's key"
+        raise ConfigError(
+            f"no trust anchor for {missing}: without it, real halts would look forged and be "
+            "ignored. Set MESH_CONTROL_SIGNERS to the public keys `mesh keys show` prints on "
+            "the mesh's host (mesh=HEX,operator:NAME=HEX), or run `mesh up` here; "
+            "MESH_PROFILE=development creates local keys"
+        )
+    return anchors
 
 
 def load_or_create_key(path: Path, agent_id: str) -> AgentKey:

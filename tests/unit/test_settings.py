@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from mesh.adapters.keyfiles import trust_anchors
 from mesh.errors import ConfigError
-from mesh.settings import load_settings
+from mesh.settings import Settings, load_settings
 
 
 def test_defaults_without_any_variable() -> None:
@@ -78,3 +79,27 @@ def test_settings_are_immutable() -> None:
     with pytest.raises(AttributeError):
         settings.partitions = 3  # type: ignore[misc]
     assert settings.with_overrides(partitions=3).partitions == 3
+
+
+def test_a_verifier_without_trust_anchors_refuses_and_mints_nothing(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    with pytest.raises(ConfigError, match="no trust anchor for the mesh's key"):
+        trust_anchors(settings)
+    assert not (tmp_path / "state" / "keys").exists()  # nothing minted to fill the gap
+    mesh_only = settings.with_overrides(control_signers=(("mesh", b"\x01" * 32),))
+    with pytest.raises(ConfigError, match="an operator's key"):
+        trust_anchors(mesh_only)
+    configured = mesh_only.with_overrides(
+        control_signers=(("mesh", b"\x01" * 32), ("operator:alice", b"\x02" * 32))
+    )
+    assert set(trust_anchors(configured)) == {"mesh", "operator:alice"}
+    development = settings.with_overrides(profile="development")
+    assert "mesh" in trust_anchors(development)  # created on first use, in development only
+    assert (tmp_path / "state" / "keys" / "mesh.key").exists()
+
+
+def test_the_profile_is_production_unless_development_is_chosen() -> None:
+    assert load_settings({}).profile == "production"
+    assert load_settings({"MESH_PROFILE": "Development"}).profile == "development"
+    with pytest.raises(ConfigError, match="MESH_PROFILE='staging' is not production"):
+        load_settings({"MESH_PROFILE": "staging"})

@@ -4,6 +4,7 @@ telemetry and the supervisor."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +17,16 @@ from mesh.domain.control import Action, HaltBook, Scope, control_record
 from mesh.domain.envelope import new_envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import DLQ
-from mesh.errors import ControlUnavailableError, HaltedError, PolicyViolationError
-from sidecar.core import MESSAGE_SUBJECT
+from mesh.errors import ConfigError, ControlUnavailableError, HaltedError, PolicyViolationError
+from mesh.settings import Cluster, Settings
+from sidecar.core import MESSAGE_SUBJECT, Sidecar
 from sidecar.delivery import message_body
 from sidecar.halts import ControlView
 from sidecar.inbox import Counters, Inbox, Position
 from sidecar.outbox import MemorySink, Outbox
 from sidecar.policy import AgentPolicy, SpendWindow
 from sidecar.routing import route, stamp
+from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
 from sidecar.telemetry import Kind, telemetry_body, telemetry_envelope
 
@@ -320,3 +323,10 @@ async def test_a_message_taken_out_as_the_inbox_pauses_waits_first_in_line() -> 
     inbox.resume()
     first = await inbox.receive(timeout_s=1)
     assert first is not None and first.message_id == "m-0"
+
+
+def test_a_sidecar_without_trust_anchors_refuses_to_start(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    with pytest.raises(ConfigError, match="no trust anchor"):
+        Sidecar(Cluster(settings, "127.0.0.1:1"), Serde(InMemoryRegistry()), AgentSpec("a"))
+    assert not (tmp_path / "state").exists()  # it minted no key of its own, not even the agent's
