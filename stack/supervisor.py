@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.keyfiles import control_signers
 from mesh.adapters.localkafka import local_kafka
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
@@ -80,7 +81,11 @@ def services(
 def up(
     settings: Settings, say: Say, registry_port: int = 8081, policy: Path | None = None
 ) -> Cluster:
-    """Bring everything up (idempotent); returns the cluster it runs on."""
+    """Bring everything up (idempotent); returns the cluster it runs on. This host holds the
+    mesh's and the operator's keys (created here on first use): the trust anchors that
+    sidecars and verifying commands read, here or, through `mesh keys show`, elsewhere."""
+    anchors = control_signers(settings)
+    say(f"keys: trust anchors {', '.join(sorted(anchors))} (`mesh keys show` prints them)")
     cluster = Cluster(settings, _kafka_up(settings, say))
     ensured = TopicAdmin(cluster).ensure()
     say(f"topics: {len(ensured.created)} created, {len(ensured.existing)} already there")
