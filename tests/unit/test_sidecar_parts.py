@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from mesh.adapters.schemaregistry.memory import InMemoryRegistry
 from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState, AgentStatus, registered_key
 from mesh.domain.control import Action, HaltBook, Scope, control_record
@@ -24,6 +25,7 @@ from sidecar.delivery import message_body
 from sidecar.halts import ControlView
 from sidecar.inbox import Counters, Inbox, Position
 from sidecar.outbox import MemorySink, Outbox
+from sidecar.plane import Plane
 from sidecar.policy import AgentPolicy, SpendWindow
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
@@ -330,3 +332,44 @@ def test_a_sidecar_without_trust_anchors_refuses_to_start(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="no trust anchor"):
         Sidecar(Cluster(settings, "127.0.0.1:1"), Serde(InMemoryRegistry()), AgentSpec("a"))
     assert not (tmp_path / "state").exists()  # it minted no key of its own, not even the agent's
+
+
+# -- the control plane: the start-up race ------------------------------------------------------
+
+
+class _Record(NamedTuple):
+    """What the follower hands the plane (aiokafka's ConsumerRecord, the fields used)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def test_a_halt_that_arrives_while_the_sidecar_starts_is_applied() -> None:
+    operator = AgentKey.generate("operator:alice")
+    codec, sink = _codec(), MemorySink()
+    outbox = Outbox("a", AgentKey.generate("a"), codec, "", sink)
+    plane = Plane("a", (), codec, {"operator:alice": operator.public_bytes}, outbox, Counters(), 5)
+    seen: list[dict[str, Any] | None] = []
+    plane.handlers.append(seen.append)
+
+    def arrives(record: dict[str, Any], offset: int) -> None:
+        value = seal_control(codec, operator, record, 0)
+        plane._on_control(_Record("mesh.control.v2", 0, offset, b"a", value))  # type: ignore[arg-type]
+
+    arrives(halt("a"), 0)  # read while catching up, before the agent registered
+    assert seen == [] and plane.control.applied is None
+    plane.applying_changes = True  # registered: the halt in force is applied now
+    await plane.apply()
+    assert seen and seen[-1] is not None
+    second = halt("a")
+    arrives(second, 1)  # arrives during the rest of start-up: applied as it arrives
+    for _ in range(100):
+        if plane.control.applied == second:
+            break
+        await asyncio.sleep(0.01)
+    assert plane.control.applied == second
+    kinds = [codec.serde.decode(v).record for _, _, v in sink.records]
+    assert len(kinds) == 2  # each halt acknowledged (HALT_ACK) once
