@@ -13,7 +13,6 @@ import typer
 from cli.common import cluster, console, parse_time, settings
 from mesh.adapters.audit.export import decoded_view, export_line, involves
 from mesh.adapters.audit.log import AuditLog, Window, verify_log
-from mesh.adapters.keyfiles import mesh_key
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -38,8 +37,10 @@ def _window(start: str | None, end: str | None) -> Window:
 
 
 def _public_key(current: Settings, text: str | None) -> bytes:
+    """The mesh's public key to verify checkpoints with: --public-key, else the trust anchor
+    (MESH_CONTROL_SIGNERS, or this host's key file); never a key minted here."""
     if text is None:
-        return mesh_key(current).public_bytes
+        return mesh_anchor(current)
     try:
         raw = bytes.fromhex(text)
     except ValueError:
@@ -172,7 +173,7 @@ def export(
                 manifest["partitions"][str(partition)] = _range(first, last)  # type: ignore[index]
         manifest |= {
             "count": count,
-            "mesh_public_key": mesh_key(session.settings).public_bytes.hex(),
+            "mesh_public_key": mesh_anchor(session.settings).hex(),
             "exported_at": int(time.time() * 1000),
             "format": "docs/audit-format.md",
         }

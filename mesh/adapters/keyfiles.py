@@ -26,6 +26,7 @@ __all__ = [
     "MESH_KEY_ID",
     "control_signers",
     "load_or_create_key",
+    "mesh_anchor",
     "mesh_key",
     "operator_key",
     "trust_anchors",
@@ -54,6 +55,20 @@ def control_signers(settings: Settings) -> dict[str, bytes]:
     signers = {k.agent_id: k.public_bytes for k in (mesh_key(settings), operator_key(settings))}
     signers.update(dict(settings.control_signers))
     return signers
+
+
+def mesh_anchor(settings: Settings) -> bytes:
+    """The mesh's public key as a trust anchor (audit checkpoints): from
+    ``MESH_CONTROL_SIGNERS``, or this host's key file; never minted (see trust_anchors)."""
+    configured = dict(settings.control_signers).get(MESH_SIGNER)
+    if configured is not None:
+        return configured
+    if (settings.state_dir / "keys" / "mesh.key").exists() or settings.profile == "development":
+        return mesh_key(settings).public_bytes
+    raise ConfigError(
+        "no trust anchor for the mesh's key: pass --public-key (the hex `mesh keys show` prints "
+        "on the mesh's host) or set MESH_CONTROL_SIGNERS=mesh=HEX"
+    )
 
 
 def trust_anchors(settings: Settings) -> dict[str, bytes]:
