@@ -13,6 +13,7 @@ import typer
 from cli.common import cluster, console, parse_time, settings
 from mesh.adapters.audit.export import decoded_view, export_line, involves
 from mesh.adapters.audit.log import AuditLog, Window, verify_log
+from mesh.adapters.keyfiles import mesh_anchor
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
