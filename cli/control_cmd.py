@@ -54,12 +54,15 @@ def halt(
     deadline: float = typer.Option(
         5.0, "--deadline", min=0.1, max=600, help="Seconds --wait waits (default 5)."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Halt an agent or capability the registry does not know (yet)."
+    ),
 ) -> None:
     """Halt an agent, its dependants, a capability or the fleet until an explicit resume.
     With --wait, exit 1 naming every running agent that did not acknowledge in time."""
     scope = _scope(agent, capability, fleet, with_dependants)
     target = agent or capability or "*"
-    _send(Action.HALT, scope, target, reason, deadline if wait else None)
+    _send(Action.HALT, scope, target, reason, deadline if wait else None, force)
 
 
 def resume(
@@ -96,11 +99,16 @@ def halts() -> None:
 
 
 def _send(
-    action: Action, scope: Scope, target: str, reason: str, wait_s: float | None = None
+    action: Action,
+    scope: Scope,
+    target: str,
+    reason: str,
+    wait_s: float | None = None,
+    force: bool = False,
 ) -> None:
     current = settings()
     record, operator, notes, acks = send_command(
-        cluster(current), action, scope, target, reason, wait_s
+        cluster(current), action, scope, target, reason, wait_s, force
     )
     for note in notes:
         console.print(f"note: {note}")

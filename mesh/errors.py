@@ -36,6 +36,7 @@ whether the same call may succeed later without anyone changing anything.
     │   ├── HaltedError                the agent is halted by the kill-switch or an operator
     │   ├── NotHaltedError             a resume of something that is not halted
     │   └── ControlUnavailableError    the sidecar cannot follow the control topic: fails closed
+    ├── UnknownTargetError             a halt names no registered agent or capability (a typo?)
     ├── ProcessorError                 a processor cannot run (co-partitioning, a bug: fail loudly)
     │   ├── TransactionAbortedError    a commit failed: restore and go on (retriable)
     │   └── ProcessorFencedError       a newer instance took over: this one stops
@@ -85,6 +86,7 @@ __all__ = [
     "TruncatedBodyError",
     "UnknownSchemaIdError",
     "UnknownSenderError",
+    "UnknownTargetError",
     "VersionNotFoundError",
     "WrongMagicByteError",
 ]
@@ -254,6 +256,12 @@ class ControlUnavailableError(AgentRefusedError):
 
     code = "control_unavailable"
     retriable = True
+
+
+class UnknownTargetError(MeshError):
+    """An operator command names an agent or capability the registry does not know."""
+
+    code = "unknown_target"
 
 
 class ProcessorError(MeshError):

@@ -21,11 +21,24 @@ from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.control import open_control, seal_control
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.control import Action, HaltBook, Scope, control_key, control_record
-from mesh.domain.dependencies import dependants, with_capability
+from mesh.domain.control import (
+    Action,
+    HaltBook,
+    Scope,
+    control_key,
+    control_record,
+    halt_in_force,
+)
+from mesh.domain.dependencies import dependants, unknown_target, with_capability
 from mesh.domain.identity import PublicKeys
 from mesh.domain.topics import CONTROL
-from mesh.errors import KafkaUnavailableError, MeshError, NotHaltedError, TopicNotFoundError
+from mesh.errors import (
+    KafkaUnavailableError,
+    MeshError,
+    NotHaltedError,
+    TopicNotFoundError,
+    UnknownTargetError,
+)
 from mesh.settings import Cluster
 
 __all__ = ["HaltsInForce", "Sent", "read_halts", "send_command"]
@@ -48,16 +61,20 @@ def send_command(
     target: str,
     reason: str,
     wait_s: float | None = None,
+    force: bool = False,
 ) -> Sent:
     """Publish one signed command; returns it, the operator id that sent it, and notes. With
     ``wait_s`` (a halt), also wait that long for the running agents it reaches to acknowledge
-    it (mesh.adapters.acks)."""
+    it (mesh.adapters.acks). A halt of an agent or capability the registry does not know is
+    refused (a typo would halt nobody while the real agent runs on) unless ``force``."""
     key = operator_key(cluster.settings)
     registry = open_registry(cluster.settings, cluster)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
         watch = AckWatch(cluster, codec) if wait_s is not None else None
         lifts = _halt_to_lift(cluster, codec, scope, target) if action is Action.RESUME else None
+        if action is Action.HALT and not force:
+            _refuse_unknown(cluster, codec.serde, scope, target)
         affected, notes = _affected(cluster, codec.serde, scope, target)
         record = control_record(
             action,
@@ -81,11 +98,32 @@ def send_command(
     return Sent(record, key.agent_id, notes, acks)
 
 
+def _refuse_unknown(cluster: Cluster, serde: Serde, scope: Scope, target: str) -> None:
+    if scope is Scope.FLEET:
+        return
+    try:
+        agents = read_agents(cluster, serde)
+    except MeshError:
+        return  # halting is the safe side: without the registry, the halt goes out unchecked
+    why = unknown_target(agents, scope is Scope.CAPABILITY, target)
+    if why is not None:
+        raise UnknownTargetError(
+            f"{why}; nothing was sent. Add --force to halt an agent that has not registered yet"
+        )
+
+
 def _halt_to_lift(cluster: Cluster, codec: MessageCodec, scope: Scope, target: str) -> str:
     """The command id of the halt in force under the resume's key (a resume names it)."""
     key = control_key(scope, target)
     found = read_halts(cluster, codec, trust_anchors(cluster.settings)).halts
     if key not in found:
+        covering = halt_in_force(found, target) if scope is Scope.AGENT else None
+        if covering is not None:
+            under = next(k for k, h in found.items() if h["command_id"] == covering["command_id"])
+            raise NotHaltedError(
+                f"{target!r} is halted by the {covering['scope'].lower()} halt under {under!r}, "
+                f"not by one of its own: resume {under!r} to lift it"
+            )
         in_force = ", ".join(sorted(found)) or "none"
         raise NotHaltedError(
             f"{key!r} is not halted, so there is nothing to resume (halts in force: {in_force}); "

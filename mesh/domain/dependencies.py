@@ -3,6 +3,7 @@ reaches through it (dependants, capabilities). Pure."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ __all__ = [
     "dependants",
     "dependency_graph",
     "render",
+    "unknown_target",
     "with_capability",
 ]
 
@@ -124,3 +126,20 @@ def with_capability(agents: Mapping[str, AgentState], capability: str) -> list[s
         for a in agents.values()
         if a.status is not AgentStatus.RETIRED and capability in capabilities(a)
     )
+
+
+def unknown_target(agents: Mapping[str, AgentState], capability: bool, target: str) -> str | None:
+    """Why a halt of ``target`` (an agent id, or a capability if ``capability``) would reach
+    nobody, naming the registered ids that are close (None: it names someone)."""
+    running = [a for a in agents.values() if a.status is not AgentStatus.RETIRED]
+    if capability:
+        known = sorted({skill for a in running for skill in capabilities(a)})
+        what = "capability"
+    else:
+        known = sorted(a.agent_id for a in running)
+        what = "agent"
+    if target in known:
+        return None
+    close = difflib.get_close_matches(target, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"no registered {what} is called {target!r}{hint}"

@@ -132,6 +132,16 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
         )  # fmt: skip
         assert len(spend["evidence"]) == 6 and spend["requested_by"] == "killswitch:0"
 
+        typo = run(["halt", "intak", "--reason", "manual check"], settings)
+        assert typo.returncode == 1, typo.stdout + typo.stderr
+        assert "no registered agent is called 'intak'; did you mean intake?" in " ".join(
+            typo.stderr.split()
+        )
+        not_halted = run(["resume", "intake"], settings)
+        assert not_halted.returncode == 1 and "'intake' is not halted" in not_halted.stderr
+        covered = run(["resume", "review"], settings)  # halted with drafting, its dependency
+        assert covered.returncode == 1
+        assert "halted by the dependants halt under 'drafting'" in " ".join(covered.stderr.split())
         halted = run(["halt", "intake", "--reason", "manual check"], settings)
         assert halted.returncode == 0, halted.stderr
         listed = run(["halts"], settings)

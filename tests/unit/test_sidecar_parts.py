@@ -15,6 +15,7 @@ from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState, AgentStatus, registered_key
 from mesh.domain.control import Action, HaltBook, Scope, control_record
+from mesh.domain.dependencies import unknown_target
 from mesh.domain.envelope import new_envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import DLQ
@@ -373,3 +374,12 @@ async def test_a_halt_that_arrives_while_the_sidecar_starts_is_applied() -> None
     assert plane.control.applied == second
     kinds = [codec.serde.decode(v).record for _, _, v in sink.records]
     assert len(kinds) == 2  # each halt acknowledged (HALT_ACK) once
+
+
+def test_a_halt_of_an_unknown_agent_or_capability_names_the_close_ones() -> None:
+    agents = {"research-a": agent("research-a", "research"), "drafting": agent("drafting")}
+    assert unknown_target(agents, False, "research-a") is None
+    why = unknown_target(agents, False, "research-b")
+    assert why == "no registered agent is called 'research-b'; did you mean research-a?"
+    assert unknown_target(agents, True, "research") is None
+    assert unknown_target(agents, True, "poetry") == "no registered capability is called 'poetry'"
