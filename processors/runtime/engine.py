@@ -1,6 +1,6 @@
 """Exactly-once consume-process-produce on confluent-kafka (transactions, EOS v2 / KIP-447).
 
-One engine runs one processor instance (a :class:`~processors.runtime.job.Task`). It owns a
+One engine runs one processor instance (a :class:`~processors.runtime.job.Job`). It owns a
 consumer in the processor's group and one transactional producer with a stable
 ``transactional.id`` per instance (so a zombie of the same instance is fenced when it
 restarts); the job owns the logic and its state.
@@ -22,9 +22,10 @@ hold changes that did not commit, so the engine closes its clients; the runner
 the committed store topic and resumes from the committed offsets. Nothing is lost or doubled.
 Fencing by a newer instance (ProcessorFencedError) is the one commit failure that stops it.
 
-Restore: on every assignment, the job rebuilds its state for exactly the assigned partitions
-(a keyed job reads its store topic's same partitions to their end, ``read_committed``) before
-any record of those partitions is processed (the callback runs inside ``consume``).
+Restore: on every assignment, the job rebuilds its state for exactly the assigned partitions,
+as its processor declared (``processors.api.Restore``: the store topic's same partitions read to
+their end, replayed, or their last records, ``read_committed``) before any record of those
+partitions is processed (the callback runs inside ``consume``).
 
 A rebalance in the middle of a batch (the callbacks run inside ``consume``, e.g. when a new
 agent inbox matches the subscription) discards the batch: its outputs were computed from state
@@ -87,7 +88,7 @@ class _Batch:
 
 
 class Engine:
-    """Runs one :class:`~processors.runtime.job.Task` (one processor instance) on Kafka."""
+    """Runs one :class:`~processors.runtime.job.Job` (one processor instance) on Kafka."""
 
     def __init__(
         self,
@@ -117,7 +118,7 @@ class Engine:
         codec: MessageCodec,
         config: EngineConfig | None = None,
     ) -> Engine:
-        """An engine for a keyed-state processor (state in its compacted store topic)."""
+        """An engine for ``processor`` (its state restored as it declares)."""
         instance = (config or EngineConfig()).instance
         return cls(Job(processor, codec, cluster, instance), cluster, config)
 
