@@ -24,7 +24,7 @@ restore, wall-clock punctuation and the dead-letter policy. The test driver
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -32,7 +32,16 @@ from mesh.adapters.serde.messages import OpenedMessage
 from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
 
-__all__ = ["Agents", "Context", "Event", "Processor", "PunctuationContext", "Restore", "S"]
+__all__ = [
+    "Agents",
+    "Context",
+    "Event",
+    "Halts",
+    "Processor",
+    "PunctuationContext",
+    "Restore",
+    "S",
+]
 
 S = TypeVar("S")
 
@@ -123,6 +132,14 @@ class Agents(Protocol):
         ...
 
 
+class Halts(Protocol):
+    """The halts in force as a read-only global table, kept current by the runtime."""
+
+    def halt_for(self, agent_id: str, capabilities: Iterable[str] = ()) -> dict[str, Any] | None:
+        """The halt that stops ``agent_id`` (None: none does)."""
+        ...
+
+
 class Context(Protocol, Generic[S]):
     """What a processor may do while handling one event (state on the event's partition)."""
 
@@ -131,6 +148,9 @@ class Context(Protocol, Generic[S]):
 
     @property
     def agents(self) -> Agents: ...
+
+    @property
+    def halts(self) -> Halts: ...
 
     def get(self, key: str) -> S | None: ...
 
@@ -206,7 +226,8 @@ class Processor(Protocol, Generic[S]):
     #: More topics that must share the inputs' partition count (outputs written by partition).
     copartitioned: tuple[str, ...]
     punctuate_every_ms: int | None
-    #: Global tables it reads through its context: ``("agents",)`` for ``ctx.agents``.
+    #: Global tables it reads through its context: ``"agents"`` (``ctx.agents``) and
+    #: ``"halts"`` (``ctx.halts``).
     global_tables: tuple[str, ...]
 
     def init(self) -> None: ...

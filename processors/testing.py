@@ -36,13 +36,14 @@ class TestDriver(Generic[S]):
         serde: Serde | None = None,
         *,
         agents: Mapping[str, AgentState] | None = None,
+        halts: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Drive ``processor`` with an empty topic prefix. ``agents`` is the registry it sees
         as ``ctx.agents`` (``self.tables.agents``, to change between records)."""
         self.partitions = partitions
         self.now_ms = start_ms
         self.serde = serde or Serde(InMemoryRegistry())
-        self.tables = StaticTables(agents)
+        self.tables = StaticTables(agents, halts)
         codec = MessageCodec(self.serde, PublicKeys())
         self.core: Core[S] = Core(processor, codec, "", f"processor:{processor.name}", self.tables)
         processor.init()

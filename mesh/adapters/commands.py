@@ -10,20 +10,19 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from mesh.adapters.acks import Acks, AckWatch, live_targets
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.kafka.config import producer_config
-from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.adapters.kafka.halts import HaltTable
 from mesh.adapters.keyfiles import operator_key, trust_anchors
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
-from mesh.adapters.serde.control import open_control, seal_control
+from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import (
     Action,
-    HaltBook,
     Scope,
     control_key,
     control_record,
@@ -36,7 +35,6 @@ from mesh.errors import (
     KafkaUnavailableError,
     MeshError,
     NotHaltedError,
-    TopicNotFoundError,
     UnknownTargetError,
 )
 from mesh.settings import Cluster
@@ -184,32 +182,9 @@ class HaltsInForce(NamedTuple):
 def read_halts(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> HaltsInForce:
     """The halts in force, folded from the control topic in log order exactly as sidecars and
     the kill-switch fold it (:class:`~mesh.domain.control.HaltBook`: ordered control)."""
-    book, ignored = HaltBook(), []
-    topic = cluster.topic(CONTROL)
-
-    def fold(message: Message) -> None:
-        key, value = (message.key() or b"").decode(), message.value()
-        where = f"{topic}[{message.partition()}]@{message.offset()}"
-        if value is None:
-            ignored.append(f"{where}: a tombstone changes nothing")
-            return
-        try:
-            opened = open_control(codec, value, signers)
-        except MeshError as exc:
-            ignored.append(f"{where}: {exc}")
-            return
-        stale = book.apply(key, opened.body, opened.envelope.sender).stale
-        if stale is not None:
-            ignored.append(f"{where}: {stale}")
-
-    consumer = reader(cluster)
+    table = HaltTable(cluster, codec, signers)
     try:
-        metadata = consumer.list_topics(topic, timeout=15).topics.get(topic)
-        if metadata is None or not metadata.partitions:
-            raise TopicNotFoundError(f"topic {topic} does not exist; run `mesh topics ensure`")
-        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(metadata.partitions)]
-        consumer.assign(tps)
-        read_to_end(consumer, tps, fold)
+        table.catch_up()
     finally:
-        consumer.close()
-    return HaltsInForce(book.halts, ignored)
+        table.close()
+    return HaltsInForce(table.book.halts, table.ignored)

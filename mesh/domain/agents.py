@@ -22,7 +22,14 @@ from typing import Any
 from mesh.domain.telemetry import TELEMETRY_SUBJECT, Kind
 from mesh.errors import EventRejectedError, RegistrationConflictError, UnknownSenderError
 
-__all__ = ["AgentState", "AgentStatus", "apply", "mark_stale", "registered_key"]
+__all__ = [
+    "AgentState",
+    "AgentStatus",
+    "admitted_halted",
+    "apply",
+    "mark_stale",
+    "registered_key",
+]
 
 
 class AgentStatus(StrEnum):
@@ -73,6 +80,14 @@ def mark_stale(state: AgentState, now_ms: int, stale_after_ms: int) -> AgentStat
     if now_ms - last <= stale_after_ms:
         return None
     return replace(state, status=AgentStatus.STALE, updated_at_ms=now_ms)
+
+
+def admitted_halted(state: AgentState) -> AgentState:
+    """The record of an agent that registers while a halt covers it: HALTED from the start
+    (its sidecar will acknowledge the halt; only a resume's acknowledgement makes it LIVE)."""
+    if state.status is not AgentStatus.LIVE:
+        return state
+    return replace(state, status=AgentStatus.HALTED)
 
 
 def registered_key(agents: Mapping[str, AgentState], agent_id: str) -> bytes:

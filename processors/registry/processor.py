@@ -10,6 +10,11 @@ Who may say what (checked before anything is applied, refusals go to the dead-le
 
 The record key must be the agent id: the topic is partitioned by it, and the agent's state
 lives on that partition.
+
+An agent that registers while a halt covers it (the fleet's, its capability's, its own) is
+admitted HALTED: the halts in force are a global table the runtime keeps (``ctx.halts``), so
+the registry never shows a halted newcomer as running, even before (or without) its sidecar's
+acknowledgement.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mesh.domain.agent_record import from_record, to_record
-from mesh.domain.agents import AgentState, apply, mark_stale
+from mesh.domain.agents import AgentState, admitted_halted, apply, mark_stale
+from mesh.domain.dependencies import capabilities
 from mesh.domain.topics import REGISTRY, REGISTRY_EVENTS, TELEMETRY
 from mesh.errors import EventRejectedError, IdentityError, UnknownSenderError
 from processors.api import Context, Event, PunctuationContext, Restore
@@ -34,7 +40,7 @@ class RegistryProcessor:
     inputs: tuple[str, ...] = (REGISTRY_EVENTS, TELEMETRY)
     input_patterns: tuple[str, ...] = ()
     store_topic = REGISTRY
-    global_tables: tuple[str, ...] = ()
+    global_tables: tuple[str, ...] = ("halts",)
     restore = Restore.TABLE
     copartitioned: tuple[str, ...] = ()
     store_subject = "mesh.registry.AgentRecord"
@@ -65,6 +71,8 @@ class RegistryProcessor:
         state = ctx.get(agent_id)
         self._authenticate(event, agent_id, state)
         new = apply(state, event.subject, event.body, event.envelope.created_at_ms)
+        if event.subject == REGISTERED and ctx.halts.halt_for(agent_id, capabilities(new)):
+            new = admitted_halted(new)  # registering while halted: halted from the start
         if new != state:
             ctx.put(agent_id, new)
 

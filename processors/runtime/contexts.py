@@ -24,6 +24,7 @@ class _Outputs(Generic[S]):
         self._core = core
         self._now_ms = now_ms
         self.agents = agents
+        self.halts = core.tables.halts_view()
         self.outputs: list[OutRecord] = []
 
     @property

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable
 
 from mesh.adapters.kafka.agents import agent_table
+from mesh.adapters.kafka.halts import HaltTable
+from mesh.adapters.keyfiles import control_signers
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.settings import Cluster
 from processors.api import Processor, S
@@ -40,9 +42,15 @@ class Job(Core[S]):
         instance: str = "0",
     ) -> None:
         prefix = cluster.prefix
+        wanted = processor.global_tables
         tables = (
-            Tables(lambda: agent_table(cluster, codec.serde))
-            if "agents" in processor.global_tables
+            Tables(
+                (lambda: agent_table(cluster, codec.serde)) if "agents" in wanted else None,
+                (lambda: HaltTable(cluster, codec, control_signers(cluster.settings)))
+                if "halts" in wanted
+                else None,
+            )
+            if wanted
             else StaticTables()
         )
         detected_by = f"processor:{processor.name}:{instance}"

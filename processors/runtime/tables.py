@@ -1,7 +1,8 @@
 """Global tables the runtime owns and hands to processors read-only (Kafka Streams' GlobalKTable).
 
-Today there is one: the agent registry (``mesh.registry.v1``: identities, keys, capabilities,
-the dependency map). The engine reads it to its end before the first batch and then folds
+Two: the agent registry (``mesh.registry.v1``: identities, keys, capabilities, the dependency
+map) as ``ctx.agents``, and the halts in force (the control topic folded as every reader folds
+it) as ``ctx.halts``. The engine reads it to its end before the first batch and then folds
 what has arrived *between* batches (:meth:`Tables.refresh`, non-blocking), so a processor's
 ``process()`` never reads Kafka: it asks ``ctx.agents``.
 
@@ -14,13 +15,14 @@ per miss, as before the runtime owned the table, but never inside ``process()``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 from mesh.domain.agents import AgentState, registered_key
+from mesh.domain.control import halt_in_force
 from mesh.errors import TableBehindError, UnknownSenderError
 
-__all__ = ["AgentsView", "StaticTables", "Tables"]
+__all__ = ["AgentsView", "HaltsView", "StaticTables", "Tables"]
 
 
 class _Source(Protocol):
@@ -31,6 +33,27 @@ class _Source(Protocol):
     def poll(self, max_records: int = 1000) -> int: ...
 
     def close(self) -> None: ...
+
+
+class _HaltSource(Protocol):
+    @property
+    def halts(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def catch_up(self) -> int: ...
+
+    def poll(self, max_records: int = 1000) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class HaltsView:
+    """Read-only: the halts in force, and which one stops an agent."""
+
+    def __init__(self, halts: Mapping[str, Mapping[str, Any]]) -> None:
+        self._halts = halts
+
+    def halt_for(self, agent_id: str, capabilities: Iterable[str] = ()) -> dict[str, Any] | None:
+        return halt_in_force(self._halts, agent_id, capabilities)
 
 
 class AgentsView(Mapping[str, AgentState]):
@@ -65,33 +88,52 @@ class Tables:
     The reader is opened by the first :meth:`catch_up` and closed by :meth:`close`, so an
     engine that is started again after a failure reads the table afresh."""
 
-    def __init__(self, open_agents: Callable[[], _Source]) -> None:
-        self._open_agents = open_agents
+    def __init__(
+        self,
+        open_agents: Callable[[], _Source] | None = None,
+        open_halts: Callable[[], _HaltSource] | None = None,
+    ) -> None:
+        self._open_agents, self._open_halts = open_agents, open_halts
         self._agents: _Source | None = None
+        self._halts: _HaltSource | None = None
 
     def catch_up(self) -> None:
-        if self._agents is None:
+        if self._agents is None and self._open_agents is not None:
             self._agents = self._open_agents()
-        self._agents.catch_up()
+        if self._halts is None and self._open_halts is not None:
+            self._halts = self._open_halts()
+        for source in (self._agents, self._halts):
+            if source is not None:
+                source.catch_up()
 
     def refresh(self) -> None:
-        if self._agents is not None:
-            self._agents.poll()
+        for source in (self._agents, self._halts):
+            if source is not None:
+                source.poll()
 
     def view(self, may_be_behind: bool = True) -> AgentsView:
         return AgentsView(self._agents.values if self._agents else {}, may_be_behind)
 
+    def halts_view(self) -> HaltsView:
+        return HaltsView(self._halts.halts if self._halts else {})
+
     def close(self) -> None:
-        if self._agents is not None:
-            self._agents.close()
-            self._agents = None
+        for source in (self._agents, self._halts):
+            if source is not None:
+                source.close()
+        self._agents = self._halts = None
 
 
 class StaticTables(Tables):
     """Fixed tables (the test driver, and jobs that read none): never behind, never read."""
 
-    def __init__(self, agents: Mapping[str, AgentState] | None = None) -> None:
+    def __init__(
+        self,
+        agents: Mapping[str, AgentState] | None = None,
+        halts: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.agents: dict[str, AgentState] = dict(agents or {})
+        self.halts: dict[str, Mapping[str, Any]] = dict(halts or {})
 
     def catch_up(self) -> None:
         return None
@@ -101,6 +143,9 @@ class StaticTables(Tables):
 
     def view(self, may_be_behind: bool = True) -> AgentsView:
         return AgentsView(self.agents, False)
+
+    def halts_view(self) -> HaltsView:
+        return HaltsView(self.halts)
 
     def close(self) -> None:
         return None

@@ -384,6 +384,15 @@ async def test_nothing_written_under_the_fleet_key_erases_a_fleet_halt(mesh: Mes
             await late.report_tool_call("search", {})
         assert late.counters.untrusted_controls == 2  # the junk and the forgery
         assert late.counters.stale_controls == 1  # the tombstone
+        # an agent with no sidecar to acknowledge anything registers during the fleet halt:
+        # the registry admits it HALTED
+        quiet = AgentKey.generate("quiet")
+        body = {"agent_id": "quiet", "owner": "ops", "version": "1",
+                "public_key": quiet.public_bytes, "agent_card_json": "{}"}  # fmt: skip
+        envelope = new_envelope("quiet", "", recipient_kind=RecipientKind.BROADCAST)
+        sealed = mesh.codec.seal(envelope, "mesh.registry.AgentRegistered", body, quiet)
+        produce(mesh.settings, [Sent(REGISTRY_EVENTS, "quiet", sealed)])
+        await _until(lambda: status(late, "quiet") is AgentStatus.HALTED, "quiet admitted HALTED")
     finally:
         await late.stop()
     found = read_halts(cluster, mesh.codec, control_signers(mesh.settings))

@@ -254,3 +254,20 @@ def test_a_batch_writes_each_changed_agent_once_with_its_last_state(
     assert written.topic == REGISTRY and written.key == b"research"
     assert driver.serde.decode(written.value or b"").record["last_heartbeat"] == at
     assert core.flush() == []
+
+
+def test_an_agent_that_registers_while_the_fleet_is_halted_is_halted_from_the_start(
+    operator: AgentKey, research: AgentKey
+) -> None:
+    fleet_halt = {"command_id": "h-1", "action": "HALT", "scope": "FLEET", "target": "*",
+                  "affected_agents": [], "rule": "operator", "reason": "drill",
+                  "evidence": [], "requested_by": "operator:alice"}  # fmt: skip
+    processor = RegistryProcessor(operator_keys={operator.agent_id: operator.public_bytes})
+    driver = TestDriver(processor, start_ms=1_000_000, halts={"*": fleet_halt})
+    register(driver, research)
+    [(key, record)] = driver.read(REGISTRY)
+    assert (key, record["status"]) == ("research", "HALTED")
+    driver.tables.halts.clear()  # the fleet is resumed: a new registration is LIVE
+    rival = AgentKey.generate("drafting")
+    register(driver, rival)
+    assert driver.read(REGISTRY)[-1][1]["status"] == "LIVE"

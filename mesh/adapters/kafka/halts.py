@@ -1,0 +1,77 @@
+"""The control topic folded into the halts in force, as every reader folds it.
+
+Records are folded in log order through :class:`~mesh.domain.control.HaltBook` (ordered
+control); only commands signed by one of ``signers`` count, and what changes nothing
+(unsigned, forged, a tombstone, a stale command) is kept in ``ignored`` with where it was and
+why. ``catch_up`` reads to the end; ``poll`` folds what has arrived without waiting (the
+processor runtime's global table of halts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+
+from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.adapters.serde.control import open_control
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.control import HaltBook
+from mesh.domain.topics import CONTROL
+from mesh.errors import KafkaUnavailableError, MeshError, TopicNotFoundError
+from mesh.settings import Cluster
+
+__all__ = ["HaltTable"]
+
+
+class HaltTable:
+    def __init__(self, cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> None:
+        self.book = HaltBook()
+        self.ignored: list[str] = []
+        self._codec, self._signers = codec, dict(signers)
+        self.topic = cluster.topic(CONTROL)
+        self._consumer = reader(cluster)
+        metadata = self._consumer.list_topics(self.topic, timeout=15).topics.get(self.topic)
+        if metadata is None or not metadata.partitions:
+            self._consumer.close()
+            raise TopicNotFoundError(f"topic {self.topic} does not exist; run `mesh topics ensure`")
+        self._tps = [
+            TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(metadata.partitions)
+        ]
+        self._consumer.assign(self._tps)
+
+    @property
+    def halts(self) -> dict[str, dict[str, object]]:
+        return self.book.halts
+
+    def catch_up(self) -> int:
+        return read_to_end(self._consumer, self._tps, self._fold)
+
+    def poll(self, max_records: int = 1000) -> int:
+        folded = 0
+        for message in self._consumer.consume(max_records, 0):
+            error = message.error()
+            if error is None:
+                self._fold(message)
+                folded += 1
+            elif error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaUnavailableError(f"following {self.topic} failed: {error}")
+        return folded
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _fold(self, message: Message) -> None:
+        key, value = (message.key() or b"").decode(), message.value()
+        where = f"{self.topic}[{message.partition()}]@{message.offset()}"
+        if value is None:
+            self.ignored.append(f"{where}: a tombstone changes nothing")
+            return
+        try:
+            opened = open_control(self._codec, value, self._signers)
+        except MeshError as exc:
+            self.ignored.append(f"{where}: {exc}")
+            return
+        stale = self.book.apply(key, opened.body, opened.envelope.sender).stale
+        if stale is not None:
+            self.ignored.append(f"{where}: {stale}")
