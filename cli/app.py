@@ -57,7 +57,9 @@ app.command("halt")(control_cmd.halt)
 app.command("resume")(control_cmd.resume)
 app.command("halts")(control_cmd.halts)
 
-_errors = Console(stderr=True)
+#: soft_wrap: a line is never broken at the terminal's width (or at 80 columns when output is a
+#: file or a pipe), so a log or a script reads each message as the one line it is.
+_errors = Console(stderr=True, soft_wrap=True)
 
 
 def main() -> None:

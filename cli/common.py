@@ -12,7 +12,8 @@ from mesh.settings import Cluster, Settings, load_settings
 
 __all__ = ["cluster", "console", "parse_time", "settings"]
 
-console = Console(highlight=False)
+#: soft_wrap: lines are never broken at a width, when printed to a file or a pipe least of all.
+console = Console(highlight=False, soft_wrap=True)
 
 
 def settings() -> Settings:

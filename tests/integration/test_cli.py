@@ -22,8 +22,8 @@ def run(
             "MESH_STATE_DIR": str(settings.state_dir),
             "MESH_PARTITIONS": str(settings.partitions),
         }
-    environment |= env
     environment["COLUMNS"] = "200"
+    environment |= env
     return subprocess.run(
         MESH + args, capture_output=True, text=True, env=environment, timeout=180, check=False
     )
@@ -45,6 +45,13 @@ def test_broken_config_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "error (config): MESH_PARTITIONS='lots' is not a whole number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_messages_are_never_wrapped_whatever_the_width(tmp_path: Path) -> None:
+    result = run(["topics", "ensure"], MESH_PARTITIONS="lots", MESH_STATE_DIR=str(tmp_path),
+                 COLUMNS="40")  # fmt: skip
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error (config): MESH_PARTITIONS='lots'") and len(line) > 40
 
 
 def test_no_broker_says_what_to_do(tmp_path: Path) -> None:
