@@ -20,6 +20,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.audit.chain import Link
 from mesh.domain.audit.verify import PartitionResult
 from mesh.domain.identity import PublicKeys
+from mesh.errors import ConfigError
 from mesh.settings import Settings
 
 app = typer.Typer(help="The hash-chained audit log: verify, replay, export.")
@@ -156,7 +157,16 @@ def export(
     end: str | None = _TO,
 ) -> None:
     """Write the log (or a window) as JSON Lines, with OUT.manifest.json beside it."""
+    if not out.parent.is_dir():
+        raise typer.BadParameter(f"directory {out.parent} does not exist", param_hint="--out")
     window = _window(start, end)
+    try:
+        _export(out, window)
+    except OSError as exc:  # a full disk, a read-only directory: one line, never a traceback
+        raise ConfigError(f"cannot write the export to {out}: {exc.strerror or exc}") from exc
+
+
+def _export(out: Path, window: Window) -> None:
     session = _Session()
     manifest: dict[str, object] = {"from": window.from_ms, "to": window.to_ms, "partitions": {}}
     count = 0

@@ -54,6 +54,14 @@ def test_messages_are_never_wrapped_whatever_the_width(tmp_path: Path) -> None:
     assert line.startswith("error (config): MESH_PARTITIONS='lots'") and len(line) > 40
 
 
+def test_an_export_to_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    out = tmp_path / "nowhere" / "a.jsonl"
+    result = run(["audit", "export", "--out", str(out)], MESH_STATE_DIR=str(tmp_path))
+    assert result.returncode == 2
+    assert f"directory {out.parent} does not exist" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+
+
 def test_no_broker_says_what_to_do(tmp_path: Path) -> None:
     result = run(["topics", "ensure"], MESH_STATE_DIR=str(tmp_path))
     assert result.returncode == 1

@@ -162,6 +162,11 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
 
         wait_for(lambda: audited_control() >= 4, 30, "every halt and resume in the audit log")
         assert audited_control() == 4
+        out = settings.state_dir / "audit.jsonl"
+        exported = run(["audit", "export", "--out", str(out)], settings)
+        assert exported.returncode == 0, exported.stderr
+        lines = out.read_text().splitlines()
+        assert len(lines) >= 4 and f"wrote {len(lines)} records" in exported.stdout
     bad = run(["halt", "--fleet", "intake", "--reason", "x"], settings)
     assert bad.returncode == 2 and "exactly one of" in bad.stderr
     registry.close()
