@@ -24,6 +24,7 @@ from mesh.settings import Cluster, Settings
 from sidecar.core import MESSAGE_SUBJECT, Sidecar
 from sidecar.delivery import message_body
 from sidecar.halts import ControlView
+from sidecar.http import openapi
 from sidecar.inbox import Counters, Inbox, Position
 from sidecar.outbox import MemorySink, Outbox
 from sidecar.plane import Plane
@@ -383,3 +384,15 @@ def test_a_halt_of_an_unknown_agent_or_capability_names_the_close_ones() -> None
     assert why == "no registered agent is called 'research-b'; did you mean research-a?"
     assert unknown_target(agents, True, "research") is None
     assert unknown_target(agents, True, "poetry") == "no registered capability is called 'poetry'"
+
+
+def test_the_openapi_description_names_every_status_the_api_returns() -> None:
+    spec = openapi()["paths"]
+    every = {"400", "401", "403", "409", "422", "500", "503"}  # the guard's refusals and errors
+    for path, ops in spec.items():
+        if path == "/openapi.json":
+            continue
+        for method, op in ops.items():
+            assert every <= set(op["responses"]), f"{method.upper()} {path}"
+    assert "204" in spec["/v1/messages/next"]["get"]["responses"]  # nothing arrived in time
+    assert "404" in spec["/v1/tasks/{task_id}/context"]["get"]["responses"]  # an unknown task
