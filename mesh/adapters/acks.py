@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from confluent_kafka import TopicPartition
 
-from mesh.adapters.kafka.reading import reader, watermarks
+from mesh.adapters.kafka.reading import partitions_of, reader, watermarks
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState, AgentStatus
 from mesh.domain.telemetry import TELEMETRY_SUBJECT, Kind
@@ -45,13 +45,14 @@ class AckWatch:
         self._codec = codec
         self._consumer = reader(cluster)
         topic = cluster.topic(TELEMETRY)
-        metadata = self._consumer.list_topics(topic, timeout=15).topics.get(topic)
-        if metadata is None or not metadata.partitions:
+        try:
+            partitions = partitions_of(self._consumer, topic)
+        except TopicNotFoundError:
             self._consumer.close()
-            raise TopicNotFoundError(f"topic {topic} does not exist; run `mesh topics ensure`")
+            raise
         ends = [  # the end now, before the halt is produced
             TopicPartition(topic, p, watermarks(self._consumer, TopicPartition(topic, p))[1])
-            for p in sorted(metadata.partitions)
+            for p in partitions
         ]
         self._consumer.assign(ends)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from mesh.adapters.kafka.reading import read_to_end, reader
+from mesh.adapters.kafka.reading import partitions_of, read_available, read_to_end, reader
 from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import HaltBook
 from mesh.domain.topics import CONTROL
-from mesh.errors import KafkaUnavailableError, MeshError, TopicNotFoundError
+from mesh.errors import MeshError, TopicNotFoundError
 from mesh.settings import Cluster
 
 __all__ = ["HaltTable"]
@@ -31,13 +31,12 @@ class HaltTable:
         self._codec, self._signers = codec, dict(signers)
         self.topic = cluster.topic(CONTROL)
         self._consumer = reader(cluster)
-        metadata = self._consumer.list_topics(self.topic, timeout=15).topics.get(self.topic)
-        if metadata is None or not metadata.partitions:
+        try:
+            partitions = partitions_of(self._consumer, self.topic)
+        except TopicNotFoundError:
             self._consumer.close()
-            raise TopicNotFoundError(f"topic {self.topic} does not exist; run `mesh topics ensure`")
-        self._tps = [
-            TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(metadata.partitions)
-        ]
+            raise
+        self._tps = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions]
         self._consumer.assign(self._tps)
 
     @property
@@ -48,15 +47,7 @@ class HaltTable:
         return read_to_end(self._consumer, self._tps, self._fold)
 
     def poll(self, max_records: int = 1000) -> int:
-        folded = 0
-        for message in self._consumer.consume(max_records, 0):
-            error = message.error()
-            if error is None:
-                self._fold(message)
-                folded += 1
-            elif error.code() != KafkaError._PARTITION_EOF:
-                raise KafkaUnavailableError(f"following {self.topic} failed: {error}")
-        return folded
+        return read_available(self._consumer, self._fold, max_records)
 
     def close(self) -> None:
         self._consumer.close()

@@ -24,10 +24,18 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from mesh.adapters.kafka.config import base_config
-from mesh.errors import KafkaUnavailableError
+from mesh.errors import KafkaUnavailableError, TopicNotFoundError
 from mesh.settings import Cluster
 
-__all__ = ["Reader", "last_record", "read_to_end", "reader", "watermarks"]
+__all__ = [
+    "Reader",
+    "last_record",
+    "partitions_of",
+    "read_available",
+    "read_to_end",
+    "reader",
+    "watermarks",
+]
 
 _NOT_READY = (
     KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -101,6 +109,32 @@ def watermarks(
                     "up and the topic created (`mesh topics ensure`)?"
                 ) from exc
             time.sleep(0.1)
+
+
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
+    """The partition numbers of ``topic``; raise TopicNotFoundError if it does not exist."""
+    metadata = consumer.list_topics(topic, timeout=15).topics.get(topic)
+    if metadata is None or not metadata.partitions:
+        raise TopicNotFoundError(
+            f"topic {topic} does not exist; run `mesh topics ensure` (or `mesh up`)"
+        )
+    return sorted(metadata.partitions)
+
+
+def read_available(
+    consumer: Consumer, on_message: Callable[[Message], None], max_records: int = 1000
+) -> int:
+    """Call ``on_message`` for what the client has already fetched, without waiting (a
+    global table folded between batches); returns the records folded."""
+    folded = 0
+    for message in consumer.consume(max_records, 0):
+        error = message.error()
+        if error is None:
+            on_message(message)
+            folded += 1
+        elif error.code() != KafkaError._PARTITION_EOF:
+            raise KafkaUnavailableError(f"following {message.topic()} failed: {error}")
+    return folded
 
 
 def read_to_end(

@@ -20,10 +20,10 @@ import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from mesh.adapters.kafka.reading import read_to_end, reader
-from mesh.errors import KafkaUnavailableError, MeshError, TopicNotFoundError
+from mesh.adapters.kafka.reading import partitions_of, read_available, read_to_end, reader
+from mesh.errors import MeshError, TopicNotFoundError
 from mesh.settings import Cluster
 
 __all__ = ["Table"]
@@ -46,13 +46,11 @@ class Table(Generic[V]):
         self.skipped: list[str] = []
         self._decode = decode
         self._consumer = reader(cluster)
-        metadata = self._consumer.list_topics(topic, timeout=15)
-        if topic not in metadata.topics or not metadata.topics[topic].partitions:
+        try:
+            partitions = partitions_of(self._consumer, topic)
+        except TopicNotFoundError:
             self._consumer.close()
-            raise TopicNotFoundError(
-                f"topic {topic} does not exist; run `mesh topics ensure` (or `mesh up`)"
-            )
-        partitions = sorted(metadata.topics[topic].partitions)
+            raise
         self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         self._consumer.assign(self._partitions)
 
@@ -62,15 +60,7 @@ class Table(Generic[V]):
 
     def poll(self, max_records: int = 1000) -> int:
         """Fold what has already arrived, without waiting; returns the records folded."""
-        folded = 0
-        for message in self._consumer.consume(max_records, 0):
-            error = message.error()
-            if error is None:
-                self._fold(message)
-                folded += 1
-            elif error.code() != KafkaError._PARTITION_EOF:
-                raise KafkaUnavailableError(f"following {self.topic} failed: {error}")
-        return folded
+        return read_available(self._consumer, self._fold, max_records)
 
     def close(self) -> None:
         self._consumer.close()
