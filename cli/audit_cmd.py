@@ -12,7 +12,8 @@ import typer
 
 from cli.common import cluster, console, parse_time, settings
 from mesh.adapters.audit.export import decoded_view, export_line, involves
-from mesh.adapters.audit.log import AuditLog, Window, verify_log
+from mesh.adapters.audit.log import AuditLog, Claims, Window, verify_log
+from mesh.adapters.audit.sources import check_sources
 from mesh.adapters.keyfiles import mesh_anchor
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
@@ -73,15 +74,22 @@ def verify(
     public_key: str | None = typer.Option(
         None, "--public-key", help="The mesh's public key (hex); default: this state dir's."
     ),
+    sources: bool = typer.Option(
+        True,
+        "--sources/--no-sources",
+        help="Also check that each link names a source record with the bytes it claims.",
+    ),
 ) -> None:
     """Check the chain of every audit partition; exit 1 naming the first bad record."""
     window = _window(start, end)
     session = _Session()
+    claims: Claims | None = {} if sources else None
     try:
         key = _public_key(session.settings, public_key)
         problems = session.log.config_problems()
         started = time.monotonic()
-        results = verify_log(session.log, window, key)
+        results = verify_log(session.log, window, key, claims)
+        report = check_sources(session.log.cluster, claims) if claims is not None else None
         seconds = time.monotonic() - started
     finally:
         session.close()
@@ -91,6 +99,14 @@ def verify(
     console.print(
         f"{records} records checked in {seconds:.2f}s ({records / max(seconds, 1e-9):,.0f}/s)"
     )
+    if report is not None:
+        console.print(
+            f"sources: {report.checked} links match their source record, "
+            f"{report.not_retained} name a record no longer retained"
+        )
+        problems += [f"source check: {p}" for p in report.problems]
+    for result in results:
+        problems += [f"foreign link: {p}" for p in result.foreign]
     bad = [r.problem for r in results if r.problem is not None]
     for problem in problems:
         console.print(f"[bold red]FAIL[/] {problem}")

@@ -15,7 +15,10 @@ Where its state comes back from after a restart or a rebalance is declared, not 
   through ``process()`` from their beginning, outputs discarded (the kill-switch's halts in
   force, from ``mesh.control.v2``).
 * ``LAST``: ``store_topic`` is a log the processor appends to with ``put``; each partition's
-  state is its last record, ``ctx.head()`` (the audit chain's head).
+  state is its last record, ``ctx.head()`` (the audit chain's head). Others may be able to
+  write that log too, so a LAST processor may say which record it adopts: ``adopt`` is handed
+  the partition's records newest first and returns an :class:`Adoption` (by default the
+  newest record that decodes is the head).
 
 The runtime (``processors.runtime``) owns the consumers, the transactional producer, commits,
 restore, wall-clock punctuation and the dead-letter policy. The test driver
@@ -25,6 +28,7 @@ restore, wall-clock punctuation and the dead-letter policy. The test driver
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -33,6 +37,7 @@ from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
 
 __all__ = [
+    "Adoption",
     "Agents",
     "Context",
     "Event",
@@ -50,6 +55,16 @@ class Restore(StrEnum):
     TABLE = "table"
     SOURCE = "source"
     LAST = "last"
+
+
+@dataclass
+class Adoption(Generic[S]):
+    """LAST: the record a processor adopts as a partition's head, and why it passed over the
+    newer ones (reported by the runtime as tampering)."""
+
+    offset: int | None = None
+    head: S | None = None
+    passed_over: list[str] = field(default_factory=list)
 
 
 class _Opener(Protocol):

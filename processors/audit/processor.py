@@ -13,6 +13,14 @@ waits out an open transaction of a previous owner). Links and the consumer offse
 account for commit in one transaction, so a crash never forks or breaks a chain; a zombie's
 late transaction is fenced by the group generation (KIP-447).
 
+Only this processor extends a chain. Every link carries the mesh key's signature over its
+``record_hash`` (``AuditRecord`` v2), and on restore :meth:`AuditProcessor.adopt` takes as the
+head the newest link whose signature holds, walking back past anything else on the topic: a
+link forged while the processor was down (whoever can write the topic can compute a
+well-formed one) is reported, never extended and never sealed by a checkpoint, and the
+processor's next link takes its place in the chain, which ``mesh audit verify`` then names.
+A log written before v2 holds no signed link; its newest link is adopted once, as before.
+
 Checkpoints: every ``checkpoint_every_ms``, each chain whose head moved gets its head signed
 with the mesh's key, written to ``mesh.audit.checkpoints.v1`` in the same transaction. Which
 heads were sealed is kept in memory: after a restart each chain's head is sealed once more,
@@ -21,6 +29,7 @@ a duplicate checkpoint of the same head that verification takes as it is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from mesh.domain.audit.chain import (
@@ -30,6 +39,8 @@ from mesh.domain.audit.chain import (
     Link,
     checkpoint_bytes,
     next_link,
+    signature_bytes,
+    signature_problem,
 )
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import (
@@ -41,7 +52,7 @@ from mesh.domain.topics import (
     TASKS,
     TELEMETRY,
 )
-from processors.api import Context, Event, PunctuationContext, Restore
+from processors.api import Adoption, Context, Event, PunctuationContext, Restore
 
 __all__ = ["AUDITED", "AuditProcessor"]
 
@@ -82,7 +93,28 @@ class AuditProcessor:
             event.raw_key,
             event.value,
         )
+        link = link._replace(signature=self.key.sign(signature_bytes(link)))
         ctx.put(f"{link.source_topic}:{partition}", link)
+
+    def adopt(self, partition: int, newest_first: Iterator[tuple[int, Link]]) -> Adoption[Link]:
+        """The chain's head after a restore: the newest link this processor signed (see the
+        module docstring); what lies after it is named, so the runtime reports it."""
+        public = self.key.public_bytes
+        passed_over: list[str] = []
+        legacy: tuple[int, Link] | None = None
+        for offset, link in newest_first:
+            problem = signature_problem(link, public)
+            if problem is None:
+                return Adoption(offset, link, passed_over)
+            if problem == "unsigned" and legacy is None:
+                legacy = (offset, link)
+            passed_over.append(
+                f"offset {offset}, sequence {link.sequence}: {problem}, so not written by the "
+                "audit processor (tampering)"
+            )
+        if legacy is not None:  # a log written before links were signed
+            return Adoption(legacy[0], legacy[1])
+        return Adoption(passed_over=passed_over)
 
     def punctuate(self, ctx: PunctuationContext[Link]) -> None:
         for _, head in ctx.items():

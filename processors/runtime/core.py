@@ -20,8 +20,9 @@ this makes a replay after a lost commit harmless too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic
+from typing import Any, Generic
 
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -30,16 +31,25 @@ from mesh.domain.topics import DLQ
 from mesh.errors import (
     EventRejectedError,
     IdentityError,
+    MeshError,
     ProcessorError,
     SerdeError,
     TableBehindError,
 )
-from processors.api import Event, Processor, Restore, S
+from processors.api import Adoption, Event, Processor, Restore, S
 from processors.runtime.contexts import EventContext, ReplayContext, TickContext
 from processors.runtime.records import OutRecord, SourceRecord
 from processors.runtime.tables import StaticTables, Tables
 
-__all__ = ["REFUSALS", "SOURCE_HEADER", "Core", "OutRecord", "SourceRecord", "Store"]
+__all__ = [
+    "REFUSALS",
+    "SOURCE_HEADER",
+    "Core",
+    "OutRecord",
+    "SourceRecord",
+    "Store",
+    "StoredRecord",
+]
 
 SOURCE_HEADER = "mesh-source"
 #: What a processor may refuse without stopping: bad bytes, bad identity, domain refusals.
@@ -67,6 +77,10 @@ class Store(Generic[S]):
         topic, partition, offset = source.decode().rsplit(":", 2)
         key = (topic, int(partition))
         self.applied[key] = max(self.applied.get(key, -1), int(offset))
+
+
+#: One record of a LAST store as read back: offset, value, the ``mesh-source`` header.
+StoredRecord = tuple[int, bytes | None, bytes | None]
 
 
 class Core(Generic[S]):
@@ -156,6 +170,35 @@ class Core(Generic[S]):
             return
         states[key.decode()] = self._decode_state(value)
 
+    def adopt_head(self, partition: int, newest_first: Iterable[StoredRecord]) -> list[str]:
+        """LAST: make the record the processor adopts (see :class:`~processors.api.Adoption`)
+        the partition's head; returns why newer records were passed over. A record that does
+        not decode is passed over too: junk on the store topic must not stop a restore."""
+        notes: list[str] = []
+        sources: dict[int, bytes | None] = {}
+
+        def candidates() -> Iterator[tuple[int, S]]:
+            for offset, value, source in newest_first:
+                if value is None:
+                    notes.append(f"offset {offset}: a tombstone")
+                    continue
+                try:
+                    state = self._decode_state(value)
+                except (MeshError, KeyError, TypeError) as exc:
+                    notes.append(f"offset {offset}: not a {self.processor.store_subject} ({exc})")
+                    continue
+                sources[offset] = source
+                yield offset, state
+
+        choose: Any = getattr(self.processor, "adopt", _newest)
+        adoption: Adoption[S] = choose(partition, candidates())
+        if adoption.offset is not None and adoption.head is not None:
+            self.store.heads[partition] = adoption.head
+            source = sources.get(adoption.offset)
+            if source is not None:
+                self.store.note_applied(source)
+        return notes + adoption.passed_over
+
     def replay(self, record: SourceRecord, now_ms: int) -> None:
         """SOURCE: fold one record of the store topic through ``process()``, outputs
         discarded. A refusal was dead-lettered when the record was first consumed; it is
@@ -216,3 +259,10 @@ class Core(Generic[S]):
         )
         self.dead_letters += 1
         return OutRecord(self.topic(DLQ), record.key, value)
+
+
+def _newest(partition: int, candidates: Iterator[tuple[int, S]]) -> Adoption[S]:
+    """The default adoption: the newest record that decodes."""
+    for offset, state in candidates:
+        return Adoption(offset, state)
+    return Adoption()

@@ -4,18 +4,21 @@ any record of those partitions is processed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from mesh.adapters.kafka.reading import Reader, last_record, read_to_end, reader
+from mesh.adapters.kafka.reading import Reader, newest_first, read_to_end, reader
 from mesh.errors import ProcessorError
 from mesh.settings import Cluster
 from processors.api import Restore, S
-from processors.runtime.core import SOURCE_HEADER, Core
+from processors.runtime.core import SOURCE_HEADER, Core, StoredRecord
 from processors.runtime.records import SourceRecord
 
 __all__ = ["restore_partitions"]
+
+_log = logging.getLogger("mesh.processors")
 
 
 def restore_partitions(
@@ -52,12 +55,21 @@ def _heads(
 ) -> int:
     read = 0
     for partition in partitions:
-        message = last_record(consumer, core.store_topic, partition)
-        if message is not None:
-            _fold(core, message)
-            progress(1)
-            read += 1
+        newest = newest_first(consumer, core.store_topic, partition)
+        for note in core.adopt_head(partition, _stored(newest, progress)):
+            _log.warning("%s[%d]: %s; not adopted as the head", core.store_topic, partition, note)
+        read += 1
     return read
+
+
+def _stored(messages: Iterable[Message], progress: Callable[[int], None]) -> Iterator[StoredRecord]:
+    for message in messages:
+        progress(1)
+        offset = message.offset()
+        source = dict(message.headers() or []).get(SOURCE_HEADER)
+        if isinstance(source, str):
+            source = source.encode()
+        yield (-1 if offset is None else offset), message.value(), source
 
 
 def _fold(core: Core[S], message: Message) -> None:

@@ -18,7 +18,7 @@ from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.kafka.reading import reader, watermarks
 from mesh.adapters.keyfiles import mesh_key
 from mesh.adapters.serde.codec import Serde
-from mesh.domain.audit.chain import AUDIT_SUBJECT, Link
+from mesh.domain.audit.chain import AUDIT_SUBJECT, Link, next_link
 from mesh.domain.topics import AUDIT, CONTROL, REGISTRY_EVENTS, TASKS, TELEMETRY, inbox_topic
 from mesh.settings import Cluster, Settings
 from processors.audit import AuditProcessor
@@ -253,4 +253,58 @@ def test_agents_attaching_mid_stream_never_fork_a_chain(settings: Settings) -> N
     verified = run(["audit", "verify"], settings)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "6000 records checked" in verified.stdout
+    registry.close()
+
+
+def test_a_link_forged_while_the_audit_is_down_is_named_and_never_sealed(
+    settings: Settings,
+) -> None:
+    """Issue 19: a well-formed link appended by someone else is not adopted on restore, not
+    sealed by a checkpoint, and ``mesh audit verify`` names it."""
+    ensure_all(settings)
+    codec, registry = codec_for(settings)
+    cluster = Cluster(settings, settings.bootstrap_servers or "")
+    group = f"{settings.topic_prefix}mesh-audit"
+
+    def audit_until(total: int) -> None:
+        engine = Engine.keyed(AuditProcessor(mesh_key(settings), 200), cluster, codec)
+        with running([engine]):
+            wait_for(
+                lambda: committed_total(settings, group, SOURCES, settings.partitions) == total,
+                120,
+                "the audit processor",
+            )
+            time.sleep(1.0)  # a checkpoint tick after the last batch
+
+    produce(settings, mixed_events(200))
+    audit_until(200)
+    head = [link for p, _, link in audited(settings, codec.serde) if p == 0 and link][-1]
+    forged = next_link(
+        head, 0, head.source_topic, 0, head.source_offset + 10_000, 1, b"k", b"never happened"
+    )
+    producer = Producer(producer_config(cluster))
+    value = codec.serde.encode(AUDIT_SUBJECT, forged.to_record())
+    producer.produce(cluster.topic(AUDIT), value, b"k", partition=0)
+    assert producer.flush(30) == 0
+
+    produce(settings, mixed_events(400)[200:])
+    audit_until(400)
+
+    log = AuditLog(cluster, codec.serde)
+    records = [(offset, link) for p, offset, link in audited(settings, codec.serde) if p == 0]
+    links = [link for _, link in records if link is not None]
+    at = next(offset for offset, link in records if link == forged)
+    mine = [link for link in links if link.sequence == forged.sequence and link != forged]
+    assert len(mine) == 1 and mine[0].prev_hash == head.record_hash  # carried on from its own
+    seals = {(c.sequence, c.head_hash) for c in log.checkpoints(0)}
+    assert all(hash_ != forged.record_hash for _, hash_ in seals)
+
+    result = run(["audit", "verify"], settings)
+    assert result.returncode == 1, result.stdout
+    assert (
+        f"foreign link: audit partition 0, offset {at}, sequence "
+        f"{forged.sequence}: not written by the audit processor (unsigned"
+    ) in result.stdout
+    assert f"offset {forged.source_offset}, past the end of that partition" in result.stdout
+    assert "first bad record" not in result.stdout  # the chain itself verifies past it
     registry.close()

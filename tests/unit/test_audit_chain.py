@@ -13,23 +13,29 @@ from mesh.domain.audit.chain import (
     checkpoint_bytes,
     link_bytes,
     next_link,
+    signature_bytes,
 )
 from mesh.domain.audit.verify import Entry, verify_partition
 from mesh.domain.identity import AgentKey
 from processors.audit import AuditProcessor
+from processors.runtime.records import OutRecord
 from processors.testing import TestDriver
 
 MESH = AgentKey.generate("mesh")
 
 
-def chain(n: int, partition: int = 0) -> list[Link]:
+def signed(link: Link) -> Link:
+    return link._replace(signature=MESH.sign(signature_bytes(link)))
+
+
+def chain(n: int, partition: int = 0, *, sign: bool = True) -> list[Link]:
+    """``n`` links as the audit processor writes them (``sign=False``: as before v2)."""
     links: list[Link] = []
     for i in range(n):
         head = links[-1] if links else None
         value = f"record {i}".encode()
-        links.append(
-            next_link(head, partition, "mesh.tasks.v1", partition, i * 2, 1000 + i, b"k", value)
-        )
+        link = next_link(head, partition, "mesh.tasks.v1", partition, i * 2, 1000 + i, b"k", value)
+        links.append(signed(link) if sign else link)
     return links
 
 
@@ -95,12 +101,21 @@ def test_an_altered_and_rehashed_record_breaks_the_next_link() -> None:
 
 
 def test_a_rehashed_record_under_a_checkpoint_contradicts_it() -> None:
-    links = chain(10)
+    links = chain(10, sign=False)  # links from before v2 rest on checkpoints alone
     checkpoint = sealed(links[4])
     forged = links[4]._replace(original=b"evil", value_sha256=hashlib.sha256(b"evil").digest())
     links[4] = forged._replace(record_hash=forged.expected_hash())
     problem = first_problem(links, checkpoints=[checkpoint], public_key=MESH.public_bytes)
     assert "sequence 4: differs from the signed checkpoint" in problem
+
+
+def test_a_rehashed_signed_record_loses_its_signature() -> None:
+    links = chain(10)
+    forged = links[4]._replace(original=b"evil", value_sha256=hashlib.sha256(b"evil").digest())
+    links[4] = forged._replace(record_hash=forged.expected_hash())
+    result = verify_partition(0, entries(links), [], MESH.public_bytes)
+    assert "sequence 4: not written by the audit processor (its signature" in str(result.foreign[0])
+    assert "missing record: the chain jumps from 3 to 5" in str(result.problem)
 
 
 def test_a_missing_record_is_named() -> None:
@@ -170,6 +185,34 @@ def test_a_checkpoint_with_a_bad_signature_is_refused() -> None:
     assert "checkpoint at sequence 2: signature does not match" in problem
 
 
+def test_a_forged_link_is_left_out_and_the_chain_checked_past_it() -> None:
+    links = chain(10)
+    forged = next_link(links[5], 0, "mesh.tasks.v1", 0, 77, 1, b"k", b"forged")
+    links.insert(6, forged)  # the processor, restored, wrote its own sequence 6 after it
+    result = verify_partition(0, entries(links), [], MESH.public_bytes)
+    assert result.problem is None and result.records == 10
+    assert [str(p) for p in result.foreign] == [
+        "audit partition 0, offset 6, sequence 6: not written by the audit processor "
+        "(unsigned, and no checkpoint seals it); left out of the chain"
+    ]
+
+
+def test_a_link_signed_with_another_key_is_foreign() -> None:
+    links = chain(4)
+    other = AgentKey.generate("mesh")
+    forged = next_link(links[-1], 0, "mesh.tasks.v1", 0, 9, 1, b"k", b"forged")
+    links.append(forged._replace(signature=other.sign(signature_bytes(forged))))
+    result = verify_partition(0, entries(links), [], MESH.public_bytes)
+    assert "signature does not verify with the mesh's key" in str(result.foreign[0])
+
+
+def test_links_from_before_signatures_are_proven_by_a_later_checkpoint() -> None:
+    links = chain(6, sign=False)
+    result = verify_partition(0, entries(links), [sealed(links[3])], MESH.public_bytes)
+    assert [p.sequence for p in result.foreign] == [4, 5]  # after the last checkpoint
+    assert verify_partition(0, entries(links), [sealed(links[5])], MESH.public_bytes).foreign == []
+
+
 @pytest.fixture
 def driver() -> TestDriver[Link]:
     return TestDriver(AuditProcessor(MESH, checkpoint_every_ms=1_000), partitions=3)
@@ -218,3 +261,48 @@ def test_a_restarted_audit_continues_each_chain_from_its_last_link(
     for partition, links in by_partition.items():
         assert [link.sequence for link in links] == list(range(len(links)))  # no fork, no gap
         assert verify_partition(partition, entries(links)).problem is None
+
+
+def audit_links(driver: TestDriver[Link], partition: int) -> list[Link]:
+    return [
+        Link.from_record(partition, driver.serde.decode(out.value).record)
+        for out in driver.outputs
+        if out.topic == "mesh.audit.v1" and out.partition == partition and out.value
+        if out.value != b"\x00junk"
+    ]
+
+
+def test_a_restarted_audit_never_adopts_or_seals_a_forged_link(
+    driver: TestDriver[Link],
+) -> None:
+    for i in range(3):
+        (out,) = driver.pipe("mesh.tasks.v1", "task-a", f"before {i}".encode())
+    p = out.partition or 0
+    head = audit_links(driver, p)[-1]
+    forged = next_link(head, p, "mesh.tasks.v1", p, 99, 1, b"k", b"forged")
+    value = driver.serde.encode("mesh.audit.AuditRecord", forged.to_record())
+    driver.outputs.append(OutRecord("mesh.audit.v1", b"x", value, p, ()))
+    driver.outputs.append(OutRecord("mesh.audit.v1", b"x", b"\x00junk", p, ()))
+
+    driver.restart()
+    assert len(driver.passed_over) == 2
+    assert "sequence 3: unsigned, so not written by the audit processor" in driver.passed_over[1]
+    driver.pipe("mesh.tasks.v1", "task-a", b"after")
+    ticks = driver.advance(1_000)
+
+    mine = audit_links(driver, p)[-1]
+    assert (mine.sequence, mine.prev_hash) == (3, head.record_hash)  # continues its own head
+    seals = [Checkpoint.from_record(driver.serde.decode(t.value or b"").record) for t in ticks]
+    assert [(c.sequence, c.head_hash) for c in seals] == [(3, mine.record_hash)]
+    checked = verify_partition(p, entries(audit_links(driver, p)), seals, MESH.public_bytes)
+    assert checked.problem is None and [p.sequence for p in checked.foreign] == [3]
+
+
+def test_a_log_from_before_signatures_is_adopted_once_from_its_newest_link() -> None:
+    processor = AuditProcessor(MESH)
+    links = chain(3, sign=False)
+    adoption = processor.adopt(0, iter(reversed(list(enumerate(links)))))
+    assert adoption.head == links[-1] and adoption.passed_over == []
+    mixed = [*chain(2), *chain(2, sign=False)[1:]]
+    adoption = processor.adopt(0, iter(reversed(list(enumerate(mixed)))))
+    assert adoption.head == mixed[1] and len(adoption.passed_over) == 1

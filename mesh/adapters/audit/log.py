@@ -10,18 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from mesh.adapters.kafka.admin import TopicAdmin
-from mesh.adapters.kafka.reading import reader, watermarks
+from mesh.adapters.kafka.reading import read_range, reader, watermarks
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.audit.chain import AUDIT_SUBJECT, CHECKPOINT_SUBJECT, Checkpoint, Link
+from mesh.domain.audit.sources import Claim
 from mesh.domain.audit.verify import Entry, PartitionResult, verify_partition
 from mesh.domain.topics import AUDIT, AUDIT_CHECKPOINTS, catalogue, config_conflicts
 from mesh.errors import KafkaUnavailableError, MeshError
 from mesh.settings import Cluster
 
-__all__ = ["ALL_TIME", "AuditLog", "Window", "verify_log"]
+__all__ = ["ALL_TIME", "AuditLog", "Claims", "Window", "verify_log"]
 
 
 class Window(NamedTuple):
@@ -95,26 +96,8 @@ def _read(
         low, high = watermarks(consumer, tp)
         start = _offset_at(consumer, tp, window.from_ms, low)
         end = _offset_at(consumer, tp, window.to_ms, high) if window.to_ms is not None else high
-        if start >= end:
-            return
-        consumer.assign([TopicPartition(topic, partition, start)])
-        while True:
-            message = consumer.poll(1.0)
-            if message is None:
-                if int(consumer.position([tp])[0].offset) >= end:
-                    return
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    if int(consumer.position([tp])[0].offset) >= end:
-                        return
-                    continue
-                raise KafkaUnavailableError(f"reading {topic}[{partition}] failed: {error}")
-            offset = message.offset()
-            if offset is None or offset >= end:
-                return
-            yield offset, message.value()
+        for message in read_range(consumer, tp, start, end):
+            yield int(message.offset() or 0), message.value()
     finally:
         consumer.close()
 
@@ -128,17 +111,26 @@ def _offset_at(consumer: Consumer, tp: TopicPartition, at_ms: int | None, defaul
     return int(found.offset) if found.offset >= 0 else watermarks(consumer, tp)[1]
 
 
+#: What the links of a log claim, by source topic-partition (see :mod:`.sources`).
+Claims = dict[tuple[str, int], list[Claim]]
+
+
 def verify_log(
-    log: AuditLog, window: Window = ALL_TIME, public_key: bytes | None = None
+    log: AuditLog,
+    window: Window = ALL_TIME,
+    public_key: bytes | None = None,
+    claims: Claims | None = None,
 ) -> list[PartitionResult]:
-    """Verify every audit partition in ``window`` (see :mod:`mesh.domain.audit.verify`)."""
+    """Verify every audit partition in ``window`` (see :mod:`mesh.domain.audit.verify`);
+    with ``claims``, also collect what each link read says about its source record."""
     results = []
     for partition in log.partitions():
         checkpoints = log.checkpoints(partition)
+        entries = log.entries(partition, window)
         results.append(
             verify_partition(
                 partition,
-                log.entries(partition, window),
+                entries if claims is None else _tap(entries, claims),
                 checkpoints,
                 public_key,
                 from_start=window.from_ms is None,
@@ -146,3 +138,13 @@ def verify_log(
             )
         )
     return results
+
+
+def _tap(entries: Iterator[Entry], claims: Claims) -> Iterator[Entry]:
+    for entry in entries:
+        link = entry.link
+        if link is not None:
+            claims.setdefault((link.source_topic, link.source_partition), []).append(
+                Claim(link.source_offset, link.value_sha256, link.audit_partition, link.sequence)
+            )
+        yield entry

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -30,8 +30,10 @@ from mesh.settings import Cluster
 __all__ = [
     "Reader",
     "last_record",
+    "newest_first",
     "partitions_of",
     "read_available",
+    "read_range",
     "read_to_end",
     "reader",
     "watermarks",
@@ -175,19 +177,51 @@ def _position(consumer: Consumer, key: tuple[str, int]) -> int:
 
 
 def last_record(consumer: Consumer, topic: str, partition: int) -> Message | None:
-    """The last committed record of one partition (None if it has none).
+    """The last committed record of one partition (None if it has none)."""
+    return next(newest_first(consumer, topic, partition), None)
 
-    Reads back from the end in doubling windows: offsets are also taken by transaction markers
+
+def newest_first(consumer: Consumer, topic: str, partition: int) -> Iterator[Message]:
+    """The committed records of one partition from the newest back, read lazily.
+
+    Reads back from the end in growing windows: offsets are also taken by transaction markers
     and aborted records, so the last record may sit some way before the high watermark.
     """
-    tp = TopicPartition(topic, partition)
-    low, high = watermarks(consumer, tp)
+    low, end = watermarks(consumer, TopicPartition(topic, partition))
     window = 16
-    while True:
-        start = max(low, high - window)
+    while end > low:
+        start = max(low, end - window)
         found: list[Message] = []
         consumer.assign([TopicPartition(topic, partition, start)])
         read_to_end(consumer, [TopicPartition(topic, partition)], found.append)
-        if found or start == low:
-            return found[-1] if found else None
+        yield from reversed([m for m in found if (m.offset() or 0) < end])
+        end = start
         window *= 8
+
+
+def read_range(consumer: Consumer, tp: TopicPartition, start: int, end: int) -> Iterator[Message]:
+    """The committed records of one partition with ``start <= offset < end``, in order.
+
+    ``end`` must not lie past the high watermark; offsets taken by transaction markers or
+    aborted records are simply absent.
+    """
+    if start >= end:
+        return
+    consumer.assign([TopicPartition(tp.topic, tp.partition, start)])
+    while True:
+        message = consumer.poll(1.0)
+        if message is None:
+            if _position(consumer, (tp.topic, tp.partition)) >= end:
+                return
+            continue
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                if _position(consumer, (tp.topic, tp.partition)) >= end:
+                    return
+                continue
+            raise KafkaUnavailableError(f"reading {tp.topic}[{tp.partition}] failed: {error}")
+        offset = message.offset()
+        if offset is None or offset >= end:
+            return
+        yield message

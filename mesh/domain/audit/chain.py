@@ -11,23 +11,30 @@ import hashlib
 import struct
 from typing import Any, NamedTuple
 
+from mesh.domain.identity import verify_signature
+from mesh.errors import BadSignatureError
+
 __all__ = [
     "AUDIT_SUBJECT",
     "CHECKPOINT_DOMAIN",
     "CHECKPOINT_SUBJECT",
     "GENESIS",
     "LINK_DOMAIN",
+    "SIGNATURE_DOMAIN",
     "Checkpoint",
     "Link",
     "checkpoint_bytes",
     "link_bytes",
     "next_link",
+    "signature_bytes",
+    "signature_problem",
 ]
 
 AUDIT_SUBJECT = "mesh.audit.AuditRecord"
 CHECKPOINT_SUBJECT = "mesh.audit.Checkpoint"
 LINK_DOMAIN = b"mesh.audit.v1\x00"
 CHECKPOINT_DOMAIN = b"mesh.audit.checkpoint.v1\x00"
+SIGNATURE_DOMAIN = b"mesh.audit.link.v1\x00"
 #: The prev_hash of the first link of every partition.
 GENESIS = bytes(32)
 
@@ -46,6 +53,9 @@ class Link(NamedTuple):
     original: bytes | None
     prev_hash: bytes
     record_hash: bytes
+    #: The mesh key's signature over :func:`signature_bytes`: who wrote the link. Empty in links
+    #: written before ``AuditRecord`` v2; those are proven only by a checkpoint after them.
+    signature: bytes = b""
 
     def to_record(self) -> dict[str, Any]:
         record = self._asdict()
@@ -67,6 +77,7 @@ class Link(NamedTuple):
             record["original"],
             record["prev_hash"],
             record["record_hash"],
+            record.get("signature") or b"",
         )
 
     def expected_hash(self) -> bytes:
@@ -146,6 +157,22 @@ def next_link(
         b"",
     )
     return unsealed._replace(record_hash=unsealed.expected_hash())
+
+
+def signature_bytes(link: Link) -> bytes:
+    """What a link's signature covers: its ``record_hash``, which covers all of it."""
+    return SIGNATURE_DOMAIN + link.record_hash
+
+
+def signature_problem(link: Link, public_key: bytes) -> str | None:
+    """Why ``link`` is not proven to be the audit processor's (None: its signature holds)."""
+    if not link.signature:
+        return "unsigned"
+    try:
+        verify_signature(public_key, link.signature, signature_bytes(link), "the mesh")
+    except BadSignatureError:
+        return "its signature does not verify with the mesh's key"
+    return None
 
 
 def checkpoint_bytes(audit_partition: int, sequence: int, head_hash: bytes, at_ms: int) -> bytes:

@@ -11,6 +11,11 @@ Checks, for every record in offset order:
 5. every signed checkpoint's signature holds and matches the chain at its sequence, and a
    checkpoint beyond the end of the chain means records were removed from the end.
 
+With the mesh's public key, a link must also carry the mesh key's signature (``AuditRecord``
+v2), or, written before v2 (unsigned, and before the partition's first signed link), lie at or
+before a signed checkpoint. A link that does neither is *foreign*: someone else wrote it. It is named in ``foreign`` and left out of the chain, so the
+chain is checked on past it (the audit processor, restored, carries on from its own head).
+
 Without ``from_start`` (a time-bounded range), the first record is taken as the anchor.
 """
 
@@ -21,7 +26,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from mesh.domain.audit.chain import GENESIS, Checkpoint, Link, checkpoint_bytes
+from mesh.domain.audit.chain import (
+    GENESIS,
+    Checkpoint,
+    Link,
+    checkpoint_bytes,
+    signature_problem,
+)
 from mesh.domain.identity import verify_signature
 from mesh.errors import BadSignatureError
 
@@ -65,6 +76,8 @@ class PartitionResult:
     first_sequence: int | None = None
     sealed_through: int | None = None  # highest sequence a valid checkpoint covers
     problem: Problem | None = None
+    #: Links not written by the audit processor, left out of the chain.
+    foreign: list[Problem] = field(default_factory=list)
     checkpoints_checked: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -90,11 +103,19 @@ def verify_partition(
     if result.problem is not None:
         return result
     suspect: _Linked | None = None
+    last_sealed = max(sealed, default=-1)
+    signing = False  # a signed link was seen: from here on, every link must be signed
     for raw in entries:
         entry = _intrinsic(partition, raw)
         if isinstance(entry, Problem):
             result.problem = entry
             return result
+        if public_key is not None:
+            foreign = _foreign(partition, entry, public_key, -1 if signing else last_sealed)
+            if foreign is not None:
+                result.foreign.append(foreign)
+                continue
+            signing = signing or bool(entry.link.signature)
         if suspect is not None and result.head is not None:
             result.problem = _resolve(partition, suspect, entry, result.head, result.head_offset)
             return result
@@ -161,6 +182,20 @@ def _intrinsic(partition: int, entry: Entry) -> _Linked | Problem:
             "altered: the original bytes do not match value_sha256",
         )
     return _Linked(entry.offset, link)
+
+
+def _foreign(partition: int, entry: _Linked, public_key: bytes, last_sealed: int) -> Problem | None:
+    link = entry.link
+    problem = signature_problem(link, public_key)
+    if problem is None or (problem == "unsigned" and link.sequence <= last_sealed):
+        return None
+    return Problem(
+        partition,
+        entry.offset,
+        link.sequence,
+        f"not written by the audit processor ({problem}, and no checkpoint seals it); "
+        "left out of the chain",
+    )
 
 
 def _start(partition: int, entry: _Linked, from_start: bool) -> Problem | None:
