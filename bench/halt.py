@@ -143,7 +143,10 @@ def killswitch_running(
     """The registry and kill-switch engines (POLICY), each in a thread, for the block."""
     processor = KillSwitchProcessor(codec, mesh_key(settings), POLICY, control_signers(settings))
     killswitch = Engine.keyed(processor, Cluster(settings, bootstrap), codec)
-    engines = [Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec), killswitch]
+    engines = [
+        Engine.keyed(RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec),
+        killswitch,
+    ]
     stop = threading.Event()
     threads = [threading.Thread(target=e.run, kwargs={"until": stop.is_set}) for e in engines]
     for thread in threads:

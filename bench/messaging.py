@@ -57,6 +57,7 @@ from bench._pyspy import Spy, shares
 from bench._report import percentile, write_results
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import consumer_config, producer_config
+from mesh.adapters.keyfiles import mesh_key
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -299,7 +300,9 @@ def registry_running(settings: Settings, bootstrap: str, codec: MessageCodec) ->
     production where the processors run in their own processes (``mesh up``), not beside the
     agents on this 2-core machine.
     """
-    engine = Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec)
+    engine = Engine.keyed(
+        RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec
+    )
     stop = threading.Event()
     thread = threading.Thread(target=engine.run, kwargs={"until": stop.is_set})
     thread.start()

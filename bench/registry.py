@@ -30,6 +30,7 @@ from bench._report import median, write_results
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.kafka.source import acquire_broker
+from mesh.adapters.keyfiles import mesh_key
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -78,7 +79,9 @@ def _registration(key: AgentKey) -> dict[str, object]:
 
 
 def processor_rate(settings: Settings, bootstrap: str, codec: MessageCodec, total: int) -> float:
-    engine = Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec)
+    engine = Engine.keyed(
+        RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec
+    )
     first: list[float] = []
 
     def finished() -> bool:
@@ -151,7 +154,9 @@ def sustained(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
     )
     generator.start()
     ready.wait(300)  # registrations are in; measure only the heartbeat phase
-    engine = Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec)
+    engine = Engine.keyed(
+        RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec
+    )
     engine.start()
     while engine.metrics.records_in < FLEET:  # fold the registrations first
         engine.step()

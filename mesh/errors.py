@@ -72,6 +72,7 @@ __all__ = [
     "RegistrationConflictError",
     "RegistryFencedError",
     "RegistryUnavailableError",
+    "RevokedKeyError",
     "SchemaCatalogueError",
     "SchemaNotFoundError",
     "SchemaRegistryError",
@@ -142,6 +143,12 @@ class BadSignatureError(IdentityError):
 
 class UnknownSenderError(IdentityError):
     code = "unknown_sender"
+
+
+class RevokedKeyError(IdentityError):
+    """The sender's key was revoked by an operator: the agent is quarantined."""
+
+    code = "revoked_key"
 
 
 class TableBehindError(UnknownSenderError):

@@ -35,6 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from mesh.adapters.serde.messages import OpenedMessage
 from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
+from mesh.domain.keys import KeyStatement
 
 __all__ = [
     "Adoption",
@@ -142,6 +143,10 @@ class Agents(Protocol):
 
     def get(self, agent_id: str) -> AgentState | None: ...
 
+    def vouched(self, agent_id: str) -> KeyStatement | None:
+        """The key statement in force for ``agent_id`` (``mesh.keys.v1``), if any."""
+        ...
+
     def public_key(self, agent_id: str) -> bytes:
         """The key ``agent_id`` registered; raise UnknownSenderError if it has none."""
         ...
@@ -241,8 +246,9 @@ class Processor(Protocol, Generic[S]):
     #: More topics that must share the inputs' partition count (outputs written by partition).
     copartitioned: tuple[str, ...]
     punctuate_every_ms: int | None
-    #: Global tables it reads through its context: ``"agents"`` (``ctx.agents``) and
-    #: ``"halts"`` (``ctx.halts``).
+    #: Global tables it reads through its context: ``"agents"`` (``ctx.agents``, with the key
+    #: directory), ``"keys"`` (the key directory alone, through ``ctx.agents``) and ``"halts"``
+    #: (``ctx.halts``).
     global_tables: tuple[str, ...]
 
     def init(self) -> None: ...

@@ -17,7 +17,8 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.domain.topics import DLQ
+from mesh.domain.keys import KeyDirectory, KeyStatement
+from mesh.domain.topics import DLQ, KEYS
 from processors.api import Processor, Restore, S
 from processors.runtime.core import SOURCE_HEADER, Core, OutRecord, SourceRecord
 from processors.runtime.tables import StaticTables
@@ -37,13 +38,16 @@ class TestDriver(Generic[S]):
         *,
         agents: Mapping[str, AgentState] | None = None,
         halts: Mapping[str, Mapping[str, Any]] | None = None,
+        keys: KeyDirectory | None = None,
     ) -> None:
         """Drive ``processor`` with an empty topic prefix. ``agents`` is the registry it sees
-        as ``ctx.agents`` (``self.tables.agents``, to change between records)."""
+        as ``ctx.agents`` (``self.tables.agents``, to change between records). With ``keys``,
+        key lookups go to that directory, and key statements the processor emits are folded
+        into it after each record, as the runtime refreshes its tables between batches."""
         self.partitions = partitions
         self.now_ms = start_ms
         self.serde = serde or Serde(InMemoryRegistry())
-        self.tables = StaticTables(agents, halts)
+        self.tables = StaticTables(agents, halts, keys)
         codec = MessageCodec(self.serde, PublicKeys())
         self.core: Core[S] = Core(processor, codec, "", f"processor:{processor.name}", self.tables)
         processor.init()
@@ -70,7 +74,16 @@ class TestDriver(Generic[S]):
         self.inputs.append(record)
         produced = self.core.handle(record, self.now_ms) + self.core.flush()
         self.outputs += produced
+        self._fold_keys(produced)
         return produced
+
+    def _fold_keys(self, produced: list[OutRecord]) -> None:
+        directory = self.tables.keys
+        if directory is None:
+            return
+        for out in produced:
+            if out.topic == KEYS and out.value is not None:
+                directory.apply(KeyStatement.from_record(self.serde.decode(out.value).record))
 
     def advance(self, ms: int) -> list[OutRecord]:
         """Move the clock on, punctuating once per elapsed interval as the runtime does."""

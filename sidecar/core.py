@@ -38,7 +38,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.domain.topics import CONTROL, REGISTRY, REGISTRY_EVENTS, STATE, TASKS, inbox_topic
+from mesh.domain.topics import CONTROL, KEYS, REGISTRY, REGISTRY_EVENTS, STATE, TASKS, inbox_topic
 from mesh.errors import (
     AgentRefusedError,
     KafkaUnavailableError,
@@ -380,7 +380,11 @@ class Sidecar:
         return await self.plane.sender_key(sender, self.key_wait_s)
 
     async def _follow(self) -> None:
-        topics = {"registry": self.cluster.topic(REGISTRY), "control": self.cluster.topic(CONTROL)}
+        topics = {
+            "registry": self.cluster.topic(REGISTRY),
+            "keys": self.cluster.topic(KEYS),
+            "control": self.cluster.topic(CONTROL),
+        }
         await self.plane.follow(self.cluster, topics, self._partitions)
 
     def _on_halt_change(self, halt: dict[str, Any] | None) -> None:

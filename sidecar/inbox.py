@@ -52,6 +52,7 @@ class Counters:
     untrusted_controls: int = 0  # control records ignored: not signed by a control signer
     stale_controls: int = 0  # signed commands that changed nothing (replayed, out of order)
     undecodable_agents: int = 0  # registry records that did not decode (logged, skipped)
+    untrusted_keys: int = 0  # key statements ignored: forged, replayed or undecodable
     apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
     commit_failures: int = 0  # inbox commits that failed on stop (those records redeliver)
     halt_latencies_ms: list[float] = field(default_factory=list)

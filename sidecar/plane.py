@@ -1,5 +1,6 @@
-"""The control plane as one sidecar sees it: the agent registry (keys, capabilities) and the
-halts in force, followed from the beginning of their topics by one consumer.
+"""The control plane as one sidecar sees it: the agent registry (capabilities, status), the key
+directory (``mesh.keys.v1``: the keys the mesh countersigned, the only place sender keys come
+from) and the halts in force, followed from the beginning of their topics by one consumer.
 
 :class:`Plane` folds the registry into ``agents`` and the control topic into a
 :class:`~sidecar.halts.ControlView`; records on the control topic that no control signer
@@ -21,11 +22,14 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from mesh.adapters.kafka.keys import fold_statement
 from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import from_record
-from mesh.domain.agents import AgentState, registered_key
+from mesh.domain.agents import AgentState
+from mesh.domain.control import MESH_SIGNER
 from mesh.domain.dependencies import capabilities
+from mesh.domain.keys import KeyDirectory
 from mesh.errors import KafkaUnavailableError, MeshError, UnknownSenderError
 from mesh.settings import Cluster
 from sidecar.follow import Follower
@@ -58,6 +62,7 @@ class Plane:
         self.outbox, self.counters = outbox, counters
         self.control = ControlView(agent_id, stale_after_s)
         self.agents: dict[str, AgentState] = {}
+        self.keys = KeyDirectory(self.signers[MESH_SIGNER])
         self.follower: Follower | None = None
         self.handlers: list[HaltHandler] = []
         self.applying_changes = False  # from registration on
@@ -73,8 +78,12 @@ class Plane:
         topics: Mapping[str, str],
         partitions: Mapping[str, int],
     ) -> None:
-        """Follow ``topics`` ({"registry": name, "control": name}) until cancelled."""
-        handlers = {topics["registry"]: self._on_agent, topics["control"]: self._on_control}
+        """Follow ``topics`` ({"registry", "keys", "control": name}) until cancelled."""
+        handlers = {
+            topics["registry"]: self._on_agent,
+            topics["keys"]: self._on_key,
+            topics["control"]: self._on_control,
+        }
         confirm_every_s = max(0.1, self.control.stale_after_s / 5)
         follower = Follower(cluster, handlers, partitions, self.control.confirmed, confirm_every_s)
         self.follower = follower
@@ -98,7 +107,7 @@ class Plane:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return registered_key(self.agents, sender)
+                return self.keys.key_for(sender)
             except UnknownSenderError:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -122,6 +131,17 @@ class Plane:
                 )  # fmt: skip
                 return
         self._changed.set()
+
+    def _on_key(self, record: ConsumerRecord) -> None:
+        ignored = fold_statement(self.keys, self.serde, record.value)
+        if ignored is not None:
+            self.counters.untrusted_keys += 1
+            _log.warning(
+                "%s: ignored the key statement at %s[%d]@%d: %s",
+                self.agent_id, record.topic, record.partition, record.offset, ignored,
+            )  # fmt: skip
+        else:
+            self._changed.set()
 
     def _on_control(self, record: ConsumerRecord) -> None:
         """Fold a halt or resume signed by a control signer; ignore anything else (the

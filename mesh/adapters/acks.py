@@ -5,8 +5,8 @@ applies a halt says so on ``mesh.telemetry`` (``HALT_ACK``, its detail starting 
 command id), signed with its agent's key. :class:`AckWatch` is positioned at the end of the
 telemetry topic *before* the halt is produced, so no acknowledgement can be missed, then
 collects verified acknowledgements until every target answered or the deadline passed.
-Acknowledgements are verified against the registry's keys: a forged one cannot hide a
-straggler.
+Acknowledgements are verified against the key directory (the keys the mesh countersigned,
+``mesh.keys.v1``): a forged one cannot hide a straggler.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from confluent_kafka import TopicPartition
 from mesh.adapters.kafka.reading import partitions_of, reader, watermarks
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState, AgentStatus
+from mesh.domain.keys import KeyDirectory
 from mesh.domain.telemetry import TELEMETRY_SUBJECT, Kind
 from mesh.domain.topics import TELEMETRY
 from mesh.errors import MeshError, TopicNotFoundError
@@ -60,7 +61,7 @@ class AckWatch:
         self,
         command_id: str,
         targets: Iterable[str],
-        agents: Mapping[str, AgentState],
+        keys: KeyDirectory,
         deadline_s: float,
     ) -> Acks:
         """Collect acknowledgements of ``command_id`` from ``targets`` until all answered or
@@ -72,7 +73,7 @@ class AckWatch:
                 message = self._consumer.poll(0.1)
                 if message is None or message.error() is not None:
                     continue
-                sender = self._acknowledger(message.value() or b"", command_id, agents)
+                sender = self._acknowledger(message.value() or b"", command_id, keys)
                 if sender in waiting:
                     waiting.discard(sender)
                     acked.append(sender)
@@ -80,9 +81,7 @@ class AckWatch:
             self._consumer.close()
         return Acks(sorted(acked), sorted(waiting))
 
-    def _acknowledger(
-        self, value: bytes, command_id: str, agents: Mapping[str, AgentState]
-    ) -> str | None:
+    def _acknowledger(self, value: bytes, command_id: str, keys: KeyDirectory) -> str | None:
         try:
             opened = self._codec.open(value, verify=False)
             body, sender = opened.body, opened.envelope.sender
@@ -90,10 +89,7 @@ class AckWatch:
                 return None
             if not str(body.get("detail") or "").startswith(f"{command_id}:"):
                 return None
-            agent = agents.get(sender)
-            if agent is None:
-                return None
-            opened.verify(agent.public_key)
+            opened.verify(keys.key_for(sender))
         except MeshError:
             return None  # not an acknowledgement this command can count
         return sender

@@ -16,7 +16,8 @@ from mesh.adapters.acks import Acks, AckWatch, live_targets
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.kafka.halts import HaltTable
-from mesh.adapters.keyfiles import operator_key, trust_anchors
+from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.keyfiles import mesh_anchor, operator_key, trust_anchors
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.control import seal_control
@@ -90,7 +91,8 @@ def send_command(
         if watch is not None and wait_s is not None:
             agents = read_agents(cluster, codec.serde)
             targets = live_targets(agents, affected if scope is not Scope.FLEET else agents)
-            acks = watch.wait(record["command_id"], targets, agents, wait_s)
+            keys = read_keys(cluster, codec.serde, mesh_anchor(cluster.settings))
+            acks = watch.wait(record["command_id"], targets, keys, wait_s)
     finally:
         registry.close()
     return Sent(record, key.agent_id, notes, acks)

@@ -25,6 +25,8 @@ def to_record(state: AgentState) -> dict[str, Any]:
         "last_heartbeat": state.last_heartbeat_ms,
         "certifications": list(state.certifications),
         "updated_at": state.updated_at_ms,
+        "key_serial": state.key_serial,
+        "key_signature": state.key_signature,
     }
 
 
@@ -44,4 +46,6 @@ def from_record(record: dict[str, Any]) -> AgentState:
         last_heartbeat_ms=record["last_heartbeat"],
         certifications=tuple(record["certifications"]),
         updated_at_ms=record["updated_at"],
+        key_serial=record.get("key_serial", 0),
+        key_signature=bytes(record.get("key_signature") or b""),
     )

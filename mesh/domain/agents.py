@@ -9,7 +9,12 @@ clocks and partitions interleave:
   until the agent is retired (a takeover would let anyone impersonate the agent);
 * HALTED follows the agent's sidecar acknowledging a halt (``HALT_ACK`` telemetry) and ends
   with its ``RESUME_ACK``; heartbeats and re-registration keep it, and a halted agent does not
-  go stale (it is halted, whatever else).
+  go stale (it is halted, whatever else);
+* a key rotation replaces the key (who may rotate is checked by the registry processor); an
+  operator's revocation QUARANTINES the agent: nothing it signs is accepted, it cannot register
+  again, and only a rotation (an operator's) gives it a key and makes it LIVE again. Which key
+  the mesh vouches for is :mod:`mesh.domain.keys`; ``key_serial`` and ``key_signature`` are the
+  statement that vouches for ``public_key``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from enum import StrEnum
 from typing import Any
 
 from mesh.domain.telemetry import TELEMETRY_SUBJECT, Kind
-from mesh.errors import EventRejectedError, RegistrationConflictError, UnknownSenderError
+from mesh.errors import (
+    EventRejectedError,
+    RegistrationConflictError,
+    RevokedKeyError,
+    UnknownSenderError,
+)
 
 __all__ = [
     "AgentState",
@@ -37,6 +47,7 @@ class AgentStatus(StrEnum):
     STALE = "STALE"
     HALTED = "HALTED"
     RETIRED = "RETIRED"
+    QUARANTINED = "QUARANTINED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,8 @@ class AgentState:
     last_heartbeat_ms: int | None = None
     certifications: tuple[str, ...] = ()
     updated_at_ms: int = 0
+    key_serial: int = 0
+    key_signature: bytes = b""
 
 
 def apply(state: AgentState | None, subject: str, body: dict[str, Any], at_ms: int) -> AgentState:
@@ -99,11 +112,21 @@ def registered_key(agents: Mapping[str, AgentState], agent_id: str) -> bytes:
             f"sender {agent_id!r} is not a registered (and unretired) agent; it must register "
             "(attach through a sidecar) before it sends"
         )
+    if agent.status is AgentStatus.QUARANTINED:
+        raise RevokedKeyError(
+            f"the key of {agent_id!r} was revoked; the agent is quarantined until an operator "
+            "rotates its key"
+        )
     return agent.public_key
 
 
 def _registered(state: AgentState | None, body: dict[str, Any], at_ms: int) -> AgentState:
     key = bytes(body["public_key"])
+    if state is not None and state.status is AgentStatus.QUARANTINED:
+        raise RegistrationConflictError(
+            f"agent {body['agent_id']!r} is quarantined (its key was revoked); an operator must "
+            "rotate its key (mesh keys rotate) before it registers again"
+        )
     if state is not None and state.status is not AgentStatus.RETIRED and state.public_key != key:
         raise RegistrationConflictError(
             f"agent {body['agent_id']!r} is already registered with another public key; "
@@ -134,6 +157,8 @@ def _registered(state: AgentState | None, body: dict[str, Any], at_ms: int) -> A
         last_heartbeat_ms=max(at_ms, state.last_heartbeat_ms or 0),
         certifications=state.certifications if state.version == fresh.version else (),
         updated_at_ms=max(at_ms, state.updated_at_ms),
+        key_serial=state.key_serial,
+        key_signature=state.key_signature,
     )
 
 
@@ -189,8 +214,37 @@ def _telemetry(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentStat
 _ACK_STATUS = {Kind.HALT_ACK: AgentStatus.HALTED, Kind.RESUME_ACK: AgentStatus.LIVE}
 
 
+def _rotated(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
+    if state.status is AgentStatus.RETIRED:
+        raise EventRejectedError(
+            f"key rotation for retired agent {state.agent_id!r}; register it with the new key"
+        )
+    key = bytes(body["new_public_key"])
+    if key == state.public_key:
+        return state
+    status = AgentStatus.LIVE if state.status is AgentStatus.QUARANTINED else state.status
+    return replace(
+        state, public_key=key, status=status, updated_at_ms=max(at_ms, state.updated_at_ms)
+    )
+
+
+def _revoked(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
+    if bytes(body["public_key"]) != state.public_key:
+        if state.status is AgentStatus.QUARANTINED:
+            return state
+        raise EventRejectedError(
+            f"revocation of a key {state.agent_id!r} does not hold (it was rotated since); "
+            "nothing to revoke"
+        )
+    if state.status is AgentStatus.QUARANTINED:
+        return state
+    return replace(
+        state, status=AgentStatus.QUARANTINED, updated_at_ms=max(at_ms, state.updated_at_ms)
+    )
+
+
 def _acknowledged(state: AgentState, status: AgentStatus, at_ms: int) -> AgentState:
-    if state.status is AgentStatus.RETIRED or state.status is status:
+    if state.status in (AgentStatus.RETIRED, AgentStatus.QUARANTINED) or state.status is status:
         return state
     if status is AgentStatus.LIVE and state.status is not AgentStatus.HALTED:
         return state  # a resume of a stale agent says nothing about its heartbeats
@@ -202,5 +256,7 @@ _HANDLERS = {
     "mesh.registry.CapabilitiesChanged": _capabilities,
     "mesh.registry.AgentCertified": _certified,
     "mesh.registry.AgentRetired": _retired,
+    "mesh.registry.KeyRotated": _rotated,
+    "mesh.registry.KeyRevoked": _revoked,
     TELEMETRY_SUBJECT: _telemetry,
 }

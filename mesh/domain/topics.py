@@ -25,6 +25,7 @@ __all__ = [
     "CONTROL",
     "DLQ",
     "INBOX_PATTERN",
+    "KEYS",
     "REGISTRY",
     "REGISTRY_EVENTS",
     "SCHEMAS",
@@ -39,6 +40,8 @@ __all__ = [
 
 REGISTRY_EVENTS = "mesh.registry.events.v1"
 REGISTRY = "mesh.registry.v1"
+#: The key directory: agent keys countersigned by the mesh, kept whole (docs/security/keys.md).
+KEYS = "mesh.keys.v1"
 TASKS = "mesh.tasks.v1"
 STATE = "mesh.state.v1"
 TELEMETRY = "mesh.telemetry.v1"
@@ -81,6 +84,7 @@ class TopicSpec:
 _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(REGISTRY_EVENTS, "agent id", "agent lifecycle facts", _FOREVER),
     TopicSpec(REGISTRY, "agent id", "current agent record (registry output)", _COMPACT),
+    TopicSpec(KEYS, "agent id", "agent keys countersigned by the mesh, kept whole", _FOREVER),
     TopicSpec(TASKS, "task id", "task lifecycle events", _WEEK),
     TopicSpec(STATE, "task or conversation id", "shared context between handoffs", _COMPACT),
     TopicSpec(TELEMETRY, "agent id", "tool calls, model calls, errors, latencies", _WEEK),

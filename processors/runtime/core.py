@@ -168,7 +168,10 @@ class Core(Generic[S]):
         if value is None:
             states.pop(key.decode(), None)
             return
-        states[key.decode()] = self._decode_state(value)
+        try:
+            states[key.decode()] = self._decode_state(value)
+        except (MeshError, KeyError, TypeError) as exc:  # junk or a forgery: not restored
+            _log.warning("%s[%d]: skipped a store record: %s", self.store_topic, partition, exc)
 
     def adopt_head(self, partition: int, newest_first: Iterable[StoredRecord]) -> list[str]:
         """LAST: make the record the processor adopts (see :class:`~processors.api.Adoption`)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.kafka.halts import HaltTable
-from mesh.adapters.keyfiles import control_signers
+from mesh.adapters.kafka.keys import KeyTable
+from mesh.adapters.keyfiles import control_signers, mesh_anchor
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.settings import Cluster
 from processors.api import Processor, S
@@ -48,6 +49,9 @@ class Job(Core[S]):
                 (lambda: agent_table(cluster, codec.serde)) if "agents" in wanted else None,
                 (lambda: HaltTable(cluster, codec, control_signers(cluster.settings)))
                 if "halts" in wanted
+                else None,
+                (lambda: KeyTable(cluster, codec.serde, mesh_anchor(cluster.settings)))
+                if {"agents", "keys"} & set(wanted)
                 else None,
             )
             if wanted

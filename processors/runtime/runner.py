@@ -45,6 +45,7 @@ class _Build:
 def _registry(b: _Build) -> Processor[Any]:
     operator = operator_key(b.cluster.settings)
     return RegistryProcessor(
+        mesh_key(b.cluster.settings),
         stale_after_ms=b.options.stale_after_ms,
         operator_keys={operator.agent_id: operator.public_bytes},
     )

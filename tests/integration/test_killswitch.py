@@ -96,7 +96,7 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
     serde = codec.serde
     killswitch = killswitch_engine(settings, codec, POLICY)
     engines = [
-        Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec),
+        Engine.keyed(RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec),
         killswitch,
         Engine.keyed(AuditProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec),
     ]

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.keyfiles import mesh_key
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import DLQ, REGISTRY, REGISTRY_EVENTS
@@ -39,9 +40,13 @@ def codec(settings: Settings, topics: TopicAdmin) -> Iterator[MessageCodec]:
     registry.close()
 
 
-def reference(events: list[Sent], partitions: int, codec: MessageCodec) -> dict[str, list[dict]]:
+def reference(
+    events: list[Sent], partitions: int, codec: MessageCodec, settings: Settings
+) -> dict[str, list[dict]]:
     """What an uncrashed run outputs, per agent, computed with the test driver."""
-    driver = TestDriver(RegistryProcessor(), partitions=partitions, serde=codec.serde)
+    driver = TestDriver(
+        RegistryProcessor(mesh_key(settings)), partitions=partitions, serde=codec.serde
+    )
     for event in events:
         driver.pipe(event.topic, event.key, event.value)
     out: dict[str, list[dict]] = defaultdict(list)
@@ -112,7 +117,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     assert "stopped cleanly" in output
 
     outputs, sources = actual(settings, codec)
-    expected = reference(events, settings.partitions, codec)
+    expected = reference(events, settings.partitions, codec, settings)
     assert len(expected) == 200 and sum(map(len, expected.values())) > 9_000
     assert_same_history(outputs, expected)
     duplicated = [s for s, n in Counter(sources).items() if n > 1]
@@ -156,7 +161,7 @@ def test_two_instances_share_the_work_and_survive_one_leaving(
         for process in instances:
             process.communicate(timeout=60)
     outputs, sources = actual(settings, codec)
-    assert_same_history(outputs, reference(events, settings.partitions, codec))
+    assert_same_history(outputs, reference(events, settings.partitions, codec, settings))
     assert len(sources) == len(set(sources))
 
 
@@ -174,7 +179,7 @@ def test_dead_letters_keep_the_original_bytes(settings: Settings, codec: Message
         ],
     )
 
-    engine = Engine.keyed(RegistryProcessor(), Cluster.of(settings), codec)
+    engine = Engine.keyed(RegistryProcessor(mesh_key(settings)), Cluster.of(settings), codec)
     thread = threading.Thread(
         target=engine.run, kwargs={"until": lambda: engine.metrics.records_in >= 3}
     )

@@ -5,6 +5,7 @@ import threading
 import time
 
 from mesh.adapters.kafka.admin import TopicAdmin
+from mesh.adapters.keyfiles import mesh_key
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import REGISTRY_EVENTS, TASKS
@@ -60,7 +61,7 @@ def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> Non
     )
     bootstrap = settings.bootstrap_servers or ""
     engines = [
-        Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec),
+        Engine.keyed(RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec),
         Engine.keyed(StateProcessor(), Cluster(settings, bootstrap), codec),
     ]
     stop = threading.Event()

@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from mesh.adapters.commands import read_halts
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import producer_config
-from mesh.adapters.keyfiles import control_signers, operator_key
+from mesh.adapters.keyfiles import control_signers, mesh_key, operator_key
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope, control_key, control_record
@@ -78,7 +78,7 @@ def mesh(settings: Settings, topics: object) -> Iterator[Mesh]:
     bootstrap = settings.bootstrap_servers or ""
     killswitch = killswitch_engine(settings, codec, {"agent": {"max_cost_per_minute": 1.0}})
     engines = [
-        Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec),
+        Engine.keyed(RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec),
         Engine.keyed(StateProcessor(), Cluster(settings, bootstrap), codec),
         killswitch,
     ]

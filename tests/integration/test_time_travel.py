@@ -10,6 +10,7 @@ from typing import Any
 
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.agents import read_agents
+from mesh.adapters.keyfiles import mesh_key
 from mesh.domain.task_record import from_record
 from mesh.domain.tasks import TaskState
 from mesh.domain.topics import STATE
@@ -94,7 +95,7 @@ def test_time_travel_folds_what_the_projection_folds(
     codec, registry = codec_for(settings)
     bootstrap = settings.bootstrap_servers or ""
     engines = [
-        Engine.keyed(RegistryProcessor(), Cluster(settings, bootstrap), codec),
+        Engine.keyed(RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec),
         Engine.keyed(StateProcessor(), Cluster(settings, bootstrap), codec),
     ]
     with running(engines):

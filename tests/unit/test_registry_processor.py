@@ -1,14 +1,18 @@
 """The registry processor through the test driver: no broker, a manual clock."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from mesh.adapters.kafka.partitioning import partition_for
+from mesh.domain.agent_record import to_record
 from mesh.domain.identity import AgentKey
-from mesh.domain.topics import DLQ, REGISTRY, REGISTRY_EVENTS, TELEMETRY
+from mesh.domain.keys import KeyDirectory, KeyStatement, KeyStatus, countersign, rotation_bytes
+from mesh.domain.topics import DLQ, KEYS, REGISTRY, REGISTRY_EVENTS, TELEMETRY
+from mesh.errors import RevokedKeyError, UnknownSenderError
 from processors.registry import AgentStatus, RegistryProcessor
-from processors.runtime.records import SourceRecord
+from processors.runtime.records import OutRecord, SourceRecord
 from processors.testing import TestDriver
 
 CARD = json.dumps({"name": "Research", "skills": [{"id": "research", "name": "Research"}]})
@@ -19,12 +23,15 @@ def operator() -> AgentKey:
     return AgentKey.generate("operator:alice")
 
 
+MESH = AgentKey.generate("mesh")
+
+
 @pytest.fixture
 def driver(operator: AgentKey) -> TestDriver:
     processor = RegistryProcessor(
-        stale_after_ms=10_000, operator_keys={operator.agent_id: operator.public_bytes}
+        MESH, stale_after_ms=10_000, operator_keys={operator.agent_id: operator.public_bytes}
     )
-    return TestDriver(processor, start_ms=1_000_000)
+    return TestDriver(processor, start_ms=1_000_000, keys=KeyDirectory(MESH.public_bytes))
 
 
 @pytest.fixture
@@ -262,7 +269,7 @@ def test_an_agent_that_registers_while_the_fleet_is_halted_is_halted_from_the_st
     fleet_halt = {"command_id": "h-1", "action": "HALT", "scope": "FLEET", "target": "*",
                   "affected_agents": [], "rule": "operator", "reason": "drill",
                   "evidence": [], "requested_by": "operator:alice"}  # fmt: skip
-    processor = RegistryProcessor(operator_keys={operator.agent_id: operator.public_bytes})
+    processor = RegistryProcessor(MESH, operator_keys={operator.agent_id: operator.public_bytes})
     driver = TestDriver(processor, start_ms=1_000_000, halts={"*": fleet_halt})
     register(driver, research)
     [(key, record)] = driver.read(REGISTRY)
@@ -271,3 +278,117 @@ def test_an_agent_that_registers_while_the_fleet_is_halted_is_halted_from_the_st
     rival = AgentKey.generate("drafting")
     register(driver, rival)
     assert driver.read(REGISTRY)[-1][1]["status"] == "LIVE"
+
+
+# -- the key directory (issue 19) ------------------------------------------------------------
+
+
+def statements(driver: TestDriver) -> list[tuple[str, int, str, bytes]]:
+    return [(key or "", r["serial"], r["status"], r["public_key"]) for key, r in driver.read(KEYS)]
+
+
+def rotate(driver: TestDriver, signer: AgentKey, new: AgentKey, agent_id: str = "research") -> None:
+    body = {
+        "agent_id": agent_id,
+        "new_public_key": new.public_bytes,
+        "proof": new.sign(rotation_bytes(agent_id, new.public_bytes)),
+        "reason": "scheduled",
+    }
+    driver.pipe(REGISTRY_EVENTS, agent_id, driver.seal(signer, "mesh.registry.KeyRotated", body))
+
+
+def revoke(driver: TestDriver, operator: AgentKey, key: AgentKey) -> None:
+    body = {"agent_id": key.agent_id, "public_key": key.public_bytes, "reason": "leaked"}
+    driver.pipe(
+        REGISTRY_EVENTS, key.agent_id, driver.seal(operator, "mesh.registry.KeyRevoked", body)
+    )
+
+
+def test_the_registry_countersigns_each_key_once(driver: TestDriver, research: AgentKey) -> None:
+    register(driver, research)
+    heartbeat(driver, research, 1_001_000)
+    register(driver, research)  # a restart: same key, nothing new to vouch for
+    assert statements(driver) == [("research", 1, "ACTIVE", research.public_bytes)]
+    assert driver.tables.keys.key_for("research") == research.public_bytes
+    state = driver.state("research")
+    assert state.key_serial == 1 and state.key_signature == driver.read(KEYS)[0][1]["signature"]
+
+
+def test_a_rotation_signed_by_the_current_key_moves_the_agent_to_the_new_key(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    new = AgentKey.generate("research")
+    rotate(driver, research, new)
+    assert statements(driver)[-1] == ("research", 2, "ACTIVE", new.public_bytes)
+    heartbeat(driver, research, 1_002_000)  # the old key no longer counts
+    heartbeat(driver, new, 1_003_000)
+    assert [d["reason_code"] for d in driver.dead_letters()] == ["bad_signature"]
+    assert driver.state("research").last_heartbeat_ms == 1_003_000
+
+
+def test_a_rotation_needs_the_new_keys_proof_and_the_right_signer(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    stranger = AgentKey.generate("research")
+    rotate(driver, stranger, AgentKey.generate("research"))  # not signed by the current key
+    body = {"agent_id": "research", "new_public_key": stranger.public_bytes,
+            "proof": research.sign(b"not a proof"), "reason": "x"}  # fmt: skip
+    driver.pipe(
+        REGISTRY_EVENTS, "research", driver.seal(research, "mesh.registry.KeyRotated", body)
+    )
+    assert [d["reason_code"] for d in driver.dead_letters()] == ["bad_signature", "bad_signature"]
+    assert len(statements(driver)) == 1
+
+
+def test_a_revoked_key_quarantines_the_agent_until_an_operator_rotates_it(
+    driver: TestDriver, research: AgentKey, operator: AgentKey
+) -> None:
+    register(driver, research)
+    revoke(driver, research, research)  # an agent cannot revoke (or lift) anything itself
+    revoke(driver, operator, research)
+    assert driver.state("research").status is AgentStatus.QUARANTINED
+    assert statements(driver)[-1] == ("research", 2, "REVOKED", research.public_bytes)
+    with pytest.raises(RevokedKeyError):
+        driver.tables.keys.key_for("research")
+
+    heartbeat(driver, research, 1_001_000)
+    register(driver, research)
+    rotate(driver, research, AgentKey.generate("research"))  # the revoked key cannot rotate
+    codes = [d["reason_code"] for d in driver.dead_letters()]
+    assert codes == ["unknown_sender", "revoked_key", "revoked_key", "revoked_key"]
+
+    new = AgentKey.generate("research")
+    rotate(driver, operator, new)
+    assert driver.state("research").status is AgentStatus.LIVE
+    assert statements(driver)[-1] == ("research", 3, "ACTIVE", new.public_bytes)
+
+
+def test_a_changelog_record_the_mesh_did_not_countersign_is_not_restored(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    forger = AgentKey.generate("research")
+    forged = replace(driver.state("research"), public_key=forger.public_bytes)
+    value = driver.serde.encode("mesh.registry.AgentRecord", to_record(forged))
+    partition = partition_for(b"research", driver.partitions)
+    driver.outputs.append(OutRecord(REGISTRY, b"research", value, partition))
+    driver.restart()
+    assert driver.state("research").public_key == research.public_bytes
+    heartbeat(driver, forger, 1_002_000)
+    assert [d["reason_code"] for d in driver.dead_letters()] == ["bad_signature"]
+
+
+def test_the_directory_keeps_the_newest_statement_the_mesh_signed() -> None:
+    directory = KeyDirectory(MESH.public_bytes)
+    old, new = AgentKey.generate("a"), AgentKey.generate("a")
+    first = countersign(KeyStatement("a", old.public_bytes, 1, KeyStatus.ACTIVE, "", 1), MESH)
+    second = countersign(KeyStatement("a", new.public_bytes, 2, KeyStatus.ACTIVE, "", 2), MESH)
+    assert directory.apply(first) is None and directory.apply(second) is None
+    assert "a replay; ignored" in (directory.apply(first) or "")
+    forged = KeyStatement("a", old.public_bytes, 9, KeyStatus.ACTIVE, "", 3, b"\x00" * 64)
+    assert "forged" in (directory.apply(forged) or "")
+    assert directory.key_for("a") == new.public_bytes
+    with pytest.raises(UnknownSenderError, match="no key countersigned by the mesh"):
+        directory.key_for("b")

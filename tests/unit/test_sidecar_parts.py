@@ -353,7 +353,11 @@ async def test_a_halt_that_arrives_while_the_sidecar_starts_is_applied() -> None
     operator = AgentKey.generate("operator:alice")
     codec, sink = _codec(), MemorySink()
     outbox = Outbox("a", AgentKey.generate("a"), codec, "", sink)
-    plane = Plane("a", (), codec, {"operator:alice": operator.public_bytes}, outbox, Counters(), 5)
+    signers = {
+        "operator:alice": operator.public_bytes,
+        "mesh": AgentKey.generate("mesh").public_bytes,
+    }
+    plane = Plane("a", (), codec, signers, outbox, Counters(), 5)
     seen: list[dict[str, Any] | None] = []
     plane.handlers.append(seen.append)
 

@@ -13,8 +13,9 @@ Checks, for every record in offset order:
 
 With the mesh's public key, a link must also carry the mesh key's signature (``AuditRecord``
 v2), or, written before v2 (unsigned, and before the partition's first signed link), lie at or
-before a signed checkpoint. A link that does neither is *foreign*: someone else wrote it. It is named in ``foreign`` and left out of the chain, so the
-chain is checked on past it (the audit processor, restored, carries on from its own head).
+before a signed checkpoint. A link that does neither is *foreign*: someone else wrote it. It
+is named in ``foreign`` and left out of the chain, so the chain is checked on past it (the
+audit processor, restored, carries on from its own head).
 
 Without ``from_start`` (a time-bounded range), the first record is taken as the anchor.
 """
