@@ -8,7 +8,7 @@ import os
 import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,24 @@ from confluent_kafka import Producer
 from mesh.adapters.commands import read_halts
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import producer_config
-from mesh.adapters.keyfiles import control_signers, mesh_key, operator_key
+from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.keyfiles import control_signers, mesh_anchor, mesh_key, operator_key
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agent_record import to_record
 from mesh.domain.control import Action, Scope, control_key, control_record
 from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.identity import AgentKey
-from mesh.domain.topics import CONTROL, DLQ, REGISTRY_EVENTS, TELEMETRY, inbox_topic
+from mesh.domain.keys import KEY_STATEMENT_SUBJECT, KeyStatement, KeyStatus, countersign
+from mesh.domain.topics import (
+    CONTROL,
+    DLQ,
+    KEYS,
+    REGISTRY,
+    REGISTRY_EVENTS,
+    TELEMETRY,
+    inbox_topic,
+)
 from mesh.errors import (
     ControlUnavailableError,
     HaltedError,
@@ -71,6 +82,14 @@ class Mesh:
         return [b for b in bodies if b["kind"] == kind]
 
 
+def registry_processor(settings: Settings) -> RegistryProcessor:
+    """The registry as `mesh processors run` builds it: the mesh's key, the operator's key."""
+    operator = operator_key(settings)
+    return RegistryProcessor(
+        mesh_key(settings), operator_keys={operator.agent_id: operator.public_bytes}
+    )
+
+
 @pytest.fixture
 def mesh(settings: Settings, topics: object) -> Iterator[Mesh]:
     settings = settings.with_overrides(max_message_bytes=64 * 1024)  # an oversize case fits Kafka
@@ -78,7 +97,7 @@ def mesh(settings: Settings, topics: object) -> Iterator[Mesh]:
     bootstrap = settings.bootstrap_servers or ""
     killswitch = killswitch_engine(settings, codec, {"agent": {"max_cost_per_minute": 1.0}})
     engines = [
-        Engine.keyed(RegistryProcessor(mesh_key(settings)), Cluster(settings, bootstrap), codec),
+        Engine.keyed(registry_processor(settings), Cluster(settings, bootstrap), codec),
         Engine.keyed(StateProcessor(), Cluster(settings, bootstrap), codec),
         killswitch,
     ]
@@ -428,3 +447,96 @@ async def test_a_fleet_halt_with_wait_names_the_agent_that_never_acknowledges(me
         assert "acknowledged by: steady" in result.stdout
         assert "no acknowledgement within 4s from: ghost" in " ".join(result.stdout.split())
         assert steady.halt is not None and steady.halt["scope"] == "FLEET"
+
+
+# -- the key directory (issue 19): forged keys ignored, revoked keys refused -----------------
+
+RECORD_SUBJECT = "mesh.registry.AgentRecord"
+KEYS_BODY = {"role": "AGENT", "parts": [], "metadata": {}}
+
+
+def dead_letter_reasons(mesh: Mesh) -> list[tuple[str, str]]:
+    return [(d["reason_code"], d["reason"]) for d in mesh.dead_letters()]
+
+
+async def test_a_key_forged_into_the_registry_topic_or_the_directory_is_ignored(
+    mesh: Mesh,
+) -> None:
+    quiet = Sidecar(  # no heartbeats: the registry leaves alice's record alone
+        Cluster.of(mesh.settings), mesh.codec.serde, AgentSpec("alice"), heartbeat_s=3600
+    )
+    async with quiet as alice, mesh.sidecar("bob") as bob:
+        await _until(lambda: {"alice", "bob"} <= set(bob.agents()), "both registered")
+        await _until(lambda: bob.plane.keys.get("alice") is not None, "alice's key vouched for")
+        attacker = AgentKey.generate("alice")
+        serde = mesh.codec.serde
+        forged_record = replace(bob.plane.agents["alice"], public_key=attacker.public_bytes)
+        forged = countersign(  # signed, but not with the mesh's key
+            KeyStatement("alice", attacker.public_bytes, 99, KeyStatus.ACTIVE, "forged", 1),
+            AgentKey.generate("mesh"),
+        )
+        produce(
+            mesh.settings,
+            [
+                Sent(REGISTRY, "alice", serde.encode(RECORD_SUBJECT, to_record(forged_record))),
+                Sent(KEYS, "alice", serde.encode(KEY_STATEMENT_SUBJECT, forged.to_record())),
+            ],
+        )
+        await _until(lambda: bob.counters.untrusted_keys == 1, "the forged statement ignored")
+        await _until(
+            lambda: bob.plane.agents["alice"].public_key == attacker.public_bytes,
+            "the forged registry record read (it is not where keys come from)",
+        )
+        assert await bob.plane.sender_key("alice", 0) == alice.key.public_bytes
+        impostor = mesh.codec.seal(
+            new_envelope("alice", "bob"), "mesh.a2a.Message", KEYS_BODY, attacker
+        )
+        produce(mesh.settings, [Sent(inbox_topic("bob").name, "k", impostor)])
+        real = await alice.send("bob", text="the real alice")
+        got = await bob.receive(timeout_s=15)
+        assert got is not None and got.message_id == real  # the impostor never gets through
+        await _until(lambda: bob.counters.dead_lettered == 1, "the impostor dead-lettered")
+        assert dead_letter_reasons(mesh)[0][0] == "bad_signature"
+
+        keys = read_keys(Cluster.of(mesh.settings), serde, mesh_anchor(mesh.settings))
+        assert keys.key_for("alice") == alice.key.public_bytes
+
+
+async def test_a_revoked_keys_messages_are_refused_and_the_agent_quarantined(mesh: Mesh) -> None:
+    async with mesh.sidecar("alice") as alice, mesh.sidecar("bob") as bob:
+        await _until(lambda: {"alice", "bob"} <= set(bob.agents()), "both registered")
+        await _until(lambda: bob.plane.keys.get("alice") is not None, "alice's key vouched for")
+        revoked = run(["keys", "revoke", "alice", "--reason", "key leaked"], mesh.settings)
+        assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+        assert "revoked: alice: revoked key" in revoked.stdout and "(serial 2)" in revoked.stdout
+        await _until(
+            lambda: (
+                bob.plane.agents.get("alice") is not None
+                and bob.plane.agents["alice"].status.value == "QUARANTINED"
+            ),
+            "alice quarantined in the registry",
+        )
+        await _until(lambda: bob.plane.keys.get("alice").serial == 2, "bob read the revocation")
+
+        message = mesh.codec.seal(
+            new_envelope("alice", "bob"), "mesh.a2a.Message", KEYS_BODY, alice.key
+        )
+        produce(mesh.settings, [Sent(inbox_topic("bob").name, "k", message)])
+        await _until(lambda: bob.counters.dead_lettered == 1, "the revoked key's message refused")
+        assert await bob.receive(timeout_s=0.5) is None
+        inbox = mesh.settings.topic_prefix + inbox_topic("bob").name
+        [(code, reason)] = [
+            (d["reason_code"], d["reason"])
+            for d in mesh.dead_letters()
+            if d["source_topic"] == inbox
+        ]
+        assert code == "revoked_key" and "was revoked (KeyRevoked: key leaked)" in reason
+
+        listed = run(["keys", "list"], mesh.settings)
+        assert "alice: revoked key" in listed.stdout and "bob: active key" in listed.stdout
+
+        again = run(["keys", "revoke", "nobody", "--reason", "x"], mesh.settings)
+        assert (
+            again.returncode == 1
+            and "vouches for no key of 'nobody'" in again.stdout + again.stderr
+        )

@@ -1,0 +1,124 @@
+"""Operator key commands: revoke an agent's key, or rotate it to a new one.
+
+Both are registry events signed with the operator's key (``KeyRevoked``, ``KeyRotated``); the
+registry processor checks them, quarantines or moves the agent, and appends the mesh's
+countersigned statement to ``mesh.keys.v1``. A command is confirmed only when that statement
+is read back from the directory: an operator is never told a key was revoked when the registry
+is not running to act on it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Producer
+
+from mesh.adapters.kafka.config import producer_config
+from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.keyfiles import mesh_anchor, operator_key
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.keys import KeyStatement, KeyStatus, rotation_bytes
+from mesh.domain.topics import REGISTRY_EVENTS
+from mesh.errors import KafkaUnavailableError, MeshError, UnknownTargetError
+from mesh.settings import Cluster
+
+__all__ = ["revoke_key", "rotate_key"]
+
+
+def revoke_key(cluster: Cluster, agent_id: str, reason: str, wait_s: float) -> KeyStatement:
+    """Revoke the key the mesh vouches for; returns the REVOKED statement once in force."""
+    in_force = _in_force(cluster, agent_id)
+    if in_force.status is KeyStatus.REVOKED:
+        return in_force
+    body = {"agent_id": agent_id, "public_key": in_force.public_key, "reason": reason}
+    _send(cluster, agent_id, "mesh.registry.KeyRevoked", body)
+    return _confirmed(cluster, agent_id, in_force.serial, wait_s)
+
+
+def rotate_key(
+    cluster: Cluster, agent_id: str, new_key: AgentKey, reason: str, wait_s: float
+) -> KeyStatement:
+    """Move ``agent_id`` to ``new_key`` (an operator's rotation: also ends a quarantine)."""
+    in_force = _in_force(cluster, agent_id)
+    new_public = new_key.public_bytes
+    if in_force.public_key == new_public and in_force.status is KeyStatus.ACTIVE:
+        return in_force
+    body = {
+        "agent_id": agent_id,
+        "new_public_key": new_public,
+        "proof": new_key.sign(rotation_bytes(agent_id, new_public)),
+        "reason": reason,
+    }
+    _send(cluster, agent_id, "mesh.registry.KeyRotated", body)
+    return _confirmed(cluster, agent_id, in_force.serial, wait_s)
+
+
+def _directory_statement(cluster: Cluster, agent_id: str) -> KeyStatement | None:
+    registry = open_registry(cluster.settings, cluster)
+    try:
+        return read_keys(cluster, Serde(registry), mesh_anchor(cluster.settings)).get(agent_id)
+    finally:
+        registry.close()
+
+
+def _in_force(cluster: Cluster, agent_id: str) -> KeyStatement:
+    statement = _directory_statement(cluster, agent_id)
+    if statement is None:
+        raise UnknownTargetError(
+            f"the mesh vouches for no key of {agent_id!r} (mesh.keys.v1); nothing was sent. "
+            "`mesh agents` lists the registered agents"
+        )
+    return statement
+
+
+def _send(cluster: Cluster, agent_id: str, subject: str, body: dict[str, Any]) -> None:
+    operator = operator_key(cluster.settings)
+    registry = open_registry(cluster.settings, cluster)
+    try:
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        envelope = Envelope(
+            message_id=str(uuid.uuid4()),
+            conversation_id="keys",
+            correlation_id=agent_id,
+            sender=operator.agent_id,
+            recipient_kind=RecipientKind.BROADCAST,
+            recipient="",
+            created_at_ms=int(time.time() * 1000),
+        )
+        value = codec.seal(envelope, subject, body, operator)
+    finally:
+        registry.close()
+    producer = Producer(producer_config(cluster))
+    failures: list[str] = []
+    producer.produce(
+        cluster.topic(REGISTRY_EVENTS),
+        value,
+        agent_id.encode(),
+        on_delivery=lambda error, _m: failures.append(str(error)) if error else None,
+    )
+    if producer.flush(15) or failures:
+        raise KafkaUnavailableError(
+            f"the command did not reach {cluster.topic(REGISTRY_EVENTS)}: "
+            f"{failures[0] if failures else 'timed out'}; is the broker up?"
+        )
+
+
+def _confirmed(cluster: Cluster, agent_id: str, serial: int, wait_s: float) -> KeyStatement:
+    deadline = time.monotonic() + wait_s
+    while True:
+        statement = _directory_statement(cluster, agent_id)
+        if statement is not None and statement.serial > serial:
+            return statement
+        if time.monotonic() > deadline:
+            raise MeshError(
+                f"the command was sent, but the registry did not record it within {wait_s:.0f}s "
+                "(no new statement on mesh.keys.v1); is the registry processor running? It "
+                "dead-letters a command it refuses, with the reason, to mesh.dlq.v1"
+            )
+        time.sleep(0.2)
