@@ -11,6 +11,8 @@ from rich.table import Table
 
 from cli.common import cluster, console, parse_time, settings
 from mesh.adapters.kafka.agents import read_agents
+from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.keyfiles import mesh_anchor
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -90,8 +92,9 @@ def show_state(
     serde = Serde(registry)
     try:
         agents = read_agents(where, serde)
+        keys = read_keys(where, serde, mesh_anchor(current))
         codec = MessageCodec(serde, PublicKeys(), max_bytes=current.max_message_bytes)
-        state, skipped = rebuild_task(where, codec, agents, task_id, as_of_ms)
+        state, skipped = rebuild_task(where, codec, agents, keys, task_id, as_of_ms)
     finally:
         registry.close()
     if state is None:

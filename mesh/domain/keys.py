@@ -115,6 +115,8 @@ class KeyDirectory:
     def __init__(self, mesh_public: bytes) -> None:
         self.mesh_public = mesh_public
         self.current: dict[str, KeyStatement] = {}
+        #: Every statement applied, per agent, in serial order (for :meth:`as_of`).
+        self.history: dict[str, list[KeyStatement]] = {}
 
     def apply(self, statement: KeyStatement) -> str | None:
         """Fold one statement; returns why it changed nothing (None: it applied)."""
@@ -136,7 +138,18 @@ class KeyDirectory:
                 f"not newer than the one in force ({held.serial}): a replay; ignored"
             )
         self.current[statement.agent_id] = statement
+        self.history.setdefault(statement.agent_id, []).append(statement)
         return None
+
+    def as_of(self, at_ms: int) -> KeyDirectory:
+        """The directory as it stood at ``at_ms`` (statements made by then): history is judged
+        by the keys in force when it was written, not by today's."""
+        then = KeyDirectory(self.mesh_public)
+        for agent_id, statements in self.history.items():
+            made = [s for s in statements if s.at_ms <= at_ms]
+            if made:
+                then.current[agent_id] = made[-1]
+        return then
 
     def key_for(self, agent_id: str) -> bytes:
         """The key ``agent_id`` signs with; raise if the mesh vouches for none, or revoked it."""

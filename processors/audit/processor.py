@@ -48,6 +48,7 @@ from mesh.domain.topics import (
     AUDIT_CHECKPOINTS,
     CONTROL,
     INBOX_PATTERN,
+    KEYS,
     REGISTRY_EVENTS,
     TASKS,
     TELEMETRY,
@@ -57,7 +58,7 @@ from processors.api import Adoption, Context, Event, PunctuationContext, Restore
 __all__ = ["AUDITED", "AuditProcessor"]
 
 #: The fixed topics the audit records; agent inboxes are added by pattern.
-AUDITED = (REGISTRY_EVENTS, TASKS, TELEMETRY, CONTROL)
+AUDITED = (REGISTRY_EVENTS, KEYS, TASKS, TELEMETRY, CONTROL)
 
 
 class AuditProcessor:

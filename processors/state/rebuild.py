@@ -6,9 +6,10 @@ partition the task id hashes to), in log-time order, handed to :class:`StateProc
 runtime's own :class:`~processors.runtime.core.Core`. What the processor refuses live is
 refused here too and counted as skipped.
 
-Senders are judged against the registry as it was when they wrote: an agent that has retired
-since (every agent of a finished demo) still verifies for what it signed before it retired,
-and not for anything after.
+Senders are judged against the key directory as it was when they wrote (the keys the mesh
+vouched for then, :meth:`~mesh.domain.keys.KeyDirectory.as_of`): an agent that has retired or
+rotated its key since (every agent of a finished demo) still verifies for what it signed
+before, and not for anything after.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mesh.adapters.kafka.partitioning import partition_for
 from mesh.adapters.kafka.reading import read_to_end, reader
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState, AgentStatus
+from mesh.domain.keys import KeyDirectory
 from mesh.domain.tasks import TaskState
 from mesh.domain.topics import INBOX_PATTERN, TASKS
 from mesh.errors import TopicNotFoundError
@@ -35,10 +37,12 @@ __all__ = ["HistoricTables", "rebuild_task"]
 
 
 class HistoricTables(StaticTables):
-    """The registry as of ``at_ms``: a retired agent counts as registered before it retired."""
+    """The registry and the key directory as of ``at_ms``: a retired agent counts as
+    registered before it retired, and its key is the one the mesh vouched for then."""
 
-    def __init__(self, agents: Mapping[str, AgentState]) -> None:
+    def __init__(self, agents: Mapping[str, AgentState], keys: KeyDirectory) -> None:
         super().__init__(agents)
+        self.history = keys
         self.at_ms = 0
 
     def view(self, may_be_behind: bool = True) -> AgentsView:
@@ -46,7 +50,7 @@ class HistoricTables(StaticTables):
             agent_id: _unretired(agent) if self._retired_after(agent) else agent
             for agent_id, agent in self.agents.items()
         }
-        return AgentsView(then, False)
+        return AgentsView(then, False, self.history.as_of(self.at_ms))
 
     def _retired_after(self, agent: AgentState) -> bool:
         return agent.status is AgentStatus.RETIRED and agent.updated_at_ms >= self.at_ms
@@ -60,12 +64,13 @@ def rebuild_task(
     cluster: Cluster,
     codec: MessageCodec,
     agents: Mapping[str, AgentState],
+    keys: KeyDirectory,
     task_id: str,
     as_of_ms: int | None = None,
 ) -> tuple[TaskState | None, int]:
     """Fold the task's records appended up to ``as_of_ms`` (log time); returns (state, skipped)."""
     records = _task_records(cluster, task_id, as_of_ms)
-    tables = HistoricTables(agents)
+    tables = HistoricTables(agents, keys)
     core: Core[TaskState] = Core(StateProcessor(), codec, cluster.prefix, "rebuild", tables)
     skipped = 0
     for record in records:

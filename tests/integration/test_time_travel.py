@@ -10,7 +10,8 @@ from typing import Any
 
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.agents import read_agents
-from mesh.adapters.keyfiles import mesh_key
+from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.keyfiles import mesh_anchor, mesh_key
 from mesh.domain.task_record import from_record
 from mesh.domain.tasks import TaskState
 from mesh.domain.topics import STATE
@@ -102,13 +103,16 @@ def test_time_travel_folds_what_the_projection_folds(
         between = asyncio.run(exchange(settings, codec))
     agents = read_agents(Cluster(settings, bootstrap), codec.serde)
     assert {a.status.value for a in agents.values()} == {"RETIRED"}  # judged as they were
-    rebuilt, skipped = rebuild_task(Cluster(settings, bootstrap), codec, agents, "t-1")
+    keys = read_keys(Cluster(settings, bootstrap), codec.serde, mesh_anchor(settings))
+    rebuilt, skipped = rebuild_task(Cluster(settings, bootstrap), codec, agents, keys, "t-1")
     assert skipped == 0
     assert comparable(rebuilt) == comparable(live(settings, codec, "t-1"))
     assert rebuilt is not None and rebuilt.status == "COMPLETED"
     assert sorted(rebuilt.participants) == ["alice", "bob", "carol", "dave"]
 
-    earlier, _ = rebuild_task(Cluster(settings, bootstrap), codec, agents, "t-1", as_of_ms=between)
+    earlier, _ = rebuild_task(
+        Cluster(settings, bootstrap), codec, agents, keys, "t-1", as_of_ms=between
+    )
     assert earlier is not None
     assert earlier.status == "REQUESTED" and sorted(earlier.participants) == ["alice", "bob"]
     assert set(earlier.context) == {"brief"}
