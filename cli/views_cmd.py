@@ -70,6 +70,7 @@ def show_agent(agent_id: str) -> None:
         raise typer.Exit(1)
     record = to_record(agent)  # type: ignore[arg-type]
     record["public_key"] = record["public_key"].hex()
+    record["key_signature"] = record["key_signature"].hex()
     record["agent_card"] = json.loads(record.pop("agent_card_json"))
     console.print_json(json.dumps(record))
 

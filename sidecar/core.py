@@ -95,7 +95,9 @@ class Sidecar:
         self.counters = Counters()
         self.supervisor = Supervisor(spec.agent_id)
         self._sink = KafkaSink(aiokafka_producer_config(cluster))
-        self.outbox = Outbox(self.agent_id, self.key, self.codec, cluster.prefix, self._sink)
+        self.outbox = Outbox(
+            self.agent_id, self.key, self.codec, cluster.prefix, self._sink, self.instance_id
+        )
         self.inbox = Inbox(
             self.codec, self._sender_key, self.outbox, f"sidecar:{self.instance_id}", self.counters
         )

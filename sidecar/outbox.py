@@ -78,10 +78,17 @@ class MemorySink:
 
 class Outbox:
     def __init__(
-        self, agent_id: str, key: AgentKey, codec: MessageCodec, prefix: str, sink: Sink
+        self,
+        agent_id: str,
+        key: AgentKey,
+        codec: MessageCodec,
+        prefix: str,
+        sink: Sink,
+        instance_id: str | None = None,
     ) -> None:
         self.agent_id, self.key, self.codec, self.prefix = agent_id, key, codec, prefix
         self.sink = sink
+        self.instance_id = instance_id  # stamped on telemetry: which replica observed it
 
     async def write(self, *records: Record) -> None:
         await self.sink.write(records)
@@ -108,7 +115,7 @@ class Outbox:
     def telemetry(
         self, kind: Kind, name: str, *, about: Envelope | None = None, **fields: Any
     ) -> Record:
-        body = telemetry_body(self.agent_id, kind, name, **fields)
+        body = telemetry_body(self.agent_id, kind, name, instance_id=self.instance_id, **fields)
         value = self.codec.seal(
             telemetry_envelope(self.agent_id, about), TELEMETRY_SUBJECT, body, self.key
         )

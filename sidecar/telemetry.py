@@ -28,6 +28,7 @@ def telemetry_body(agent_id: str, kind: Kind, name: str, **fields: Any) -> dict[
         "latency_ms": 0.0,
         "ok": True,
         "detail": None,
+        "instance_id": None,
         **fields,
     }
 

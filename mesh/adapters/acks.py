@@ -4,7 +4,10 @@ A halt is produced once; whether anyone stopped is another question. Every sidec
 applies a halt says so on ``mesh.telemetry`` (``HALT_ACK``, its detail starting with the halt's
 command id), signed with its agent's key. :class:`AckWatch` is positioned at the end of the
 telemetry topic *before* the halt is produced, so no acknowledgement can be missed, then
-collects verified acknowledgements until every target answered or the deadline passed.
+collects verified acknowledgements until every target answered or the deadline passed. A
+target is each running *instance* of an agent the halt reaches (the registry tracks the
+replicas that heartbeat), so one replica that applied the halt does not hide another that did
+not; the acknowledgement names its instance (``instance_id`` on telemetry).
 Acknowledgements are verified against the key directory (the keys the mesh countersigned,
 ``mesh.keys.v1``): a forged one cannot hide a straggler.
 """
@@ -19,7 +22,7 @@ from confluent_kafka import TopicPartition
 
 from mesh.adapters.kafka.reading import partitions_of, reader, watermarks
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.agents import AgentState, AgentStatus
+from mesh.domain.agents import AgentState, AgentStatus, live_instances
 from mesh.domain.keys import KeyDirectory
 from mesh.domain.telemetry import TELEMETRY_SUBJECT, Kind
 from mesh.domain.topics import TELEMETRY
@@ -35,10 +38,18 @@ class Acks(NamedTuple):
 
 
 def live_targets(agents: Mapping[str, AgentState], affected: Iterable[str]) -> list[str]:
-    """The agents a halt reaches that are running now (live, or already halted by another
-    halt); ``affected``: every agent the command names."""
+    """What must acknowledge a halt: every running instance (``agent/instance``) of each agent
+    it reaches that is running now (live, or already halted by another halt), or the agent
+    itself when the registry knows none of its instances; ``affected``: the agents named."""
     running = (AgentStatus.LIVE, AgentStatus.HALTED)
-    return sorted(a for a in set(affected) if a in agents and agents[a].status in running)
+    targets: list[str] = []
+    for agent_id in sorted(set(affected)):
+        state = agents.get(agent_id)
+        if state is None or state.status not in running:
+            continue
+        instances = live_instances(state)
+        targets += [f"{agent_id}/{i}" for i in instances] if instances else [agent_id]
+    return targets
 
 
 class AckWatch:
@@ -73,23 +84,27 @@ class AckWatch:
                 message = self._consumer.poll(0.1)
                 if message is None or message.error() is not None:
                     continue
-                sender = self._acknowledger(message.value() or b"", command_id, keys)
-                if sender in waiting:
-                    waiting.discard(sender)
-                    acked.append(sender)
+                by = self._acknowledger(message.value() or b"", command_id, keys)
+                for target in by:
+                    if target in waiting:
+                        waiting.discard(target)
+                        acked.append(target)
         finally:
             self._consumer.close()
         return Acks(sorted(acked), sorted(waiting))
 
-    def _acknowledger(self, value: bytes, command_id: str, keys: KeyDirectory) -> str | None:
+    def _acknowledger(self, value: bytes, command_id: str, keys: KeyDirectory) -> tuple[str, ...]:
+        """Who a record acknowledges the command for: its instance, and its agent (an agent
+        target with no known instances is answered by any of its instances)."""
         try:
             opened = self._codec.open(value, verify=False)
             body, sender = opened.body, opened.envelope.sender
             if opened.body_subject != TELEMETRY_SUBJECT or body.get("kind") != Kind.HALT_ACK:
-                return None
+                return ()
             if not str(body.get("detail") or "").startswith(f"{command_id}:"):
-                return None
+                return ()
             opened.verify(keys.key_for(sender))
         except MeshError:
-            return None  # not an acknowledgement this command can count
-        return sender
+            return ()  # not an acknowledgement this command can count
+        instance = body.get("instance_id")
+        return (f"{sender}/{instance}", sender) if instance else (sender,)

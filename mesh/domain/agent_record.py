@@ -27,6 +27,9 @@ def to_record(state: AgentState) -> dict[str, Any]:
         "updated_at": state.updated_at_ms,
         "key_serial": state.key_serial,
         "key_signature": state.key_signature,
+        "instances": [
+            {"instance_id": instance, "last_heartbeat": at} for instance, at in state.instances
+        ],
     }
 
 
@@ -48,4 +51,7 @@ def from_record(record: dict[str, Any]) -> AgentState:
         updated_at_ms=record["updated_at"],
         key_serial=record.get("key_serial", 0),
         key_signature=bytes(record.get("key_signature") or b""),
+        instances=tuple(
+            (i["instance_id"], i["last_heartbeat"]) for i in record.get("instances") or ()
+        ),
     )

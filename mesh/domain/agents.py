@@ -14,7 +14,10 @@ clocks and partitions interleave:
   operator's revocation QUARANTINES the agent: nothing it signs is accepted, it cannot register
   again, and only a rotation (an operator's) gives it a key and makes it LIVE again. Which key
   the mesh vouches for is :mod:`mesh.domain.keys`; ``key_serial`` and ``key_signature`` are the
-  statement that vouches for ``public_key``.
+  statement that vouches for ``public_key``;
+* ``instances`` are the replicas heartbeating now, each with its last heartbeat; one silent
+  for the stale period is dropped (:func:`mark_stale`), and a retired agent has none. A halt
+  is confirmed per instance (``mesh halt --wait``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "AgentStatus",
     "admitted_halted",
     "apply",
+    "live_instances",
     "mark_stale",
     "registered_key",
 ]
@@ -68,6 +72,7 @@ class AgentState:
     updated_at_ms: int = 0
     key_serial: int = 0
     key_signature: bytes = b""
+    instances: tuple[tuple[str, int], ...] = ()  # (instance id, last heartbeat ms), sorted
 
 
 def apply(state: AgentState | None, subject: str, body: dict[str, Any], at_ms: int) -> AgentState:
@@ -86,13 +91,20 @@ def apply(state: AgentState | None, subject: str, body: dict[str, Any], at_ms: i
 
 
 def mark_stale(state: AgentState, now_ms: int, stale_after_ms: int) -> AgentState | None:
-    """The stale record if heartbeats stopped more than ``stale_after_ms`` ago, else None."""
-    if state.status is not AgentStatus.LIVE:
-        return None
-    last = state.last_heartbeat_ms if state.last_heartbeat_ms is not None else state.updated_at_ms
-    if now_ms - last <= stale_after_ms:
-        return None
-    return replace(state, status=AgentStatus.STALE, updated_at_ms=now_ms)
+    """The record once heartbeats stopped more than ``stale_after_ms`` ago (STALE) or some
+    instances fell silent (dropped), else None (nothing changed)."""
+    alive = tuple(i for i in state.instances if now_ms - i[1] <= stale_after_ms)
+    changed = replace(state, instances=alive) if alive != state.instances else state
+    if state.status is AgentStatus.LIVE:
+        last = state.last_heartbeat_ms or state.updated_at_ms
+        if now_ms - last > stale_after_ms:
+            changed = replace(changed, status=AgentStatus.STALE, updated_at_ms=now_ms)
+    return None if changed is state else changed
+
+
+def live_instances(state: AgentState) -> tuple[str, ...]:
+    """The replicas of a running agent (empty when it reported none: an older sidecar)."""
+    return tuple(instance for instance, _ in state.instances)
 
 
 def admitted_halted(state: AgentState) -> AgentState:
@@ -159,6 +171,7 @@ def _registered(state: AgentState | None, body: dict[str, Any], at_ms: int) -> A
         updated_at_ms=max(at_ms, state.updated_at_ms),
         key_serial=state.key_serial,
         key_signature=state.key_signature,
+        instances=state.instances,
     )
 
 
@@ -167,11 +180,26 @@ def _heartbeat(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentStat
         raise EventRejectedError(f"heartbeat from retired agent {state.agent_id!r}; re-register it")
     last = max(at_ms, state.last_heartbeat_ms or 0)
     status = AgentStatus.LIVE if state.status is AgentStatus.STALE else state.status
-    if last == state.last_heartbeat_ms and status is state.status:
+    instances = _seen(state.instances, str(body.get("instance_id") or ""), at_ms)
+    if (last, status, instances) == (state.last_heartbeat_ms, state.status, state.instances):
         return state
     return replace(
-        state, last_heartbeat_ms=last, status=status, updated_at_ms=max(at_ms, state.updated_at_ms)
+        state,
+        last_heartbeat_ms=last,
+        status=status,
+        instances=instances,
+        updated_at_ms=max(at_ms, state.updated_at_ms),
     )
+
+
+def _seen(
+    instances: tuple[tuple[str, int], ...], instance: str, at_ms: int
+) -> tuple[tuple[str, int], ...]:
+    if not instance:
+        return instances
+    known = dict(instances)
+    known[instance] = max(at_ms, known.get(instance, at_ms))
+    return tuple(sorted(known.items()))
 
 
 def _capabilities(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
@@ -193,7 +221,12 @@ def _certified(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentStat
 def _retired(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
     if state.status is AgentStatus.RETIRED:
         return state
-    return replace(state, status=AgentStatus.RETIRED, updated_at_ms=max(at_ms, state.updated_at_ms))
+    return replace(
+        state,
+        status=AgentStatus.RETIRED,
+        instances=(),
+        updated_at_ms=max(at_ms, state.updated_at_ms),
+    )
 
 
 def _telemetry(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:

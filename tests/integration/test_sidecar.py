@@ -427,7 +427,9 @@ def produce_tombstone(settings: Settings, key: str) -> None:
     assert producer.flush(15) == 0
 
 
-async def test_a_fleet_halt_with_wait_names_the_agent_that_never_acknowledges(mesh: Mesh) -> None:
+async def test_a_fleet_halt_with_wait_names_each_instance_that_never_acknowledges(
+    mesh: Mesh,
+) -> None:
     ghost = AgentKey.generate("ghost")  # registered, running as far as the registry knows,
     registration = {  # but with no sidecar that could apply a halt
         "agent_id": "ghost",
@@ -441,11 +443,23 @@ async def test_a_fleet_halt_with_wait_names_the_agent_that_never_acknowledges(me
     produce(mesh.settings, [Sent(REGISTRY_EVENTS, "ghost", sealed)])
     async with mesh.sidecar("steady") as steady:
         await _until(lambda: {"ghost", "steady"} <= set(steady.agents()), "both registered")
+        zombie = {"agent_id": "steady", "instance_id": "steady-zombie", "sequence": 1}
+        envelope = new_envelope("steady", "", recipient_kind=RecipientKind.BROADCAST)
+        beat = mesh.codec.seal(envelope, "mesh.registry.Heartbeat", zombie, steady.key)
+        produce(mesh.settings, [Sent(REGISTRY_EVENTS, "steady", beat)])  # a second replica
+        await _until(
+            lambda: (
+                {i for i, _ in steady.plane.agents["steady"].instances}
+                == {steady.instance_id, "steady-zombie"}
+            ),
+            "both steady instances in the registry",
+        )
         args = ["halt", "--fleet", "--reason", "drill", "--wait", "--deadline", "4"]
         result = await asyncio.to_thread(run, args, mesh.settings)
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "acknowledged by: steady" in result.stdout
-        assert "no acknowledgement within 4s from: ghost" in " ".join(result.stdout.split())
+        out = " ".join(result.stdout.split())
+        assert f"acknowledged by: steady/{steady.instance_id}" in out
+        assert "no acknowledgement within 4s from: ghost, steady/steady-zombie" in out
         assert steady.halt is not None and steady.halt["scope"] == "FLEET"
 
 

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 
+from mesh.adapters.acks import live_targets
 from mesh.adapters.kafka.partitioning import partition_for
 from mesh.domain.agent_record import to_record
 from mesh.domain.identity import AgentKey
@@ -392,3 +393,24 @@ def test_the_directory_keeps_the_newest_statement_the_mesh_signed() -> None:
     assert directory.key_for("a") == new.public_bytes
     with pytest.raises(UnknownSenderError, match="no key countersigned by the mesh"):
         directory.key_for("b")
+
+
+def test_the_registry_tracks_each_heartbeating_instance_until_it_falls_silent(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    for instance, at in (("i-1", 1_001_000), ("i-2", 1_002_000), ("i-1", 1_009_000)):
+        value = driver.seal(
+            research,
+            "mesh.registry.Heartbeat",
+            {"agent_id": "research", "instance_id": instance, "sequence": at},
+            at_ms=at,
+        )
+        driver.pipe(REGISTRY_EVENTS, "research", value)
+    assert driver.state("research").instances == (("i-1", 1_009_000), ("i-2", 1_002_000))
+    driver.advance(13_500)  # i-2 silent for more than the stale period (10 s), i-1 not
+    state = driver.state("research")
+    assert state.instances == (("i-1", 1_009_000),) and state.status is AgentStatus.LIVE
+    targets = live_targets({"research": state, "gone": replace(state, agent_id="gone",
+                            status=AgentStatus.RETIRED)}, ["research", "gone"])  # fmt: skip
+    assert targets == ["research/i-1"]
