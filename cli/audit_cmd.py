@@ -13,16 +13,18 @@ import typer
 from cli.common import cluster, console, parse_time, settings
 from mesh.adapters.audit.export import decoded_view, export_line, involves
 from mesh.adapters.audit.log import AuditLog, Claims, Window, verify_log
-from mesh.adapters.audit.sources import check_sources
+from mesh.adapters.audit.sources import audited_ends, check_sources
 from mesh.adapters.keyfiles import mesh_anchor
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.audit.chain import Link
+from mesh.domain.audit.sources import SourceReport
 from mesh.domain.audit.verify import PartitionResult
 from mesh.domain.identity import PublicKeys
 from mesh.errors import ConfigError
 from mesh.settings import Settings
+from processors.audit import AUDITED
 
 app = typer.Typer(help="The hash-chained audit log: verify, replay, export.")
 
@@ -79,17 +81,26 @@ def verify(
         "--sources/--no-sources",
         help="Also check that each link names a source record with the bytes it claims.",
     ),
+    complete: bool = typer.Option(
+        False,
+        "--complete",
+        help="Also fail when a source record written before this verify started is not in "
+        "the audit, naming it.",
+    ),
 ) -> None:
     """Check the chain of every audit partition; exit 1 naming the first bad record."""
     window = _window(start, end)
+    if complete and window != Window():
+        raise typer.BadParameter("--complete checks the whole log; drop --from and --to")
     session = _Session()
-    claims: Claims | None = {} if sources else None
+    claims: Claims | None = {} if sources or complete else None
     try:
         key = _public_key(session.settings, public_key)
         problems = session.log.config_problems()
         started = time.monotonic()
+        ends = audited_ends(session.log.cluster, AUDITED) if complete else None
         results = verify_log(session.log, window, key, claims)
-        report = check_sources(session.log.cluster, claims) if claims is not None else None
+        report = check_sources(session.log.cluster, claims, ends) if claims is not None else None
         seconds = time.monotonic() - started
     finally:
         session.close()
@@ -105,6 +116,8 @@ def verify(
             f"{report.not_retained} name a record no longer retained"
         )
         problems += [f"source check: {p}" for p in report.problems]
+        if ends is not None:
+            _completeness(report, len(ends), problems)
     for result in results:
         problems += [f"foreign link: {p}" for p in result.foreign]
     bad = [r.problem for r in results if r.problem is not None]
@@ -115,6 +128,18 @@ def verify(
     if bad or problems:
         raise typer.Exit(1)
     console.print("[bold green]OK[/] every chain verifies")
+
+
+def _completeness(report: SourceReport, partitions: int, problems: list[str]) -> None:
+    if not report.missing:
+        console.print(f"complete: every record of {partitions} audited partitions is recorded")
+        return
+    for line in report.behind:
+        console.print(f"audit lag: {line}")
+    problems.append(
+        f"incomplete: {report.missing} source records are not in the audit, first "
+        f"{', '.join(report.first_missing)}"
+    )
 
 
 def _summary(result: PartitionResult) -> str:

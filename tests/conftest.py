@@ -8,6 +8,7 @@ themselves by topic prefix, so they can share it.
 
 from __future__ import annotations
 
+import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -22,19 +23,25 @@ from mesh.settings import Cluster, Settings, load_settings
 
 
 def free_port_pair() -> int:
-    """A port p such that p and p+1 are free (the local broker's controller uses p+1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port < 65000 and _free(port + 1):
+    """A port p such that p and p+1 can be bound (the local broker's controller uses p+1).
+
+    Chosen below the kernel's ephemeral range (32768 and up), where the many client
+    connections of a test run take their local ports: a port that was free when probed there
+    could be taken by an outgoing connection before the broker binds it."""
+    for _ in range(200):
+        port = random.randrange(20_000, 32_000)  # noqa: S311 (a port, not a secret)
+        if _bindable(port) and _bindable(port + 1):
             return port
     raise RuntimeError("no free port pair found")
 
 
-def _free(port: int) -> bool:
+def _bindable(port: int) -> bool:
     with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +68,12 @@ __all__ = ["Engine", "EngineConfig"]
 #: (agent inboxes) that matches no topic yet. Fixed inputs are checked to exist at start.
 _NOT_ERRORS = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
 #: A newer instance took over: stopping is the only correct answer.
-_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+_FENCED = (
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.FENCED_INSTANCE_ID,  # another consumer joined under this group.instance.id
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,16 @@ class EngineConfig:
     max_batch: int = 500
     poll_timeout_s: float = 0.01
     transaction_timeout_ms: int = 30_000
+    #: Static group membership (KIP-345): the instance rejoins under ``group.instance.id``
+    #: ``<group>-<instance>`` and gets its partitions back at once, instead of waiting for the
+    #: killed member's session to time out (40 s by default). The session timeout is how long
+    #: a member that does not come back keeps its partitions.
+    static_membership: bool = True
+    session_timeout_ms: int = 6_000
+    #: Bounds on finishing a transaction (adding the offsets, committing): each call's own
+    #: timeout, and how long the engine waits for both before it replaces the producer.
+    call_timeout_s: float = 8.0
+    finish_timeout_s: float = 10.0
 
 
 @dataclass
@@ -106,6 +123,8 @@ class Engine:
         self._running = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._worker = ThreadPoolExecutor(1)  # see _finish
+        self._wedged = False
         self._assigned: list[TopicPartition] = []
         self._next_tick = 0.0
         self._batch = _Batch()
@@ -134,17 +153,7 @@ class Engine:
         if self._consumer is not None:
             return
         self._check_copartitioned()
-        self._producer = Producer(
-            transactional_producer_config(
-                self.cluster,
-                f"{self.group}-{self.config.instance}",
-                **{"transaction.timeout.ms": self.config.transaction_timeout_ms, "linger.ms": 1},
-            )
-        )
-        try:
-            self._producer.init_transactions(30)
-        except KafkaException as exc:
-            raise KafkaUnavailableError(f"{self.group}: cannot start transactions: {exc}") from exc
+        self._producer = self._new_producer()
         self._consumer = Consumer(
             consumer_config(
                 self.cluster,
@@ -154,6 +163,9 @@ class Engine:
                     "enable.partition.eof": False,
                     # regex subscriptions (agent inboxes) see new topics within seconds
                     "topic.metadata.refresh.interval.ms": 5_000,
+                    "session.timeout.ms": self.config.session_timeout_ms,
+                    "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 4),
+                    **self._membership(),
                 },
             )
         )
@@ -164,6 +176,26 @@ class Engine:
         self.job.start()
         self._running = True
 
+    def _new_producer(self) -> Producer:
+        """A transactional producer under this instance's id (fencing any earlier one)."""
+        producer = Producer(
+            transactional_producer_config(
+                self.cluster,
+                f"{self.group}-{self.config.instance}",
+                **{"transaction.timeout.ms": self.config.transaction_timeout_ms, "linger.ms": 1},
+            )
+        )
+        try:
+            producer.init_transactions(30)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"{self.group}: cannot start transactions: {exc}") from exc
+        return producer
+
+    def _membership(self) -> dict[str, str]:
+        if not self.config.static_membership:
+            return {}
+        return {"group.instance.id": f"{self.group}-{self.config.instance}"}
+
     def stop(self) -> None:
         """Leave the group cleanly (idempotent). Uncommitted work is simply not committed."""
         self._running = False
@@ -171,7 +203,12 @@ class Engine:
             self._consumer.close()
             self._consumer = None
         if self._producer is not None:
-            self._producer.flush(5)
+            if self._wedged:  # blocked in the worker: abandon it with its thread (see _finish)
+                self._worker.shutdown(wait=False)
+                self._worker = ThreadPoolExecutor(1)
+                self._wedged = False
+            else:
+                self._producer.flush(5)
             self._producer = None
         self._assigned = []
         self.job.discard()
@@ -217,6 +254,12 @@ class Engine:
         if error is not None:
             if error.code() in _NOT_ERRORS:
                 return
+            if error.code() in _FENCED:
+                self._running = False
+                raise ProcessorFencedError(
+                    f"{self.group}-{self.config.instance}: fenced by a newer instance with the "
+                    f"same id ({error}); this one stops. Run each --instance once"
+                )
             raise KafkaUnavailableError(f"{self.group}: consume failed: {error}")
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
@@ -247,12 +290,8 @@ class Engine:
             producer.begin_transaction()
             for out in batch.outputs:
                 self._produce(producer, out)
-            if batch.positions:
-                offsets = [TopicPartition(t, p, o) for (t, p), o in batch.positions.items()]
-                producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), 30
-                )
-            producer.commit_transaction(30)
+            offsets = [TopicPartition(t, p, o) for (t, p), o in batch.positions.items()]
+            self._finish(producer, offsets, consumer.consumer_group_metadata())
             self.metrics.committed(batch.oldest_timestamp_ms, int(time.time() * 1000))
         except KafkaException as exc:
             self._running = False
@@ -266,6 +305,36 @@ class Engine:
                 f"{self.group}: the transaction did not commit ({error}); its records are "
                 "fetched again and the store is restored from what did commit"
             ) from exc
+
+    def _finish(self, producer: Producer, offsets: list[TopicPartition], group: Any) -> None:
+        """Add the offsets to the transaction and commit it, bounded in time.
+
+        librdkafka can block in ``send_offsets_to_transaction`` past its timeout when the group
+        coordinator restarted (confluentinc/librdkafka#5456 and #5511, open in 2.16): a broker
+        restart left the processor waiting forever, silently. The calls run on a worker thread;
+        if they have not returned within ``finish_timeout_s`` the producer is abandoned
+        (wedged), the run ends with a TransactionAbortedError, and the runner starts the engine
+        again: its new producer takes the same transactional id, which fences the wedged one
+        and aborts its transaction, so nothing is committed twice.
+        """
+
+        def finish() -> None:
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, group, self.config.call_timeout_s)
+            producer.commit_transaction(self.config.call_timeout_s)
+
+        future = self._worker.submit(finish)
+        try:
+            future.result(timeout=self.config.finish_timeout_s)
+        except FutureTimeout:
+            self._wedged = True
+            self._running = False
+            raise TransactionAbortedError(
+                f"{self.group}: the transaction did not finish within "
+                f"{self.config.finish_timeout_s:.0f}s (librdkafka#5456: it can hang after a "
+                "coordinator restart); the producer is replaced, the records are fetched "
+                "again and the store is restored from what did commit"
+            ) from None
 
     def _clients(self) -> tuple[Consumer, Producer]:
         if self._consumer is None or self._producer is None:

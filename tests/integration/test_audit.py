@@ -308,3 +308,32 @@ def test_a_link_forged_while_the_audit_is_down_is_named_and_never_sealed(
     assert f"offset {forged.source_offset}, past the end of that partition" in result.stdout
     assert "first bad record" not in result.stdout  # the chain itself verifies past it
     registry.close()
+
+
+def test_verify_complete_names_source_records_the_audit_missed(settings: Settings) -> None:
+    """Issue 14: a sound chain is not a complete log. Records written while the audit
+    processor is down are in no link; ``--complete`` names them, plain verify does not."""
+    ensure_all(settings)
+    codec, registry = codec_for(settings)
+    produce(settings, mixed_events(60))
+    engine = Engine.keyed(AuditProcessor(mesh_key(settings)), Cluster.of(settings), codec)
+    group = engine.group
+    with running([engine]):
+        wait_for(
+            lambda: committed_total(settings, group, SOURCES, settings.partitions) == 60,
+            120,
+            "the audit processor",
+        )
+    complete = run(["audit", "verify", "--complete"], settings)
+    assert complete.returncode == 0, complete.stdout + complete.stderr
+    assert "complete: every record of" in complete.stdout
+
+    produce(settings, [Sent(TASKS, "late", b"written while the audit was down")] * 3)
+    sound = run(["audit", "verify"], settings)
+    assert sound.returncode == 0, sound.stdout  # the chain itself is sound
+    gap = run(["audit", "verify", "--complete"], settings)
+    out = " ".join(gap.stdout.split())
+    assert gap.returncode == 1, out
+    assert "FAIL incomplete: 3 source records are not in the audit, first" in out
+    assert f"{settings.topic_prefix}{TASKS}[" in out and "audit lag:" in out
+    registry.close()

@@ -22,7 +22,7 @@ from processors.state import StateProcessor
 from processors.state.rebuild import rebuild_task
 from sidecar.core import Sidecar
 from sidecar.spec import AgentSpec
-from tests.integration.fleet import codec_for, read_all, running
+from tests.integration.fleet import codec_for, read_all, running, wait_for
 
 
 def live(settings: Settings, codec: Any, task_id: str) -> TaskState | None:
@@ -101,6 +101,17 @@ def test_time_travel_folds_what_the_projection_folds(
     ]
     with running(engines):
         between = asyncio.run(exchange(settings, codec))
+        wait_for(  # the registry has folded every retirement before it stops
+            lambda: (
+                {
+                    a.status.value
+                    for a in read_agents(Cluster(settings, bootstrap), codec.serde).values()
+                }
+                == {"RETIRED"}
+            ),
+            30,
+            "every agent retired",
+        )
     agents = read_agents(Cluster(settings, bootstrap), codec.serde)
     assert {a.status.value for a in agents.values()} == {"RETIRED"}  # judged as they were
     keys = read_keys(Cluster(settings, bootstrap), codec.serde, mesh_anchor(settings))

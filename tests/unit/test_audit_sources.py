@@ -35,8 +35,22 @@ def test_a_claim_with_other_bytes_is_named() -> None:
 def test_a_claim_on_no_record_is_named() -> None:
     report = compare_partition("t", 1, [claim(12, b"c", 4), claim(99, b"z", 5)], 10, 14, SOURCE)
     assert report.problems == [
-        "audit partition 1, sequence 4: names t[1] offset 12, which holds no committed record "
-        "(a transaction marker, an aborted write, or nothing)",
         "audit partition 1, sequence 5: names t[1] offset 99, past the end of that partition "
         "(14): no such record was ever written",
+        "audit partition 1, sequence 4: names t[1] offset 12, which holds no committed record "
+        "(a transaction marker, an aborted write, or nothing)",
     ]
+
+
+def test_completeness_names_source_records_no_link_records() -> None:
+    claims = [claim(10, b"a")]
+    report = compare_partition("t", 1, claims, 10, 14, SOURCE, complete_until=14)
+    assert (report.missing, report.first_missing) == (2, ["t[1] offset 11", "t[1] offset 13"])
+    assert report.behind == [
+        "t[1]: 2 records not in the audit (recorded up to offset 10, ends at 14)"
+    ]
+    whole = [claim(10, b"a"), claim(11, b"b"), claim(13, b"d")]
+    done = compare_partition("t", 1, whole, 10, 14, SOURCE, complete_until=14)
+    assert (done.missing, done.behind, done.problems) == (0, [], [])
+    later = compare_partition("t", 1, claims, 10, 14, SOURCE, complete_until=11)
+    assert later.missing == 0  # records after the stated end are not required

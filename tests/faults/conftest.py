@@ -1,0 +1,70 @@
+"""The faults tier: brokers and processes killed with SIGKILL under load, on real Kafka.
+
+Broker faults need a broker of their own (killing the session's would take every other test
+with it): :func:`own_broker` starts one in the test's directory and can kill and restart it.
+Process faults use the session broker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mesh.adapters.keyfiles import control_signers
+from mesh.adapters.localkafka.broker import LocalKafka
+from mesh.settings import Settings, load_settings
+from tests.conftest import free_port_pair
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.faults)
+
+
+@dataclass
+class OwnBroker:
+    kafka: LocalKafka
+    settings: Settings
+
+    def kill(self) -> None:
+        """SIGKILL the broker process: no shutdown, no flush, as a crash or an OOM kill."""
+        pid = self.kafka.status().pid
+        assert pid is not None, "the broker is not running"
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while self.kafka.status().running:
+            assert time.monotonic() < deadline, "the killed broker did not exit"
+            time.sleep(0.1)
+
+    def restart(self) -> float:
+        """Start it again on the same data and port; returns the seconds it took."""
+        started = time.monotonic()
+        self.kafka.up()
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    if load_settings().bootstrap_servers:
+        pytest.skip("MESH_BOOTSTRAP_SERVERS names a cluster; a broker kill needs a local one")
+    base = load_settings()
+    kafka = LocalKafka(tmp_path / "kafka", free_port_pair(), version=base.kafka_version)
+    kafka.up()
+    settings = base.with_overrides(
+        bootstrap_servers=kafka.bootstrap,
+        topic_prefix="faults.",
+        state_dir=tmp_path / "state",
+        partitions=3,
+    )
+    control_signers(settings)
+    try:
+        yield OwnBroker(kafka, settings)
+    finally:
+        kafka.down()
