@@ -1,8 +1,9 @@
 """The `mesh` command: one Typer app, sub-commands per concern, one error boundary.
 
-Every MeshError is shown as one clear line (exit 1; 2 for bad configuration), never as a
-traceback. Bad arguments are Typer's usage errors (exit 2). Anything else is a bug: it is
-shown as one line too (exit 1), naming ``--debug``, which prints the traceback instead.
+Every MeshError is shown as one clear line (exit 1; 2 for bad configuration; 3 for a processor
+fenced by a newer instance, which a supervisor must not restart), never as a traceback. Bad
+arguments are Typer's usage errors (exit 2). Anything else is a bug: it is shown as one line too
+(exit 1), naming ``--debug``, which prints the traceback instead.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cli import (
     topics_cmd,
     views_cmd,
 )
-from mesh.errors import ConfigError, MeshError
+from mesh.errors import ConfigError, MeshError, ProcessorFencedError
 
 __all__ = ["app", "main"]
 
@@ -53,6 +54,7 @@ app.command("graph")(views_cmd.graph)
 app.command("demo")(demo_cmd.demo)
 app.command("up")(demo_cmd.up)
 app.command("down")(demo_cmd.down)
+app.command("status")(demo_cmd.status)
 app.command("halt")(control_cmd.halt)
 app.command("resume")(control_cmd.resume)
 app.command("halts")(control_cmd.halts)
@@ -71,7 +73,7 @@ def main() -> None:
         app()
     except MeshError as exc:
         _errors.print(f"[bold red]error[/] ({exc.code}): {exc}", highlight=False)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+        sys.exit(_exit_code(exc))
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
@@ -83,3 +85,11 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(1)
+
+
+def _exit_code(exc: MeshError) -> int:
+    if isinstance(exc, ConfigError):
+        return 2
+    if isinstance(exc, ProcessorFencedError):
+        return 3
+    return 1

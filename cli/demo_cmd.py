@@ -1,4 +1,4 @@
-"""`mesh up`, `mesh down` and `mesh demo`: the README's main job."""
+"""`mesh up`, `mesh down`, `mesh status` and `mesh demo`: the README's main job."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from rich.table import Table
 
 from cli.common import console, settings
 from demo.fleet import FleetReport, run_fleet
+from mesh.adapters.localkafka import local_kafka
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from stack.supervisor import down as stack_down
+from stack.supervisor import status as stack_status
 from stack.supervisor import up as stack_up
 
 RegistryPort = typer.Option(
@@ -33,6 +35,33 @@ def up(registry_port: int = RegistryPort, policy: Path | None = Policy) -> None:
 def down() -> None:
     """Stop what `mesh up` started (the local broker only if `mesh up` started it)."""
     stack_down(settings(), console.print)
+
+
+def status() -> None:
+    """What `mesh up` runs: the broker, each service, and how often each was restarted."""
+    current = settings()
+    if current.bootstrap_servers:
+        console.print(f"kafka: {current.bootstrap_servers} (MESH_BOOTSTRAP_SERVERS)")
+    else:
+        broker = local_kafka(current).status()
+        console.print(
+            f"kafka: running at {broker.bootstrap} (pid {broker.pid})"
+            if broker.running
+            else "kafka: not running"
+        )
+    down_count = 0
+    for service in stack_status(current):
+        restarts = service.restarts
+        state = f"running (pid {service.pid})" if service.pid else "not running"
+        down_count += service.pid is None
+        line = f"{service.name}: {state}, {restarts.count} restarts"
+        if restarts.last_cause:
+            line += f", last after {restarts.last_cause}"
+        if restarts.given_up:
+            line += f"; not started again: {restarts.given_up}"
+        console.print(line + f" (log {service.log})")
+    if down_count:
+        raise typer.Exit(1)
 
 
 def demo(

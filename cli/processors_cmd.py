@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -27,6 +28,18 @@ def run(
     policy: Path | None = typer.Option(
         None, "--policy", help="killswitch: the policy file (TOML); default: built-in limits."
     ),
+    static_membership: bool = typer.Option(
+        True,
+        "--static-membership/--dynamic-membership",
+        help="Rejoin under a stable group.instance.id, so a restarted instance gets its "
+        "partitions back at once (default); dynamic: others take over after a crash.",
+    ),
+    health_file: Path | None = typer.Option(
+        None,
+        "--health-file",
+        help="Touched every second while ready (default: <state>/run/processors-INSTANCE.health"
+        "); `mesh processors probe` checks it.",
+    ),
 ) -> None:
     """Run processors until SIGINT/SIGTERM; each commits exactly once per interval."""
     current = settings()
@@ -34,9 +47,43 @@ def run(
     where = cluster(current)
     registry = open_registry(current, where)
     try:
-        config = EngineConfig(instance=instance, commit_interval_ms=commit_interval_ms)
+        config = EngineConfig(
+            instance=instance,
+            commit_interval_ms=commit_interval_ms,
+            static_membership=static_membership,
+        )
         options = ProcessorOptions(stale_after_ms=int(stale_after_s * 1000), policy=limits)
         engines = build(names, where, registry, config, options)
-        run_processors(engines, console.print)
+        health = health_file or _health_file(current.state_dir, instance)
+        run_processors(engines, console.print, health_file=health)
     finally:
         registry.close()
+
+
+def _health_file(state_dir: Path, instance: str) -> Path:
+    return state_dir / "run" / f"processors-{instance}.health"
+
+
+@app.command()
+def probe(
+    instance: str = typer.Option("0", "--instance", help="The instance to check."),
+    health_file: Path | None = typer.Option(None, "--health-file", help="As given to run."),
+    max_age_s: float = typer.Option(
+        10.0, "--max-age-s", min=1.0, help="Older than this: not healthy."
+    ),
+) -> None:
+    """Exit 0 if the processors of this instance are assigned, restored and running (a
+    liveness/readiness probe for systemd or Kubernetes), else 1 saying why."""
+    path = health_file or _health_file(settings().state_dir, instance)
+    try:
+        written = float(path.read_text().strip())
+    except (OSError, ValueError):
+        console.print(
+            f"not ready: no health file at {path} (not started, still restoring, or stopped)"
+        )
+        raise typer.Exit(1) from None
+    age = time.time() - written
+    if age > max_age_s:
+        console.print(f"not healthy: {path} was last touched {age:.0f}s ago (limit {max_age_s:g}s)")
+        raise typer.Exit(1)
+    console.print(f"ok: ready, last seen {age:.1f}s ago")

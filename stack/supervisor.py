@@ -7,10 +7,13 @@
 3. the schema registry's REST API (skipped when ``MESH_SCHEMA_REGISTRY_URL`` is set);
 4. the processors (registry, state, audit, kill-switch) in one ``mesh processors run``.
 
-Each service is a detached child whose pid is kept in ``<state>/run/NAME.pid`` and whose
-output goes to ``<state>/logs/NAME.log``. ``up`` is idempotent (a live pid is left alone);
-``down`` stops exactly the processes ``up`` started (SIGTERM, then SIGKILL after a grace
-period), and the local broker only if ``up`` started it.
+Each service runs under a detached keeper (:mod:`stack.keeper`) that starts it again when it
+exits, with a backoff, logging every restart with its cause; the keeper's pid is kept in
+``<state>/run/NAME.pid``, the service's output goes to ``<state>/logs/NAME.log``, and its
+restarts are counted in ``<state>/run/NAME.restarts`` (:func:`status`, `mesh status`). ``up``
+is idempotent (a live keeper is left alone); ``down`` stops exactly the processes ``up``
+started (SIGTERM to each keeper, which stops its service; SIGKILL after a grace period), and the
+local broker only if ``up`` started it.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.errors import ProcessorError
 from mesh.settings import Cluster, Settings
+from stack.keeper import Restarts, read_restarts
 
-__all__ = ["Service", "down", "up"]
+__all__ = ["Service", "ServiceStatus", "down", "status", "up"]
 
 Say = Callable[[str], None]
 PROCESSOR_NAMES = ("registry", "state", "audit", "killswitch")
 _READY_TIMEOUT_S = 120.0
+_START_ATTEMPTS = 3  # restarts while `up` waits for readiness before it gives up
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,30 @@ class Service:
 
     def log_file(self, settings: Settings) -> Path:
         return settings.state_dir / "logs" / f"{self.name}.log"
+
+    def restarts_file(self, settings: Settings) -> Path:
+        return settings.state_dir / "run" / f"{self.name}.restarts"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    name: str
+    pid: int | None  # the keeper's, while it runs
+    restarts: Restarts
+    log: Path
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    """Each service `mesh up` starts: whether its keeper runs, and its restarts."""
+    return [
+        ServiceStatus(
+            service.name,
+            _live_pid(service.pid_file(settings)),
+            read_restarts(service.restarts_file(settings)),
+            service.log_file(settings),
+        )
+        for service in services(settings)
+    ]
 
 
 def services(
@@ -136,18 +165,26 @@ def _start(settings: Settings, service: Service, env: dict[str, str], say: Say) 
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with log_file.open("w") as log:
-        child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            service.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    log_file.write_text("")
+    service.restarts_file(settings).unlink(missing_ok=True)
+    keeper = (sys.executable, "-m", "stack.keeper", service.name, str(settings.state_dir), "--")
+    child = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+        (*keeper, *service.argv),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     pid_file.write_text(str(child.pid))
     deadline = started + _READY_TIMEOUT_S
     while not service.ready(log_file):
-        if child.poll() is not None:
-            pid_file.unlink(missing_ok=True)
+        restarts = read_restarts(service.restarts_file(settings))
+        if child.poll() is not None or restarts.count >= _START_ATTEMPTS:
+            _stop(settings, service.name, pid_file, lambda _: None)
+            cause = restarts.given_up or restarts.last_cause or f"exit {child.returncode}"
             raise ProcessorError(
-                f"{service.name} exited with code {child.returncode} while starting; "
-                f"its log ({log_file}) ends with:\n{_tail(log_file, 1500)}"
+                f"{service.name} did not start ({cause}); its log ({log_file}) ends with:\n"
+                f"{_tail(log_file, 1500)}"
             )
         if time.monotonic() > deadline:
             raise ProcessorError(

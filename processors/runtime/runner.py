@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mesh.adapters.keyfiles import control_signers, mesh_key, operator_key
@@ -99,6 +100,7 @@ def run_processors(
     report: Callable[[str], None],
     backoff: tuple[float, float] = (0.5, 30.0),
     stop: threading.Event | None = None,
+    health_file: Path | None = None,
 ) -> None:
     """Run each engine in a thread, supervised, until SIGINT/SIGTERM.
 
@@ -108,6 +110,8 @@ def run_processors(
     and counted (``restarts``). Anything else (configuration, fencing by a newer instance, a
     bug) stops every engine and is raised: a process that cannot do its job says so and exits.
     ``stop``: set it to stop (default: a new event set by SIGINT and SIGTERM).
+    ``health_file``: touched every second while every engine is assigned and restored, and
+    removed on the way out (`mesh processors probe` reads its age: a liveness probe).
     """
     if stop is None:
         stop = threading.Event()
@@ -145,10 +149,16 @@ def run_processors(
     report(f"running {', '.join(e.job.name for e in engines)}; Ctrl-C stops")
     next_report = time.monotonic() + 5
     announced = False
+    next_health = 0.0
     while not stop.wait(0.2):
-        if not announced and all(e.ready for e in engines):
+        ready = all(e.ready for e in engines)
+        if not announced and ready:
             announced = True
             report(f"ready: {', '.join(e.job.name for e in engines)} assigned and restored")
+        if health_file is not None and ready and time.monotonic() >= next_health:
+            next_health = time.monotonic() + 1.0
+            health_file.parent.mkdir(parents=True, exist_ok=True)
+            health_file.write_text(f"{time.time():.3f}\n")
         if time.monotonic() >= next_report:
             next_report += 5
             for engine in engines:
@@ -156,6 +166,8 @@ def run_processors(
                 report(f"{engine.job.name}: {snapshot}, restarts={restarts[engine.job.name]}")
     for thread in threads:
         thread.join(30)
+    if health_file is not None:
+        health_file.unlink(missing_ok=True)
     if failures:
         raise failures[0]
     report("stopped cleanly")

@@ -12,6 +12,7 @@ from tests.faults.processes import Watched
 from tests.faults.test_broker_kill import TOTAL, Load, audited_so_far
 from tests.integration.fleet import codec_for
 from tests.integration.test_audit import audited, ensure_all, source_coordinates
+from tests.integration.test_cli import run
 
 #: Far below the 45 s a killed member held its partitions before static membership, and far
 #: above the figure `bench/recovery.py` reports: a behaviour check, not a timing.
@@ -36,6 +37,9 @@ def test_a_killed_audit_processor_is_back_at_once_and_records_everything_once(
     second = Watched(settings, "audit")
     try:
         ready = second.ready_after_s(READY_WITHIN_S)
+        time.sleep(1.2)  # the health file is touched every second once ready
+        probed = run(["processors", "probe"], settings)
+        assert probed.returncode == 0 and "ok: ready" in probed.stdout, probed.stdout
         load.join(300)
         assert load.failures == []
         deadline = time.monotonic() + 180
@@ -46,6 +50,8 @@ def test_a_killed_audit_processor_is_back_at_once_and_records_everything_once(
         code = second.stop()
     assert code == 0, second.output()
     assert ready < READY_WITHIN_S
+    gone = run(["processors", "probe"], settings)
+    assert gone.returncode == 1 and "not ready: no health file" in gone.stdout
 
     codec, registry = codec_for(settings)
     links = [link for _, _, link in audited(settings, codec.serde) if link is not None]

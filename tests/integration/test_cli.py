@@ -1,11 +1,14 @@
 """The `mesh` command as a user runs it: real processes, the session broker."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mesh.settings import Settings
+from stack.keeper import read_restarts
 from tests.conftest import free_port_pair
 
 MESH = [sys.executable, "-m", "cli"]
@@ -97,6 +100,20 @@ def test_demo_runs_the_fleet_halts_the_runaway_and_verifies_the_audit(settings: 
         assert "OK every chain verifies" in out
         halts = run(["halts"], settings)
         assert "research-b: agent halt by repeated_tool_call" in halts.stdout
+        status = run(["status"], settings)
+        assert status.returncode == 0 and "processors: running (pid" in status.stdout
+        assert "processors: running" in status.stdout and ", 0 restarts" in status.stdout
+
+        keeper = int((settings.state_dir / "run" / "processors.pid").read_text())
+        os.kill(child_of(keeper), signal.SIGKILL)  # the processors crash; their keeper stays
+        restarts = settings.state_dir / "run" / "processors.restarts"
+        deadline = time.monotonic() + 30
+        while read_restarts(restarts).count < 1:
+            assert time.monotonic() < deadline, "the keeper did not restart the processors"
+            time.sleep(0.1)
+        status = " ".join(run(["status"], settings).stdout.split())
+        assert "processors: running" in status and "1 restarts, last after exit code -9" in status
+
         again = run(["demo", "--tasks", "6", *port], settings)  # the stack is up: reused
         assert again.returncode == 0, again.stdout + again.stderr
         assert "processors: already running" in again.stdout
@@ -104,3 +121,15 @@ def test_demo_runs_the_fleet_halts_the_runaway_and_verifies_the_audit(settings: 
     finally:
         stopped = run(["down"], settings)
     assert "processors: stopped" in stopped.stdout and "registry-api: stopped" in stopped.stdout
+
+
+def child_of(parent: int) -> int:
+    """The first process whose parent is ``parent`` (from /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            return int(stat.parent.name)
+    raise AssertionError(f"process {parent} has no child")
