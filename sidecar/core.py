@@ -314,9 +314,22 @@ class Sidecar:
 
     # -- incoming --------------------------------------------------------------------------
 
-    async def receive(self, timeout_s: float | None = None) -> Delivery | None:
-        """The next verified message (None on timeout). Taking it marks it for commit."""
-        return await self.inbox.receive(timeout_s)
+    async def receive(
+        self, timeout_s: float | None = None, *, auto_ack: bool = True
+    ) -> Delivery | None:
+        """The next verified message (None on timeout). With ``auto_ack`` (the default for
+        direct use) it is acknowledged as it is taken; otherwise it stays outstanding until
+        :meth:`ack`, and is delivered again if it is given back (:meth:`nack`), not
+        acknowledged in time, or held when the agent is halted (see :mod:`sidecar.inbox`)."""
+        return await self.inbox.receive(timeout_s, auto_ack=auto_ack)
+
+    def ack(self, message_id: str) -> bool:
+        """The agent is done with the message (its offset may be committed)."""
+        return self.inbox.ack(message_id)
+
+    def nack(self, message_id: str) -> bool:
+        """The agent gives the message back: it is delivered again."""
+        return self.inbox.nack(message_id)
 
     def delivered(self, message_id: str) -> Envelope | None:
         """The envelope of a recently delivered message (to reply to it by id)."""

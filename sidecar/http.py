@@ -87,6 +87,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
                 "received": c.received,
                 "refused": c.refused,
                 "dead_lettered": c.dead_lettered,
+                "redelivered": c.redelivered,
                 "spend_usd": c.spend_usd,
             },
             status_code=503 if unavailable else 200,
@@ -108,10 +109,21 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
 
     async def next_message(request: Request) -> Response:
         timeout = float(request.query_params.get("timeout_s", "10"))
-        delivery = await sidecar.receive(timeout_s=min(timeout, 60.0))
+        auto = request.query_params.get("auto_ack", "false").lower() == "true"
+        delivery = await sidecar.receive(timeout_s=min(timeout, 60.0), auto_ack=auto)
         if delivery is None:
             return Response(status_code=204)
         return JSONResponse(delivery.to_json())
+
+    async def ack(request: Request) -> Response:
+        if not sidecar.ack(request.path_params["message_id"]):
+            return _not_outstanding(request.path_params["message_id"])
+        return Response(status_code=204)
+
+    async def nack(request: Request) -> Response:
+        if not sidecar.nack(request.path_params["message_id"]):
+            return _not_outstanding(request.path_params["message_id"])
+        return Response(status_code=204)
 
     async def stream(request: Request) -> Response:
         async def events() -> AsyncIterator[bytes]:
@@ -121,7 +133,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
                 if sidecar.halt != halted:
                     halted = sidecar.halt
                     yield _sse("halt" if halted else "resume", halted or {})
-                delivery = await sidecar.receive(timeout_s=1.0)
+                delivery = await sidecar.receive(timeout_s=1.0, auto_ack=False)
                 if delivery is not None:
                     yield _sse("message", delivery.to_json())
 
@@ -190,6 +202,8 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         Route("/v1/messages", guarded(send), methods=["POST"]),
         Route("/v1/messages/next", guarded(next_message), methods=["GET"]),
         Route("/v1/messages/stream", guarded(stream), methods=["GET"]),
+        Route("/v1/messages/{message_id}/ack", guarded(ack), methods=["POST"]),
+        Route("/v1/messages/{message_id}/nack", guarded(nack), methods=["POST"]),
         Route("/v1/telemetry/tool-calls", guarded(tool_call), methods=["POST"]),
         Route("/v1/telemetry/model-calls", guarded(model_call), methods=["POST"]),
         Route("/v1/telemetry/errors", guarded(error), methods=["POST"]),
@@ -259,6 +273,15 @@ def _bytes_hex(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     raise TypeError
+
+
+def _not_outstanding(message_id: str) -> Response:
+    return _error(
+        404,
+        "not_outstanding",
+        f"message {message_id!r} is not outstanding: acknowledged already, or never delivered "
+        "to this agent",
+    )
 
 
 def _error(status: int, code: str, message: str, rule: str | None = None) -> Response:

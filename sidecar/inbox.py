@@ -1,12 +1,18 @@
-"""The agent's inbox: verified, de-duplicated, delivered at least once.
+"""The agent's inbox: verified, de-duplicated, delivered at least once, acknowledged.
 
-Each record is decoded and its signature verified against the sender's registered key before
-the agent sees it; whatever fails goes to the dead-letter topic with the reason and the
-original bytes. A message id seen recently is a duplicate (a redelivery after a crash) and is
-skipped. An offset becomes due for commit only once the agent has taken the message (or it
-was dead-lettered or skipped) *and every earlier message of its partition*: a duplicate or a
-dead letter behind a message the agent has not taken yet does not move the commit past it, so
-a crash redelivers rather than loses.
+Each record is decoded and its signature verified against the sender's key (as the mesh
+countersigned it) before the agent sees it; whatever fails goes to the dead-letter topic with
+the reason and the original bytes. A message id seen recently is a duplicate (a redelivery
+after a crash) and is skipped.
+
+Delivery is at least once, with an explicit acknowledgement. A message the agent takes stays
+outstanding until it is acknowledged (:meth:`Inbox.ack`; the SDK acknowledges when its handler
+returns, ``receive(auto_ack=True)`` at once). An outstanding message is delivered again when
+the agent gives it back (:meth:`Inbox.nack`), when it was not acknowledged within
+``ack_timeout_s`` (the agent died holding it), and when the agent is resumed after a halt (the
+halt stopped it mid-work). An offset becomes due for commit only once its message is
+acknowledged (or it was dead-lettered or skipped) *and every earlier message of its
+partition*, so a crash of the sidecar redelivers rather than loses.
 
 While the agent is halted the inbox is paused (:meth:`Inbox.pause`): nothing is handed to the
 agent, messages wait (in the queue, then, once it is full, in Kafka, uncommitted) and are
@@ -19,6 +25,7 @@ No client here: the sidecar feeds records in (:meth:`Inbox.admit`) and commits w
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -53,6 +60,7 @@ class Counters:
     stale_controls: int = 0  # signed commands that changed nothing (replayed, out of order)
     undecodable_agents: int = 0  # registry records that did not decode (logged, skipped)
     untrusted_keys: int = 0  # key statements ignored: forged, replayed or undecodable
+    redelivered: int = 0  # messages handed to the agent again (given back, timed out, resumed)
     apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
     commit_failures: int = 0  # inbox commits that failed on stop (those records redeliver)
     halt_latencies_ms: list[float] = field(default_factory=list)
@@ -86,15 +94,20 @@ class Inbox:
         detected_by: str,
         counters: Counters,
         capacity: int = 1000,
+        ack_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.codec, self.sender_key, self.outbox = codec, sender_key, outbox
         self.detected_by, self.counters = detected_by, counters
+        self.ack_timeout_s, self.clock = ack_timeout_s, clock
         self.recent = Recent()
+        #: Taken, not yet acknowledged: message id -> (delivery, where, redeliver after).
+        self._outstanding: dict[str, tuple[Delivery, Position, float]] = {}
         self._queue: asyncio.Queue[tuple[Delivery, Position]] = asyncio.Queue(capacity)
         self._held: deque[tuple[Delivery, Position]] = deque()  # taken out while pausing
         self._open = asyncio.Event()
         self._open.set()
-        self._pending: dict[Position, set[int]] = {}  # queued, not yet taken
+        self._pending: dict[Position, set[int]] = {}  # queued or outstanding: not acknowledged
         self._done: dict[Position, int] = {}  # past the last record handled
         self._committed: dict[Position, int] = {}
 
@@ -131,30 +144,78 @@ class Inbox:
         self._open.clear()
 
     def resume(self) -> None:
+        """Deliver again, first what the agent held unacknowledged when it was halted."""
+        for message_id in list(self._outstanding):
+            self.nack(message_id)
         self._open.set()
 
     @property
     def paused(self) -> bool:
         return not self._open.is_set()
 
-    async def receive(self, timeout_s: float | None = None) -> Delivery | None:
-        """The next message (None on timeout, and while paused). Taking it makes its offset
-        due for commit."""
+    async def receive(
+        self, timeout_s: float | None = None, *, auto_ack: bool = False
+    ) -> Delivery | None:
+        """The next message (None on timeout, and while paused). It stays outstanding until
+        :meth:`ack` (``auto_ack``: acknowledged as it is taken)."""
         try:
-            return await asyncio.wait_for(self._take(), timeout_s)
+            delivery = await asyncio.wait_for(self._take(), timeout_s)
         except TimeoutError:
             return None
+        if auto_ack:
+            self.ack(delivery.message_id)
+        return delivery
+
+    def ack(self, message_id: str) -> bool:
+        """The agent is done with the message: its offset may be committed. False if it is not
+        outstanding (acknowledged already, or given out again and acknowledged there)."""
+        held = self._outstanding.pop(message_id, None)
+        if held is None:
+            return False
+        delivery, at, _ = held
+        self._pending.get(at, set()).discard(delivery.offset)
+        return True
+
+    def nack(self, message_id: str) -> bool:
+        """The agent gives the message back: it is delivered again, first in line."""
+        held = self._outstanding.pop(message_id, None)
+        if held is None:
+            return False
+        delivery, at, _ = held
+        self._held.appendleft((delivery, at))
+        self.counters.redelivered += 1
+        return True
 
     async def _take(self) -> Delivery:
         while True:
             await self._open.wait()
-            item = self._held.popleft() if self._held else await self._queue.get()
+            self._expire()
+            if self._held:
+                item = self._held.popleft()
+            else:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), self._until_expiry())
+                except TimeoutError:
+                    continue  # an outstanding message timed out: deliver it again
             if self.paused:  # paused while waiting: keep it, first in line
                 self._held.appendleft(item)
                 continue
             delivery, at = item
-            self._pending.get(at, set()).discard(delivery.offset)
+            deadline = self.clock() + self.ack_timeout_s
+            self._outstanding[delivery.message_id] = (delivery, at, deadline)
             return delivery
+
+    def _expire(self) -> None:
+        now = self.clock()
+        for message_id, (_, _, deadline) in list(self._outstanding.items()):
+            if deadline <= now:
+                self.nack(message_id)
+
+    def _until_expiry(self) -> float | None:
+        if not self._outstanding:
+            return None
+        first = min(deadline for _, _, deadline in self._outstanding.values())
+        return max(0.0, first - self.clock()) + 0.001
 
     def due(self) -> dict[Position, int]:
         """Offsets to commit per partition: up to the first message the agent has not taken,

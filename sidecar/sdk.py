@@ -12,8 +12,10 @@
     agent.run()   # attaches to MESH_BOOTSTRAP_SERVERS or the local broker; Ctrl-C detaches
 
 ``mesh`` is the :class:`sidecar.core.Sidecar` itself, so everything the HTTP API offers is
-one method call away. A handler that raises is reported as an ERROR on telemetry and the
-agent carries on; a HaltedError means the agent was halted and its work is refused.
+one method call away. A message is acknowledged when its handler returns (its offset may then
+be committed): a handler that raises is reported as an ERROR on telemetry, the message is
+acknowledged and the agent carries on; a handler stopped by a halt (HaltedError) gives the
+message back, and it is delivered again after the resume.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from mesh.adapters.kafka.source import acquire_broker
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
-from mesh.errors import AgentRefusedError
+from mesh.errors import AgentRefusedError, HaltedError
 from mesh.settings import Cluster, Settings, load_settings
 from sidecar.core import Delivery, Sidecar
 from sidecar.policy import AgentPolicy
@@ -84,16 +86,20 @@ class Agent:
         if self._on_start is not None:
             await self._on_start(sidecar)
         while not stop.is_set():
-            delivery = await sidecar.receive(timeout_s=0.2)
+            delivery = await sidecar.receive(timeout_s=0.2, auto_ack=self._on_message is None)
             if delivery is None or self._on_message is None:
                 continue
             try:
                 await self._on_message(delivery, sidecar)
+            except HaltedError:
+                sidecar.nack(delivery.message_id)  # stopped by a halt: again after the resume
+                continue
             except AgentRefusedError:
-                continue  # the sidecar already reported the refusal on telemetry
+                pass  # the sidecar already reported the refusal on telemetry
             except Exception as exc:  # noqa: BLE001 - an agent's bug is reported; it goes on
                 with contextlib.suppress(AgentRefusedError):
                     await sidecar.report_error(type(exc).__name__, str(exc)[:500])
+            sidecar.ack(delivery.message_id)
 
     async def attach(self, cluster: Cluster, serde: Serde) -> Sidecar:
         sidecar = Sidecar(cluster, serde, self.spec)

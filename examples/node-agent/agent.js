@@ -5,6 +5,11 @@
 //
 // Connection: MESH_SIDECAR_URL and MESH_SIDECAR_TOKEN, or MESH_SIDECAR_FILE (the JSON the
 // sidecar wrote). MAX_MESSAGES=N makes it exit after N messages (used by the tests).
+//
+// Delivery is at least once: a message is acknowledged once it is handled, so one the agent
+// never finishes (it crashed, or was halted mid-way) is delivered again. While the agent is
+// halted the sidecar refuses its work with 409 "halted": the agent gives the message back
+// (nack) and waits for the resume, when the sidecar delivers it again.
 "use strict";
 const fs = require("fs");
 
@@ -18,14 +23,46 @@ function connection() {
 const { url, token } = connection();
 const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
 
+class Refused extends Error {
+  constructor(status, payload) {
+    super(`${status} ${payload.error}: ${payload.message}`);
+    this.status = status;
+    this.rule = payload.rule;
+  }
+}
+
 async function call(method, path, body) {
   const response = await fetch(url + path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 204) return null;
   const payload = await response.json();
-  if (!response.ok) throw new Error(`${response.status} ${payload.error}: ${payload.message}`);
+  if (!response.ok) throw new Refused(response.status, payload);
   return payload;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function untilResumed() {
+  for (;;) {
+    const health = await call("GET", "/v1/health").catch(() => null);
+    if (health && health.status === "running") return;
+    await sleep(250);
+  }
+}
+
+async function handle(message) {
+  const text = message.body.parts.map((p) => p.text || "").join(" ");
+  const started = Date.now();
+  const shouted = text.toUpperCase();
+  await call("POST", "/v1/telemetry/tool-calls", {
+    tool: "uppercase", arguments: { length: text.length },
+    latency_ms: Date.now() - started, cost_usd: 0.0001,
+  });
+  const sent = await call("POST", "/v1/messages", {
+    to: message.sender, reply_to: message.message_id, text: shouted,
+  });
+  console.log(`${message.sender}: "${text}" -> "${shouted}" (${sent.message_id})`);
 }
 
 async function main() {
@@ -35,17 +72,17 @@ async function main() {
   for (let handled = 0; handled < limit; ) {
     const message = await call("GET", "/v1/messages/next?timeout_s=5");
     if (message === null) continue;
-    const text = message.body.parts.map((p) => p.text || "").join(" ");
-    const started = Date.now();
-    const shouted = text.toUpperCase();
-    await call("POST", "/v1/telemetry/tool-calls", {
-      tool: "uppercase", arguments: { length: text.length },
-      latency_ms: Date.now() - started, cost_usd: 0.0001,
-    });
-    const sent = await call("POST", "/v1/messages", {
-      to: message.sender, reply_to: message.message_id, text: shouted,
-    });
-    console.log(`${message.sender}: "${text}" -> "${shouted}" (${sent.message_id})`);
+    try {
+      await handle(message);
+    } catch (error) {
+      if (!(error instanceof Refused) || error.status !== 409) throw error;
+      console.log(`halted: giving ${message.message_id} back until the resume`);
+      await call("POST", `/v1/messages/${message.message_id}/nack`);
+      await untilResumed();
+      console.log("resumed");
+      continue;
+    }
+    await call("POST", `/v1/messages/${message.message_id}/ack`);
     handled += 1;
   }
 }

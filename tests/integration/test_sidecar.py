@@ -368,6 +368,50 @@ async def test_a_node_agent_round_trips_through_the_http_api(mesh: Mesh) -> None
         await shouter.stop()
 
 
+async def test_a_message_held_when_the_agent_is_halted_is_delivered_again_after_the_resume(
+    mesh: Mesh,
+) -> None:
+    """Issue 17, defect 3: at-least-once delivery with an explicit acknowledgement. The agent
+    takes a message over HTTP, is halted before it finishes (its report is refused) and never
+    acknowledges: after the resume the sidecar delivers the message again."""
+    shouter = mesh.sidecar("shouter")
+    token = new_token()
+    server = SidecarServer(shouter, token)
+    await shouter.start()
+    url = await server.start()
+    auth = {"authorization": f"Bearer {token}"}
+    try:
+        async with mesh.sidecar("alice") as alice, httpx.AsyncClient(base_url=url) as http:
+            await _until(lambda: "shouter" in alice.agents(), "shouter registered")
+            sent = await alice.send("shouter", text="finish me")
+            taken = await http.get("/v1/messages/next?timeout_s=15", headers=auth)
+            assert taken.status_code == 200 and taken.json()["message_id"] == sent
+            halted = await asyncio.to_thread(
+                run, ["halt", "shouter", "--reason", "drill", "--wait"], mesh.settings
+            )
+            assert halted.returncode == 0, halted.stdout + halted.stderr
+            refused = await http.post(
+                "/v1/telemetry/tool-calls", headers=auth, json={"tool": "uppercase"}
+            )
+            assert refused.status_code == 409 and refused.json()["rule"] == "halted"
+            nothing = await http.get("/v1/messages/next?timeout_s=0.5", headers=auth)
+            assert nothing.status_code == 204  # halted: nothing is handed out
+
+            resumed = await asyncio.to_thread(run, ["resume", "shouter"], mesh.settings)
+            assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+            await _until(lambda: shouter.halt is None, "the resume applied")
+            again = await http.get("/v1/messages/next?timeout_s=15", headers=auth)
+            assert again.status_code == 200 and again.json()["message_id"] == sent
+            acked = await http.post(f"/v1/messages/{sent}/ack", headers=auth)
+            assert acked.status_code == 204
+            twice = await http.post(f"/v1/messages/{sent}/ack", headers=auth)
+            assert twice.status_code == 404 and twice.json()["error"] == "not_outstanding"
+            assert shouter.counters.redelivered == 1
+    finally:
+        await server.stop()
+        await shouter.stop()
+
+
 async def test_nothing_written_under_the_fleet_key_erases_a_fleet_halt(mesh: Mesh) -> None:
     """A fleet halt, then junk, a tombstone and a forged resume under `*`: a sidecar that
     starts afterwards is halted, `mesh halts` shows the halt, and the topic can never be

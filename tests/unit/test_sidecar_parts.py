@@ -232,7 +232,9 @@ def _sealed(codec: MessageCodec, key: AgentKey, message_id: str | None = None) -
 AT = Position("mesh.inbox.bob.v1", 0)
 
 
-async def test_a_verified_message_is_delivered_once_and_its_offset_is_due_only_when_taken() -> None:
+async def test_a_verified_message_is_delivered_once_and_its_offset_is_due_when_acknowledged() -> (
+    None
+):
     alice = AgentKey.generate("alice")
     inbox, sink = _inbox({"alice": alice.public_bytes})
     value = _sealed(inbox.codec, alice, "m-1")
@@ -243,6 +245,8 @@ async def test_a_verified_message_is_delivered_once_and_its_offset_is_due_only_w
     got = await inbox.receive(timeout_s=1)
     assert got is not None and got.message_id == "m-1" and got.text() == "hi"
     assert await inbox.receive(timeout_s=0.01) is None
+    assert inbox.due() == {}  # taken, not acknowledged: a crash now redelivers it
+    assert inbox.ack("m-1") and not inbox.ack("m-1")
     assert inbox.due() == {AT: 2}
     assert sink.records == []
 
@@ -252,7 +256,7 @@ async def test_an_untaken_message_is_not_due_for_commit() -> None:
     inbox, _ = _inbox({"alice": alice.public_bytes})
     await inbox.admit(AT, 0, b"t-1", _sealed(inbox.codec, alice))
     assert inbox.due() == {}  # a crash now redelivers it
-    await inbox.receive(timeout_s=1)
+    await inbox.receive(timeout_s=1, auto_ack=True)
     assert inbox.due() == {AT: 1}
     inbox.committed({AT: 1})
     assert inbox.due() == {}
@@ -310,7 +314,7 @@ async def test_a_paused_inbox_hands_nothing_over_and_delivers_everything_after_r
     assert await inbox.receive(timeout_s=0.05) is None
     assert inbox.due() == {}  # nothing taken, nothing committed: a crash redelivers
     inbox.resume()
-    got = [await inbox.receive(timeout_s=1) for _ in range(3)]
+    got = [await inbox.receive(timeout_s=1, auto_ack=True) for _ in range(3)]
     assert [d.message_id for d in got if d is not None] == ["m-0", "m-1", "m-2"]
     assert inbox.due() == {AT: 3}
 
@@ -388,6 +392,40 @@ def test_a_halt_of_an_unknown_agent_or_capability_names_the_close_ones() -> None
     assert why == "no registered agent is called 'research-b'; did you mean research-a?"
     assert unknown_target(agents, True, "research") is None
     assert unknown_target(agents, True, "poetry") == "no registered capability is called 'poetry'"
+
+
+async def test_a_message_given_back_or_not_acknowledged_in_time_is_delivered_again() -> None:
+    alice = AgentKey.generate("alice")
+    now = [0.0]
+    inbox, _ = _inbox({"alice": alice.public_bytes})
+    inbox.ack_timeout_s, inbox.clock = 30.0, lambda: now[0]
+    for offset in range(2):
+        await inbox.admit(AT, offset, b"t-1", _sealed(inbox.codec, alice, f"m-{offset}"))
+    first = await inbox.receive(timeout_s=1)
+    assert first is not None and inbox.nack(first.message_id)  # the agent gives it back
+    again = await inbox.receive(timeout_s=1)
+    assert again is not None and again.message_id == "m-0"  # first in line, not after m-1
+    second = await inbox.receive(timeout_s=1)
+    assert second is not None and second.message_id == "m-1"
+    assert inbox.ack("m-1") and inbox.due() == {}  # m-0 is still outstanding: nothing due
+    now[0] = 31.0  # the agent died holding m-0
+    late = await inbox.receive(timeout_s=1)
+    assert late is not None and late.message_id == "m-0" and inbox.counters.redelivered == 2
+    assert inbox.ack("m-0") and inbox.due() == {AT: 2}
+
+
+async def test_what_the_agent_held_when_it_was_halted_is_delivered_again_after_the_resume() -> None:
+    alice = AgentKey.generate("alice")
+    inbox, _ = _inbox({"alice": alice.public_bytes})
+    await inbox.admit(AT, 0, b"t-1", _sealed(inbox.codec, alice, "m-0"))
+    held = await inbox.receive(timeout_s=1)  # taken; then the halt stops the agent mid-work
+    assert held is not None
+    inbox.pause()
+    assert await inbox.receive(timeout_s=0.05) is None and inbox.due() == {}
+    inbox.resume()
+    again = await inbox.receive(timeout_s=1)
+    assert again is not None and again.message_id == "m-0"
+    assert inbox.ack("m-0") and inbox.due() == {AT: 1}
 
 
 def test_the_openapi_description_names_every_status_the_api_returns() -> None:
