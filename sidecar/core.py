@@ -171,7 +171,7 @@ class Sidecar:
             self.counters.commit_failures += 1
             _log.warning("%s: the last inbox commit failed: %r", self.agent_id, exc)
         if deregister and self.started:
-            retired = facts.retired(self.agent_id, "sidecar stopped cleanly")
+            retired = facts.retired(self.agent_id, "sidecar stopped cleanly", self.instance_id)
             await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRetired", retired)
         await self._sink.stop()
         self.plane.applying_changes = self.plane.measuring = False
@@ -412,8 +412,21 @@ class Sidecar:
         self.spend = SpendWindow(self.spec.policy)
 
     async def _heartbeat(self) -> None:
+        """Heartbeat at once (the registry learns this instance) and then every interval;
+        say so once when other instances of the agent run beside this one (replicas share
+        the inbox; the agent retires only when the last one leaves)."""
+        others_seen: set[str] = set()
         while True:
-            await asyncio.sleep(self.heartbeat_s)
             self._heartbeats += 1
             beat = facts.heartbeat(self.agent_id, self.instance_id, self._heartbeats)
             await self._write_event(REGISTRY_EVENTS, "mesh.registry.Heartbeat", beat)
+            record = self.plane.agents.get(self.agent_id)
+            others = {i for i, _ in record.instances} - {self.instance_id} if record else set()
+            if others - others_seen:
+                _log.warning(
+                    "%s: %d other instance(s) of this agent run beside %s (%s); they share its "
+                    "inbox, and the agent retires when the last one stops",
+                    self.agent_id, len(others), self.instance_id, ", ".join(sorted(others)),
+                )  # fmt: skip
+                others_seen |= others
+            await asyncio.sleep(self.heartbeat_s)

@@ -37,5 +37,5 @@ def heartbeat(agent_id: str, instance_id: str, sequence: int) -> dict[str, Any]:
     return {"agent_id": agent_id, "instance_id": instance_id, "sequence": sequence}
 
 
-def retired(agent_id: str, reason: str) -> dict[str, Any]:
-    return {"agent_id": agent_id, "reason": reason}
+def retired(agent_id: str, reason: str, instance_id: str | None = None) -> dict[str, Any]:
+    return {"agent_id": agent_id, "reason": reason, "instance_id": instance_id}

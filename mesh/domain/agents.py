@@ -17,7 +17,8 @@ clocks and partitions interleave:
   statement that vouches for ``public_key``;
 * ``instances`` are the replicas heartbeating now, each with its last heartbeat; one silent
   for the stale period is dropped (:func:`mark_stale`), and a retired agent has none. A halt
-  is confirmed per instance (``mesh halt --wait``).
+  is confirmed per instance (``mesh halt --wait``). An instance that leaves retires the agent
+  only if it was the last one running;
 """
 
 from __future__ import annotations
@@ -221,6 +222,10 @@ def _certified(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentStat
 def _retired(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
     if state.status is AgentStatus.RETIRED:
         return state
+    leaving = body.get("instance_id")
+    others = tuple(i for i in state.instances if i[0] != leaving)
+    if leaving and others:  # one replica left; the agent runs on in the others
+        return replace(state, instances=others, updated_at_ms=max(at_ms, state.updated_at_ms))
     return replace(
         state,
         status=AgentStatus.RETIRED,

@@ -52,33 +52,36 @@ def test_editing_a_published_version_fails_the_golden_check(catalogue_copy: Path
 
 
 def test_a_new_version_must_be_pinned_and_compatible(catalogue_copy: Path) -> None:
-    v2 = json.loads((catalogue_copy / "mesh.registry.AgentRetired" / "v1.avsc").read_text())
+    v2 = json.loads((catalogue_copy / "mesh.registry.CapabilitiesChanged" / "v1.avsc").read_text())
     v2["fields"].append({"name": "successor", "type": "string", "doc": "who takes over"})
-    (catalogue_copy / "mesh.registry.AgentRetired" / "v2.avsc").write_text(json.dumps(v2))
+    (catalogue_copy / "mesh.registry.CapabilitiesChanged" / "v2.avsc").write_text(json.dumps(v2))
     problems = check_catalogue(catalogue_copy)
-    assert any("mesh.registry.AgentRetired/v2 is not pinned" in p for p in problems)
+    assert any("mesh.registry.CapabilitiesChanged/v2 is not pinned" in p for p in problems)
     assert any(
-        "mesh.registry.AgentRetired: v2 cannot read data written with v1" in p
+        "mesh.registry.CapabilitiesChanged: v2 cannot read data written with v1" in p
         and "field successor" in p
         for p in problems
     )
 
 
 def test_a_compatible_new_version_passes_once_locked(catalogue_copy: Path) -> None:
-    v2 = json.loads((catalogue_copy / "mesh.registry.AgentRetired" / "v1.avsc").read_text())
+    v2 = json.loads((catalogue_copy / "mesh.registry.CapabilitiesChanged" / "v1.avsc").read_text())
     v2["fields"].append(
         {"name": "successor", "type": ["null", "string"], "default": None, "doc": "who"}
     )
-    (catalogue_copy / "mesh.registry.AgentRetired" / "v2.avsc").write_text(json.dumps(v2))
-    assert lock_catalogue(catalogue_copy) == ["mesh.registry.AgentRetired/v2"]
+    (catalogue_copy / "mesh.registry.CapabilitiesChanged" / "v2.avsc").write_text(json.dumps(v2))
+    assert lock_catalogue(catalogue_copy) == ["mesh.registry.CapabilitiesChanged/v2"]
     assert check_catalogue(catalogue_copy) == []
 
 
 def test_per_subject_level_is_honoured(catalogue_copy: Path) -> None:
-    v2 = json.loads((catalogue_copy / "mesh.registry.AgentRetired" / "v1.avsc").read_text())
+    v2 = json.loads((catalogue_copy / "mesh.registry.CapabilitiesChanged" / "v1.avsc").read_text())
     v2["fields"].append({"name": "successor", "type": "string", "doc": "who takes over"})
-    (catalogue_copy / "mesh.registry.AgentRetired" / "v2.avsc").write_text(json.dumps(v2))
-    levels = {"default": "BACKWARD_TRANSITIVE", "subjects": {"mesh.registry.AgentRetired": "NONE"}}
+    (catalogue_copy / "mesh.registry.CapabilitiesChanged" / "v2.avsc").write_text(json.dumps(v2))
+    levels = {
+        "default": "BACKWARD_TRANSITIVE",
+        "subjects": {"mesh.registry.CapabilitiesChanged": "NONE"},
+    }
     (catalogue_copy / "compatibility.json").write_text(json.dumps(levels))
     lock_catalogue(catalogue_copy)
     assert check_catalogue(catalogue_copy) == []

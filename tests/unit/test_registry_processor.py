@@ -414,3 +414,27 @@ def test_the_registry_tracks_each_heartbeating_instance_until_it_falls_silent(
     targets = live_targets({"research": state, "gone": replace(state, agent_id="gone",
                             status=AgentStatus.RETIRED)}, ["research", "gone"])  # fmt: skip
     assert targets == ["research/i-1"]
+
+
+def test_an_agent_retires_only_when_its_last_instance_leaves(
+    driver: TestDriver, research: AgentKey
+) -> None:
+    register(driver, research)
+    for instance in ("i-1", "i-2"):
+        beat = {"agent_id": "research", "instance_id": instance, "sequence": 1}
+        driver.pipe(
+            REGISTRY_EVENTS, "research", driver.seal(research, "mesh.registry.Heartbeat", beat)
+        )
+
+    def leave(instance: str) -> None:
+        body = {"agent_id": "research", "reason": "stopped", "instance_id": instance}
+        driver.pipe(
+            REGISTRY_EVENTS, "research", driver.seal(research, "mesh.registry.AgentRetired", body)
+        )
+
+    leave("i-2")  # one replica stops: the agent runs on
+    state = driver.state("research")
+    assert state.status is AgentStatus.LIVE and [i for i, _ in state.instances] == ["i-1"]
+    leave("i-1")  # the last one
+    assert driver.state("research").status is AgentStatus.RETIRED
+    assert statements(driver)[-1][2] == "RETIRED"
