@@ -9,6 +9,7 @@ arguments are Typer's usage errors (exit 2). Anything else is a bug: it is shown
 from __future__ import annotations
 
 import sys
+from importlib import metadata
 
 import typer
 from rich.console import Console
@@ -30,6 +31,12 @@ from mesh.errors import ConfigError, MeshError, ProcessorFencedError
 
 __all__ = ["app", "main"]
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mesh {metadata.version('agent-mesh')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     name="mesh",
     help=(
@@ -40,6 +47,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Agent Mesh: an event-sourced control plane for fleets of AI agents, on Apache Kafka."""
+
+
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(topics_cmd.app, name="topics")

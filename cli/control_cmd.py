@@ -69,7 +69,7 @@ def resume(
     agent: str | None = _AGENT,
     capability: str | None = _CAPABILITY,
     fleet: bool = _FLEET,
-    reason: str = typer.Option("resumed by an operator", "--reason", help="Why, in words."),
+    reason: str = typer.Option(..., "--reason", help="Why, in words (recorded and audited)."),
 ) -> None:
     """Lift the halt on an agent (and the dependants halted with it), a capability or the fleet."""
     scope = _scope(agent, capability, fleet, False)

@@ -41,6 +41,13 @@ def test_bad_arguments_are_usage_errors() -> None:
     assert low.returncode == 2
     assert "greater than or equal to 1024" in low.stderr
     assert run(["no-such-command"]).returncode == 2
+    unreasoned = run(["resume", "research"])  # resuming is audited like halting: say why
+    assert unreasoned.returncode == 2 and "--reason" in unreasoned.stderr
+
+
+def test_version() -> None:
+    result = run(["--version"])
+    assert result.returncode == 0 and result.stdout.startswith("mesh 0.")
 
 
 def test_broken_config_is_one_clear_line(tmp_path: Path) -> None:

@@ -137,9 +137,10 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
         assert "no registered agent is called 'intak'; did you mean intake?" in " ".join(
             typo.stderr.split()
         )
-        not_halted = run(["resume", "intake"], settings)
+        not_halted = run(["resume", "intake", "--reason", "test"], settings)
         assert not_halted.returncode == 1 and "'intake' is not halted" in not_halted.stderr
-        covered = run(["resume", "review"], settings)  # halted with drafting, its dependency
+        # review is halted with drafting, its dependency
+        covered = run(["resume", "review", "--reason", "test"], settings)
         assert covered.returncode == 1
         assert "halted by the dependants halt under 'drafting'" in " ".join(covered.stderr.split())
         halted = run(["halt", "intake", "--reason", "manual check"], settings)
@@ -147,7 +148,7 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
         listed = run(["halts"], settings)
         assert "intake: agent halt by operator" in listed.stdout
         assert "research: agent halt by spend_per_minute" in listed.stdout
-        resumed = run(["resume", "research"], settings)
+        resumed = run(["resume", "research", "--reason", "test"], settings)
         assert resumed.returncode == 0, resumed.stderr
         listed = run(["halts"], settings)
         assert "research:" not in listed.stdout and "intake:" in listed.stdout

@@ -397,7 +397,9 @@ async def test_a_message_held_when_the_agent_is_halted_is_delivered_again_after_
             nothing = await http.get("/v1/messages/next?timeout_s=0.5", headers=auth)
             assert nothing.status_code == 204  # halted: nothing is handed out
 
-            resumed = await asyncio.to_thread(run, ["resume", "shouter"], mesh.settings)
+            resumed = await asyncio.to_thread(
+                run, ["resume", "shouter", "--reason", "drill over"], mesh.settings
+            )
             assert resumed.returncode == 0, resumed.stdout + resumed.stderr
             await _until(lambda: shouter.halt is None, "the resume applied")
             again = await http.get("/v1/messages/next?timeout_s=15", headers=auth)
