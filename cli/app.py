@@ -31,6 +31,7 @@ from mesh.errors import ConfigError, MeshError, ProcessorFencedError
 
 __all__ = ["app", "main"]
 
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mesh {metadata.version('agent-mesh')}")

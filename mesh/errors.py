@@ -68,6 +68,7 @@ __all__ = [
     "PolicyViolationError",
     "ProcessorError",
     "ProcessorFencedError",
+    "RecipientError",
     "RecordEncodeError",
     "RegistrationConflictError",
     "RegistryFencedError",
@@ -238,6 +239,18 @@ class PolicyViolationError(AgentRefusedError):
     """A send or tool call outside the agent's policy (recipient, tool, budget, hops, size)."""
 
     code = "policy_violation"
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class RecipientError(AgentRefusedError):
+    """A send names no recipient, two, or one the mesh does not know (yet): a malformed or
+    misaddressed request, not a policy violation. ``rule``: bad_recipient, unknown_recipient,
+    no_recipient."""
+
+    code = "recipient"
 
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(message)

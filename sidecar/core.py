@@ -45,6 +45,7 @@ from mesh.errors import (
     MeshError,
     PolicyViolationError,
     ProcessorError,
+    RecipientError,
     SerdeError,
 )
 from mesh.settings import Cluster
@@ -56,7 +57,7 @@ from sidecar.follow import Follower
 from sidecar.inbox import Counters, Inbox
 from sidecar.outbox import KafkaSink, Outbox
 from sidecar.plane import HaltHandler, Plane
-from sidecar.policy import SpendWindow
+from sidecar.policy import AgentPolicy, SpendWindow
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
@@ -212,7 +213,7 @@ class Sidecar:
         try:
             self._refuse_if_halted()
             policy = self.spec.policy
-            recipient = route(self.plane.agents, self.control.book, policy, to, capability, task_id)
+            recipient = await self._route(policy, to, capability, task_id)
             envelope = stamp(self.agent_id, recipient, task_id, self._cause(reply_to))
             self.spec.policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)
@@ -227,6 +228,21 @@ class Sidecar:
         await self.outbox.write((topic, key, value), sent)
         self.counters.sent += 1
         return envelope.message_id
+
+    async def _route(
+        self, policy: AgentPolicy, to: str | None, capability: str | None, task_id: str | None
+    ) -> str:
+        """The recipient; a registration this sidecar has not read yet is waited for (up to
+        ``key_wait_s``), since its view of the registry trails the topic by a moment."""
+        deadline = time.monotonic() + self.key_wait_s
+        while True:
+            try:
+                return route(self.plane.agents, self.control.book, policy, to, capability, task_id)
+            except RecipientError as exc:
+                remaining = deadline - time.monotonic()
+                if exc.rule == "bad_recipient" or remaining <= 0:
+                    raise
+            await self.plane.wait_changed(remaining)
 
     async def report_tool_call(
         self,

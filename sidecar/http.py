@@ -4,7 +4,8 @@ Bound to 127.0.0.1 and guarded by a per-sidecar bearer token (written owner-only
 ``<MESH_STATE_DIR>/sidecars/<agent>.json`` with the URL). Every route maps onto one method of
 :class:`sidecar.core.Sidecar`, so an HTTP agent gets exactly the checks a Python agent gets.
 Errors are JSON ``{"error": CODE, "rule": RULE, "message": TEXT}``: 403 for a policy
-violation, 409 while halted, 422 for a body that does not fit its schema, 400 for bad JSON.
+violation, 409 while halted, 422 for a body that does not fit its schema, 400 for bad JSON
+or a send naming no recipient (or two), 404 for a recipient the mesh does not know.
 The OpenAPI description is served at ``/openapi.json`` (and kept in ``sidecar/openapi.json``).
 """
 
@@ -30,6 +31,7 @@ from mesh.errors import (
     HaltedError,
     MeshError,
     PolicyViolationError,
+    RecipientError,
     SerdeError,
 )
 from sidecar.core import Sidecar
@@ -60,6 +62,9 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
                 return _error(503, exc.code, str(exc), "control_unavailable")
             except PolicyViolationError as exc:
                 return _error(403, exc.code, str(exc), exc.rule)
+            except RecipientError as exc:  # malformed (400) or misaddressed (404)
+                status = 400 if exc.rule == "bad_recipient" else 404
+                return _error(status, exc.rule, str(exc), exc.rule)
             except SerdeError as exc:
                 return _error(422, exc.code, str(exc))
             except (_BadRequest, ValueError, TypeError) as exc:

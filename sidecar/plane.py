@@ -116,6 +116,12 @@ class Plane:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
+    async def wait_changed(self, timeout_s: float) -> None:
+        """Until the registry or the key directory changes, or ``timeout_s`` passes."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
+
     def _on_agent(self, record: ConsumerRecord) -> None:
         agent_id = (record.key or b"").decode()
         if record.value is None:

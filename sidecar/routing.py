@@ -18,7 +18,7 @@ from mesh.domain.agents import AgentState, AgentStatus
 from mesh.domain.control import HaltBook
 from mesh.domain.dependencies import capabilities
 from mesh.domain.envelope import Envelope, RecipientKind, new_envelope
-from mesh.errors import PolicyViolationError
+from mesh.errors import RecipientError
 from sidecar.policy import AgentPolicy
 
 __all__ = ["route", "stamp", "traceparent"]
@@ -32,20 +32,19 @@ def route(
     capability: str | None,
     task_id: str | None,
 ) -> str:
-    """The recipient's agent id; raise PolicyViolationError if there is none allowed."""
+    """The recipient's agent id; raise RecipientError if there is none (or the request names
+    none, or two), PolicyViolationError if the policy does not allow it."""
     if (to is None) == (capability is None):
-        raise PolicyViolationError(
-            "bad_recipient", "name exactly one of an agent (to) or a capability"
-        )
+        raise RecipientError("bad_recipient", "name exactly one of an agent (to) or a capability")
     if capability is not None:
         policy.check_capability(capability)
         to = _pick(agents, halts, capability, task_id)
     if to is None:
-        raise PolicyViolationError("bad_recipient", "name an agent or a capability")
+        raise RecipientError("bad_recipient", "name an agent or a capability")
     policy.check_recipient(to)
     agent = agents.get(to)
     if agent is None or agent.status is AgentStatus.RETIRED:
-        raise PolicyViolationError(
+        raise RecipientError(
             "unknown_recipient",
             f"agent {to!r} is not registered with the mesh (or has retired); nothing sent",
         )
@@ -63,8 +62,9 @@ def _pick(
         and halts.halt_for(a.agent_id, capabilities(a)) is None
     )
     if not candidates:
-        raise PolicyViolationError(
-            "no_recipient", f"no registered, running agent offers capability {capability!r}"
+        raise RecipientError(
+            "no_recipient",
+            f"no registered, running agent offers capability {capability!r}; nothing sent",
         )
     pick = hashlib.sha256((task_id or str(uuid.uuid4())).encode()).digest()[0]
     return candidates[pick % len(candidates)]

@@ -41,6 +41,7 @@ from mesh.errors import (
     ControlUnavailableError,
     HaltedError,
     PolicyViolationError,
+    RecipientError,
     RecordEncodeError,
 )
 from mesh.settings import Cluster, Settings
@@ -191,12 +192,14 @@ async def test_each_policy_violation_is_refused_reported_and_nothing_is_sent(mes
                 "budget_exceeded": alice.report_model_call("m", cost_usd=0.6),
                 "hop_limit": alice.send("bob", text="re", reply_to=got),
                 "message_too_large": alice.send("bob", text="x" * 4096),
-                "unknown_recipient": bob.send("nobody", text="hi"),
             }
             for rule, call in refusals.items():
                 with pytest.raises(PolicyViolationError) as caught:
                     await call
                 assert caught.value.rule == rule, (rule, str(caught.value))
+            with pytest.raises(RecipientError) as misaddressed:  # not a policy question
+                await bob.send("nobody", text="hi")
+            assert misaddressed.value.rule == "unknown_recipient"
             with pytest.raises(RecordEncodeError, match="unknown field"):
                 await alice.send("bob", {"role": "AGENT", "parts": [], "x": 1})
             await alice.report_tool_call("search", {"q": "kafka"}, cost_usd=0.4)
@@ -204,7 +207,7 @@ async def test_each_policy_violation_is_refused_reported_and_nothing_is_sent(mes
                 await alice.report_tool_call("search", {"q": "more"}, cost_usd=0.2)
         assert await bob.receive(timeout_s=1) is None
         reported = {r["detail"].split(":")[0] for r in mesh.telemetry("SEND_REFUSED")}
-        assert set(refusals) | {"record_encode"} <= reported, reported
+        assert set(refusals) | {"record_encode", "unknown_recipient"} <= reported, reported
 
 
 async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(

@@ -19,7 +19,13 @@ from mesh.domain.dependencies import unknown_target
 from mesh.domain.envelope import new_envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import DLQ
-from mesh.errors import ConfigError, ControlUnavailableError, HaltedError, PolicyViolationError
+from mesh.errors import (
+    ConfigError,
+    ControlUnavailableError,
+    HaltedError,
+    PolicyViolationError,
+    RecipientError,
+)
 from mesh.settings import Cluster, Settings
 from sidecar.core import MESSAGE_SUBJECT, Sidecar
 from sidecar.delivery import message_body
@@ -147,15 +153,17 @@ def test_a_capability_routes_to_a_running_agent_and_skips_halted_and_retired_one
 
 def test_routing_refuses_unknown_recipients_and_policy_limits() -> None:
     agents = {"b": agent("b")}
-    with pytest.raises(PolicyViolationError, match="not registered"):
+    with pytest.raises(RecipientError, match="not registered") as unknown:
         route(agents, HaltBook(), AgentPolicy(), "nobody", None, None)
-    with pytest.raises(PolicyViolationError, match="exactly one"):
+    with pytest.raises(RecipientError, match="exactly one") as both:
         route(agents, HaltBook(), AgentPolicy(), "b", "work", None)
     policy = AgentPolicy(allowed_recipients=frozenset({"c"}))
     with pytest.raises(PolicyViolationError, match="forbids sending"):
         route(agents, HaltBook(), policy, "b", None, None)
-    with pytest.raises(PolicyViolationError, match="no registered, running agent"):
+    with pytest.raises(RecipientError, match="no registered, running agent") as nobody:
         route(agents, HaltBook(), AgentPolicy(), None, "poetry", None)
+    rules = [unknown.value.rule, both.value.rule, nobody.value.rule]
+    assert rules == ["unknown_recipient", "bad_recipient", "no_recipient"]
 
 
 def test_a_reply_continues_the_chain_one_hop_further() -> None:
