@@ -231,6 +231,10 @@ class PunctuationContext(Protocol, Generic[S]):
         partition: int | None = None,
     ) -> None: ...
 
+    def emit_raw(self, topic: str, key: str, value: bytes, partition: int | None = None) -> None:
+        """Produce bytes already framed (a signed envelope), same transaction."""
+        ...
+
 
 class Processor(Protocol, Generic[S]):
     """Pure logic with keyed state restored as ``restore`` says, from ``store_topic``."""

@@ -36,6 +36,7 @@ from mesh.adapters.keyfiles import load_or_create_key, trust_anchors
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
+from mesh.domain.control import KILLSWITCH_AGENT
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import CONTROL, KEYS, REGISTRY, REGISTRY_EVENTS, STATE, TASKS, inbox_topic
@@ -366,6 +367,14 @@ class Sidecar:
             raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
         self.control.check(time.monotonic())
 
+    def _killswitch_age_s(self) -> float | None:
+        """Seconds since the kill-switch's last heartbeat, as the registry has it (None: it
+        never registered)."""
+        record = self.plane.agents.get(KILLSWITCH_AGENT)
+        if record is None or record.last_heartbeat_ms is None:
+            return None
+        return max(0.0, time.time() - record.last_heartbeat_ms / 1000)
+
     def _cause(self, reply_to: Delivery | str | None) -> Envelope | None:
         if isinstance(reply_to, Delivery):
             return reply_to.envelope
@@ -387,6 +396,8 @@ class Sidecar:
                 self.spec.policy.check_tool(name)
             if cost_usd < 0:
                 raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
+            if cost_usd > 0:
+                self.spec.policy.check_killswitch(self._killswitch_age_s())
             self.spend.admit(cost_usd, self.clock())
         except AgentRefusedError as exc:
             await self._refused(name, exc)

@@ -12,7 +12,10 @@ and auditors see the same limits the sidecar enforces. JSON form (every key opti
      "allowed_tools": ["search", "fetch"],             # tools it may report calling
      "budget_usd": 5.0, "budget_window_s": 3600,       # spend allowed per sliding window
      "max_hop_count": 10,                              # longest causation chain it may extend
-     "max_message_bytes": 262144}                      # largest message it may send
+     "max_message_bytes": 262144,                      # largest message it may send
+     "require_killswitch_s": 30}                       # fail closed: refuse spend-bearing
+                                                       # calls while the kill-switch has not
+                                                       # heartbeaten for this long (null: never)
 
 Limits are maxima: exactly at a limit is allowed; over it is refused.
 """
@@ -27,7 +30,7 @@ from typing import Any
 import orjson
 
 from mesh.domain.windows import SlidingWindow
-from mesh.errors import ConfigError, PolicyViolationError
+from mesh.errors import ConfigError, ControlUnavailableError, PolicyViolationError
 
 __all__ = ["AgentPolicy", "SpendWindow", "parse_agent_policy"]
 
@@ -41,6 +44,7 @@ class AgentPolicy:
     budget_window_s: float = 3600.0
     max_hop_count: int = 10
     max_message_bytes: int = 1_048_576
+    require_killswitch_s: float | None = None  # None: spend does not wait for the kill-switch
 
     def check_recipient(self, agent_id: str) -> None:
         if self.allowed_recipients is not None and agent_id not in self.allowed_recipients:
@@ -81,6 +85,22 @@ class AgentPolicy:
                 "send large content as a FILE part with a URI",
             )
 
+    def check_killswitch(self, last_heartbeat_age_s: float | None) -> None:
+        """Fail closed: refuse a spend-bearing call while the kill-switch is not seen alive
+        (``last_heartbeat_age_s``: None when it never was)."""
+        bound = self.require_killswitch_s
+        if bound is None or (last_heartbeat_age_s is not None and last_heartbeat_age_s <= bound):
+            return
+        seen = (
+            "has never been seen"
+            if last_heartbeat_age_s is None
+            else f"was last seen {last_heartbeat_age_s:.0f}s ago"
+        )
+        raise ControlUnavailableError(
+            f"the kill-switch {seen}, and this agent's policy refuses spend-bearing calls while "
+            f"it has not been seen for {bound:g}s (require_killswitch_s); retry once it is back"
+        )
+
     def to_json(self) -> str:
         return orjson.dumps(
             {
@@ -91,6 +111,7 @@ class AgentPolicy:
                 "budget_window_s": self.budget_window_s,
                 "max_hop_count": self.max_hop_count,
                 "max_message_bytes": self.max_message_bytes,
+                "require_killswitch_s": self.require_killswitch_s,
             }
         ).decode()
 
@@ -145,6 +166,7 @@ def parse_agent_policy(data: Mapping[str, Any] | str | None, where: str = "polic
         ("budget_window_s", float),
         ("max_hop_count", int),
         ("max_message_bytes", int),
+        ("require_killswitch_s", float),
     ):
         if data.get(name) is not None:
             values[name] = _positive(data[name], kind, f"{where}: {name}")

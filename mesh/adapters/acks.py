@@ -23,6 +23,7 @@ from confluent_kafka import TopicPartition
 from mesh.adapters.kafka.reading import partitions_of, reader, watermarks
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState, AgentStatus, live_instances
+from mesh.domain.control import is_mesh_process
 from mesh.domain.keys import KeyDirectory
 from mesh.domain.telemetry import TELEMETRY_SUBJECT, Kind
 from mesh.domain.topics import TELEMETRY
@@ -45,8 +46,8 @@ def live_targets(agents: Mapping[str, AgentState], affected: Iterable[str]) -> l
     targets: list[str] = []
     for agent_id in sorted(set(affected)):
         state = agents.get(agent_id)
-        if state is None or state.status not in running:
-            continue
+        if state is None or state.status not in running or is_mesh_process(agent_id):
+            continue  # the mesh's own processes are never halted
         instances = live_instances(state)
         targets += [f"{agent_id}/{i}" for i in instances] if instances else [agent_id]
     return targets

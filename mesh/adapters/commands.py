@@ -28,6 +28,7 @@ from mesh.domain.control import (
     control_key,
     control_record,
     halt_in_force,
+    is_mesh_process,
 )
 from mesh.domain.dependencies import dependants, unknown_target, with_capability
 from mesh.domain.identity import PublicKeys
@@ -101,6 +102,11 @@ def send_command(
 def _refuse_unknown(cluster: Cluster, serde: Serde, scope: Scope, target: str) -> None:
     if scope is Scope.FLEET:
         return
+    if scope is not Scope.CAPABILITY and is_mesh_process(target):
+        raise UnknownTargetError(
+            f"{target!r} is one of the mesh's own processes, which no halt stops; nothing was "
+            "sent. Stop it as a process (`mesh down`, or its supervisor)"
+        )
     try:
         agents = read_agents(cluster, serde)
     except MeshError:

@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "CONTROL_SUBJECT",
+    "KILLSWITCH_AGENT",
+    "MESH_AGENT_PREFIX",
     "MESH_SIGNER",
     "Action",
     "HaltBook",
@@ -34,11 +36,20 @@ __all__ = [
     "control_key",
     "control_record",
     "halt_in_force",
+    "is_mesh_process",
 ]
 
 CONTROL_SUBJECT = "mesh.control.ControlCommand"
 #: The identity the mesh's own processors sign with (automatic halts, audit checkpoints).
 MESH_SIGNER = "mesh"
+#: Agent ids the mesh's own processes register under (the kill-switch's liveness); only the
+#: mesh's key may register them, and no halt stops them (they are what halts agents).
+MESH_AGENT_PREFIX = "mesh."
+KILLSWITCH_AGENT = "mesh.killswitch"
+
+
+def is_mesh_process(agent_id: str) -> bool:
+    return agent_id.startswith(MESH_AGENT_PREFIX)
 
 
 class Action(StrEnum):
@@ -154,7 +165,10 @@ def halt_in_force(
     halts: Mapping[str, Mapping[str, Any]], agent_id: str, capabilities: Iterable[str] = ()
 ) -> dict[str, Any] | None:
     """Of ``halts`` (by control key), the one that stops ``agent_id`` (None: it may act): the
-    fleet's, its own, one of its capabilities', or one that names it among those affected."""
+    fleet's, its own, one of its capabilities', or one that names it among those affected. The
+    mesh's own processes are never stopped by a halt."""
+    if is_mesh_process(agent_id):
+        return None
     for key in ("*", agent_id, *(f"capability:{c}" for c in capabilities)):
         found = halts.get(key)
         if found is not None:

@@ -24,10 +24,18 @@ partitions of their own instance, so run one kill-switch instance (a second one 
 standby that takes over all partitions on a rebalance) for exact fleet windows.
 
 Windows are kept in memory: after a restart they start empty, while the halts stay in force.
+
+Liveness: every two seconds the kill-switch heartbeats on ``mesh.registry.events.v1`` as the
+agent ``mesh.killswitch`` (registered once per start, signed with a key derived from the mesh's
+seed; the registry lets only the mesh's key register ``mesh.`` ids), one instance per
+kill-switch instance. `mesh agents ls` shows it LIVE or STALE, and a sidecar whose policy says
+``require_killswitch_s`` refuses spend-bearing calls while its last heartbeat is older than
+that (fail closed).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,17 +43,20 @@ from mesh.adapters.serde.control import check_control, seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import (
     CONTROL_SUBJECT,
+    KILLSWITCH_AGENT,
     Action,
     HaltBook,
     Scope,
     control_key,
     control_record,
     halt_in_force,
+    is_mesh_process,
 )
 from mesh.domain.dependencies import capabilities, dependants, with_capability
+from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.identity import AgentKey
 from mesh.domain.telemetry import TELEMETRY_SUBJECT
-from mesh.domain.topics import CONTROL, TELEMETRY
+from mesh.domain.topics import CONTROL, REGISTRY_EVENTS, TELEMETRY
 from mesh.errors import EventRejectedError
 from processors.api import Agents, Context, Event, PunctuationContext, Restore
 from processors.killswitch.policy import Policy
@@ -71,7 +82,7 @@ class KillSwitchProcessor:
     restore = Restore.SOURCE
     copartitioned: tuple[str, ...] = ()
     global_tables: tuple[str, ...] = ("agents",)
-    punctuate_every_ms: int | None = None
+    punctuate_every_ms: int | None = 2_000
 
     def __init__(
         self,
@@ -86,12 +97,16 @@ class KillSwitchProcessor:
         self.codec, self.key, self.policy = codec, key, policy
         self.signers = dict(signers)
         self.requested_by = f"killswitch:{instance}"
+        self.identity = AgentKey.from_seed(KILLSWITCH_AGENT, key.seed())
+        self.instance_id = f"killswitch-{instance}"
+        self.beats = 0
         self.watch = Watch(policy)
         self.book = HaltBook()
         self.issued: dict[str, Halt] = {}  # halts sent, not yet seen back on the control topic
         self.halts_issued = 0
 
     def init(self) -> None:
+        self.beats = 0
         self.watch = Watch(self.policy)
         self.book = HaltBook()
         self.issued.clear()
@@ -106,7 +121,23 @@ class KillSwitchProcessor:
             self._telemetry(event, ctx)
 
     def punctuate(self, ctx: PunctuationContext[Halt]) -> None:
-        return None
+        """Heartbeat as ``mesh.killswitch`` (registering first, once per start)."""
+        if self.beats == 0:
+            self._registry_event(ctx, REGISTERED, registration(self.identity))
+        self.beats += 1
+        beat = {
+            "agent_id": KILLSWITCH_AGENT,
+            "instance_id": self.instance_id,
+            "sequence": self.beats,
+        }
+        self._registry_event(ctx, HEARTBEAT, beat)
+
+    def _registry_event(
+        self, ctx: PunctuationContext[Halt], subject: str, body: dict[str, Any]
+    ) -> None:
+        envelope = new_envelope(KILLSWITCH_AGENT, "", recipient_kind=RecipientKind.BROADCAST)
+        value = self.codec.seal(envelope, subject, body, self.identity)
+        ctx.emit_raw(REGISTRY_EVENTS, KILLSWITCH_AGENT, value)
 
     def encode_state(self, state: Halt) -> dict[str, Any]:
         return state
@@ -193,10 +224,25 @@ class KillSwitchProcessor:
             self.watch.reset([key, *outcome.lifted.get("affected_agents", [])])
 
 
+REGISTERED = "mesh.registry.AgentRegistered"
+HEARTBEAT = "mesh.registry.Heartbeat"
+
+
+def registration(identity: AgentKey) -> dict[str, Any]:
+    card = {"name": "kill-switch", "description": "the mesh's kill-switch (its liveness)"}
+    return {
+        "agent_id": identity.agent_id,
+        "owner": "mesh",
+        "version": "1",
+        "public_key": identity.public_bytes,
+        "agent_card_json": json.dumps(card),
+    }
+
+
 def _radius(agents: Agents, scope: Scope, agent_id: str) -> tuple[str, list[str]]:
     if scope is Scope.AGENT:
         return agent_id, [agent_id]
-    everyone = {a: agents[a] for a in agents}
+    everyone = {a: agents[a] for a in agents if not is_mesh_process(a)}
     if scope is Scope.FLEET:
         return "*", sorted(everyone)
     if scope is Scope.DEPENDANTS:

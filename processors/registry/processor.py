@@ -37,6 +37,7 @@ from typing import Any
 
 from mesh.domain.agent_record import from_record, to_record
 from mesh.domain.agents import AgentState, AgentStatus, admitted_halted, apply, mark_stale
+from mesh.domain.control import MESH_AGENT_PREFIX, is_mesh_process
 from mesh.domain.dependencies import capabilities
 from mesh.domain.identity import AgentKey, verify_signature
 from mesh.domain.keys import (
@@ -183,7 +184,13 @@ class RegistryProcessor:
                     "quarantined until an operator rotates its key"
                 )
             if event.subject == REGISTERED:
-                event.message.verify(bytes(event.body["public_key"]))
+                key = bytes(event.body["public_key"])
+                if is_mesh_process(agent_id) and key != self.mesh.public_bytes:
+                    raise IdentityError(
+                        f"agent ids beginning {MESH_AGENT_PREFIX!r} are the mesh's own processes; "
+                        f"{agent_id!r} registers only with the mesh's key"
+                    )
+                event.message.verify(key)
             elif state is None:
                 raise UnknownSenderError(
                     f"no public key is registered for {agent_id!r}; it must register before "

@@ -603,3 +603,30 @@ async def test_a_revoked_keys_messages_are_refused_and_the_agent_quarantined(mes
             again.returncode == 1
             and "vouches for no key of 'nobody'" in again.stdout + again.stderr
         )
+
+
+async def test_a_sidecar_that_requires_the_killswitch_refuses_spend_while_it_is_gone(
+    settings: Settings, topics: object
+) -> None:
+    """Issue 14, fail closed by policy: with ``require_killswitch_s``, spend-bearing calls
+    wait for the kill-switch's heartbeat (``mesh.killswitch`` in the registry)."""
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    policy = AgentPolicy(require_killswitch_s=3.0)
+    with running([Engine.keyed(registry_processor(settings), Cluster.of(settings), codec)]):
+        async with mesh.sidecar("spender", policy=policy) as spender:
+            await spender.report_model_call("m", cost_usd=0.0)  # no spend: never waits
+            with pytest.raises(ControlUnavailableError, match="has never been seen"):
+                await spender.report_model_call("m", cost_usd=0.01)
+            killswitch = killswitch_engine(settings, codec, {})
+            with running([killswitch]):
+                await _until(
+                    lambda: "mesh.killswitch" in spender.agents(), "the kill-switch's heartbeat"
+                )
+                await spender.report_model_call("m", cost_usd=0.01)  # seen: spend goes on
+                listed = await asyncio.to_thread(run, ["agents", "ls"], settings)
+                assert "mesh.killswitch" in listed.stdout
+            await asyncio.sleep(4.0)  # gone for longer than the policy allows
+            with pytest.raises(ControlUnavailableError, match="was last seen"):
+                await spender.report_model_call("m", cost_usd=0.01)
+    registry.close()

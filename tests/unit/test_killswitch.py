@@ -13,14 +13,15 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
-from mesh.domain.control import Action, Scope, control_key, control_record
+from mesh.domain.control import Action, Scope, control_key, control_record, halt_in_force
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import CONTROL, TELEMETRY
-from mesh.errors import ConfigError
+from mesh.errors import ConfigError, ControlUnavailableError
 from processors.killswitch import KillSwitchProcessor, load_policy
-from processors.killswitch.policy import parse_policy
+from processors.killswitch.policy import Policy, parse_policy
 from processors.testing import TestDriver
+from sidecar.policy import AgentPolicy, parse_agent_policy
 
 MESH = AgentKey.generate("mesh")
 OPERATOR = AgentKey.generate("operator:alice")
@@ -349,3 +350,34 @@ def test_the_mesh_key_never_lifts_a_halt() -> None:
     fleet.control(Action.RESUME, Scope.AGENT, "research", key=MESH)
     assert fleet.halted("research")
     assert "never resumes" in fleet.driver.dead_letters()[0]["reason"]
+
+
+def test_the_killswitch_heartbeats_as_a_mesh_process_and_no_halt_stops_it() -> None:
+    mesh = AgentKey.generate("mesh")
+    serde = Serde(InMemoryRegistry())
+    codec = MessageCodec(serde, PublicKeys())
+    processor = KillSwitchProcessor(codec, mesh, Policy(), {"mesh": mesh.public_bytes}, "2")
+    driver = TestDriver(processor, serde=serde)
+    ticks = driver.advance(4_000)
+    opened = [codec.open(t.value or b"", verify=False) for t in ticks]
+    assert [o.body_subject for o in opened] == [
+        "mesh.registry.AgentRegistered",
+        "mesh.registry.Heartbeat",
+        "mesh.registry.Heartbeat",
+    ]
+    assert {t.topic for t in ticks} == {"mesh.registry.events.v1"}
+    assert opened[0].body["public_key"] == mesh.public_bytes  # registered with the mesh's key
+    assert opened[2].body["instance_id"] == "killswitch-2" and opened[2].body["sequence"] == 2
+    for o in opened:
+        o.verify(mesh.public_bytes)
+    assert halt_in_force({"*": {"command_id": "h"}}, "mesh.killswitch") is None
+
+
+def test_a_policy_that_requires_the_killswitch_refuses_spend_while_it_is_not_seen() -> None:
+    policy = parse_agent_policy({"require_killswitch_s": 30})
+    policy.check_killswitch(12.0)
+    with pytest.raises(ControlUnavailableError, match="has never been seen"):
+        policy.check_killswitch(None)
+    with pytest.raises(ControlUnavailableError, match="was last seen 31s ago"):
+        policy.check_killswitch(31.0)
+    AgentPolicy().check_killswitch(None)  # not required: nothing waits for it

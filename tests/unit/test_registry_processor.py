@@ -438,3 +438,12 @@ def test_an_agent_retires_only_when_its_last_instance_leaves(
     leave("i-1")  # the last one
     assert driver.state("research").status is AgentStatus.RETIRED
     assert statements(driver)[-1][2] == "RETIRED"
+
+
+def test_only_the_mesh_key_registers_a_mesh_process(driver: TestDriver) -> None:
+    impostor = AgentKey.generate("mesh.killswitch")  # would fake the kill-switch's liveness
+    register(driver, impostor)
+    [letter] = driver.dead_letters()
+    assert letter["reason_code"] == "identity" and "the mesh's own processes" in letter["reason"]
+    register(driver, AgentKey.from_seed("mesh.killswitch", MESH.seed()))
+    assert driver.state("mesh.killswitch").status is AgentStatus.LIVE
