@@ -2,7 +2,8 @@
 
 Maven resolves ``org.apache.kafka:kafka_2.13`` and everything it needs at run time from
 ``infra/kafka/pom.xml``. A finished fetch leaves a ``.complete`` marker, so an interrupted one
-is redone rather than half-used.
+is redone rather than half-used. Maven's own repository goes to the same cache
+(``<cache>/m2``), not the user's ``~/.m2``: everything the mesh downloads stays in one place.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from mesh.errors import LocalKafkaError
@@ -45,10 +47,17 @@ def ensure_jars(version: str, cache_dir: Path | None = None) -> Path:
             "install Maven, or use an existing cluster with MESH_BOOTSTRAP_SERVERS"
         )
     shutil.rmtree(target, ignore_errors=True)
+    repository = target.parents[1] / "m2"
     command = [
         mvn, "-q", "-B", "-f", str(INFRA_DIR / "pom.xml"), "dependency:copy-dependencies",
         f"-Dkafka.version={version}", f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+        f"-Dmaven.repo.local={repository}",
     ]  # fmt: skip
+    sys.stderr.write(
+        f"fetching Apache Kafka {version} from Maven Central into {target.parent} (once; about "
+        "50 MB)...\n"
+    )
+    sys.stderr.flush()
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0 or not any(target.glob("kafka_2.13-*.jar")):
         raise LocalKafkaError(
