@@ -177,6 +177,14 @@ def replay(
     finally:
         session.close()
     typer.echo(f"# {shown} records replayed", err=True)
+    if shown == 0 and (agent or task):
+        named = f"agent {agent!r}" if agent else f"task {task!r}"
+        typer.echo(
+            f"no audit record concerns {named} in this window; check the id (`mesh agents ls` "
+            "lists agents)",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _in_source_order(log: AuditLog, window: Window) -> Iterator[tuple[int, Link]]:

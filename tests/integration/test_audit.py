@@ -336,4 +336,10 @@ def test_verify_complete_names_source_records_the_audit_missed(settings: Setting
     assert gap.returncode == 1, out
     assert "FAIL incomplete: 3 source records are not in the audit, first" in out
     assert f"{settings.topic_prefix}{TASKS}[" in out and "audit lag:" in out
+
+    everything = run(["audit", "replay", "--from", "2000-01-01T00:00:00Z"], settings)
+    assert everything.returncode == 0 and len(everything.stdout.splitlines()) == 60
+    assert "# 60 records replayed" in everything.stderr
+    nobody = run(["audit", "replay", "--agent", "nosuch"], settings)
+    assert nobody.returncode == 1 and "no audit record concerns agent 'nosuch'" in nobody.stderr
     registry.close()

@@ -56,3 +56,31 @@ def test_fencing_stops_every_engine_and_is_raised() -> None:
     with pytest.raises(ProcessorFencedError, match="a newer instance"):
         run_processors([fenced], lambda _: None, backoff=(0.001, 0.002), stop=stop)  # type: ignore[list-item]
     assert fenced.runs == 1
+
+
+class SlowFailingEngine(FlakyEngine):
+    """Each run lasts ``run_s`` before it fails: a process that had been running a while."""
+
+    def __init__(self, run_s: float, *args: Any) -> None:
+        super().__init__(*args)
+        self.run_s = run_s
+
+    def run(self, until: Any) -> None:
+        if self.errors:
+            threading.Event().wait(self.run_s)
+        super().run(until)
+
+
+def test_the_backoff_starts_over_after_a_steady_run() -> None:
+    stop, lines = threading.Event(), []
+    errors = [TransactionAbortedError("broker restarted")] * 3
+    engine = SlowFailingEngine(0.05, "killswitch", errors, stop)
+    run_processors(
+        [engine],  # type: ignore[list-item]
+        lines.append,
+        backoff=(0.1, 10.0),
+        stop=stop,
+        steady_s=0.02,
+    )
+    delays = [line.split(" in ")[1].split("s ")[0] for line in lines if "restart" in line]
+    assert delays == ["0.1", "0.1", "0.1"]  # not 0.1, 0.2, 0.4: each outage is a first one
