@@ -1,11 +1,13 @@
 """Audit benchmark, on one broker, in one run.
 
 1. Throughput, interleaved over rounds (fresh topics each round, the same pre-produced input of
-   signed-envelope-sized records spread over the four fixed audited topics): the raw
+   signed-envelope-sized records spread over the fixed audited topics): the raw
    confluent-kafka passthrough (consume -> produce the same bytes), the transactional
-   passthrough, and the audit processor (hash, chain, encode, in 20 ms transactions).
-2. Verification: ``verify_log`` (what ``mesh audit verify`` runs: read, decode, re-hash, check
-   every link) in records/s, against plain SHA-256 over the same original bytes in memory.
+   passthrough, and the audit processor (hash, chain, sign each link with the mesh's key,
+   encode, in 20 ms transactions).
+2. Verification: what ``mesh audit verify`` runs (read, decode, re-hash and check every link,
+   its signature, and the source record it names) in records/s, against plain SHA-256 over the
+   same original bytes in memory.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._kafka import interleaved_rounds, passthrough, produce
 from bench._report import median, write_results
-from mesh.adapters.audit.log import AuditLog, verify_log
+from mesh.adapters.audit.log import AuditLog, Claims, verify_log
+from mesh.adapters.audit.sources import check_sources
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.source import acquire_broker
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
@@ -31,6 +34,9 @@ from mesh.settings import Cluster, Settings, load_settings
 from processors.audit import AUDITED, AuditProcessor
 from processors.runtime.engine import Engine
 
+#: The mesh's key for the bench: the audit processor signs every link with it, and verify
+#: checks every signature, as `mesh audit verify` does.
+MESH = AgentKey.generate("mesh")
 PER_TOPIC = 5_000
 ROUNDS = 3
 SIZE = 673  # a signed envelope with a typical body (bench/serde.py)
@@ -45,7 +51,7 @@ def fill(settings: Settings, bootstrap: str) -> None:
 def audit_rate(settings: Settings, bootstrap: str, serde: Serde, total: int) -> float:
     codec = MessageCodec(serde, PublicKeys())
     engine = Engine.keyed(
-        AuditProcessor(AgentKey.generate("mesh")), Cluster(settings, bootstrap), codec
+        AuditProcessor(MESH), Cluster(settings, bootstrap), codec
     )
     first: list[float] = []
 
@@ -61,9 +67,14 @@ def audit_rate(settings: Settings, bootstrap: str, serde: Serde, total: int) -> 
 def verify_rates(settings: Settings, bootstrap: str, serde: Serde) -> dict[str, float]:
     log = AuditLog(Cluster(settings, bootstrap), serde)
     started = time.perf_counter()
-    results = verify_log(log)
+    claims: Claims = {}
+    results = verify_log(log, public_key=MESH.public_bytes, claims=claims)
+    sources = check_sources(Cluster(settings, bootstrap), claims)
     verify_s = time.perf_counter() - started
-    assert all(r.problem is None for r in results), [str(r.problem) for r in results]
+    assert all(r.problem is None and not r.foreign for r in results), [
+        str(r.problem) for r in results
+    ]
+    assert sources.problems == [] and sources.checked == sum(r.records for r in results)
     records = sum(r.records for r in results)
     originals = [e.link.original or b"" for p in log.partitions() for e in log.entries(p) if e.link]
     started = time.perf_counter()
