@@ -50,9 +50,7 @@ def fill(settings: Settings, bootstrap: str) -> None:
 
 def audit_rate(settings: Settings, bootstrap: str, serde: Serde, total: int) -> float:
     codec = MessageCodec(serde, PublicKeys())
-    engine = Engine.keyed(
-        AuditProcessor(MESH), Cluster(settings, bootstrap), codec
-    )
+    engine = Engine.keyed(AuditProcessor(MESH), Cluster(settings, bootstrap), codec)
     first: list[float] = []
 
     def finished() -> bool:

@@ -32,7 +32,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from mesh.adapters.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
-from mesh.adapters.keyfiles import load_or_create_key, trust_anchors
+from mesh.adapters.keyfiles import load_or_create_key, replace_key, trust_anchors
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
@@ -87,9 +87,8 @@ class Sidecar:
         settings = self.settings = cluster.settings
         anchors = trust_anchors(settings)  # first: no anchors, no sidecar (fail closed)
         self.agent_id = spec.agent_id
-        self.key = key or load_or_create_key(
-            settings.state_dir / "keys" / f"{spec.agent_id}.key", spec.agent_id
-        )
+        self.key_file = settings.state_dir / "keys" / f"{spec.agent_id}.key"
+        self.key = key or load_or_create_key(self.key_file, spec.agent_id)
         self.instance_id = instance_id or f"{spec.agent_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.heartbeat_s, self.key_wait_s, self.clock = heartbeat_s, key_wait_s, clock
         self.codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
@@ -339,6 +338,31 @@ class Sidecar:
         :meth:`ack`, and is delivered again if it is given back (:meth:`nack`), not
         acknowledged in time, or held when the agent is halted (see :mod:`sidecar.inbox`)."""
         return await self.inbox.receive(timeout_s, auto_ack=auto_ack)
+
+    async def rotate_key(self, reason: str = "scheduled rotation", wait_s: float = 30.0) -> None:
+        """Move this agent to a fresh key: ``KeyRotated`` signed with the current key, carrying
+        the new key's proof; once the registry's countersigned statement is read back, sign
+        with the new key and keep it in the key file (docs/security/keys.md). A message signed
+        with the old key and read after the rotation is refused, like any other."""
+        new = AgentKey.generate(self.agent_id)
+        before = self.plane.keys.get(self.agent_id)
+        serial = 0 if before is None else before.serial
+        body = facts.key_rotated(self.agent_id, new, reason)
+        await self._write_event(REGISTRY_EVENTS, "mesh.registry.KeyRotated", body)
+        deadline = time.monotonic() + wait_s
+        while True:
+            now = self.plane.keys.get(self.agent_id)
+            if now is not None and now.serial > serial and now.public_key == new.public_bytes:
+                break
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(
+                    f"the registry did not record the key rotation of {self.agent_id!r} within "
+                    f"{wait_s:.0f}s; the old key stays in use (is the registry processor "
+                    "running? a refused rotation is on mesh.dlq.v1)"
+                )
+            await self.plane.wait_changed(deadline - time.monotonic())
+        replace_key(self.key_file, new)
+        self.key = self.outbox.key = new
 
     def ack(self, message_id: str) -> bool:
         """The agent is done with the message (its offset may be committed)."""

@@ -6,7 +6,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["context_write", "heartbeat", "retired", "task_event"]
+from mesh.domain.identity import AgentKey
+from mesh.domain.keys import rotation_bytes
+
+__all__ = ["context_write", "heartbeat", "key_rotated", "retired", "task_event"]
 
 
 def task_event(actor: str, task_id: str, kind: str, **fields: Any) -> dict[str, Any]:
@@ -39,3 +42,13 @@ def heartbeat(agent_id: str, instance_id: str, sequence: int) -> dict[str, Any]:
 
 def retired(agent_id: str, reason: str, instance_id: str | None = None) -> dict[str, Any]:
     return {"agent_id": agent_id, "reason": reason, "instance_id": instance_id}
+
+
+def key_rotated(agent_id: str, new: AgentKey, reason: str) -> dict[str, Any]:
+    """A rotation to ``new``, with the new key's proof of possession (signed by it)."""
+    return {
+        "agent_id": agent_id,
+        "new_public_key": new.public_bytes,
+        "proof": new.sign(rotation_bytes(agent_id, new.public_bytes)),
+        "reason": reason,
+    }

@@ -29,6 +29,7 @@ __all__ = [
     "mesh_anchor",
     "mesh_key",
     "operator_key",
+    "replace_key",
     "trust_anchors",
 ]
 
@@ -121,3 +122,15 @@ def load_or_create_key(path: Path, agent_id: str) -> AgentKey:
     with os.fdopen(fd, "wb") as handle:
         handle.write(key.seed())
     return key
+
+
+def replace_key(path: Path, key: AgentKey) -> None:
+    """Write ``key`` to ``path`` (mode 0600) in place of the key there, atomically: a crash
+    leaves the old key or the new one, never half of either."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staging = path.with_suffix(".new")
+    staging.unlink(missing_ok=True)
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.seed())
+    os.replace(staging, path)

@@ -630,3 +630,26 @@ async def test_a_sidecar_that_requires_the_killswitch_refuses_spend_while_it_is_
             with pytest.raises(ControlUnavailableError, match="was last seen"):
                 await spender.report_model_call("m", cost_usd=0.01)
     registry.close()
+
+
+async def test_an_agent_rotates_its_own_key_and_its_peers_follow(mesh: Mesh) -> None:
+    async with mesh.sidecar("alice") as alice, mesh.sidecar("bob") as bob:
+        await _until(lambda: {"alice", "bob"} <= set(bob.agents()), "both registered")
+        old = alice.key
+        await alice.rotate_key("quarterly")
+        assert alice.key.public_bytes != old.public_bytes
+        assert alice.key_file.read_bytes() == alice.key.seed()  # kept for the next start
+        await _until(
+            lambda: (
+                (s := bob.plane.keys.get("alice")) is not None
+                and s.public_key == alice.key.public_bytes
+            ),
+            "bob read the rotation",
+        )
+        sent = await alice.send("bob", text="signed with the new key")
+        got = await bob.receive(timeout_s=10)
+        assert got is not None and got.message_id == sent
+        replayed = mesh.codec.seal(new_envelope("alice", "bob"), "mesh.a2a.Message", KEYS_BODY, old)
+        produce(mesh.settings, [Sent(inbox_topic("bob").name, "k", replayed)])
+        await _until(lambda: bob.counters.dead_lettered == 1, "the old key refused")
+        assert await bob.receive(timeout_s=0.5) is None
