@@ -26,6 +26,7 @@ class Metrics:
     lag: int = 0
     max_lag: int = 0
     max_commit_delay_ms: int = 0
+    transactions: int = 0  # committed
     #: Per committed batch: ms from the oldest record's timestamp to its commit (end-to-end lag).
     commit_delays_ms: deque[int] = field(default_factory=lambda: deque(maxlen=100_000))
     started: float = field(default_factory=time.monotonic)
@@ -37,6 +38,7 @@ class Metrics:
         self.records_out += records_out
 
     def committed(self, oldest_timestamp_ms: int | None, now_ms: int) -> None:
+        self.transactions += 1
         if oldest_timestamp_ms is None:
             return
         delay = max(0, now_ms - oldest_timestamp_ms)

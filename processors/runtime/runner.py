@@ -101,15 +101,15 @@ def run_processors(
     backoff: tuple[float, float] = (0.5, 30.0),
     stop: threading.Event | None = None,
     health_file: Path | None = None,
-    steady_s: float = 30.0,
 ) -> None:
     """Run each engine in a thread, supervised, until SIGINT/SIGTERM.
 
     An engine that stops on a retriable error (the broker went away, a transaction did not
     commit) is started again after a backoff (``backoff``: first and longest, doubling),
     which restores its store from what committed; every restart is reported with its cause
-    and counted (``restarts``). The backoff starts over once a run lasted ``steady_s``: each
-    outage of a long-lived process is a first failure, not the next in a series. Anything else
+    and counted (``restarts``). The backoff starts over once a run has committed: a processor
+    that recovered meets the next outage with the first delay, not the next in a series.
+    Anything else
     (configuration, fencing by a newer instance, a bug) stops every engine and is raised: a
     process that cannot do its job says so and exits.
     ``stop``: set it to stop (default: a new event set by SIGINT and SIGTERM).
@@ -126,7 +126,7 @@ def run_processors(
     def work(engine: Engine) -> None:
         delay = backoff[0]
         while not stop.is_set():
-            started = time.monotonic()
+            committed = engine.metrics.transactions
             try:
                 engine.run(until=stop.is_set)
                 return
@@ -136,7 +136,7 @@ def run_processors(
                     stop.set()
                     return
                 restarts[engine.job.name] += 1
-                if time.monotonic() - started > steady_s:  # it had been running: a new outage
+                if engine.metrics.transactions > committed:  # it had recovered: a new outage
                     delay = backoff[0]
                 report(
                     f"{engine.job.name}: restart {restarts[engine.job.name]} in {delay:.1f}s "
