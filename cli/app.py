@@ -24,6 +24,7 @@ from cli import (
     registry_cmd,
     schemas_cmd,
     sidecar_cmd,
+    tail_cmd,
     topics_cmd,
     views_cmd,
 )
@@ -77,6 +78,7 @@ app.command("status")(demo_cmd.status)
 app.command("halt")(control_cmd.halt)
 app.command("resume")(control_cmd.resume)
 app.command("halts")(control_cmd.halts)
+app.command("tail")(tail_cmd.tail)
 
 #: soft_wrap: a line is never broken at the terminal's width (or at 80 columns when output is a
 #: file or a pipe), so a log or a script reads each message as the one line it is.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import struct
 import time
@@ -653,3 +654,28 @@ async def test_an_agent_rotates_its_own_key_and_its_peers_follow(mesh: Mesh) -> 
         produce(mesh.settings, [Sent(inbox_topic("bob").name, "k", replayed)])
         await _until(lambda: bob.counters.dead_lettered == 1, "the old key refused")
         assert await bob.receive(timeout_s=0.5) is None
+
+
+async def test_mesh_tail_shows_records_decoded_and_says_which_verify(mesh: Mesh) -> None:
+    async with mesh.sidecar("alice") as alice, mesh.sidecar("bob") as bob:
+        await _until(lambda: {"alice", "bob"} <= set(alice.agents()), "both registered")
+        sent = await alice.send("bob", text="look at me", task_id="t-tail")
+        impostor = AgentKey.generate("alice")
+        forged = mesh.codec.seal(
+            new_envelope("alice", "bob"), "mesh.a2a.Message", KEYS_BODY, impostor
+        )
+        produce(mesh.settings, [Sent(inbox_topic("bob").name, "k", forged)])
+        await _until(lambda: bob.counters.dead_lettered == 1, "the forgery dead-lettered")
+        shown = await asyncio.to_thread(
+            run, ["tail", "inbox.bob", "--last", "5", "--json"], mesh.settings
+        )
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        lines = [json.loads(line) for line in shown.stdout.splitlines()]
+        by_id = {line.get("message_id"): line for line in lines}
+        assert by_id[sent]["verified"] is True and by_id[sent]["task_id"] == "t-tail"
+        refused = [line for line in lines if line["verified"] is False]
+        assert len(refused) == 1 and "signature does not match" in refused[0]["problem"]
+        letters = await asyncio.to_thread(run, ["tail", "dlq"], mesh.settings)
+        assert "bad_signature from" in letters.stdout and "inbox.bob" in letters.stdout
+        nowhere = await asyncio.to_thread(run, ["tail", "nosuch"], mesh.settings)
+        assert nowhere.returncode == 2 and "no mesh topic 'nosuch'" in nowhere.stderr
