@@ -76,7 +76,9 @@ def resume(
     _send(Action.RESUME, scope, agent or capability or "*", reason)
 
 
-def halts() -> None:
+def halts(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per halt, per line."),
+) -> None:
     """The halts in force."""
     current = settings()
     where = cluster(current)
@@ -86,6 +88,10 @@ def halts() -> None:
         found = read_halts(where, codec, trust_anchors(current))
     finally:
         registry.close()
+    if as_json:
+        for key, command in sorted(found.halts.items()):
+            print(json.dumps({"key": key, **command}, default=str))
+        return
     for reason in found.ignored:
         console.print(f"[yellow]ignored[/] {reason}")
     if not found.halts:

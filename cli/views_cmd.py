@@ -43,22 +43,40 @@ def _agents() -> dict[str, object]:
 
 
 @agents_app.command("ls")
-def list_agents() -> None:
-    """Every agent with its status, owner, version and last heartbeat."""
-    table = Table("agent", "status", "owner", "version", "last heartbeat", "skills")
+def list_agents(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per agent, per line."),
+) -> None:
+    """Every agent with its status, owner, version, last heartbeat and instances."""
+    table = Table(
+        "agent", "status", "owner", "version", "last heartbeat (UTC)", "instances", "skills"
+    )
     for agent_id, agent in sorted(_agents().items()):
         record = to_record(agent)  # type: ignore[arg-type]
         card = json.loads(record["agent_card_json"] or "{}")
-        skills = ", ".join(s.get("id", "?") for s in card.get("skills", []))
+        skills = [s.get("id", "?") for s in card.get("skills", [])]
+        instances = [i["instance_id"] for i in record["instances"]]
+        if as_json:
+            print(json.dumps({
+                "agent_id": agent_id,
+                "status": record["status"],
+                "owner": record["owner"],
+                "version": record["version"],
+                "last_heartbeat": _iso(record["last_heartbeat"]),
+                "instances": instances,
+                "skills": skills,
+            }))  # fmt: skip
+            continue
         table.add_row(
             agent_id,
             record["status"],
             record["owner"],
             record["version"],
             _time(record["last_heartbeat"]),
-            skills,
+            str(len(instances)),
+            ", ".join(skills),
         )
-    console.print(table)
+    if not as_json:
+        console.print(table)
 
 
 @agents_app.command("show")
@@ -107,6 +125,14 @@ def show_state(
     console.print_json(json.dumps(task_record(state)))
     if skipped:
         console.print(f"({skipped} refused events skipped, as the processor refused them)")
+
+
+def _iso(ms: int | None) -> str | None:
+    """ISO 8601 in UTC (what --json prints for every time)."""
+    if ms is None:
+        return None
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _time(ms: int | None) -> str:

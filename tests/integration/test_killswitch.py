@@ -148,6 +148,11 @@ def test_a_scripted_runaway_gets_exactly_one_halt_with_the_right_radius(
         listed = run(["halts"], settings)
         assert "intake: agent halt by operator" in listed.stdout
         assert "research: agent halt by spend_per_minute" in listed.stdout
+        as_json = [json.loads(x) for x in run(["halts", "--json"], settings).stdout.splitlines()]
+        assert {(h["key"], h["rule"]) for h in as_json} >= {
+            ("intake", "operator"),
+            ("research", "spend_per_minute"),
+        }
         resumed = run(["resume", "research", "--reason", "test"], settings)
         assert resumed.returncode == 0, resumed.stderr
         listed = run(["halts"], settings)

@@ -154,6 +154,9 @@ def test_registry_state_and_views(settings: Settings, topics: TopicAdmin) -> Non
 
     listing = run(["agents", "ls"], settings)
     assert listing.returncode == 0 and "intake" in listing.stdout and "LIVE" in listing.stdout
+    as_json = run(["agents", "ls", "--json"], settings)
+    rows = {row["agent_id"]: row for row in map(json.loads, as_json.stdout.splitlines())}
+    assert rows["intake"]["status"] == "LIVE" and rows["intake"]["last_heartbeat"].endswith("Z")
     shown = run(["agents", "show", "research"], settings)
     assert json.loads(shown.stdout)["depends_on_tools"] == ["web.search"]
     assert run(["agents", "show", "nobody"], settings).returncode == 1
