@@ -20,6 +20,7 @@ from cli import (
     demo_cmd,
     kafka_cmd,
     keys_cmd,
+    policy_cmd,
     processors_cmd,
     registry_cmd,
     schemas_cmd,
@@ -62,6 +63,7 @@ def _root(
 
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(registry_cmd.app, name="registry")

@@ -37,9 +37,20 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
 from mesh.domain.control import KILLSWITCH_AGENT
+from mesh.domain.dependencies import capabilities
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.domain.topics import CONTROL, KEYS, REGISTRY, REGISTRY_EVENTS, STATE, TASKS, inbox_topic
+from mesh.domain.policies import PolicyInForce
+from mesh.domain.topics import (
+    CONTROL,
+    KEYS,
+    POLICIES,
+    REGISTRY,
+    REGISTRY_EVENTS,
+    STATE,
+    TASKS,
+    inbox_topic,
+)
 from mesh.errors import (
     AgentRefusedError,
     KafkaUnavailableError,
@@ -58,7 +69,7 @@ from sidecar.follow import Follower
 from sidecar.inbox import Counters, Inbox
 from sidecar.outbox import KafkaSink, Outbox
 from sidecar.plane import HaltHandler, Plane
-from sidecar.policy import AgentPolicy, SpendWindow
+from sidecar.policy import AgentPolicy, SpendWindow, narrowest, parse_agent_policy
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
@@ -93,6 +104,7 @@ class Sidecar:
         self.heartbeat_s, self.key_wait_s, self.clock = heartbeat_s, key_wait_s, clock
         self.codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
         self.spend = SpendWindow(spec.policy)
+        self._policies: dict[str, AgentPolicy] = {}  # by the operator policy's hash
         self.counters = Counters()
         self.supervisor = Supervisor(spec.agent_id)
         self._sink = KafkaSink(aiokafka_producer_config(cluster))
@@ -212,13 +224,13 @@ class Sidecar:
             body = message_body(text, data)
         try:
             self._refuse_if_halted()
-            policy = self.spec.policy
+            policy = self.policy
             recipient = await self._route(policy, to, capability, task_id)
             envelope = stamp(self.agent_id, recipient, task_id, self._cause(reply_to))
-            self.spec.policy.check_hops(envelope.hop_count)
+            policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)
             value = self.outbox.message(envelope, subject, body)
-            self.spec.policy.check_size(len(value))
+            policy.check_size(len(value))
         except (AgentRefusedError, SerdeError) as exc:
             await self._refused("send", exc, peer=to or capability)
             raise
@@ -391,6 +403,26 @@ class Sidecar:
             raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
         self.control.check(time.monotonic())
 
+    @property
+    def operator_policy(self) -> PolicyInForce | None:
+        """The operator's policy in force for this agent (``mesh.policies.v1``), if any."""
+        record = self.plane.agents.get(self.agent_id)
+        skills = capabilities(record) if record else list(self.spec.capabilities)
+        return self.plane.policies.in_force(self.agent_id, skills)
+
+    @property
+    def policy(self) -> AgentPolicy:
+        """What this sidecar enforces: the operator's policy in force, narrowed by the agent's
+        own (``mesh.domain.policies``); the agent's own alone while no operator set one."""
+        in_force = self.operator_policy
+        if in_force is None:
+            return self.spec.policy
+        cached = self._policies.get(in_force.hash)
+        if cached is None:
+            operator = parse_agent_policy(in_force.policy, f"policy {in_force.target!r}")
+            cached = self._policies[in_force.hash] = narrowest(operator, self.spec.policy)
+        return cached
+
     def _killswitch_age_s(self) -> float | None:
         """Seconds since the kill-switch's last heartbeat, as the registry has it (None: it
         never registered)."""
@@ -417,11 +449,12 @@ class Sidecar:
         try:
             self._refuse_if_halted()
             if check_tool:
-                self.spec.policy.check_tool(name)
+                self.policy.check_tool(name)
             if cost_usd < 0:
                 raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
             if cost_usd > 0:
-                self.spec.policy.check_killswitch(self._killswitch_age_s())
+                self.policy.check_killswitch(self._killswitch_age_s())
+            self.spend.policy = self.policy
             self.spend.admit(cost_usd, self.clock())
         except AgentRefusedError as exc:
             await self._refused(name, exc)
@@ -432,6 +465,9 @@ class Sidecar:
     async def _refused(self, what: str, exc: MeshError, peer: str | None = None) -> None:
         self.counters.refused += 1
         detail = f"{getattr(exc, 'rule', exc.code)}: {exc}"
+        in_force = self.operator_policy
+        if in_force is not None:
+            detail += f" [policy {in_force.target} v{in_force.version} {in_force.hash[:16]}]"
         refused = self.outbox.telemetry(Kind.SEND_REFUSED, what, peer=peer, ok=False, detail=detail)
         await self.outbox.write(refused)
 
@@ -450,6 +486,7 @@ class Sidecar:
             "registry": self.cluster.topic(REGISTRY),
             "keys": self.cluster.topic(KEYS),
             "control": self.cluster.topic(CONTROL),
+            "policies": self.cluster.topic(POLICIES),
         }
         await self.plane.follow(self.cluster, topics, self._partitions)
 
@@ -460,7 +497,7 @@ class Sidecar:
             self.inbox.pause()
             return
         self.inbox.resume()
-        self.spend = SpendWindow(self.spec.policy)
+        self.spend = SpendWindow(self.policy)
 
     async def _heartbeat(self) -> None:
         """Heartbeat at once (the registry learns this instance) and then every interval;

@@ -88,6 +88,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
                 "control": unavailable or "following",
                 "restarts": sidecar.supervisor.restarts,
                 "halt": sidecar.halt,
+                "policy": _policy(sidecar),
                 "sent": c.sent,
                 "received": c.received,
                 "refused": c.refused,
@@ -278,6 +279,14 @@ def _bytes_hex(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     raise TypeError
+
+
+def _policy(sidecar: Sidecar) -> dict[str, Any] | None:
+    """The operator's policy in force (target, version, hash), None while there is none."""
+    in_force = sidecar.operator_policy
+    if in_force is None:
+        return None
+    return {"target": in_force.target, "version": in_force.version, "hash": in_force.hash}
 
 
 def _not_outstanding(message_id: str) -> Response:

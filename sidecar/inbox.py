@@ -60,6 +60,7 @@ class Counters:
     stale_controls: int = 0  # signed commands that changed nothing (replayed, out of order)
     undecodable_agents: int = 0  # registry records that did not decode (logged, skipped)
     untrusted_keys: int = 0  # key statements ignored: forged, replayed or undecodable
+    untrusted_policies: int = 0  # policy records ignored: not an operator's, replayed, junk
     redelivered: int = 0  # messages handed to the agent again (given back, timed out, resumed)
     apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
     commit_failures: int = 0  # inbox commits that failed on stop (those records redeliver)

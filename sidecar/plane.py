@@ -30,6 +30,7 @@ from mesh.domain.agents import AgentState
 from mesh.domain.control import MESH_SIGNER
 from mesh.domain.dependencies import capabilities
 from mesh.domain.keys import KeyDirectory
+from mesh.domain.policies import POLICY_SUBJECT, PolicyBook
 from mesh.errors import KafkaUnavailableError, MeshError, UnknownSenderError
 from mesh.settings import Cluster
 from sidecar.follow import Follower
@@ -63,6 +64,8 @@ class Plane:
         self.control = ControlView(agent_id, stale_after_s)
         self.agents: dict[str, AgentState] = {}
         self.keys = KeyDirectory(self.signers[MESH_SIGNER])
+        self.policies = PolicyBook()
+        self.operators = sorted(s for s in self.signers if s != MESH_SIGNER)
         self.follower: Follower | None = None
         self.handlers: list[HaltHandler] = []
         self.applying_changes = False  # from registration on
@@ -83,6 +86,7 @@ class Plane:
             topics["registry"]: self._on_agent,
             topics["keys"]: self._on_key,
             topics["control"]: self._on_control,
+            topics["policies"]: self._on_policy,
         }
         confirm_every_s = max(0.1, self.control.stale_after_s / 5)
         follower = Follower(cluster, handlers, partitions, self.control.confirmed, confirm_every_s)
@@ -148,6 +152,26 @@ class Plane:
             )  # fmt: skip
         else:
             self._changed.set()
+
+    def _on_policy(self, record: ConsumerRecord) -> None:
+        """Fold an operator's policy (signed by an operator, newer than the one in force)."""
+        try:
+            opened = self.codec.open(record.value or b"", verify=False)
+            sender = opened.envelope.sender
+            if opened.body_subject != POLICY_SUBJECT:
+                raise MeshError(f"a {opened.body_subject} record is not a policy")
+            if sender not in self.operators:
+                raise MeshError(f"signed by {sender!r}, not an operator")
+            opened.verify(self.signers[sender])
+            ignored = self.policies.apply(opened.body, sender, self.operators)
+        except MeshError as exc:
+            ignored = str(exc)
+        if ignored is not None:
+            self.counters.untrusted_policies += 1
+            _log.warning(
+                "%s: ignored the policy record at %s[%d]@%d: %s",
+                self.agent_id, record.topic, record.partition, record.offset, ignored,
+            )  # fmt: skip
 
     def _on_control(self, record: ConsumerRecord) -> None:
         """Fold a halt or resume signed by a control signer; ignore anything else (the

@@ -4,8 +4,10 @@ Pure logic: no clients, no clock of its own (every check takes ``now``). The kil
 (``processors/killswitch``) watches what agents *did*; this policy stops what an agent is
 *about to do*, so a refused send never reaches Kafka at all.
 
-The policy is declared at registration (``policy_json`` of ``AgentRegistered``), so operators
-and auditors see the same limits the sidecar enforces. JSON form (every key optional)::
+Policies belong to the operator (:mod:`mesh.domain.policies`, ``docs/policy.md``): the sidecar
+enforces :func:`narrowest` of the operator's policy in force and the agent's own, which is
+declared at registration (``policy_json`` of ``AgentRegistered``) and can only tighten it.
+JSON form (every key optional)::
 
     {"allowed_recipients": ["research", "drafting"],   # agents it may message (null: any)
      "allowed_capabilities": ["review"],               # capabilities it may address
@@ -32,7 +34,7 @@ import orjson
 from mesh.domain.windows import SlidingWindow
 from mesh.errors import ConfigError, ControlUnavailableError, PolicyViolationError
 
-__all__ = ["AgentPolicy", "SpendWindow", "parse_agent_policy"]
+__all__ = ["AgentPolicy", "SpendWindow", "narrowest", "parse_agent_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,41 @@ class SpendWindow:
             )
         if cost_usd:
             self._window.add(now, cost_usd)
+
+
+def narrowest(operator: AgentPolicy, own: AgentPolicy) -> AgentPolicy:
+    """What the sidecar enforces: the operator's policy, narrowed by the agent's own (an agent
+    may tighten its limits, never widen them). Every limit is the stricter of the two; allowed
+    sets are intersected; two budgets give the smaller amount over the longer window."""
+    budget, window = operator.budget_usd, operator.budget_window_s
+    if own.budget_usd is not None and (budget is None or own.budget_usd < budget):
+        budget = own.budget_usd
+    if operator.budget_usd is not None and own.budget_usd is not None:
+        window = max(operator.budget_window_s, own.budget_window_s)
+    elif operator.budget_usd is None:
+        window = own.budget_window_s
+    return AgentPolicy(
+        allowed_recipients=_both(operator.allowed_recipients, own.allowed_recipients),
+        allowed_capabilities=_both(operator.allowed_capabilities, own.allowed_capabilities),
+        allowed_tools=_both(operator.allowed_tools, own.allowed_tools),
+        budget_usd=budget,
+        budget_window_s=window,
+        max_hop_count=min(operator.max_hop_count, own.max_hop_count),
+        max_message_bytes=min(operator.max_message_bytes, own.max_message_bytes),
+        require_killswitch_s=_least(operator.require_killswitch_s, own.require_killswitch_s),
+    )
+
+
+def _both(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    if a is None:
+        return b
+    return a if b is None else a & b
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def parse_agent_policy(data: Mapping[str, Any] | str | None, where: str = "policy") -> AgentPolicy:

@@ -26,6 +26,7 @@ __all__ = [
     "DLQ",
     "INBOX_PATTERN",
     "KEYS",
+    "POLICIES",
     "REGISTRY",
     "REGISTRY_EVENTS",
     "SCHEMAS",
@@ -42,6 +43,8 @@ REGISTRY_EVENTS = "mesh.registry.events.v1"
 REGISTRY = "mesh.registry.v1"
 #: The key directory: agent keys countersigned by the mesh, kept whole (docs/security/keys.md).
 KEYS = "mesh.keys.v1"
+#: Operator-owned policies, signed and versioned, kept whole (mesh.domain.policies).
+POLICIES = "mesh.policies.v1"
 TASKS = "mesh.tasks.v1"
 STATE = "mesh.state.v1"
 TELEMETRY = "mesh.telemetry.v1"
@@ -85,6 +88,9 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(REGISTRY_EVENTS, "agent id", "agent lifecycle facts", _FOREVER),
     TopicSpec(REGISTRY, "agent id", "current agent record (registry output)", _COMPACT),
     TopicSpec(KEYS, "agent id", "agent keys countersigned by the mesh, kept whole", _FOREVER),
+    TopicSpec(
+        POLICIES, "agent id, capability:NAME or *", "operator policies, kept whole", _FOREVER
+    ),
     TopicSpec(TASKS, "task id", "task lifecycle events", _WEEK),
     TopicSpec(STATE, "task or conversation id", "shared context between handoffs", _COMPACT),
     TopicSpec(TELEMETRY, "agent id", "tool calls, model calls, errors, latencies", _WEEK),

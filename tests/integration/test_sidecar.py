@@ -29,10 +29,12 @@ from mesh.domain.control import Action, Scope, control_key, control_record
 from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.identity import AgentKey
 from mesh.domain.keys import KEY_STATEMENT_SUBJECT, KeyStatement, KeyStatus, countersign
+from mesh.domain.policies import canonical
 from mesh.domain.topics import (
     CONTROL,
     DLQ,
     KEYS,
+    POLICIES,
     REGISTRY,
     REGISTRY_EVENTS,
     TELEMETRY,
@@ -679,3 +681,49 @@ async def test_mesh_tail_shows_records_decoded_and_says_which_verify(mesh: Mesh)
         assert "bad_signature from" in letters.stdout and "inbox.bob" in letters.stdout
         nowhere = await asyncio.to_thread(run, ["tail", "nosuch"], mesh.settings)
         assert nowhere.returncode == 2 and "no mesh topic 'nosuch'" in nowhere.stderr
+
+
+async def test_an_operator_policy_binds_a_running_agent_which_cannot_widen_it(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    """Issue 20, policy belongs to the operator: a fleet policy set with `mesh policy set`
+    reaches a running sidecar without a restart; the agent's own, wider policy does not lift
+    it; refusals name the policy's version and hash; a policy record an agent signs counts for
+    nothing."""
+    generous = AgentPolicy(budget_usd=100.0)  # what the agent would like
+    async with mesh.sidecar("spender", policy=generous) as spender:
+        await spender.report_model_call("m", cost_usd=0.5)  # no operator policy yet
+        strict = tmp_path / "fleet.json"
+        strict.write_text(json.dumps({"budget_usd": 0.2, "budget_window_s": 3600}))
+        checked = await asyncio.to_thread(run, ["policy", "check", str(strict)], mesh.settings)
+        assert checked.returncode == 0 and "ok " in checked.stdout
+        published = await asyncio.to_thread(
+            run,
+            ["policy", "set", "--fleet", "--file", str(strict), "--reason", "cost control"],
+            mesh.settings,
+        )
+        assert published.returncode == 0, published.stdout + published.stderr
+        assert "in force: * v1 hash" in published.stdout
+        await _until(lambda: spender.operator_policy is not None, "the sidecar read the policy")
+        assert spender.policy.budget_usd == 0.2
+        with pytest.raises(PolicyViolationError, match=r"over its budget of \$0\.20"):
+            await spender.report_model_call("m", cost_usd=0.1)  # 0.5 already spent this hour
+        refusals = [
+            t["detail"] for t in mesh.telemetry("SEND_REFUSED") if t["agent_id"] == "spender"
+        ]
+        assert refusals and "[policy * v1 " in refusals[-1]
+
+        forged = {"target": "spender", "version": 7, "reason": "I decide",
+                  "policy_json": canonical({"budget_usd": 1000.0})}  # fmt: skip
+        envelope = new_envelope("spender", "", recipient_kind=RecipientKind.BROADCAST)
+        value = mesh.codec.seal(envelope, "mesh.policy.PolicyRecord", forged, spender.key)
+        produce(mesh.settings, [Sent(POLICIES, "spender", value)])
+        await _until(lambda: spender.counters.untrusted_policies == 1, "the forgery ignored")
+        assert spender.policy.budget_usd == 0.2
+
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"budget_usd": -1}))
+        refused = await asyncio.to_thread(run, ["policy", "check", str(bad)], mesh.settings)
+        assert refused.returncode == 1 and "FAIL" in refused.stdout
+        shown = await asyncio.to_thread(run, ["policy", "show", "spender"], mesh.settings)
+        assert shown.returncode == 0 and '"budget_usd": 0.2' in shown.stdout

@@ -1,0 +1,141 @@
+"""`mesh policy check|set|show|history`: operator-owned policies (mesh.domain.policies).
+
+Policies live as files in a repository (policy as code): ``check`` validates them (run it in
+CI), ``set`` publishes one as the next version for an agent, a capability or the fleet, signed
+with this host's operator key; sidecars pick it up without a restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cli.common import cluster, console, settings
+from mesh.adapters.kafka.agents import read_agents
+from mesh.adapters.keyfiles import trust_anchors
+from mesh.adapters.policies import publish_policy, read_policies
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.dependencies import capabilities
+from mesh.domain.identity import PublicKeys
+from mesh.domain.policies import FLEET, PolicyInForce, canonical, policy_hash
+from mesh.errors import ConfigError
+from sidecar.policy import parse_agent_policy
+
+app = typer.Typer(help="Operator-owned agent policies: check, set, show, history.")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """A policy file (the sidecar policy's JSON form), validated; ConfigError says why not."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    parse_agent_policy(data, str(path))
+    return dict(data)
+
+
+@app.command()
+def check(files: list[Path] = typer.Argument(..., help="Policy files (JSON).")) -> None:
+    """Validate policy files (for CI): exit 1 naming each bad one."""
+    bad = 0
+    for path in files:
+        try:
+            policy = _load(path)
+        except ConfigError as exc:
+            console.print(f"[bold red]FAIL[/] {exc}")
+            bad += 1
+            continue
+        console.print(f"ok {path}: hash {policy_hash(canonical(policy))[:16]}")
+    if bad:
+        raise typer.Exit(1)
+
+
+def _target(agent: str | None, capability: str | None, fleet: bool) -> str:
+    if sum((agent is not None, capability is not None, fleet)) != 1:
+        raise typer.BadParameter("name exactly one target: AGENT, --capability C or --fleet")
+    return agent or (f"capability:{capability}" if capability else FLEET)
+
+
+@app.command("set")
+def set_policy(
+    agent: str | None = typer.Argument(None, help="The agent the policy is for."),
+    capability: str | None = typer.Option(None, "--capability", help="Every agent offering C."),
+    fleet: bool = typer.Option(False, "--fleet", help="The fleet default."),
+    file: Path = typer.Option(..., "--file", help="The policy (JSON), from your repository."),
+    reason: str = typer.Option(..., "--reason", help="Why, in words (recorded and audited)."),
+) -> None:
+    """Publish a policy as the next version for its target, signed with the operator key."""
+    target = _target(agent, capability, fleet)
+    policy = _load(file)
+    current = settings()
+    where = cluster(current)
+    registry = open_registry(current, where)
+    try:
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        in_force = publish_policy(where, codec, trust_anchors(current), target, policy, reason)
+    finally:
+        registry.close()
+    console.print(f"in force: {_line(in_force)}")
+
+
+@app.command()
+def show(
+    agent: str | None = typer.Argument(None, help="Only the policy in force for AGENT."),
+) -> None:
+    """The policies in force (or the one for AGENT: its own, its capability's or the fleet's)."""
+    current = settings()
+    where = cluster(current)
+    registry = open_registry(current, where)
+    try:
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        log = read_policies(where, codec, trust_anchors(current))
+        agents = read_agents(where, codec.serde) if agent else {}
+    finally:
+        registry.close()
+    for note in log.ignored:
+        console.print(f"[yellow]ignored[/] {note}")
+    if agent is not None:
+        in_force = log.book.in_force(agent, capabilities(agents.get(agent)))
+        if in_force is None:
+            console.print(f"no operator policy applies to {agent!r}: its own policy alone")
+            raise typer.Exit(1)
+        console.print(_line(in_force))
+        console.print(json.dumps(in_force.policy, indent=2, sort_keys=True))
+        return
+    if not log.book.targets:
+        console.print("no operator policies")
+    for _, in_force in sorted(log.book.targets.items()):
+        console.print(_line(in_force))
+
+
+@app.command()
+def history(target: str | None = typer.Argument(None, help="AGENT, capability:C or *.")) -> None:
+    """Every version published, oldest first, with who published it and why."""
+    current = settings()
+    where = cluster(current)
+    registry = open_registry(current, where)
+    try:
+        log = read_policies(
+            where, MessageCodec(Serde(registry), PublicKeys()), trust_anchors(current)
+        )
+    finally:
+        registry.close()
+    for at_ms, record in log.history:
+        if target is None or record.target == target:
+            when = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).isoformat(timespec="seconds")
+            console.print(f"{when.replace('+00:00', 'Z')} {_line(record)}")
+
+
+def _line(record: PolicyInForce) -> str:
+    return (
+        f"{record.target} v{record.version} hash {record.hash[:16]} by {record.author}: "
+        f"{record.reason}"
+    )
