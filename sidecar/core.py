@@ -406,6 +406,8 @@ class Sidecar:
     @property
     def operator_policy(self) -> PolicyInForce | None:
         """The operator's policy in force for this agent (``mesh.policies.v1``), if any."""
+        if not self.plane.policies.targets:
+            return None
         record = self.plane.agents.get(self.agent_id)
         skills = capabilities(record) if record else list(self.spec.capabilities)
         return self.plane.policies.in_force(self.agent_id, skills)
@@ -448,13 +450,14 @@ class Sidecar:
     ) -> None:
         try:
             self._refuse_if_halted()
+            policy = self.policy
             if check_tool:
-                self.policy.check_tool(name)
+                policy.check_tool(name)
             if cost_usd < 0:
                 raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
             if cost_usd > 0:
-                self.policy.check_killswitch(self._killswitch_age_s())
-            self.spend.policy = self.policy
+                policy.check_killswitch(self._killswitch_age_s())
+            self.spend.policy = policy
             self.spend.admit(cost_usd, self.clock())
         except AgentRefusedError as exc:
             await self._refused(name, exc)

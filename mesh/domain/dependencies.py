@@ -4,6 +4,7 @@ reaches through it (dependants, capabilities). Pure."""
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,12 +113,18 @@ def capabilities(agent: AgentState | None) -> list[str]:
     """The skill ids of an agent's A2A Agent Card."""
     if agent is None:
         return []
+    return list(_skills(agent.agent_card_json))
+
+
+@functools.lru_cache(maxsize=4096)
+def _skills(card_json: str) -> tuple[str, ...]:
+    """Parsed once per distinct card: routing and policy lookups ask on every send."""
     try:
-        card = json.loads(agent.agent_card_json)
+        card = json.loads(card_json)
     except ValueError:
-        return []
+        return ()
     skills = card.get("skills", []) if isinstance(card, dict) else []
-    return [str(s["id"]) for s in skills if isinstance(s, dict) and "id" in s]
+    return tuple(str(s["id"]) for s in skills if isinstance(s, dict) and "id" in s)
 
 
 def with_capability(agents: Mapping[str, AgentState], capability: str) -> list[str]:
