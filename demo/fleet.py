@@ -21,16 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mesh.adapters.commands import send_command
+from mesh.adapters.keyfiles import trust_anchors
+from mesh.adapters.policies import publish_policy, read_policies
 from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope
+from mesh.domain.identity import PublicKeys
+from mesh.domain.policies import FLEET, canonical
 from mesh.errors import AgentRefusedError
 from mesh.settings import Cluster
 from sidecar.core import Delivery, Sidecar
@@ -81,9 +88,26 @@ def specs() -> list[AgentSpec]:
     ]
 
 
+#: The operator's fleet default (policy as code: a file in the repository, `mesh policy check`).
+FLEET_POLICY = Path(__file__).resolve().parent / "policies" / "fleet.json"
+
+
+def _operator_policy(cluster: Cluster, serde: Serde) -> str:
+    """Put the operator's fleet default in force (unless it already is): the fleet's limits
+    are the operator's, and an agent's own policy can only narrow them."""
+    policy = json.loads(FLEET_POLICY.read_text())
+    codec = MessageCodec(serde, PublicKeys())
+    signers = trust_anchors(cluster.settings)
+    held = read_policies(cluster, codec, signers).book.targets.get(FLEET)
+    if held is None or held.policy_json != canonical(policy):
+        held = publish_policy(cluster, codec, signers, FLEET, policy, "the demo's fleet default")
+    return f"policy: the operator's fleet default v{held.version} in force ({held.hash[:16]})"
+
+
 async def run_fleet(cluster: Cluster, serde: Serde, say: Say, tasks: int = 12) -> FleetReport:
     report = FleetReport(tasks=tasks)
     started = time.monotonic()
+    say(await asyncio.to_thread(_operator_policy, cluster, serde))
     fleet = {s.agent_id: Sidecar(cluster, serde, s, heartbeat_s=2.0) for s in specs()}
     await asyncio.gather(*(sidecar.start() for sidecar in fleet.values()))
     say(f"fleet attached: {', '.join(fleet)}")

@@ -104,6 +104,9 @@ def test_demo_runs_the_fleet_halts_the_runaway_and_verifies_the_audit(settings: 
         out = " ".join(result.stdout.split())  # rich wraps long lines
         assert "tasks: 12/12 completed (3 escalated to a person" in out
         assert "halt: research-b by repeated_tool_call" in out
+        assert "policy: the operator's fleet default v1 in force" in out
+        shown = run(["policy", "show", "intake"], settings)
+        assert shown.returncode == 0 and '"budget_usd": 10.0' in shown.stdout
         assert "OK every chain verifies" in out
         halts = run(["halts"], settings)
         assert "research-b: agent halt by repeated_tool_call" in halts.stdout
@@ -125,6 +128,7 @@ def test_demo_runs_the_fleet_halts_the_runaway_and_verifies_the_audit(settings: 
         assert again.returncode == 0, again.stdout + again.stderr
         assert "processors: already running" in again.stdout
         assert "research-b was halted by an earlier run: resumed" in again.stdout
+        assert "fleet default v1 in force" in again.stdout  # already in force: not published again
     finally:
         stopped = run(["down"], settings)
     assert "processors: stopped" in stopped.stdout and "registry-api: stopped" in stopped.stdout
