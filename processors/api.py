@@ -13,7 +13,11 @@ Where its state comes back from after a restart or a rebalance is declared, not 
 * ``SOURCE``: ``store_topic`` is one of the inputs, and its own changelog (Kafka Streams'
   source-topic reuse): ``put`` changes memory only, and the assigned partitions are replayed
   through ``process()`` from their beginning, outputs discarded (the kill-switch's halts in
-  force, from ``mesh.control.v2``).
+  force, from ``mesh.control.v2``). A SOURCE processor may also declare
+  ``replay_lookback_ms`` ({input topic: ms}): the last that many milliseconds of those inputs,
+  up to the group's committed offsets, are replayed too, merged with the store topic in time
+  order (the kill-switch's sliding windows, from an hour of telemetry), and its optional
+  ``restored()`` is called once the replay is done.
 * ``LAST``: ``store_topic`` is a log the processor appends to with ``put``; each partition's
   state is its last record, ``ctx.head()`` (the audit chain's head). Others may be able to
   write that log too, so a LAST processor may say which record it adopts: ``adopt`` is handed

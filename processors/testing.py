@@ -143,15 +143,27 @@ class TestDriver(Generic[S]):
     def restart(self) -> None:
         """Rebuild the store from what the runtime would read back (see processors.api.Restore):
         TABLE from the store records produced, LAST from each partition's last one, SOURCE by
-        replaying the store topic's records piped in. The processor starts afresh (init)."""
+        replaying the store topic's records piped in (with the processor's
+        ``replay_lookback_ms`` inputs of that period, in the order they were processed). The
+        processor starts afresh (init)."""
         core, store = self.core, self.core.store_topic
         piped = [r for r in self.inputs if r.topic == store]
         produced = [r for r in self.outputs if r.topic == store]
         core.store = type(core.store)()
         core.processor.init()
         if core.processor.restore is Restore.SOURCE:
-            for record in piped:
+            lookback = dict(getattr(core.processor, "replay_lookback_ms", {}) or {})
+            merged = [  # in the order they were processed: the store topic is an input too
+                r
+                for r in self.inputs
+                if r.topic == store
+                or (r.topic in lookback and r.timestamp_ms >= self.now_ms - lookback[r.topic])
+            ]
+            for record in merged if lookback else piped:
                 core.replay(record, self.now_ms)
+            done = getattr(core.processor, "restored", None)
+            if lookback and done is not None:
+                done()
             return
         if core.processor.restore is Restore.LAST:
             for partition in sorted({out.partition or 0 for out in produced}):

@@ -23,7 +23,12 @@ Scaling: per-agent rules partition with telemetry (keyed by agent id); fleet rul
 partitions of their own instance, so run one kill-switch instance (a second one is a hot
 standby that takes over all partitions on a rebalance) for exact fleet windows.
 
-Windows are kept in memory: after a restart they start empty, while the halts stay in force.
+Windows survive a restart: the kill-switch declares ``replay_lookback_ms`` (an hour of
+telemetry, its longest window), and on every assignment the runtime replays that hour of its
+partitions up to the committed offsets, merged in time order with the control topic, through
+:meth:`process`, outputs discarded. The windows come back as they were, and a rule that fired
+then finds its halt, replayed from the control topic, already in force. Halts a replay would
+issue anew are forgotten (:meth:`restored`): they were never published.
 
 Liveness: every two seconds the kill-switch heartbeats on ``mesh.registry.events.v1`` as the
 agent ``mesh.killswitch`` (registered once per start, signed with a key derived from the mesh's
@@ -83,6 +88,8 @@ class KillSwitchProcessor:
     copartitioned: tuple[str, ...] = ()
     global_tables: tuple[str, ...] = ("agents",)
     punctuate_every_ms: int | None = 2_000
+    #: The longest window (spend per hour): replayed on restore, so windows survive a restart.
+    replay_lookback_ms: dict[str, int] = {TELEMETRY: 3_600_000}  # noqa: RUF012
 
     def __init__(
         self,
@@ -113,6 +120,11 @@ class KillSwitchProcessor:
 
     def close(self) -> None:
         return None
+
+    def restored(self) -> None:
+        """After a replay: a halt the replay issued was never published (outputs are discarded
+        on replay), so it must not count as in flight."""
+        self.issued.clear()
 
     def process(self, event: Event, ctx: Context[Halt]) -> None:
         if event.topic == CONTROL:

@@ -61,6 +61,7 @@ from processors.api import Processor, S
 from processors.runtime.core import OutRecord, SourceRecord
 from processors.runtime.job import Job
 from processors.runtime.metrics import Metrics
+from processors.runtime.restore import Committed
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -359,9 +360,16 @@ class Engine:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions})
         started = time.monotonic()
-        restored = self.job.assigned(numbers, self.metrics.restoring)
+        restored = self.job.assigned(numbers, self.metrics.restoring, self._committed_of(consumer))
         self.metrics.restored(restored, time.monotonic() - started)
         self._assigned = list(partitions)
+
+    @staticmethod
+    def _committed_of(consumer: Consumer) -> Committed:
+        def committed(tps: list[TopicPartition]) -> dict[tuple[str, int], int]:
+            return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, 15)}
+
+        return committed
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.discarded(self._batch.records)

@@ -22,7 +22,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.settings import Cluster
 from processors.api import Processor, S
 from processors.runtime.core import Core
-from processors.runtime.restore import restore_partitions
+from processors.runtime.restore import Committed, restore_partitions
 from processors.runtime.tables import StaticTables, Tables
 
 __all__ = ["Job", "Progress"]
@@ -70,8 +70,10 @@ class Job(Core[S]):
     def start(self) -> None:
         self.processor.init()
 
-    def assigned(self, partitions: list[int], progress: Progress) -> int:
-        return restore_partitions(self.cluster, self, partitions, progress)
+    def assigned(
+        self, partitions: list[int], progress: Progress, committed: Committed | None = None
+    ) -> int:
+        return restore_partitions(self.cluster, self, partitions, progress, committed)
 
     def revoked(self, partitions: list[int]) -> None:
         self.store.drop(partitions)

@@ -727,3 +727,29 @@ async def test_an_operator_policy_binds_a_running_agent_which_cannot_widen_it(
         assert refused.returncode == 1 and "FAIL" in refused.stdout
         shown = await asyncio.to_thread(run, ["policy", "show", "spender"], mesh.settings)
         assert shown.returncode == 0 and '"budget_usd": 0.2' in shown.stdout
+
+
+async def test_a_restarted_killswitch_remembers_the_spend_window(
+    settings: Settings, topics: object
+) -> None:
+    """Issue 14: the kill-switch's windows survive a restart (an hour of telemetry is replayed
+    with the control topic), so a crash does not reset a runaway's spend."""
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    policy = {"agent": {"max_cost_per_minute": 1.0}}
+    with running([Engine.keyed(registry_processor(settings), Cluster.of(settings), codec)]):
+        async with mesh.sidecar("spender") as spender:
+            first = killswitch_engine(settings, codec, policy)
+            with running([first]):
+                await _until(lambda: first.ready, "the first kill-switch")
+                await spender.report_model_call("m", cost_usd=0.6)
+                await _until(lambda: first.metrics.records_in >= 1, "the spend seen", 30)
+                await asyncio.sleep(0.5)  # committed
+            second = killswitch_engine(settings, codec, policy)  # a restart, mid-window
+            with running([second]):
+                await _until(lambda: second.ready, "the second kill-switch")
+                assert spender.halt is None
+                await spender.report_model_call("m", cost_usd=0.6)  # 1.2 in the minute
+                await _until(lambda: spender.halt is not None, "the halt", 30)
+                assert spender.halt is not None and spender.halt["rule"] == "spend_per_minute"
+    registry.close()

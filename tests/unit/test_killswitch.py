@@ -381,3 +381,22 @@ def test_a_policy_that_requires_the_killswitch_refuses_spend_while_it_is_not_see
     with pytest.raises(ControlUnavailableError, match="was last seen 31s ago"):
         policy.check_killswitch(31.0)
     AgentPolicy().check_killswitch(None)  # not required: nothing waits for it
+
+
+def test_spend_windows_survive_a_restart() -> None:
+    """Issue 14: a crash must not reset a runaway's spend window."""
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    assert fleet.report("research", "MODEL_CALL", "m", cost=0.6) == []
+    fleet.at(10_000).driver.restart()  # the hour of telemetry is replayed with the control topic
+    assert not fleet.halted("research") and fleet.processor.issued == {}
+    halts = fleet.at(20_000).report("research", "MODEL_CALL", "m", cost=0.6)
+    assert [h["rule"] for h in halts] == ["spend_per_minute"]  # 0.6 before the restart counts
+
+
+def test_a_replay_neither_halts_twice_nor_counts_what_a_resume_cleared() -> None:
+    fleet = Fleet({"agent": {"max_cost_per_minute": 1.0}})
+    assert len(fleet.report("research", "MODEL_CALL", "m", cost=1.5)) == 1
+    fleet.control(Action.RESUME, Scope.AGENT, "research")  # fresh windows
+    fleet.driver.restart()
+    assert not fleet.halted("research") and fleet.processor.issued == {}
+    assert fleet.report("research", "MODEL_CALL", "m", cost=0.9) == []  # 1.5 was cleared
