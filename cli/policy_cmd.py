@@ -1,4 +1,4 @@
-"""`mesh policy check|set|show|history`: operator-owned policies (mesh.domain.policies).
+"""`mesh policy check|diff|set|show|history`: operator-owned policies (mesh.domain.policies).
 
 Policies live as files in a repository (policy as code): ``check`` validates them (run it in
 CI), ``set`` publishes one as the next version for an agent, a capability or the fleet, signed
@@ -23,11 +23,11 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.dependencies import capabilities
 from mesh.domain.identity import PublicKeys
-from mesh.domain.policies import FLEET, PolicyInForce, canonical, policy_hash
+from mesh.domain.policies import FLEET, PolicyInForce, canonical, diff_policies, policy_hash
 from mesh.errors import ConfigError
 from sidecar.policy import parse_agent_policy
 
-app = typer.Typer(help="Operator-owned agent policies: check, set, show, history.")
+app = typer.Typer(help="Operator-owned agent policies: check, diff, set, show, history.")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -84,6 +84,32 @@ def set_policy(
     finally:
         registry.close()
     console.print(f"in force: {_line(in_force)}")
+
+
+@app.command()
+def diff(
+    agent: str | None = typer.Argument(None, help="The agent whose policy would change."),
+    capability: str | None = typer.Option(None, "--capability", help="Every agent offering C."),
+    fleet: bool = typer.Option(False, "--fleet", help="The fleet default."),
+    file: Path = typer.Option(..., "--file", help="The policy `set` would publish."),
+) -> None:
+    """What `mesh policy set` with FILE would change for its target, key by key."""
+    target = _target(agent, capability, fleet)
+    new = _load(file)
+    current = settings()
+    where = cluster(current)
+    registry = open_registry(current, where)
+    try:
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        held = read_policies(where, codec, trust_anchors(current)).book.targets.get(target)
+    finally:
+        registry.close()
+    old = held.policy if held is not None else {}
+    lines = diff_policies(old, new)
+    what = f"{target} v{held.version}" if held is not None else f"{target} (no policy yet)"
+    console.print(f"{what} -> {file}: {len(lines) or 'no'} change{'s' if len(lines) != 1 else ''}")
+    for line in lines:
+        console.print(line, highlight=False)
 
 
 @app.command()

@@ -24,7 +24,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FLEET", "POLICY_SUBJECT", "PolicyBook", "PolicyInForce", "canonical", "policy_hash"]
+__all__ = [
+    "FLEET",
+    "POLICY_SUBJECT",
+    "PolicyBook",
+    "PolicyInForce",
+    "canonical",
+    "diff_policies",
+    "policy_hash",
+]
 
 POLICY_SUBJECT = "mesh.policy.PolicyRecord"
 FLEET = "*"
@@ -92,3 +100,17 @@ class PolicyBook:
     def next_version(self, target: str) -> int:
         held = self.targets.get(target)
         return 1 if held is None else held.version + 1
+
+
+def diff_policies(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What changes from ``old`` to ``new``, one line per key (empty: nothing)."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            lines.append(f"- {key}: {json.dumps(old[key], sort_keys=True)}")
+        elif key not in old:
+            lines.append(f"+ {key}: {json.dumps(new[key], sort_keys=True)}")
+        elif old[key] != new[key]:
+            was, now = json.dumps(old[key], sort_keys=True), json.dumps(new[key], sort_keys=True)
+            lines.append(f"~ {key}: {was} -> {now}")
+    return lines

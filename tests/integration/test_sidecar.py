@@ -727,6 +727,12 @@ async def test_an_operator_policy_binds_a_running_agent_which_cannot_widen_it(
         assert refused.returncode == 1 and "FAIL" in refused.stdout
         shown = await asyncio.to_thread(run, ["policy", "show", "spender"], mesh.settings)
         assert shown.returncode == 0 and '"budget_usd": 0.2' in shown.stdout
+        looser = tmp_path / "looser.json"
+        looser.write_text(json.dumps({"budget_usd": 0.5, "budget_window_s": 3600}))
+        diffed = await asyncio.to_thread(
+            run, ["policy", "diff", "--fleet", "--file", str(looser)], mesh.settings
+        )
+        assert "* v1 -> " in diffed.stdout and "~ budget_usd: 0.2 -> 0.5" in diffed.stdout
 
 
 async def test_a_restarted_killswitch_remembers_the_spend_window(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mesh.domain.policies import PolicyBook, canonical, policy_hash
+from mesh.domain.policies import PolicyBook, canonical, diff_policies, policy_hash
 from sidecar.policy import AgentPolicy, narrowest, parse_agent_policy
 
 OPERATORS = ["operator:alice"]
@@ -46,3 +46,14 @@ def test_an_agent_can_tighten_the_operators_policy_never_widen_it() -> None:
     effective = narrowest(operator, tighter)
     assert effective.allowed_tools == frozenset({"search"}) and effective.budget_usd == 0.5
     assert narrowest(AgentPolicy(), AgentPolicy()) == AgentPolicy()
+
+
+def test_a_diff_names_each_key_that_changes() -> None:
+    old = {"budget_usd": 10.0, "max_hop_count": 12, "allowed_tools": ["a"]}
+    new = {"budget_usd": 5.0, "max_hop_count": 12, "max_message_bytes": 1024}
+    assert diff_policies(old, new) == [
+        '- allowed_tools: ["a"]',
+        "~ budget_usd: 10.0 -> 5.0",
+        "+ max_message_bytes: 1024",
+    ]
+    assert diff_policies(new, new) == []
