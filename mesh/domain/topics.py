@@ -24,6 +24,7 @@ __all__ = [
     "AUDIT_CHECKPOINTS",
     "CONTROL",
     "DLQ",
+    "FLEET_FACTS",
     "INBOX_PATTERN",
     "KEYS",
     "POLICIES",
@@ -51,6 +52,9 @@ TELEMETRY = "mesh.telemetry.v1"
 #: v2: kept whole (delete, infinite retention) instead of compacted, so no later record under a
 #: key can compact a halt away (docs/security/control.md); v1 topics are left as they are.
 CONTROL = "mesh.control.v2"
+#: The kill-switch's second stage: each instance forwards spend and errors under key '*', so
+#: the one instance owning that partition keeps exact fleet windows.
+FLEET_FACTS = "mesh.killswitch.fleet.v1"
 AUDIT = "mesh.audit.v1"
 AUDIT_CHECKPOINTS = "mesh.audit.checkpoints.v1"
 DLQ = "mesh.dlq.v1"
@@ -95,6 +99,7 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(STATE, "task or conversation id", "shared context between handoffs", _COMPACT),
     TopicSpec(TELEMETRY, "agent id", "tool calls, model calls, errors, latencies", _WEEK),
     TopicSpec(CONTROL, "agent id or *", "halt and resume commands, kept whole", _FOREVER),
+    TopicSpec(FLEET_FACTS, "*", "kill-switch fleet facts (second stage)", _WEEK),
     TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
     TopicSpec(AUDIT_CHECKPOINTS, "audit partition", "signed audit chain heads", _FOREVER),
     TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _DEAD),

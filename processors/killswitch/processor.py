@@ -19,9 +19,12 @@ Flapping: while an agent (or the fleet) is halted, no rule fires for it again; a
 counts as in force until it comes back on the control topic. A resume, by an operator, starts
 fresh windows.
 
-Scaling: per-agent rules partition with telemetry (keyed by agent id); fleet rules see the
-partitions of their own instance, so run one kill-switch instance (a second one is a hot
-standby that takes over all partitions on a rebalance) for exact fleet windows.
+Scaling: per-agent rules partition with telemetry (keyed by agent id). Fleet rules have a
+second stage: each instance forwards every spend and error it observes as a ``FleetFact`` under
+the key ``*`` to ``mesh.killswitch.fleet.v1`` (in the same transaction), and the one instance
+that owns that key's partition keeps the fleet's windows and issues fleet halts. The fleet halt
+lives under ``*`` on the control topic, on the same partition number, so that instance also
+holds it: fleet rules are exact, and fire once, with any number of instances.
 
 Windows survive a restart: the kill-switch declares ``replay_lookback_ms`` (an hour of
 telemetry, its longest window), and on every assignment the runtime replays that hour of its
@@ -61,7 +64,7 @@ from mesh.domain.dependencies import capabilities, dependants, with_capability
 from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.identity import AgentKey
 from mesh.domain.telemetry import TELEMETRY_SUBJECT
-from mesh.domain.topics import CONTROL, REGISTRY_EVENTS, TELEMETRY
+from mesh.domain.topics import CONTROL, FLEET_FACTS, REGISTRY_EVENTS, TELEMETRY
 from mesh.errors import EventRejectedError
 from processors.api import Agents, Context, Event, PunctuationContext, Restore
 from processors.killswitch.policy import Policy
@@ -80,7 +83,7 @@ _SCOPES = {
 
 class KillSwitchProcessor:
     name = "killswitch"
-    inputs: tuple[str, ...] = (TELEMETRY, CONTROL)
+    inputs: tuple[str, ...] = (TELEMETRY, CONTROL, FLEET_FACTS)
     input_patterns: tuple[str, ...] = ()
     store_topic = CONTROL
     store_subject = CONTROL_SUBJECT
@@ -89,7 +92,7 @@ class KillSwitchProcessor:
     global_tables: tuple[str, ...] = ("agents",)
     punctuate_every_ms: int | None = 2_000
     #: The longest window (spend per hour): replayed on restore, so windows survive a restart.
-    replay_lookback_ms: dict[str, int] = {TELEMETRY: 3_600_000}  # noqa: RUF012
+    replay_lookback_ms: dict[str, int] = {TELEMETRY: 3_600_000, FLEET_FACTS: 3_600_000}  # noqa: RUF012
 
     def __init__(
         self,
@@ -129,6 +132,8 @@ class KillSwitchProcessor:
     def process(self, event: Event, ctx: Context[Halt]) -> None:
         if event.topic == CONTROL:
             self._control(event, ctx)
+        elif event.topic == FLEET_FACTS:
+            self._fleet_fact(event, ctx)
         else:
             self._telemetry(event, ctx)
 
@@ -186,9 +191,36 @@ class KillSwitchProcessor:
         )
         if self._halted(observation.agent_id):
             return
-        for firing in self.watch.observe(observation):
-            if firing.agent_id != "*" and self._halted(firing.agent_id):
-                continue
+        firing = self.watch.observe_agent(observation)
+        if firing is not None and not self._halted(firing.agent_id):
+            self._halt(ctx, firing, event.timestamp_ms)
+        if observation.cost_usd or observation.kind == "ERROR" or not observation.ok:
+            fact = {
+                "event_id": observation.event_id,
+                "agent_id": observation.agent_id,
+                "at": observation.at_ms,
+                "cost_usd": observation.cost_usd,
+                "error": observation.kind == "ERROR" or not observation.ok,
+            }
+            ctx.emit(FLEET_FACTS, FLEET_KEY, FLEET_FACT_SUBJECT, fact)
+
+    # -- the fleet (second stage) ----------------------------------------------------------
+
+    def _fleet_fact(self, event: Event, ctx: Context[Halt]) -> None:
+        fact = self.codec.serde.decode(event.value or b"").record
+        if self._halted(FLEET_KEY):
+            return
+        observation = Observation(
+            event_id=fact["event_id"],
+            agent_id=fact["agent_id"],
+            at_ms=fact["at"],
+            kind="ERROR" if fact["error"] else "FACT",
+            name="",
+            cost_usd=fact["cost_usd"],
+            ok=not fact["error"],
+        )
+        firing = self.watch.observe_fleet(observation)
+        if firing is not None:
             self._halt(ctx, firing, event.timestamp_ms)
 
     def _halted(self, agent_id: str) -> bool:
@@ -236,6 +268,8 @@ class KillSwitchProcessor:
             self.watch.reset([key, *outcome.lifted.get("affected_agents", [])])
 
 
+FLEET_KEY = "*"
+FLEET_FACT_SUBJECT = "mesh.killswitch.FleetFact"
 REGISTERED = "mesh.registry.AgentRegistered"
 HEARTBEAT = "mesh.registry.Heartbeat"
 

@@ -80,14 +80,15 @@ class Watch:
 
     def observe(self, obs: Observation) -> list[Firing]:
         """The rules ``obs`` makes fire: the agent's first (in policy order), then the fleet's."""
-        firings = []
-        agent = self._agent_rule(obs)
-        if agent is not None:
-            firings.append(agent)
-        fleet = self._fleet_rule(obs)
-        if fleet is not None:
-            firings.append(fleet)
-        return firings
+        return [f for f in (self.observe_agent(obs), self.observe_fleet(obs)) if f is not None]
+
+    def observe_agent(self, obs: Observation) -> Firing | None:
+        """The agent's own rule ``obs`` makes fire, if any (the first in policy order)."""
+        return self._agent_rule(obs)
+
+    def observe_fleet(self, obs: Observation) -> Firing | None:
+        """The fleet rule ``obs`` makes fire, if any (fed every agent's spend and errors)."""
+        return self._fleet_rule(obs)
 
     def _windows(self, agent_id: str) -> _AgentWindows:
         found = self._agents.get(agent_id)

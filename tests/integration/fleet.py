@@ -27,7 +27,7 @@ from mesh.domain.topics import REGISTRY_EVENTS
 from mesh.settings import Cluster, Settings
 from processors.killswitch import KillSwitchProcessor
 from processors.killswitch.policy import parse_policy
-from processors.runtime.engine import Engine
+from processors.runtime.engine import Engine, EngineConfig
 
 CARD = json.dumps({"name": "worker", "skills": [{"id": "work", "name": "Work"}]})
 
@@ -212,9 +212,11 @@ def committed_total(settings: Settings, group: str, topics: list[str], partition
     return sum(committed(settings, group, topic, partitions) for topic in topics)
 
 
-def killswitch_engine(settings: Settings, codec: MessageCodec, policy: dict[str, Any]) -> Engine:
-    """A kill-switch as `mesh processors run killswitch` builds it, with ``policy``."""
+def killswitch_engine(
+    settings: Settings, codec: MessageCodec, policy: dict[str, Any], instance: str = "0"
+) -> Engine:
+    """A kill-switch as `mesh processors run killswitch --instance N` builds it, with ``policy``."""
     processor = KillSwitchProcessor(
-        codec, mesh_key(settings), parse_policy(policy), control_signers(settings)
+        codec, mesh_key(settings), parse_policy(policy), control_signers(settings), instance
     )
-    return Engine.keyed(processor, Cluster.of(settings), codec)
+    return Engine.keyed(processor, Cluster.of(settings), codec, EngineConfig(instance=instance))

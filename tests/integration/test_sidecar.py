@@ -21,6 +21,7 @@ from mesh.adapters.commands import read_halts
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.kafka.partitioning import partition_for
 from mesh.adapters.keyfiles import control_signers, mesh_anchor, mesh_key, operator_key
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
@@ -758,4 +759,54 @@ async def test_a_restarted_killswitch_remembers_the_spend_window(
                 await spender.report_model_call("m", cost_usd=0.6)  # 1.2 in the minute
                 await _until(lambda: spender.halt is not None, "the halt", 30)
                 assert spender.halt is not None and spender.halt["rule"] == "spend_per_minute"
+    registry.close()
+
+
+async def test_two_killswitch_instances_fire_a_fleet_rule_once_across_a_restart(
+    settings: Settings, topics: object
+) -> None:
+    """Issue 14: fleet rules are exact with any number of kill-switch instances (spend is
+    forwarded to the instance owning '*'), and survive that instance's restart mid-window."""
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    policy = {"agent": {"max_cost_per_minute": 10.0}, "fleet": {"max_cost_per_minute": 1.0}}
+    telemetry = Cluster.of(settings).topic(TELEMETRY)
+    star = partition_for(b"*", settings.partitions)
+
+    def owns(engine: Engine, partition: int) -> bool:
+        return any(tp.topic == telemetry and tp.partition == partition for tp in engine._assigned)
+
+    with running([Engine.keyed(registry_processor(settings), Cluster.of(settings), codec)]):
+        one, two = (killswitch_engine(settings, codec, policy, i) for i in ("0", "1"))
+        with running([one]), running([two]):
+            await _until(lambda: owns(one, star) or owns(two, star), "both assigned", 60)
+            await _until(lambda: len(one._assigned) + len(two._assigned) >= 6, "a balance", 60)
+            owner, other = (one, two) if owns(one, star) else (two, one)
+            away = next(p for p in range(settings.partitions) if owns(other, p))
+            far = next(
+                f"far-{i}"
+                for i in range(500)
+                if partition_for(f"far-{i}".encode(), settings.partitions) == away
+            )
+            async with mesh.sidecar(far) as spender, mesh.sidecar("near") as near:
+                await _until(lambda: {far, "near"} <= set(near.agents()), "both registered")
+                await spender.report_model_call("m", cost_usd=0.6)  # seen by the other instance
+                await _until(lambda: owner.metrics.records_in >= 1, "the fact forwarded", 30)
+                await asyncio.sleep(0.5)
+                instance = owner.job.processor.requested_by.split(":")[1]  # type: ignore[attr-defined]
+        # every instance stopped; the owner's comes back (a restart mid-window)
+        again = killswitch_engine(settings, codec, policy, instance)
+        peer = killswitch_engine(settings, codec, policy, "1" if instance == "0" else "0")
+        with running([again]), running([peer]):
+            await _until(lambda: len(again._assigned) + len(peer._assigned) >= 6, "assigned", 60)
+            async with mesh.sidecar("near") as near:
+                await near.report_model_call("m", cost_usd=0.6)  # 1.2 in the minute
+                await _until(lambda: near.halt is not None, "the fleet halt", 30)
+                assert near.halt is not None and near.halt["rule"] == "fleet_spend_per_minute"
+                await asyncio.sleep(1.0)
+    halts = [
+        mesh.codec.open(v, verify=False).body
+        for _, v, _ in read_all(settings, CONTROL, settings.partitions)
+    ]
+    assert [h["rule"] for h in halts] == ["fleet_spend_per_minute"]  # once
     registry.close()

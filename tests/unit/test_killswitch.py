@@ -16,7 +16,7 @@ from mesh.domain.agents import AgentState
 from mesh.domain.control import Action, Scope, control_key, control_record, halt_in_force
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.domain.topics import CONTROL, TELEMETRY
+from mesh.domain.topics import CONTROL, FLEET_FACTS, TELEMETRY
 from mesh.errors import ConfigError, ControlUnavailableError
 from processors.killswitch import KillSwitchProcessor, load_policy
 from processors.killswitch.policy import Policy, parse_policy
@@ -45,8 +45,8 @@ REGISTRY = {
 class Fleet:
     """A driver around a kill-switch, and telemetry sealed by the fleet's agents."""
 
-    def __init__(self, policy: dict[str, Any] | None = None) -> None:
-        self.serde = Serde(InMemoryRegistry())
+    def __init__(self, policy: dict[str, Any] | None = None, serde: Serde | None = None) -> None:
+        self.serde = serde or Serde(InMemoryRegistry())
         self.codec = MessageCodec(self.serde, PublicKeys())
         self.processor = KillSwitchProcessor(
             self.codec,
@@ -97,6 +97,8 @@ class Fleet:
             envelope, "mesh.telemetry.TelemetryEvent", body, signer or AGENTS[who]
         )
         out = self.driver.pipe(TELEMETRY, who, value)
+        for fact in [o for o in out if o.topic == FLEET_FACTS]:  # the second stage reads it
+            out += self.driver.pipe(FLEET_FACTS, "*", fact.value or b"")
         halts = [o for o in out if o.topic == CONTROL]
         for halt in halts:  # the control topic is an input too: the halt comes back
             self.driver.pipe(CONTROL, (halt.key or b"").decode(), halt.value or b"")
@@ -325,7 +327,7 @@ def test_a_halt_issued_is_in_force_before_it_comes_back_on_the_control_topic() -
 
     first = fleet.driver.pipe(TELEMETRY, "research", spend("t-x"))
     again = fleet.driver.pipe(TELEMETRY, "research", spend("t-y"))
-    assert [o.topic for o in first] == [CONTROL]
+    assert [o.topic for o in first] == [CONTROL, FLEET_FACTS]  # the halt, and the fleet's fact
     assert again == []  # not halted twice while the first halt is in flight
 
 
@@ -400,3 +402,26 @@ def test_a_replay_neither_halts_twice_nor_counts_what_a_resume_cleared() -> None
     fleet.driver.restart()
     assert not fleet.halted("research") and fleet.processor.issued == {}
     assert fleet.report("research", "MODEL_CALL", "m", cost=0.9) == []  # 1.5 was cleared
+
+
+def test_fleet_rules_add_up_the_facts_every_instance_forwards() -> None:
+    """The second stage: two kill-switch instances each see one agent's spend; the instance
+    that owns '*' gets both as facts and halts the fleet once."""
+    policy = {"agent": {"max_cost_per_minute": 10.0}, "fleet": {"max_cost_per_minute": 1.0}}
+    shared = Serde(InMemoryRegistry())  # one schema registry, as on a real cluster
+    one, two = Fleet(policy, shared), Fleet(policy, shared)
+
+    def facts(fleet: Fleet, who: str) -> list[bytes]:
+        envelope = Envelope(f"t-{next(_ids)}", "c", "c", who, RecipientKind.BROADCAST, "", 0, 0)
+        body = {"agent_id": who, "kind": "MODEL_CALL", "name": "m", "peer": None,
+                "arguments_digest": None, "cost_usd": 0.6, "ok": True}  # fmt: skip
+        value = fleet.codec.seal(envelope, "mesh.telemetry.TelemetryEvent", body, AGENTS[who])
+        out = fleet.driver.pipe(TELEMETRY, who, value)
+        assert [o.topic for o in out] == [FLEET_FACTS]  # under its own limits: no halt here
+        return [o.value or b"" for o in out]
+
+    owner = Fleet(policy, shared)  # the instance that owns the partition of '*'
+    forwarded = facts(one, "research") + facts(two, "drafting")
+    out = [o for value in forwarded for o in owner.driver.pipe(FLEET_FACTS, "*", value)]
+    halts = [owner.codec.open(o.value or b"", verify=False).body for o in out if o.topic == CONTROL]
+    assert [(h["rule"], h["target"]) for h in halts] == [("fleet_spend_per_minute", "*")]
