@@ -776,11 +776,15 @@ async def test_two_killswitch_instances_fire_a_fleet_rule_once_across_a_restart(
     def owns(engine: Engine, partition: int) -> bool:
         return any(tp.topic == telemetry and tp.partition == partition for tp in engine._assigned)
 
+    def balanced(a: Engine, b: Engine) -> bool:
+        """Each instance holds telemetry partitions, and together all of them."""
+        held = [[p for p in range(settings.partitions) if owns(e, p)] for e in (a, b)]
+        return all(held) and sorted(held[0] + held[1]) == list(range(settings.partitions))
+
     with running([Engine.keyed(registry_processor(settings), Cluster.of(settings), codec)]):
         one, two = (killswitch_engine(settings, codec, policy, i) for i in ("0", "1"))
         with running([one]), running([two]):
-            await _until(lambda: owns(one, star) or owns(two, star), "both assigned", 60)
-            await _until(lambda: len(one._assigned) + len(two._assigned) >= 6, "a balance", 60)
+            await _until(lambda: balanced(one, two), "both instances assigned", 60)
             owner, other = (one, two) if owns(one, star) else (two, one)
             away = next(p for p in range(settings.partitions) if owns(other, p))
             far = next(
@@ -798,7 +802,7 @@ async def test_two_killswitch_instances_fire_a_fleet_rule_once_across_a_restart(
         again = killswitch_engine(settings, codec, policy, instance)
         peer = killswitch_engine(settings, codec, policy, "1" if instance == "0" else "0")
         with running([again]), running([peer]):
-            await _until(lambda: len(again._assigned) + len(peer._assigned) >= 6, "assigned", 60)
+            await _until(lambda: balanced(again, peer), "both instances assigned", 60)
             async with mesh.sidecar("near") as near:
                 await near.report_model_call("m", cost_usd=0.6)  # 1.2 in the minute
                 await _until(lambda: near.halt is not None, "the fleet halt", 30)
