@@ -135,8 +135,8 @@ def main() -> None:
         "audit",
         figures,
         ratios,
-        f"{total} records of {SIZE} B over the 4 fixed audited topics, 6 partitions; verify "
-        "reads the last audit processor round's log back from Kafka.",
+        f"{total} records of {SIZE} B over the {len(AUDITED)} fixed audited topics, 6 "
+        "partitions; verify reads the last audit processor round's log back from Kafka.",
     )
     print(f"wrote {path}")
 
