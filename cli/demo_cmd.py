@@ -6,16 +6,23 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from cli.common import console, settings
+from cli.common import cluster, console, settings
 from demo.fleet import FleetReport, run_fleet
+from mesh.adapters.commands import read_halts
+from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.localkafka import local_kafka
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.identity import PublicKeys
+from mesh.errors import MeshError
+from mesh.settings import Settings
 from stack.supervisor import down as stack_down
 from stack.supervisor import status as stack_status
 from stack.supervisor import up as stack_up
@@ -38,7 +45,8 @@ def down() -> None:
 
 
 def status() -> None:
-    """What `mesh up` runs: the broker, each service, and how often each was restarted."""
+    """What `mesh up` runs: the broker, each service and its restarts, whether the processors
+    are ready, and the halts in force; exit 0 only when all is well."""
     current = settings()
     if current.bootstrap_servers:
         console.print(f"kafka: {current.bootstrap_servers} (MESH_BOOTSTRAP_SERVERS)")
@@ -60,8 +68,39 @@ def status() -> None:
         if restarts.given_up:
             line += f"; not started again: {restarts.given_up}"
         console.print(line + f" (log {service.log})")
-    if down_count:
+    health = current.state_dir / "run" / "processors-0.health"
+    age = _age_s(health)
+    ready = age is not None and age <= 10
+    console.print(
+        f"processors: ready, last seen {age:.1f}s ago"
+        if ready
+        else "processors: not ready (still restoring, or not running)"
+    )
+    halts = _halts_in_force(current)
+    console.print(f"halts in force: {halts}")
+    if down_count or not ready:
         raise typer.Exit(1)
+
+
+def _age_s(health: Path) -> float | None:
+    try:
+        return time.time() - float(health.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _halts_in_force(current: Settings) -> str:
+    try:
+        where = cluster(current)
+        registry = open_registry(current, where)
+        try:
+            codec = MessageCodec(Serde(registry), PublicKeys())
+            found = read_halts(where, codec, trust_anchors(current)).halts
+        finally:
+            registry.close()
+    except MeshError as exc:
+        return f"unknown ({exc})"
+    return ", ".join(sorted(found)) or "none"
 
 
 def demo(

@@ -113,6 +113,8 @@ def test_demo_runs_the_fleet_halts_the_runaway_and_verifies_the_audit(settings: 
         status = run(["status"], settings)
         assert status.returncode == 0 and "processors: running (pid" in status.stdout
         assert "processors: running" in status.stdout and ", 0 restarts" in status.stdout
+        assert "processors: ready, last seen" in status.stdout
+        assert "halts in force: research-b" in status.stdout
 
         keeper = int((settings.state_dir / "run" / "processors.pid").read_text())
         os.kill(child_of(keeper), signal.SIGKILL)  # the processors crash; their keeper stays
