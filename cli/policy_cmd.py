@@ -17,7 +17,7 @@ import typer
 from cli.common import cluster, console, settings
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.keyfiles import trust_anchors
-from mesh.adapters.policies import publish_policy, read_policies
+from mesh.adapters.policies import PolicyLog, publish_policy, read_policies
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -58,6 +58,28 @@ def check(files: list[Path] = typer.Argument(..., help="Policy files (JSON).")) 
         raise typer.Exit(1)
 
 
+_CAPABILITY = typer.Option(None, "--capability", help="Every agent offering C.")
+_FLEET = typer.Option(False, "--fleet", help="The fleet default.")
+
+
+class _Mesh:
+    """What a policy command reads with: the cluster, a codec, the trust anchors."""
+
+    def __enter__(self) -> _Mesh:
+        current = settings()
+        self.cluster = cluster(current)
+        self.registry = open_registry(current, self.cluster)
+        self.codec = MessageCodec(Serde(self.registry), PublicKeys())
+        self.signers = trust_anchors(current)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.registry.close()
+
+    def policies(self) -> PolicyLog:
+        return read_policies(self.cluster, self.codec, self.signers)
+
+
 def _target(agent: str | None, capability: str | None, fleet: bool) -> str:
     if sum((agent is not None, capability is not None, fleet)) != 1:
         raise typer.BadParameter("name exactly one target: AGENT, --capability C or --fleet")
@@ -67,43 +89,31 @@ def _target(agent: str | None, capability: str | None, fleet: bool) -> str:
 @app.command("set")
 def set_policy(
     agent: str | None = typer.Argument(None, help="The agent the policy is for."),
-    capability: str | None = typer.Option(None, "--capability", help="Every agent offering C."),
-    fleet: bool = typer.Option(False, "--fleet", help="The fleet default."),
+    capability: str | None = _CAPABILITY,
+    fleet: bool = _FLEET,
     file: Path = typer.Option(..., "--file", help="The policy (JSON), from your repository."),
     reason: str = typer.Option(..., "--reason", help="Why, in words (recorded and audited)."),
 ) -> None:
     """Publish a policy as the next version for its target, signed with the operator key."""
     target = _target(agent, capability, fleet)
     policy = _load(file)
-    current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        codec = MessageCodec(Serde(registry), PublicKeys())
-        in_force = publish_policy(where, codec, trust_anchors(current), target, policy, reason)
-    finally:
-        registry.close()
+    with _Mesh() as mesh:
+        in_force = publish_policy(mesh.cluster, mesh.codec, mesh.signers, target, policy, reason)
     console.print(f"in force: {_line(in_force)}")
 
 
 @app.command()
 def diff(
     agent: str | None = typer.Argument(None, help="The agent whose policy would change."),
-    capability: str | None = typer.Option(None, "--capability", help="Every agent offering C."),
-    fleet: bool = typer.Option(False, "--fleet", help="The fleet default."),
+    capability: str | None = _CAPABILITY,
+    fleet: bool = _FLEET,
     file: Path = typer.Option(..., "--file", help="The policy `set` would publish."),
 ) -> None:
     """What `mesh policy set` with FILE would change for its target, key by key."""
     target = _target(agent, capability, fleet)
     new = _load(file)
-    current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        codec = MessageCodec(Serde(registry), PublicKeys())
-        held = read_policies(where, codec, trust_anchors(current)).book.targets.get(target)
-    finally:
-        registry.close()
+    with _Mesh() as mesh:
+        held = mesh.policies().book.targets.get(target)
     old = held.policy if held is not None else {}
     lines = diff_policies(old, new)
     what = f"{target} v{held.version}" if held is not None else f"{target} (no policy yet)"
@@ -117,15 +127,9 @@ def show(
     agent: str | None = typer.Argument(None, help="Only the policy in force for AGENT."),
 ) -> None:
     """The policies in force (or the one for AGENT: its own, its capability's or the fleet's)."""
-    current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        codec = MessageCodec(Serde(registry), PublicKeys())
-        log = read_policies(where, codec, trust_anchors(current))
-        agents = read_agents(where, codec.serde) if agent else {}
-    finally:
-        registry.close()
+    with _Mesh() as mesh:
+        log = mesh.policies()
+        agents = read_agents(mesh.cluster, mesh.codec.serde) if agent else {}
     for note in log.ignored:
         console.print(f"[yellow]ignored[/] {note}")
     if agent is not None:
@@ -145,15 +149,8 @@ def show(
 @app.command()
 def history(target: str | None = typer.Argument(None, help="AGENT, capability:C or *.")) -> None:
     """Every version published, oldest first, with who published it and why."""
-    current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        log = read_policies(
-            where, MessageCodec(Serde(registry), PublicKeys()), trust_anchors(current)
-        )
-    finally:
-        registry.close()
+    with _Mesh() as mesh:
+        log = mesh.policies()
     for at_ms, record in log.history:
         if target is None or record.target == target:
             when = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).isoformat(timespec="seconds")

@@ -10,13 +10,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from confluent_kafka import Producer
-
 from mesh.adapters.acks import Acks, AckWatch, live_targets
 from mesh.adapters.kafka.agents import read_agents
-from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.kafka.halts import HaltTable
 from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.kafka.producing import produce_one
 from mesh.adapters.keyfiles import mesh_anchor, operator_key, trust_anchors
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
@@ -167,19 +165,7 @@ def _affected(
 
 
 def _produce(cluster: Cluster, key: str, value: bytes) -> None:
-    producer = Producer(producer_config(cluster))
-    failures: list[str] = []
-
-    def delivered(error: object, _message: object) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    producer.produce(cluster.topic(CONTROL), value, key.encode(), on_delivery=delivered)
-    if producer.flush(15) or failures:
-        raise KafkaUnavailableError(
-            f"the command did not reach {cluster.topic(CONTROL)}: "
-            f"{failures[0] if failures else 'timed out'}; is the broker up and the topic created?"
-        )
+    produce_one(cluster, cluster.topic(CONTROL), key, value, "the command")
 
 
 class HaltsInForce(NamedTuple):

@@ -10,22 +10,19 @@ is not running to act on it.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
-from confluent_kafka import Producer
-
-from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.kafka.producing import produce_one
 from mesh.adapters.keyfiles import mesh_anchor, operator_key
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.keys import KeyStatement, KeyStatus, rotation_bytes
 from mesh.domain.topics import REGISTRY_EVENTS
-from mesh.errors import KafkaUnavailableError, MeshError, UnknownTargetError
+from mesh.errors import MeshError, UnknownTargetError
 from mesh.settings import Cluster
 
 __all__ = ["revoke_key", "rotate_key"]
@@ -82,31 +79,13 @@ def _send(cluster: Cluster, agent_id: str, subject: str, body: dict[str, Any]) -
     registry = open_registry(cluster.settings, cluster)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
-        envelope = Envelope(
-            message_id=str(uuid.uuid4()),
-            conversation_id="keys",
-            correlation_id=agent_id,
-            sender=operator.agent_id,
-            recipient_kind=RecipientKind.BROADCAST,
-            recipient="",
-            created_at_ms=int(time.time() * 1000),
+        envelope = new_envelope(
+            operator.agent_id, "", recipient_kind=RecipientKind.BROADCAST, conversation_id="keys"
         )
         value = codec.seal(envelope, subject, body, operator)
     finally:
         registry.close()
-    producer = Producer(producer_config(cluster))
-    failures: list[str] = []
-    producer.produce(
-        cluster.topic(REGISTRY_EVENTS),
-        value,
-        agent_id.encode(),
-        on_delivery=lambda error, _m: failures.append(str(error)) if error else None,
-    )
-    if producer.flush(15) or failures:
-        raise KafkaUnavailableError(
-            f"the command did not reach {cluster.topic(REGISTRY_EVENTS)}: "
-            f"{failures[0] if failures else 'timed out'}; is the broker up?"
-        )
+    produce_one(cluster, cluster.topic(REGISTRY_EVENTS), agent_id, value, "the command")
 
 
 def _confirmed(cluster: Cluster, agent_id: str, serial: int, wait_s: float) -> KeyStatement:

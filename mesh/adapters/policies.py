@@ -8,23 +8,21 @@ record with this host's operator key, under the next version of its target.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
+from confluent_kafka import Message
 
-from mesh.adapters.kafka.config import producer_config
-from mesh.adapters.kafka.reading import partitions_of, read_to_end, reader
+from mesh.adapters.kafka.producing import produce_one
+from mesh.adapters.kafka.table import TopicFold
 from mesh.adapters.keyfiles import operator_key
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import MESH_SIGNER
-from mesh.domain.envelope import Envelope, RecipientKind
+from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.policies import POLICY_SUBJECT, PolicyBook, PolicyInForce, canonical
 from mesh.domain.topics import POLICIES
-from mesh.errors import KafkaUnavailableError, MeshError
+from mesh.errors import MeshError
 from mesh.settings import Cluster
 
 __all__ = ["PolicyLog", "publish_policy", "read_policies"]
@@ -37,38 +35,40 @@ class PolicyLog:
     ignored: list[str] = field(default_factory=list)
 
 
+class _PolicyTable(TopicFold):
+    def __init__(self, cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> None:
+        self.log = PolicyLog()
+        self._codec, self._signers = codec, dict(signers)
+        self._operators = sorted(s for s in signers if s != MESH_SIGNER)
+        super().__init__(cluster, cluster.topic(POLICIES))
+
+    def _fold(self, message: Message) -> None:
+        where = f"{self.topic}[{message.partition()}]@{message.offset()}"
+        try:
+            opened = self._codec.open(message.value() or b"", verify=False)
+            sender = opened.envelope.sender
+            if opened.body_subject != POLICY_SUBJECT or sender not in self._operators:
+                raise MeshError(f"not a policy signed by an operator (from {sender!r})")
+            opened.verify(self._signers[sender])
+        except MeshError as exc:
+            self.log.ignored.append(f"{where}: {exc}")
+            return
+        ignored = self.log.book.apply(opened.body, sender, self._operators)
+        if ignored is not None:
+            self.log.ignored.append(f"{where}: {ignored}")
+            return
+        target = str(opened.body["target"])
+        self.log.history.append((message.timestamp()[1], self.log.book.targets[target]))
+
+
 def read_policies(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> PolicyLog:
     """Every policy record, folded in order, checked against the operators among ``signers``."""
-    operators = sorted(s for s in signers if s != MESH_SIGNER)
-    log = PolicyLog()
-    consumer = reader(cluster)
-    topic = cluster.topic(POLICIES)
+    table = _PolicyTable(cluster, codec, signers)
     try:
-        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions_of(consumer, topic)]
-        consumer.assign(tps)
-
-        def fold(message: Message) -> None:
-            where = f"{topic}[{message.partition()}]@{message.offset()}"
-            try:
-                opened = codec.open(message.value() or b"", verify=False)
-                sender = opened.envelope.sender
-                if opened.body_subject != POLICY_SUBJECT or sender not in operators:
-                    raise MeshError(f"not a policy signed by an operator (from {sender!r})")
-                opened.verify(signers[sender])
-            except MeshError as exc:
-                log.ignored.append(f"{where}: {exc}")
-                return
-            ignored = log.book.apply(opened.body, sender, operators)
-            if ignored is not None:
-                log.ignored.append(f"{where}: {ignored}")
-                return
-            target = str(opened.body["target"])
-            log.history.append((message.timestamp()[1], log.book.targets[target]))
-
-        read_to_end(consumer, [TopicPartition(t.topic, t.partition) for t in tps], fold)
+        table.catch_up()
+        return table.log
     finally:
-        consumer.close()
-    return log
+        table.close()
 
 
 def publish_policy(
@@ -89,29 +89,11 @@ def publish_policy(
         "policy_json": canonical(policy),
         "reason": reason,
     }
-    envelope = Envelope(
-        message_id=str(uuid.uuid4()),
-        conversation_id="policy",
-        correlation_id=target,
-        sender=key.agent_id,
-        recipient_kind=RecipientKind.BROADCAST,
-        recipient="",
-        created_at_ms=int(time.time() * 1000),
+    envelope = new_envelope(
+        key.agent_id, "", recipient_kind=RecipientKind.BROADCAST, conversation_id="policy"
     )
     value = codec.seal(envelope, POLICY_SUBJECT, body, key)
-    producer = Producer(producer_config(cluster))
-    failures: list[str] = []
-    producer.produce(
-        cluster.topic(POLICIES),
-        value,
-        target.encode(),
-        on_delivery=lambda error, _m: failures.append(str(error)) if error else None,
-    )
-    if producer.flush(15) or failures:
-        raise KafkaUnavailableError(
-            f"the policy did not reach {cluster.topic(POLICIES)}: "
-            f"{failures[0] if failures else 'timed out'}"
-        )
+    produce_one(cluster, cluster.topic(POLICIES), target, value, "the policy")
     in_force = read_policies(cluster, codec, signers).book.targets.get(target)
     if in_force is None or in_force.version != version:
         raise MeshError(

@@ -11,46 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import Message
 
-from mesh.adapters.kafka.reading import partitions_of, read_available, read_to_end, reader
+from mesh.adapters.kafka.table import TopicFold
 from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import HaltBook
 from mesh.domain.topics import CONTROL
-from mesh.errors import MeshError, TopicNotFoundError
+from mesh.errors import MeshError
 from mesh.settings import Cluster
 
 __all__ = ["HaltTable"]
 
 
-class HaltTable:
+class HaltTable(TopicFold):
     def __init__(self, cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> None:
         self.book = HaltBook()
         self.ignored: list[str] = []
         self._codec, self._signers = codec, dict(signers)
-        self.topic = cluster.topic(CONTROL)
-        self._consumer = reader(cluster)
-        try:
-            partitions = partitions_of(self._consumer, self.topic)
-        except TopicNotFoundError:
-            self._consumer.close()
-            raise
-        self._tps = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions]
-        self._consumer.assign(self._tps)
+        super().__init__(cluster, cluster.topic(CONTROL))
 
     @property
     def halts(self) -> dict[str, dict[str, object]]:
         return self.book.halts
-
-    def catch_up(self) -> int:
-        return read_to_end(self._consumer, self._tps, self._fold)
-
-    def poll(self, max_records: int = 1000) -> int:
-        return read_available(self._consumer, self._fold, max_records)
-
-    def close(self) -> None:
-        self._consumer.close()
 
     def _fold(self, message: Message) -> None:
         key, value = (message.key() or b"").decode(), message.value()

@@ -6,13 +6,13 @@ was and why. ``catch_up`` reads to the end; ``poll`` folds what has arrived with
 
 from __future__ import annotations
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import Message
 
-from mesh.adapters.kafka.reading import partitions_of, read_available, read_to_end, reader
+from mesh.adapters.kafka.table import TopicFold
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.keys import KEY_STATEMENT_SUBJECT, KeyDirectory, KeyStatement
 from mesh.domain.topics import KEYS
-from mesh.errors import MeshError, TopicNotFoundError
+from mesh.errors import MeshError
 from mesh.settings import Cluster
 
 __all__ = ["KeyTable", "fold_statement", "read_keys"]
@@ -32,29 +32,12 @@ def fold_statement(directory: KeyDirectory, serde: Serde, value: bytes | None) -
     return directory.apply(statement)
 
 
-class KeyTable:
+class KeyTable(TopicFold):
     def __init__(self, cluster: Cluster, serde: Serde, mesh_public: bytes) -> None:
         self.directory = KeyDirectory(mesh_public)
         self.ignored: list[str] = []
         self._serde = serde
-        self.topic = cluster.topic(KEYS)
-        self._consumer = reader(cluster)
-        try:
-            partitions = partitions_of(self._consumer, self.topic)
-        except TopicNotFoundError:
-            self._consumer.close()
-            raise
-        self._tps = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions]
-        self._consumer.assign(self._tps)
-
-    def catch_up(self) -> int:
-        return read_to_end(self._consumer, self._tps, self._fold)
-
-    def poll(self, max_records: int = 1000) -> int:
-        return read_available(self._consumer, self._fold, max_records)
-
-    def close(self) -> None:
-        self._consumer.close()
+        super().__init__(cluster, cluster.topic(KEYS))
 
     def _fold(self, message: Message) -> None:
         ignored = fold_statement(self.directory, self._serde, message.value())

@@ -26,25 +26,18 @@ from mesh.adapters.kafka.reading import partitions_of, read_available, read_to_e
 from mesh.errors import MeshError, TopicNotFoundError
 from mesh.settings import Cluster
 
-__all__ = ["Table"]
+__all__ = ["Table", "TopicFold"]
 
 V = TypeVar("V")
 _log = logging.getLogger("mesh.table")
 
 
-class Table(Generic[V]):
-    """Latest value per key of ``topic`` (its full name), decoded by ``decode``."""
+class TopicFold:
+    """Every partition of one topic (its full name) from its beginning, handed record by record
+    to :meth:`_fold`: the one reading loop of the global tables (agents, halts, keys)."""
 
-    def __init__(
-        self,
-        cluster: Cluster,
-        topic: str,
-        decode: Callable[[bytes], V],
-    ) -> None:
+    def __init__(self, cluster: Cluster, topic: str) -> None:
         self.topic = topic
-        self.values: dict[str, V] = {}
-        self.skipped: list[str] = []
-        self._decode = decode
         self._consumer = reader(cluster)
         try:
             partitions = partitions_of(self._consumer, topic)
@@ -64,6 +57,24 @@ class Table(Generic[V]):
 
     def close(self) -> None:
         self._consumer.close()
+
+    def _fold(self, message: Message) -> None:
+        raise NotImplementedError
+
+
+class Table(TopicFold, Generic[V]):
+    """Latest value per key of ``topic`` (its full name), decoded by ``decode``."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        topic: str,
+        decode: Callable[[bytes], V],
+    ) -> None:
+        self.values: dict[str, V] = {}
+        self.skipped: list[str] = []
+        self._decode = decode
+        super().__init__(cluster, topic)
 
     def _fold(self, message: Message) -> None:
         raw_key, value = message.key(), message.value()
