@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from mesh.adapters.kafka.keys import fold_statement
+from mesh.adapters.policies import fold_policy
 from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import from_record
@@ -30,7 +31,7 @@ from mesh.domain.agents import AgentState
 from mesh.domain.control import MESH_SIGNER
 from mesh.domain.dependencies import capabilities
 from mesh.domain.keys import KeyDirectory
-from mesh.domain.policies import POLICY_SUBJECT, PolicyBook
+from mesh.domain.policies import PolicyBook
 from mesh.errors import KafkaUnavailableError, MeshError, UnknownSenderError
 from mesh.settings import Cluster
 from sidecar.follow import Follower
@@ -65,7 +66,6 @@ class Plane:
         self.agents: dict[str, AgentState] = {}
         self.keys = KeyDirectory(self.signers[MESH_SIGNER])
         self.policies = PolicyBook()
-        self.operators = sorted(s for s in self.signers if s != MESH_SIGNER)
         self.follower: Follower | None = None
         self.handlers: list[HaltHandler] = []
         self.applying_changes = False  # from registration on
@@ -155,22 +155,12 @@ class Plane:
 
     def _on_policy(self, record: ConsumerRecord) -> None:
         """Fold an operator's policy (signed by an operator, newer than the one in force)."""
-        try:
-            opened = self.codec.open(record.value or b"", verify=False)
-            sender = opened.envelope.sender
-            if opened.body_subject != POLICY_SUBJECT:
-                raise MeshError(f"a {opened.body_subject} record is not a policy")
-            if sender not in self.operators:
-                raise MeshError(f"signed by {sender!r}, not an operator")
-            opened.verify(self.signers[sender])
-            ignored = self.policies.apply(opened.body, sender, self.operators)
-        except MeshError as exc:
-            ignored = str(exc)
-        if ignored is not None:
+        folded = fold_policy(self.policies, self.codec, record.value, self.signers)
+        if isinstance(folded, str):
             self.counters.untrusted_policies += 1
             _log.warning(
                 "%s: ignored the policy record at %s[%d]@%d: %s",
-                self.agent_id, record.topic, record.partition, record.offset, ignored,
+                self.agent_id, record.topic, record.partition, record.offset, folded,
             )  # fmt: skip
 
     def _on_control(self, record: ConsumerRecord) -> None:

@@ -25,7 +25,7 @@ from mesh.domain.topics import POLICIES
 from mesh.errors import MeshError
 from mesh.settings import Cluster
 
-__all__ = ["PolicyLog", "publish_policy", "read_policies"]
+__all__ = ["PolicyLog", "fold_policy", "operators_of", "publish_policy", "read_policies"]
 
 
 @dataclass
@@ -35,30 +35,43 @@ class PolicyLog:
     ignored: list[str] = field(default_factory=list)
 
 
+def operators_of(signers: Mapping[str, bytes]) -> list[str]:
+    """The operators among the trust anchors: every signer but the mesh itself."""
+    return sorted(s for s in signers if s != MESH_SIGNER)
+
+
+def fold_policy(
+    book: PolicyBook, codec: MessageCodec, value: bytes | None, signers: Mapping[str, bytes]
+) -> PolicyInForce | str:
+    """Fold one record of ``mesh.policies.v1`` into ``book`` as every reader does (a sidecar,
+    `mesh policy`): the policy now in force for its target, or why the record changed nothing
+    (not a policy, not signed by an operator, a forged signature, an older version)."""
+    operators = operators_of(signers)
+    try:
+        opened = codec.open(value or b"", verify=False)
+        sender = opened.envelope.sender
+        if opened.body_subject != POLICY_SUBJECT or sender not in operators:
+            raise MeshError(f"not a policy signed by an operator (from {sender!r})")
+        opened.verify(signers[sender])
+    except MeshError as exc:
+        return str(exc)
+    ignored = book.apply(opened.body, sender, operators)
+    return ignored if ignored is not None else book.targets[str(opened.body["target"])]
+
+
 class _PolicyTable(TopicFold):
     def __init__(self, cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> None:
         self.log = PolicyLog()
         self._codec, self._signers = codec, dict(signers)
-        self._operators = sorted(s for s in signers if s != MESH_SIGNER)
         super().__init__(cluster, cluster.topic(POLICIES))
 
     def _fold(self, message: Message) -> None:
-        where = f"{self.topic}[{message.partition()}]@{message.offset()}"
-        try:
-            opened = self._codec.open(message.value() or b"", verify=False)
-            sender = opened.envelope.sender
-            if opened.body_subject != POLICY_SUBJECT or sender not in self._operators:
-                raise MeshError(f"not a policy signed by an operator (from {sender!r})")
-            opened.verify(self._signers[sender])
-        except MeshError as exc:
-            self.log.ignored.append(f"{where}: {exc}")
+        folded = fold_policy(self.log.book, self._codec, message.value(), self._signers)
+        if isinstance(folded, str):
+            where = f"{self.topic}[{message.partition()}]@{message.offset()}"
+            self.log.ignored.append(f"{where}: {folded}")
             return
-        ignored = self.log.book.apply(opened.body, sender, self._operators)
-        if ignored is not None:
-            self.log.ignored.append(f"{where}: {ignored}")
-            return
-        target = str(opened.body["target"])
-        self.log.history.append((message.timestamp()[1], self.log.book.targets[target]))
+        self.log.history.append((message.timestamp()[1], folded))
 
 
 def read_policies(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> PolicyLog:
