@@ -17,6 +17,7 @@ tombstone deletes its key. (The control topic is not a table: it is folded in lo
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -32,9 +33,10 @@ V = TypeVar("V")
 _log = logging.getLogger("mesh.table")
 
 
-class TopicFold:
+class TopicFold(ABC):
     """Every partition of one topic (its full name) from its beginning, handed record by record
-    to :meth:`_fold`: the one reading loop of the global tables (agents, halts, keys)."""
+    to :meth:`_fold`: the one reading loop of the global tables (agents, halts, keys, policies).
+    """
 
     def __init__(self, cluster: Cluster, topic: str) -> None:
         self.topic = topic
@@ -58,8 +60,9 @@ class TopicFold:
     def close(self) -> None:
         self._consumer.close()
 
+    @abstractmethod
     def _fold(self, message: Message) -> None:
-        raise NotImplementedError
+        """Fold one record into the subclass's state."""
 
 
 class Table(TopicFold, Generic[V]):
