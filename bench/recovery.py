@@ -148,11 +148,7 @@ def processor_trial(settings: Settings, probe: Probe, mode: str) -> tuple[float,
 
 
 def broker_trial(kafka: LocalKafka, probe: Probe) -> tuple[float, float]:
-    pid = kafka.status().pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    while kafka.status().running:
-        time.sleep(0.05)
+    kafka.kill()
     time.sleep(2)
     started = time.monotonic()
     kafka.up()

@@ -7,8 +7,6 @@ Process faults use the session broker.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,13 +33,7 @@ class OwnBroker:
 
     def kill(self) -> None:
         """SIGKILL the broker process: no shutdown, no flush, as a crash or an OOM kill."""
-        pid = self.kafka.status().pid
-        assert pid is not None, "the broker is not running"
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while self.kafka.status().running:
-            assert time.monotonic() < deadline, "the killed broker did not exit"
-            time.sleep(0.1)
+        self.kafka.kill()
 
     def restart(self) -> float:
         """Start it again on the same data and port; returns the seconds it took."""

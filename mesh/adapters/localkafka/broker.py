@@ -110,6 +110,20 @@ class LocalKafka:
         _terminate(current.pid)
         return True
 
+    def kill(self, timeout_s: float = 30.0) -> None:
+        """SIGKILL the broker this directory started (no shutdown, no flush: a crash, for fault
+        drills and `bench/recovery.py`); returns once it is gone. `up` starts it again on the
+        same data and port."""
+        current = self.status()
+        if not current.running or current.pid is None:
+            raise LocalKafkaError(f"no broker of {self.directory} is running to kill")
+        os.kill(current.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while self.status().running:
+            if time.monotonic() > deadline:
+                raise LocalKafkaError(f"the killed broker (pid {current.pid}) did not exit")
+            time.sleep(0.05)
+
     # -- steps -----------------------------------------------------------------------------
 
     def _recorded(self) -> dict[str, object] | None:
