@@ -602,6 +602,14 @@ async def test_a_revoked_keys_messages_are_refused_and_the_agent_quarantined(mes
         listed = run(["keys", "list"], mesh.settings)
         assert "alice: revoked key" in listed.stdout and "bob: active key" in listed.stdout
 
+        new_key = mesh.settings.state_dir / "alice-new.key"
+        rotated = run(["keys", "rotate", "alice", "--key-file", str(new_key)], mesh.settings)
+        assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+        assert "rotated: alice: active key" in rotated.stdout and "(serial 3)" in rotated.stdout
+        await _until(
+            lambda: bob.plane.agents["alice"].status.value == "LIVE", "alice out of quarantine"
+        )
+
         again = run(["keys", "revoke", "nobody", "--reason", "x"], mesh.settings)
         assert (
             again.returncode == 1
