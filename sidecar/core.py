@@ -36,8 +36,6 @@ from mesh.adapters.keyfiles import load_or_create_key, replace_key, trust_anchor
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
-from mesh.domain.control import KILLSWITCH_AGENT
-from mesh.domain.dependencies import capabilities
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.policies import PolicyInForce
@@ -69,7 +67,7 @@ from sidecar.follow import Follower
 from sidecar.inbox import Counters, Inbox
 from sidecar.outbox import KafkaSink, Outbox
 from sidecar.plane import HaltHandler, Plane
-from sidecar.policy import AgentPolicy, SpendWindow, narrowest, parse_agent_policy
+from sidecar.policy import AgentPolicy, SpendWindow
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
@@ -104,7 +102,6 @@ class Sidecar:
         self.heartbeat_s, self.key_wait_s, self.clock = heartbeat_s, key_wait_s, clock
         self.codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
         self.spend = SpendWindow(spec.policy)
-        self._policies: dict[str, AgentPolicy] = {}  # by the operator policy's hash
         self.counters = Counters()
         self.supervisor = Supervisor(spec.agent_id)
         self._sink = KafkaSink(aiokafka_producer_config(cluster))
@@ -406,32 +403,12 @@ class Sidecar:
     @property
     def operator_policy(self) -> PolicyInForce | None:
         """The operator's policy in force for this agent (``mesh.policies.v1``), if any."""
-        if not self.plane.policies.targets:
-            return None
-        record = self.plane.agents.get(self.agent_id)
-        skills = capabilities(record) if record else list(self.spec.capabilities)
-        return self.plane.policies.in_force(self.agent_id, skills)
+        return self.plane.operator_policy()
 
     @property
     def policy(self) -> AgentPolicy:
-        """What this sidecar enforces: the operator's policy in force, narrowed by the agent's
-        own (``mesh.domain.policies``); the agent's own alone while no operator set one."""
-        in_force = self.operator_policy
-        if in_force is None:
-            return self.spec.policy
-        cached = self._policies.get(in_force.hash)
-        if cached is None:
-            operator = parse_agent_policy(in_force.policy, f"policy {in_force.target!r}")
-            cached = self._policies[in_force.hash] = narrowest(operator, self.spec.policy)
-        return cached
-
-    def _killswitch_age_s(self) -> float | None:
-        """Seconds since the kill-switch's last heartbeat, as the registry has it (None: it
-        never registered)."""
-        record = self.plane.agents.get(KILLSWITCH_AGENT)
-        if record is None or record.last_heartbeat_ms is None:
-            return None
-        return max(0.0, time.time() - record.last_heartbeat_ms / 1000)
+        """What this sidecar enforces (:meth:`sidecar.plane.Plane.policy`)."""
+        return self.plane.policy(self.spec.policy)
 
     def _cause(self, reply_to: Delivery | str | None) -> Envelope | None:
         if isinstance(reply_to, Delivery):
@@ -456,7 +433,7 @@ class Sidecar:
             if cost_usd < 0:
                 raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
             if cost_usd > 0:
-                policy.check_killswitch(self._killswitch_age_s())
+                policy.check_killswitch(self.plane.killswitch_age_s())
             self.spend.policy = policy
             self.spend.admit(cost_usd, self.clock())
         except AgentRefusedError as exc:

@@ -28,16 +28,17 @@ from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import from_record
 from mesh.domain.agents import AgentState
-from mesh.domain.control import MESH_SIGNER
+from mesh.domain.control import KILLSWITCH_AGENT, MESH_SIGNER
 from mesh.domain.dependencies import capabilities
 from mesh.domain.keys import KeyDirectory
-from mesh.domain.policies import PolicyBook
+from mesh.domain.policies import PolicyBook, PolicyInForce
 from mesh.errors import KafkaUnavailableError, MeshError, UnknownSenderError
 from mesh.settings import Cluster
 from sidecar.follow import Follower
 from sidecar.halts import ControlView
 from sidecar.inbox import Counters
 from sidecar.outbox import Outbox
+from sidecar.policy import AgentPolicy, narrowest, parse_agent_policy
 from sidecar.telemetry import Kind
 
 __all__ = ["HaltHandler", "Plane"]
@@ -66,6 +67,7 @@ class Plane:
         self.agents: dict[str, AgentState] = {}
         self.keys = KeyDirectory(self.signers[MESH_SIGNER])
         self.policies = PolicyBook()
+        self._narrowed: dict[tuple[str, AgentPolicy], AgentPolicy] = {}  # by policy hash
         self.follower: Follower | None = None
         self.handlers: list[HaltHandler] = []
         self.applying_changes = False  # from registration on
@@ -119,6 +121,37 @@ class Plane:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
+
+    # -- what applies to this agent now ----------------------------------------------------
+
+    def operator_policy(self) -> PolicyInForce | None:
+        """The operator's policy in force for this agent (``mesh.policies.v1``), if any."""
+        if not self.policies.targets:
+            return None
+        record = self.agents.get(self.agent_id)
+        skills = capabilities(record) if record else list(self.declared_capabilities)
+        return self.policies.in_force(self.agent_id, skills)
+
+    def policy(self, own: AgentPolicy) -> AgentPolicy:
+        """What the sidecar enforces: the operator's policy in force, narrowed by the agent's
+        ``own`` (``mesh.domain.policies``); ``own`` alone while no operator set one."""
+        in_force = self.operator_policy()
+        if in_force is None:
+            return own
+        key = (in_force.hash, own)
+        narrowed = self._narrowed.get(key)
+        if narrowed is None:
+            operator = parse_agent_policy(in_force.policy, f"policy {in_force.target!r}")
+            narrowed = self._narrowed[key] = narrowest(operator, own)
+        return narrowed
+
+    def killswitch_age_s(self) -> float | None:
+        """Seconds since the kill-switch's last heartbeat, as the registry has it (None: it
+        never registered)."""
+        record = self.agents.get(KILLSWITCH_AGENT)
+        if record is None or record.last_heartbeat_ms is None:
+            return None
+        return max(0.0, time.time() - record.last_heartbeat_ms / 1000)
 
     async def wait_changed(self, timeout_s: float) -> None:
         """Until the registry or the key directory changes, or ``timeout_s`` passes."""
