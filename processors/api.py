@@ -164,8 +164,9 @@ class Halts(Protocol):
         ...
 
 
-class Context(Protocol, Generic[S]):
-    """What a processor may do while handling one event (state on the event's partition)."""
+class _Outputs(Protocol, Generic[S]):
+    """What a processor may do in any transaction: read the tables and state, replace state,
+    emit further records (same transaction as the rest)."""
 
     @property
     def now_ms(self) -> int: ...
@@ -173,26 +174,14 @@ class Context(Protocol, Generic[S]):
     @property
     def agents(self) -> Agents: ...
 
-    @property
-    def halts(self) -> Halts: ...
-
-    def get(self, key: str) -> S | None: ...
+    def items(self) -> Iterator[tuple[str, S]]:
+        """Every key's state on every partition this instance holds (LAST: every partition's
+        head, keyed by the partition number)."""
+        ...
 
     def put(self, key: str, state: S) -> None:
         """Replace the key's state (TABLE: also written to the changelog; LAST: appended to
         the store log with record key ``key``, and the partition's head)."""
-        ...
-
-    def delete(self, key: str) -> None:
-        """Drop the key's state (TABLE: a tombstone in the changelog)."""
-        ...
-
-    def head(self) -> S | None:
-        """LAST: the partition's last state (None before its first record)."""
-        ...
-
-    def items(self) -> Iterator[tuple[str, S]]:
-        """Every key's state on every partition this instance holds."""
         ...
 
     def emit(
@@ -203,41 +192,33 @@ class Context(Protocol, Generic[S]):
         record: Mapping[str, Any],
         partition: int | None = None,
     ) -> None:
-        """Produce a further record, encoded with ``subject`` (same transaction as the rest)."""
+        """Produce a further record, encoded with ``subject``."""
         ...
 
     def emit_raw(self, topic: str, key: str, value: bytes, partition: int | None = None) -> None:
-        """Produce bytes already framed (a signed envelope), same transaction."""
+        """Produce bytes already framed (a signed envelope)."""
         ...
 
 
-class PunctuationContext(Protocol, Generic[S]):
+class Context(_Outputs[S], Protocol):
+    """What a processor may do while handling one event (state on the event's partition)."""
+
+    @property
+    def halts(self) -> Halts: ...
+
+    def get(self, key: str) -> S | None: ...
+
+    def delete(self, key: str) -> None:
+        """Drop the key's state (TABLE: a tombstone in the changelog)."""
+        ...
+
+    def head(self) -> S | None:
+        """LAST: the partition's last state (None before its first record)."""
+        ...
+
+
+class PunctuationContext(_Outputs[S], Protocol):
     """What a processor may do on a wall-clock tick: scan and replace state everywhere."""
-
-    @property
-    def now_ms(self) -> int: ...
-
-    @property
-    def agents(self) -> Agents: ...
-
-    def items(self) -> Iterator[tuple[str, S]]:
-        """Every key's state (LAST: every partition's head, keyed by the partition number)."""
-        ...
-
-    def put(self, key: str, state: S) -> None: ...
-
-    def emit(
-        self,
-        topic: str,
-        key: str,
-        subject: str,
-        record: Mapping[str, Any],
-        partition: int | None = None,
-    ) -> None: ...
-
-    def emit_raw(self, topic: str, key: str, value: bytes, partition: int | None = None) -> None:
-        """Produce bytes already framed (a signed envelope), same transaction."""
-        ...
 
 
 class Processor(Protocol, Generic[S]):
