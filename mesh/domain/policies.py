@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -54,10 +54,11 @@ class PolicyInForce:
     policy_json: str
     author: str
     reason: str
+    #: SHA-256 of the canonical policy, computed once: the sidecar asks on every send.
+    hash: str = field(init=False)
 
-    @property
-    def hash(self) -> str:
-        return policy_hash(self.policy_json)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hash", policy_hash(self.policy_json))
 
     @property
     def policy(self) -> dict[str, Any]:
