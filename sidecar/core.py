@@ -20,15 +20,15 @@ Everything the agent does passes through here:
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
-import orjson
 from aiokafka.errors import KafkaError
 
 from mesh.adapters.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
@@ -52,7 +52,6 @@ from mesh.domain.topics import (
 from mesh.errors import (
     AgentRefusedError,
     KafkaUnavailableError,
-    MeshError,
     PolicyViolationError,
     ProcessorError,
     RecipientError,
@@ -66,17 +65,34 @@ from sidecar.delivery import Delivery, message_body
 from sidecar.follow import Follower
 from sidecar.inbox import Counters, Inbox
 from sidecar.outbox import KafkaSink, Outbox
+from sidecar.permits import Permit
 from sidecar.plane import HaltHandler, Plane
-from sidecar.policy import AgentPolicy, SpendWindow
+from sidecar.policy import AgentPolicy
+from sidecar.reports import Reports
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
 from sidecar.telemetry import Kind
 
-__all__ = ["MESSAGE_SUBJECT", "Delivery", "Sidecar", "message_body"]
+__all__ = ["MESSAGE_SUBJECT", "Delivery", "Sidecar", "ToolCall", "message_body"]
 
 MESSAGE_SUBJECT = "mesh.a2a.Message"
 _log = logging.getLogger("mesh.sidecar")
+#: The delivered message the agent's code is handling (the SDK sets it around a handler), so
+#: its sends, permits and reports continue that message's chain without naming it.
+_serving: ContextVar[Envelope | None] = ContextVar("mesh_serving", default=None)
+Cause = Delivery | str | None
+
+
+class ToolCall:
+    """One permitted tool call in progress (``Sidecar.tool``): set ``cost_usd`` to what it
+    actually cost (None: what the permit reserved)."""
+
+    def __init__(self, permit: Permit) -> None:
+        self.permit = permit
+        self.cost_usd: float | None = None
+        self.ok = True
+        self.detail: str | None = None
 
 
 class Sidecar:
@@ -101,7 +117,6 @@ class Sidecar:
         self.instance_id = instance_id or f"{spec.agent_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.heartbeat_s, self.key_wait_s, self.clock = heartbeat_s, key_wait_s, clock
         self.codec = MessageCodec(serde, PublicKeys(), max_bytes=settings.max_message_bytes)
-        self.spend = SpendWindow(spec.policy)
         self.counters = Counters()
         self.supervisor = Supervisor(spec.agent_id)
         self._sink = KafkaSink(aiokafka_producer_config(cluster))
@@ -122,6 +137,7 @@ class Sidecar:
         )
         self.control = self.plane.control
         self.plane.handlers.append(self._on_halt_change)
+        self.reports = Reports(self.outbox, self.counters, self, clock)
         group = cluster.topic(f"agent.{self.agent_id}")
         self._consumer = InboxConsumer(
             cluster.topic(inbox_topic(self.agent_id).name),
@@ -207,29 +223,34 @@ class Sidecar:
         *,
         capability: str | None = None,
         task_id: str | None = None,
-        reply_to: Delivery | str | None = None,
+        reply_to: Cause = None,
         subject: str = MESSAGE_SUBJECT,
         text: str | None = None,
         data: Any = None,
     ) -> str:
         """Send to an agent (``to``) or to an agent with ``capability``; returns the message id.
 
-        ``reply_to`` (a Delivery or a delivered message id) makes this message caused by that
-        one: same conversation, task and correlation, one hop further.
+        ``reply_to`` (a Delivery or a delivered message id; inside an SDK handler, the message
+        handled) makes this message caused by that one: same conversation, task and chain
+        (correlation), one hop further.
         """
         if body is None:
             body = message_body(text, data)
+        cause = None
         try:
-            self._refuse_if_halted()
-            policy = self.policy
+            self.check_may_act()
+            policy = self.enforced()
+            cause = self._cause(reply_to)
+            policy.check_chain_start(cause is not None)
+            self.reports.check_chain(cause)
             recipient = await self._route(policy, to, capability, task_id)
-            envelope = stamp(self.agent_id, recipient, task_id, self._cause(reply_to))
+            envelope = stamp(self.agent_id, recipient, task_id, cause)
             policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)
             value = self.outbox.message(envelope, subject, body)
             policy.check_size(len(value))
         except (AgentRefusedError, SerdeError) as exc:
-            await self._refused("send", exc, peer=to or capability)
+            await self.reports.refused("send", exc, peer=to or capability, about=cause)
             raise
         topic = self.cluster.topic(inbox_topic(recipient).name)
         key = (envelope.task_id or envelope.conversation_id).encode()
@@ -253,28 +274,65 @@ class Sidecar:
                     raise
             await self.plane.wait_changed(remaining)
 
+    async def permit_tool(
+        self, tool: str, arguments: Any = None, *, cost_usd: float = 0.0, cause: Cause = None
+    ) -> Permit:
+        """A single-use permit to call ``tool`` with ``arguments``, granted before the call
+        (:mod:`sidecar.permits`): the arguments fit the policy's constraints and ``cost_usd``
+        (else the tool's ``max_cost_usd``) is reserved. Raises PolicyViolationError if not."""
+        try:
+            envelope = self._cause(cause)
+        except AgentRefusedError as exc:
+            await self.reports.refused(tool, exc)
+            raise
+        return await self.reports.permit(tool, arguments, cost_usd, envelope)
+
     async def report_tool_call(
         self,
         tool: str,
         arguments: Any = None,
         *,
-        cost_usd: float = 0.0,
+        permit: Permit | str | None = None,
+        cost_usd: float | None = None,
         latency_ms: float = 0.0,
         ok: bool = True,
         detail: str | None = None,
     ) -> None:
-        """Report a tool call (refused if the tool or the spend is outside the policy)."""
-        digest = hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        await self._report(
-            Kind.TOOL_CALL,
-            tool,
-            cost_usd,
-            check_tool=True,
-            arguments_digest=digest,
-            latency_ms=latency_ms,
-            ok=ok,
+        """Report a tool call made under ``permit`` (what it cost: ``cost_usd``, else what the
+        permit reserved). Without a valid permit of its own the report is a violation: it is
+        refused and reported (PolicyViolationError)."""
+        permit_id = permit.permit_id if isinstance(permit, Permit) else permit
+        await self.reports.tool_call(
+            tool, arguments, permit_id, cost_usd=cost_usd, latency_ms=latency_ms, ok=ok,
             detail=detail,
-        )
+        )  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def tool(
+        self, tool: str, arguments: Any = None, *, cost_usd: float = 0.0, cause: Cause = None
+    ) -> AsyncIterator[ToolCall]:
+        """Run one tool call under a permit::
+
+            async with mesh.tool("search", {"q": query}, cost_usd=0.02) as call:
+                result = await search(query)
+                call.cost_usd = result.cost      # optional: what it actually cost
+
+        The permit is asked for on entry (refused: the block never runs); on exit the call is
+        reported with its latency, and as failed (with the exception) if the block raised."""
+        permit = await self.permit_tool(tool, arguments, cost_usd=cost_usd, cause=cause)
+        call = ToolCall(permit)
+        started = time.monotonic()
+        try:
+            yield call
+        except BaseException as exc:
+            call.ok, call.detail = False, f"{type(exc).__name__}: {exc}"[:500]
+            raise
+        finally:
+            latency = (time.monotonic() - started) * 1000
+            await self.report_tool_call(
+                tool, arguments, permit=permit, cost_usd=call.cost_usd, latency_ms=latency,
+                ok=call.ok, detail=call.detail,
+            )  # fmt: skip
 
     async def report_model_call(
         self,
@@ -284,18 +342,22 @@ class Sidecar:
         output_tokens: int = 0,
         cost_usd: float = 0.0,
         latency_ms: float = 0.0,
+        cause: Cause = None,
     ) -> None:
-        await self._report(
+        await self.reports.report(
             Kind.MODEL_CALL,
             model,
             cost_usd,
+            self._cause(cause),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             latency_ms=latency_ms,
         )
 
-    async def report_error(self, name: str, detail: str) -> None:
-        await self._report(Kind.ERROR, name, 0.0, ok=False, detail=detail)
+    async def report_error(self, name: str, detail: str, *, cause: Cause = None) -> None:
+        await self.reports.report(
+            Kind.ERROR, name, 0.0, self._cause(cause), ok=False, detail=detail
+        )
 
     async def task_event(
         self,
@@ -309,7 +371,7 @@ class Sidecar:
         value_usd: float | None = None,
     ) -> None:
         """Record a step of a task (REQUESTED, ASSIGNED, HANDED_OFF, COMPLETED, ...)."""
-        self._refuse_if_halted()
+        self.check_may_act()
         body = facts.task_event(
             self.agent_id,
             task_id,
@@ -327,7 +389,7 @@ class Sidecar:
     ) -> None:
         """Write one key of the task's shared context; ``expected_version`` is the version
         read (0: the key must be new). A stale write is refused by the state processor."""
-        self._refuse_if_halted()
+        self.check_may_act()
         body = facts.context_write(task_id, key, value, expected_version)
         await self._write_event(TASKS, "mesh.tasks.ContextWrite", body, key=task_id)
 
@@ -345,8 +407,24 @@ class Sidecar:
         """The next verified message (None on timeout). With ``auto_ack`` (the default for
         direct use) it is acknowledged as it is taken; otherwise it stays outstanding until
         :meth:`ack`, and is delivered again if it is given back (:meth:`nack`), not
-        acknowledged in time, or held when the agent is halted (see :mod:`sidecar.inbox`)."""
-        return await self.inbox.receive(timeout_s, auto_ack=auto_ack)
+        acknowledged in time, or held when the agent is halted (see :mod:`sidecar.inbox`).
+        A message of a halted chain is not handed over: it is acknowledged and its refusal
+        reported (``chain_halted``), so the chain stops here while other chains go on."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            delivery = await self.inbox.receive(left, auto_ack=auto_ack)
+            if delivery is None:
+                return None
+            try:
+                self.reports.check_chain(delivery.envelope)
+            except PolicyViolationError as exc:
+                self.inbox.ack(delivery.message_id)
+                await self.reports.refused(
+                    "deliver", exc, peer=delivery.envelope.sender, about=delivery.envelope
+                )
+                continue
+            return delivery
 
     async def rotate_key(self, reason: str = "scheduled rotation", wait_s: float = 30.0) -> None:
         """Move this agent to a fresh key: ``KeyRotated`` signed with the current key, carrying
@@ -394,7 +472,7 @@ class Sidecar:
 
     # -- internals: outgoing ---------------------------------------------------------------
 
-    def _refuse_if_halted(self) -> None:
+    def check_may_act(self) -> None:
         """Fail closed: raise unless control is followed and no halt is in force."""
         if not self.plane.applying_changes:
             raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
@@ -405,51 +483,69 @@ class Sidecar:
         """The operator's policy in force for this agent (``mesh.policies.v1``), if any."""
         return self.plane.operator_policy()
 
+    def in_force(self) -> PolicyInForce | None:
+        return self.plane.operator_policy()
+
     @property
     def policy(self) -> AgentPolicy:
-        """What this sidecar enforces (:meth:`sidecar.plane.Plane.policy`)."""
+        """What this sidecar enforces (:meth:`enforced`)."""
+        return self.enforced()
+
+    def enforced(self) -> AgentPolicy:
+        """The operator's policy in force narrowed by the agent's own
+        (:meth:`sidecar.plane.Plane.policy`). With no operator policy, the production profile
+        **denies** (rule ``no_policy``): an agent cannot set its own limits there; only the
+        development profile lets its own policy stand in."""
+        if self.settings.profile == "production" and self.plane.operator_policy() is None:
+            raise PolicyViolationError(
+                "no_policy",
+                f"no operator policy is in force for agent {self.agent_id!r} (for its id, a "
+                "capability, or the fleet default '*'), and the production profile denies by "
+                "default; an operator publishes one with `mesh policy set` "
+                "(MESH_PROFILE=development lets the agent's own policy stand in)",
+            )
         return self.plane.policy(self.spec.policy)
 
-    def _cause(self, reply_to: Delivery | str | None) -> Envelope | None:
-        if isinstance(reply_to, Delivery):
-            return reply_to.envelope
-        if reply_to is None:
-            return None
-        cause = self.inbox.recent.get(reply_to)
-        if cause is None:
-            raise PolicyViolationError(
-                "unknown_cause", f"no recently delivered message {reply_to!r} to reply to"
-            )
-        return cause
+    def policy_source(self) -> str:
+        """Where the limits enforced come from: ``operator``, ``agent (development)``, or
+        ``none (production denies)``."""
+        if self.plane.operator_policy() is not None:
+            return "operator"
+        return (
+            "agent (development)"
+            if self.settings.profile == "development"
+            else ("none (production denies)")
+        )
 
-    async def _report(
-        self, kind: Kind, name: str, cost_usd: float, *, check_tool: bool = False, **fields: Any
-    ) -> None:
+    def halts(self) -> dict[str, dict[str, Any]]:
+        return self.control.book.halts
+
+    def killswitch_age_s(self) -> float | None:
+        return self.plane.killswitch_age_s()
+
+    @contextlib.contextmanager
+    def serving(self, delivery: Delivery | None) -> Iterator[None]:
+        """While the agent's code handles ``delivery``: its sends, permits and reports that
+        name no cause serve this message's chain (the SDK wraps every handler in it)."""
+        token = _serving.set(None if delivery is None else delivery.envelope)
         try:
-            self._refuse_if_halted()
-            policy = self.policy
-            if check_tool:
-                policy.check_tool(name)
-            if cost_usd < 0:
-                raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
-            if cost_usd > 0:
-                policy.check_killswitch(self.plane.killswitch_age_s())
-            self.spend.policy = policy
-            self.spend.admit(cost_usd, self.clock())
-        except AgentRefusedError as exc:
-            await self._refused(name, exc)
-            raise
-        self.counters.spend_usd += cost_usd
-        await self.outbox.write(self.outbox.telemetry(kind, name, cost_usd=cost_usd, **fields))
+            yield
+        finally:
+            _serving.reset(token)
 
-    async def _refused(self, what: str, exc: MeshError, peer: str | None = None) -> None:
-        self.counters.refused += 1
-        detail = f"{getattr(exc, 'rule', exc.code)}: {exc}"
-        in_force = self.operator_policy
-        if in_force is not None:
-            detail += f" [policy {in_force.target} v{in_force.version} {in_force.hash[:16]}]"
-        refused = self.outbox.telemetry(Kind.SEND_REFUSED, what, peer=peer, ok=False, detail=detail)
-        await self.outbox.write(refused)
+    def _cause(self, cause: Cause) -> Envelope | None:
+        """The delivered message some work serves: named (a Delivery or a recently delivered
+        message id), else the one being handled (:meth:`serving`), else none (a new chain)."""
+        if isinstance(cause, Delivery):
+            return cause.envelope
+        if cause is None:
+            return _serving.get()
+        found = self.inbox.recent.get(cause)
+        if found is None:
+            raise PolicyViolationError(
+                "unknown_cause", f"no recently delivered message {cause!r} to serve or reply to"
+            )
+        return found
 
     async def _write_event(
         self, topic: str, subject: str, body: Mapping[str, Any], key: str | None = None
@@ -477,7 +573,8 @@ class Sidecar:
             self.inbox.pause()
             return
         self.inbox.resume()
-        self.spend = SpendWindow(self.policy)
+        with contextlib.suppress(AgentRefusedError):
+            self.reports.fresh_window(self.enforced())
 
     async def _heartbeat(self) -> None:
         """Heartbeat at once (the registry learns this instance) and then every interval;

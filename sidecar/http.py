@@ -4,8 +4,14 @@ Bound to 127.0.0.1 and guarded by a per-sidecar bearer token (written owner-only
 ``<MESH_STATE_DIR>/sidecars/<agent>.json`` with the URL). Every route maps onto one method of
 :class:`sidecar.core.Sidecar`, so an HTTP agent gets exactly the checks a Python agent gets.
 Errors are JSON ``{"error": CODE, "rule": RULE, "message": TEXT}``: 403 for a policy
-violation, 409 while halted, 422 for a body that does not fit its schema, 400 for bad JSON
-or a send naming no recipient (or two), 404 for a recipient the mesh does not know.
+violation, 409 while halted, 422 for a body that does not fit its schema, 400 for bad JSON,
+a field the route does not know (bodies are strict: a misspelt ``permit_id`` must not pass
+silently), or a send naming no recipient (or two), 404 for a recipient the mesh does not know.
+
+A tool runs only under a permit: ``POST /v1/tools/permits`` before the call, then
+``POST /v1/telemetry/tool-calls`` quoting its ``permit_id`` (:mod:`sidecar.permits`). Work that
+serves a delivered message names it (``cause``, or ``reply_to`` on a send), so it counts
+towards that message's chain.
 The OpenAPI description is served at ``/openapi.json`` (and kept in ``sidecar/openapi.json``).
 """
 
@@ -89,6 +95,8 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
                 "restarts": sidecar.supervisor.restarts,
                 "halt": sidecar.halt,
                 "policy": _policy(sidecar),
+                "policy_source": sidecar.policy_source(),
+                "permits_open": len(sidecar.reports.permits),
                 "sent": c.sent,
                 "received": c.received,
                 "refused": c.refused,
@@ -100,7 +108,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         )
 
     async def send(request: Request) -> Response:
-        b = await _json(request)
+        b = await _json(request, _SEND)
         message_id = await sidecar.send(
             b.get("to"),
             b.get("body"),
@@ -145,12 +153,24 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    async def tool_call(request: Request) -> Response:
-        b = await _json(request)
-        await sidecar.report_tool_call(
+    async def permit(request: Request) -> Response:
+        b = await _json(request, _PERMIT)
+        granted = await sidecar.permit_tool(
             _required(b, "tool"),
             b.get("arguments"),
             cost_usd=float(b.get("cost_usd", 0.0)),
+            cause=b.get("cause"),
+        )
+        return JSONResponse(granted.to_json(), status_code=201)
+
+    async def tool_call(request: Request) -> Response:
+        b = await _json(request, _TOOL_CALL)
+        cost = b.get("cost_usd")
+        await sidecar.report_tool_call(
+            _required(b, "tool"),
+            b.get("arguments"),
+            permit=b.get("permit_id"),
+            cost_usd=None if cost is None else float(cost),
             latency_ms=float(b.get("latency_ms", 0.0)),
             ok=bool(b.get("ok", True)),
             detail=b.get("detail"),
@@ -158,23 +178,26 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         return JSONResponse({"recorded": True}, status_code=202)
 
     async def model_call(request: Request) -> Response:
-        b = await _json(request)
+        b = await _json(request, _MODEL_CALL)
         await sidecar.report_model_call(
             _required(b, "model"),
             input_tokens=int(b.get("input_tokens", 0)),
             output_tokens=int(b.get("output_tokens", 0)),
             cost_usd=float(b.get("cost_usd", 0.0)),
             latency_ms=float(b.get("latency_ms", 0.0)),
+            cause=b.get("cause"),
         )
         return JSONResponse({"recorded": True}, status_code=202)
 
     async def error(request: Request) -> Response:
-        b = await _json(request)
-        await sidecar.report_error(_required(b, "name"), str(b.get("detail", "")))
+        b = await _json(request, _ERROR)
+        await sidecar.report_error(
+            _required(b, "name"), str(b.get("detail", "")), cause=b.get("cause")
+        )
         return JSONResponse({"recorded": True}, status_code=202)
 
     async def task_event(request: Request) -> Response:
-        b = await _json(request)
+        b = await _json(request, _TASK_EVENT)
         await sidecar.task_event(
             request.path_params["task_id"],
             _required(b, "kind"),
@@ -187,7 +210,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         return JSONResponse({"recorded": True}, status_code=202)
 
     async def write_context(request: Request) -> Response:
-        b = await _json(request)
+        b = await _json(request, _CONTEXT)
         p = request.path_params
         await sidecar.write_context(
             p["task_id"], p["key"], b.get("value"), int(b.get("expected_version", 0))
@@ -210,6 +233,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         Route("/v1/messages/stream", guarded(stream), methods=["GET"]),
         Route("/v1/messages/{message_id}/ack", guarded(ack), methods=["POST"]),
         Route("/v1/messages/{message_id}/nack", guarded(nack), methods=["POST"]),
+        Route("/v1/tools/permits", guarded(permit), methods=["POST"]),
         Route("/v1/telemetry/tool-calls", guarded(tool_call), methods=["POST"]),
         Route("/v1/telemetry/model-calls", guarded(model_call), methods=["POST"]),
         Route("/v1/telemetry/errors", guarded(error), methods=["POST"]),
@@ -255,13 +279,31 @@ class _BadRequest(MeshError):
     code = "bad_request"
 
 
-async def _json(request: Request) -> dict[str, Any]:
+_SEND = frozenset({"to", "capability", "body", "task_id", "reply_to", "subject", "text", "data"})
+_PERMIT = frozenset({"tool", "arguments", "cost_usd", "cause"})
+_TOOL_CALL = frozenset({"tool", "arguments", "permit_id", "cost_usd", "latency_ms", "ok", "detail"})
+_MODEL_CALL = frozenset(
+    {"model", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "cause"}
+)
+_ERROR = frozenset({"name", "detail", "cause"})
+_TASK_EVENT = frozenset({"kind", "target", "capability", "summary", "artifact_uris", "value_usd"})
+_CONTEXT = frozenset({"value", "expected_version"})
+
+
+async def _json(request: Request, fields: frozenset[str]) -> dict[str, Any]:
+    """The JSON object body, holding only ``fields`` (an unknown one is a 400, naming it)."""
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
         raise _BadRequest(f"the request body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise _BadRequest("the request body must be a JSON object")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise _BadRequest(
+            f"unknown field {unknown[0]!r} in the request body; this route takes "
+            f"{', '.join(sorted(fields))}"
+        )
     return body
 
 

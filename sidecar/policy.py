@@ -11,7 +11,13 @@ JSON form (every key optional)::
 
     {"allowed_recipients": ["research", "drafting"],   # agents it may message (null: any)
      "allowed_capabilities": ["review"],               # capabilities it may address
-     "allowed_tools": ["search", "fetch"],             # tools it may report calling
+     "allowed_tools": ["search", "fetch"],             # tools it may be permitted to call
+     "tools": {"search": {                             # per tool (sidecar.permits):
+         "arguments": {"type": "object", ...},         #   a JSON Schema its arguments must fit
+         "max_cost_usd": 0.05}},                       #   the most one call may reserve
+     "permit_ttl_s": 300,                              # how long a tool permit stays valid
+     "may_start_chains": true,                         # false: every send and tool call must
+                                                       # serve a delivered message (its chain)
      "budget_usd": 5.0, "budget_window_s": 3600,       # spend allowed per sliding window
      "max_hop_count": 10,                              # longest causation chain it may extend
      "max_message_bytes": 262144,                      # largest message it may send
@@ -26,15 +32,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from mesh.domain.windows import SlidingWindow
 from mesh.errors import ConfigError, ControlUnavailableError, PolicyViolationError
+from sidecar.constraints import check_schema
+from sidecar.permits import check_arguments
 
-__all__ = ["AgentPolicy", "SpendWindow", "narrowest", "parse_agent_policy"]
+__all__ = ["AgentPolicy", "SpendWindow", "ToolRule", "narrowest", "parse_agent_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRule:
+    """What the policy says about one tool: JSON Schemas its arguments must all fit (the
+    operator's and the agent's own), and the most one call may cost."""
+
+    schemas: tuple[Mapping[str, Any], ...] = ()
+    max_cost_usd: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        arguments: Any = None
+        if len(self.schemas) == 1:
+            arguments = self.schemas[0]
+        elif self.schemas:
+            arguments = {"allOf": list(self.schemas)}
+        return {"arguments": arguments, "max_cost_usd": self.max_cost_usd}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +72,36 @@ class AgentPolicy:
     max_hop_count: int = 10
     max_message_bytes: int = 1_048_576
     require_killswitch_s: float | None = None  # None: spend does not wait for the kill-switch
+    tools: Mapping[str, ToolRule] = field(default_factory=dict)
+    permit_ttl_s: float = 300.0
+    may_start_chains: bool = True
+
+    def __hash__(self) -> int:  # tools is a dict: hash what identifies the policy
+        return hash(self.to_json())
+
+    def check_permit(self, tool: str, arguments: Any, cost_usd: float) -> float:
+        """Refuse a tool call outside the policy *before* it runs; returns what to reserve
+        (the cost asked for, else the tool's ``max_cost_usd``, else 0)."""
+        self.check_tool(tool)
+        rule = self.tools.get(tool, ToolRule())
+        check_arguments(tool, rule.schemas, arguments)
+        if cost_usd < 0 or not math.isfinite(cost_usd):
+            raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
+        if rule.max_cost_usd is not None and cost_usd > rule.max_cost_usd + 1e-12:
+            raise PolicyViolationError(
+                "tool_cost_exceeded",
+                f"a call of {tool!r} may cost at most ${rule.max_cost_usd:.4f}; "
+                f"${cost_usd:.4f} was asked for",
+            )
+        return cost_usd or (rule.max_cost_usd or 0.0)
+
+    def check_chain_start(self, has_cause: bool) -> None:
+        if not has_cause and not self.may_start_chains:
+            raise PolicyViolationError(
+                "chain_required",
+                "this agent may not start a chain of its own (may_start_chains is false): name "
+                "the delivered message this work serves (reply_to / cause)",
+            )
 
     def check_recipient(self, agent_id: str) -> None:
         if self.allowed_recipients is not None and agent_id not in self.allowed_recipients:
@@ -114,7 +169,11 @@ class AgentPolicy:
                 "max_hop_count": self.max_hop_count,
                 "max_message_bytes": self.max_message_bytes,
                 "require_killswitch_s": self.require_killswitch_s,
-            }
+                "tools": {name: rule.to_json() for name, rule in sorted(self.tools.items())},
+                "permit_ttl_s": self.permit_ttl_s,
+                "may_start_chains": self.may_start_chains,
+            },
+            option=orjson.OPT_SORT_KEYS,
         ).decode()
 
 
@@ -124,6 +183,7 @@ class SpendWindow:
     def __init__(self, policy: AgentPolicy) -> None:
         self.policy = policy
         self._window = SlidingWindow(policy.budget_window_s)
+        self.reserved = 0.0  # held by tool permits not yet reported (sidecar.permits)
 
     @property
     def total(self) -> float:
@@ -131,17 +191,38 @@ class SpendWindow:
 
     def admit(self, cost_usd: float, now: float) -> None:
         """Record ``cost_usd`` at ``now``, or raise PolicyViolationError (recording nothing)."""
+        self._check(cost_usd, now)
+        if cost_usd:
+            self._window.add(now, cost_usd)
+
+    def reserve(self, cost_usd: float, now: float) -> None:
+        """Hold ``cost_usd`` for a permitted call (refused like spending it)."""
+        self._check(cost_usd, now)
+        self.reserved += cost_usd
+
+    def settle(self, reserved_usd: float, cost_usd: float, now: float) -> None:
+        """A permitted call completed: its reservation becomes what it actually cost (recorded
+        even over the budget: it was spent; the kill-switch sees it too)."""
+        self.release(reserved_usd)
+        self._window.slide(now)
+        if cost_usd:
+            self._window.add(now, cost_usd)
+
+    def release(self, reserved_usd: float) -> None:
+        self.reserved = max(0.0, self.reserved - reserved_usd)
+
+    def _check(self, cost_usd: float, now: float) -> None:
         budget = self.policy.budget_usd
         self._window.slide(now)
-        if budget is not None and self.total + cost_usd > budget + 1e-9:
+        held = self.total + self.reserved
+        if budget is not None and held + cost_usd > budget + 1e-9:
+            reserved = f" (${self.reserved:.4f} of it reserved by permits)" if self.reserved else ""
             raise PolicyViolationError(
                 "budget_exceeded",
                 f"spending ${cost_usd:.4f} would bring this agent to "
-                f"${self.total + cost_usd:.4f} in {self.policy.budget_window_s:g} s, over its "
-                f"budget of ${budget:.2f}",
+                f"${held + cost_usd:.4f}{reserved} in {self.policy.budget_window_s:g} s, over "
+                f"its budget of ${budget:.2f}",
             )
-        if cost_usd:
-            self._window.add(now, cost_usd)
 
 
 def narrowest(operator: AgentPolicy, own: AgentPolicy) -> AgentPolicy:
@@ -164,7 +245,21 @@ def narrowest(operator: AgentPolicy, own: AgentPolicy) -> AgentPolicy:
         max_hop_count=min(operator.max_hop_count, own.max_hop_count),
         max_message_bytes=min(operator.max_message_bytes, own.max_message_bytes),
         require_killswitch_s=_least(operator.require_killswitch_s, own.require_killswitch_s),
+        tools=_tool_rules(operator.tools, own.tools),
+        permit_ttl_s=min(operator.permit_ttl_s, own.permit_ttl_s),
+        may_start_chains=operator.may_start_chains and own.may_start_chains,
     )
+
+
+def _tool_rules(
+    operator: Mapping[str, ToolRule], own: Mapping[str, ToolRule]
+) -> dict[str, ToolRule]:
+    """Both sides' constraints hold: schemas accumulate, the smaller cost cap wins."""
+    rules = {}
+    for name in sorted(set(operator) | set(own)):
+        a, b = operator.get(name, ToolRule()), own.get(name, ToolRule())
+        rules[name] = ToolRule(a.schemas + b.schemas, _least(a.max_cost_usd, b.max_cost_usd))
+    return rules
 
 
 def _both(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
@@ -204,10 +299,40 @@ def parse_agent_policy(data: Mapping[str, Any] | str | None, where: str = "polic
         ("max_hop_count", int),
         ("max_message_bytes", int),
         ("require_killswitch_s", float),
+        ("permit_ttl_s", float),
     ):
         if data.get(name) is not None:
             values[name] = _positive(data[name], kind, f"{where}: {name}")
+    if data.get("may_start_chains") is not None:
+        if not isinstance(data["may_start_chains"], bool):
+            raise ConfigError(f"{where}: may_start_chains must be true or false")
+        values["may_start_chains"] = data["may_start_chains"]
+    if data.get("tools") is not None:
+        values["tools"] = _tools(data["tools"], f"{where}: tools")
     return AgentPolicy(**values)
+
+
+def _tools(value: Any, where: str) -> dict[str, ToolRule]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must map tool names to rules")
+    rules = {}
+    for name, rule in value.items():
+        if not isinstance(rule, Mapping):
+            raise ConfigError(f"{where}.{name} must be an object")
+        unknown = sorted(set(rule) - {"arguments", "max_cost_usd"})
+        if unknown:
+            raise ConfigError(
+                f"{where}.{name}: unknown key {unknown[0]!r}; expected arguments, max_cost_usd"
+            )
+        schemas: tuple[Mapping[str, Any], ...] = ()
+        if rule.get("arguments") is not None:
+            check_schema(rule["arguments"], f"{where}.{name}.arguments")
+            schemas = (rule["arguments"],)
+        cap = rule.get("max_cost_usd")
+        if cap is not None:
+            cap = _positive(cap, float, f"{where}.{name}.max_cost_usd")
+        rules[str(name)] = ToolRule(schemas, cap)
+    return rules
 
 
 def _names(value: Any, where: str) -> frozenset[str]:

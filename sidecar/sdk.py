@@ -6,13 +6,16 @@
 
     @agent.on_message
     async def reply(msg, mesh):
-        await mesh.report_tool_call("upper", {"text": msg.text()}, cost_usd=0.001)
-        await mesh.send(msg.sender, text=msg.text().upper(), reply_to=msg)
+        async with mesh.tool("upper", {"text": msg.text()}, cost_usd=0.001):
+            answer = msg.text().upper()   # the tool runs only once its permit is granted
+        await mesh.send(msg.sender, text=answer, reply_to=msg)
 
     agent.run()   # attaches to MESH_BOOTSTRAP_SERVERS or the local broker; Ctrl-C detaches
 
 ``mesh`` is the :class:`sidecar.core.Sidecar` itself, so everything the HTTP API offers is
-one method call away. A message is acknowledged when its handler returns (its offset may then
+one method call away. A handler runs *serving* its message (``Sidecar.serving``): its sends,
+tool permits and reports continue that message's chain, so the chain's budget counts them.
+A message is acknowledged when its handler returns (its offset may then
 be committed): a handler that raises is reported as an ERROR on telemetry, the message is
 acknowledged and the agent carries on; a handler stopped by a halt (HaltedError) gives the
 message back, and it is delivered again after the resume.
@@ -90,7 +93,8 @@ class Agent:
             if delivery is None or self._on_message is None:
                 continue
             try:
-                await self._on_message(delivery, sidecar)
+                with sidecar.serving(delivery):
+                    await self._on_message(delivery, sidecar)
             except HaltedError:
                 sidecar.nack(delivery.message_id)  # stopped by a halt: again after the resume
                 continue
@@ -98,7 +102,7 @@ class Agent:
                 pass  # the sidecar already reported the refusal on telemetry
             except Exception as exc:  # noqa: BLE001 - an agent's bug is reported; it goes on
                 with contextlib.suppress(AgentRefusedError):
-                    await sidecar.report_error(type(exc).__name__, str(exc)[:500])
+                    await sidecar.report_error(type(exc).__name__, str(exc)[:500], cause=delivery)
             sidecar.ack(delivery.message_id)
 
     async def attach(self, cluster: Cluster, serde: Serde) -> Sidecar:

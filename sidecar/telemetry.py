@@ -29,6 +29,9 @@ def telemetry_body(agent_id: str, kind: Kind, name: str, **fields: Any) -> dict[
         "ok": True,
         "detail": None,
         "instance_id": None,
+        "permit_id": None,
+        "policy_hash": None,
+        "rule": None,
         **fields,
     }
 

@@ -3,7 +3,11 @@ halts in force (pure). The kill-switch, ``mesh halts``/``mesh resume`` and the s
 the control topic through :class:`HaltBook`, so they agree on who is halted.
 
 Keys: one agent or an agent and its dependants -> the agent id; a capability ->
-``capability:NAME``; the fleet -> ``*``.
+``capability:NAME``; the fleet -> ``*``; one chain of messages -> ``chain:CORRELATION``.
+
+A chain halt stops a chain, not its agents: every record carrying that correlation id is
+refused by every sidecar (:func:`chain_halt`), while the same agents go on serving other
+chains. Its ``affected_agents`` name the chain's participants for the record only.
 
 Control is ordered, so no one can lift a halt by replaying an old record
 (``docs/security/control.md``):
@@ -25,6 +29,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 __all__ = [
+    "CHAIN_PREFIX",
     "CONTROL_SUBJECT",
     "KILLSWITCH_AGENT",
     "MESH_AGENT_PREFIX",
@@ -33,6 +38,7 @@ __all__ = [
     "HaltBook",
     "Outcome",
     "Scope",
+    "chain_halt",
     "control_key",
     "control_record",
     "halt_in_force",
@@ -62,6 +68,10 @@ class Scope(StrEnum):
     DEPENDANTS = "DEPENDANTS"
     CAPABILITY = "CAPABILITY"
     FLEET = "FLEET"
+    CHAIN = "CHAIN"
+
+
+CHAIN_PREFIX = "chain:"
 
 
 def control_key(scope: Scope, target: str) -> str:
@@ -69,6 +79,8 @@ def control_key(scope: Scope, target: str) -> str:
         return "*"
     if scope is Scope.CAPABILITY:
         return f"capability:{target}"
+    if scope is Scope.CHAIN:
+        return f"{CHAIN_PREFIX}{target}"
     return target
 
 
@@ -173,7 +185,17 @@ def halt_in_force(
         found = halts.get(key)
         if found is not None:
             return dict(found)
-    for halt in halts.values():
-        if agent_id in halt.get("affected_agents", ()):
+    for key, halt in halts.items():
+        if agent_id in halt.get("affected_agents", ()) and not key.startswith(CHAIN_PREFIX):
             return dict(halt)
     return None
+
+
+def chain_halt(
+    halts: Mapping[str, Mapping[str, Any]], correlation_id: str | None
+) -> dict[str, Any] | None:
+    """The halt in force on the chain ``correlation_id`` (None: the chain may go on)."""
+    if not correlation_id or not halts:
+        return None
+    found = halts.get(f"{CHAIN_PREFIX}{correlation_id}")
+    return None if found is None else dict(found)

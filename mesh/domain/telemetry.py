@@ -20,3 +20,4 @@ class Kind(StrEnum):
     SEND_REFUSED = "SEND_REFUSED"
     UNKNOWN = "UNKNOWN"  # what a v1 reader makes of a later symbol
     RESUME_ACK = "RESUME_ACK"
+    TOOL_PERMIT = "TOOL_PERMIT"  # v4: a single-use permit for one tool call was granted

@@ -22,6 +22,13 @@ Example (every key optional; these are the defaults)::
     max_errors = 200
     error_window_s = 60
 
+    [chain]                       # every chain of messages, across all its agents
+    max_cost_usd = 5.0            # (processors/killswitch/chains.py); a rule that fires
+    max_tokens = 2000000          # halts that chain alone
+    max_depth = 12
+    max_fan_out = 10
+    deadline_s = 3600
+
     [agents.researcher]           # per-agent overrides, and the tools it may call
     max_cost_per_minute = 2.0
     allowed_tools = ["search", "fetch"]
@@ -41,7 +48,16 @@ from typing import Any
 
 from mesh.errors import ConfigError
 
-__all__ = ["AGENT_RULES", "FLEET_RULES", "FleetLimits", "Limits", "Policy", "load_policy"]
+__all__ = [
+    "AGENT_RULES",
+    "CHAIN_RULES",
+    "FLEET_RULES",
+    "ChainLimits",
+    "FleetLimits",
+    "Limits",
+    "Policy",
+    "load_policy",
+]
 
 AGENT_RULES = (
     "spend_per_minute",
@@ -53,6 +69,7 @@ AGENT_RULES = (
     "error_storm",
 )
 FLEET_RULES = ("fleet_spend_per_minute", "fleet_spend_per_hour", "fleet_error_storm")
+CHAIN_RULES = ("chain_spend", "chain_tokens", "chain_depth", "chain_fan_out", "chain_deadline")
 SCOPES = ("agent", "dependants", "capability", "fleet")
 
 
@@ -78,9 +95,19 @@ class FleetLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainLimits:
+    max_cost_usd: float = 5.0
+    max_tokens: int = 2_000_000
+    max_depth: int = 12
+    max_fan_out: int = 10
+    deadline_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     agent: Limits = field(default_factory=Limits)
     fleet: FleetLimits = field(default_factory=FleetLimits)
+    chain: ChainLimits = field(default_factory=ChainLimits)
     agents: Mapping[str, Limits] = field(default_factory=dict)
     radius: Mapping[str, str] = field(default_factory=dict)
 
@@ -88,6 +115,8 @@ class Policy:
         return self.agents.get(agent_id, self.agent)
 
     def scope(self, rule: str) -> str:
+        if rule in CHAIN_RULES:
+            return "chain"
         return self.radius.get(rule, "fleet" if rule in FLEET_RULES else "agent")
 
 
@@ -105,9 +134,10 @@ def load_policy(path: Path | None) -> Policy:
 
 
 def parse_policy(data: Mapping[str, Any], where: str = "policy") -> Policy:
-    _only(data, {"agent", "fleet", "agents", "radius"}, where)
+    _only(data, {"agent", "fleet", "chain", "agents", "radius"}, where)
     agent = _limits(Limits(), _table(data, "agent", where), f"{where} [agent]")
     fleet = _limits(FleetLimits(), _table(data, "fleet", where), f"{where} [fleet]")
+    chain = _limits(ChainLimits(), _table(data, "chain", where), f"{where} [chain]")
     agents = {
         agent_id: _limits(agent, _table(overrides, None, where), f"{where} [agents.{agent_id}]")
         for agent_id, overrides in _table(data, "agents", where).items()
@@ -119,7 +149,7 @@ def parse_policy(data: Mapping[str, Any], where: str = "policy") -> Policy:
         if scope not in SCOPES or (rule in FLEET_RULES and scope != "fleet"):
             allowed = "fleet" if rule in FLEET_RULES else ", ".join(SCOPES)
             raise ConfigError(f"{where} [radius]: {rule} = {scope!r}; choose {allowed}")
-    return Policy(agent, fleet, agents, radius)
+    return Policy(agent, fleet, chain, agents, radius)
 
 
 def _names() -> str:

@@ -26,6 +26,14 @@ that owns that key's partition keeps the fleet's windows and issues fleet halts.
 lives under ``*`` on the control topic, on the same partition number, so that instance also
 holds it: fleet rules are exact, and fire once, with any number of instances.
 
+Chains: a chain of messages spreads its spend over agents, so per-agent windows cannot bound
+it. Every record of a chain (telemetry that names a cause: messages, permits, tool, model and
+error reports) is forwarded the same way under ``chain:CORRELATION``; the instance owning that
+key's partition keeps the chain's windows (:mod:`processors.killswitch.chains`) and halts the
+chain alone (``Scope.CHAIN``, under the same key on the control topic) when a ``[chain]``
+limit is crossed. Sidecars refuse every further send, permit and delivery of that chain; the
+agents go on serving other chains.
+
 Windows survive a restart: the kill-switch declares ``replay_lookback_ms`` (an hour of
 telemetry, its longest window), and on every assignment the runtime replays that hour of its
 partitions up to the committed offsets, merged in time order with the control topic, through
@@ -50,6 +58,7 @@ from typing import Any
 from mesh.adapters.serde.control import check_control, seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import (
+    CHAIN_PREFIX,
     CONTROL_SUBJECT,
     KILLSWITCH_AGENT,
     Action,
@@ -67,6 +76,7 @@ from mesh.domain.telemetry import TELEMETRY_SUBJECT
 from mesh.domain.topics import CONTROL, FLEET_FACTS, REGISTRY_EVENTS, TELEMETRY
 from mesh.errors import EventRejectedError
 from processors.api import Agents, Context, Event, PunctuationContext, Restore
+from processors.killswitch.chains import ChainObservation, ChainWatch
 from processors.killswitch.policy import Policy
 from processors.killswitch.watch import Firing, Observation, Watch
 
@@ -78,6 +88,7 @@ _SCOPES = {
     "dependants": Scope.DEPENDANTS,
     "capability": Scope.CAPABILITY,
     "fleet": Scope.FLEET,
+    "chain": Scope.CHAIN,
 }
 
 
@@ -111,6 +122,7 @@ class KillSwitchProcessor:
         self.instance_id = f"killswitch-{instance}"
         self.beats = 0
         self.watch = Watch(policy)
+        self.chains = ChainWatch(policy.chain)
         self.book = HaltBook()
         self.issued: dict[str, Halt] = {}  # halts sent, not yet seen back on the control topic
         self.halts_issued = 0
@@ -118,6 +130,7 @@ class KillSwitchProcessor:
     def init(self) -> None:
         self.beats = 0
         self.watch = Watch(self.policy)
+        self.chains = ChainWatch(self.policy.chain)
         self.book = HaltBook()
         self.issued.clear()
 
@@ -203,11 +216,28 @@ class KillSwitchProcessor:
                 "error": observation.kind == "ERROR" or not observation.ok,
             }
             ctx.emit(FLEET_FACTS, FLEET_KEY, FLEET_FACT_SUBJECT, fact)
+        if envelope.causation_id is not None:  # a record of a chain: to the chain's stage
+            fact = {
+                "event_id": observation.event_id,
+                "agent_id": observation.agent_id,
+                "at": observation.at_ms,
+                "cost_usd": observation.cost_usd,
+                "error": observation.kind == "ERROR" or not observation.ok,
+                "correlation_id": envelope.correlation_id,
+                "kind": observation.kind,
+                "hop_count": envelope.hop_count,
+                "tokens": int(body.get("input_tokens") or 0) + int(body.get("output_tokens") or 0),
+            }
+            chain_key = control_key(Scope.CHAIN, envelope.correlation_id)
+            ctx.emit(FLEET_FACTS, chain_key, FLEET_FACT_SUBJECT, fact)
 
     # -- the fleet (second stage) ----------------------------------------------------------
 
     def _fleet_fact(self, event: Event, ctx: Context[Halt]) -> None:
         fact = self.codec.serde.decode(event.value or b"").record
+        if event.key is not None and event.key.startswith(CHAIN_PREFIX):
+            self._chain_fact(event.key, fact, event, ctx)
+            return
         if self._halted(FLEET_KEY):
             return
         observation = Observation(
@@ -223,6 +253,25 @@ class KillSwitchProcessor:
         if firing is not None:
             self._halt(ctx, firing, event.timestamp_ms)
 
+    def _chain_fact(
+        self, key: str, fact: Mapping[str, Any], event: Event, ctx: Context[Halt]
+    ) -> None:
+        if key in self.book.halts or key in self.issued:
+            return
+        observation = ChainObservation(
+            event_id=fact["event_id"],
+            correlation_id=key.removeprefix(CHAIN_PREFIX),
+            agent_id=fact["agent_id"],
+            at_ms=fact["at"],
+            kind=fact.get("kind") or "",
+            hop_count=int(fact.get("hop_count") or 0),
+            cost_usd=fact["cost_usd"],
+            tokens=int(fact.get("tokens") or 0),
+        )
+        firing = self.chains.observe(observation)
+        if firing is not None:
+            self._halt(ctx, firing, event.timestamp_ms)
+
     def _halted(self, agent_id: str) -> bool:
         if not self.issued and not self.book.halts:
             return False
@@ -230,7 +279,10 @@ class KillSwitchProcessor:
 
     def _halt(self, ctx: Context[Halt], firing: Firing, trigger_ms: int) -> None:
         scope = _SCOPES[self.policy.scope(firing.rule)]
-        target, affected = _radius(ctx.agents, scope, firing.agent_id)
+        if scope is Scope.CHAIN:  # the chain's participants, for the record only
+            target, affected = firing.agent_id, self.chains.participants(firing.agent_id)
+        else:
+            target, affected = _radius(ctx.agents, scope, firing.agent_id)
         record = control_record(
             Action.HALT,
             scope,
@@ -262,7 +314,9 @@ class KillSwitchProcessor:
             )
         if outcome.lifted is None:
             return
-        if key == "*":
+        if key.startswith(CHAIN_PREFIX):
+            self.chains.forget(key.removeprefix(CHAIN_PREFIX))
+        elif key == "*":
             self.watch.reset_fleet()
         else:
             self.watch.reset([key, *outcome.lifted.get("affected_agents", [])])

@@ -13,7 +13,14 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
-from mesh.domain.control import Action, Scope, control_key, control_record, halt_in_force
+from mesh.domain.control import (
+    Action,
+    Scope,
+    chain_halt,
+    control_key,
+    control_record,
+    halt_in_force,
+)
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import CONTROL, FLEET_FACTS, TELEMETRY
@@ -72,6 +79,8 @@ class Fleet:
         correlation: str = "req-1",
         signer: AgentKey | None = None,
         about: str | None = None,
+        cause: str | None = None,
+        tokens: int = 0,
     ) -> list[dict[str, Any]]:
         """Pipe one telemetry event; return the halts it caused."""
         envelope = Envelope(
@@ -83,6 +92,7 @@ class Fleet:
             "",
             self.driver.now_ms,
             hop,
+            causation_id=cause,
         )
         body = {
             "agent_id": about or who,
@@ -92,13 +102,14 @@ class Fleet:
             "arguments_digest": args,
             "cost_usd": cost,
             "ok": ok,
+            "input_tokens": tokens,
         }
         value = self.codec.seal(
             envelope, "mesh.telemetry.TelemetryEvent", body, signer or AGENTS[who]
         )
         out = self.driver.pipe(TELEMETRY, who, value)
         for fact in [o for o in out if o.topic == FLEET_FACTS]:  # the second stage reads it
-            out += self.driver.pipe(FLEET_FACTS, "*", fact.value or b"")
+            out += self.driver.pipe(FLEET_FACTS, (fact.key or b"").decode(), fact.value or b"")
         halts = [o for o in out if o.topic == CONTROL]
         for halt in halts:  # the control topic is an input too: the halt comes back
             self.driver.pipe(CONTROL, (halt.key or b"").decode(), halt.value or b"")
@@ -425,3 +436,60 @@ def test_fleet_rules_add_up_the_facts_every_instance_forwards() -> None:
     out = [o for value in forwarded for o in owner.driver.pipe(FLEET_FACTS, "*", value)]
     halts = [owner.codec.open(o.value or b"", verify=False).body for o in out if o.topic == CONTROL]
     assert [(h["rule"], h["target"]) for h in halts] == [("fleet_spend_per_minute", "*")]
+
+
+# -- budgets per chain (issue 20) -----------------------------------------------------------
+
+CHAIN_POLICY = {
+    "agent": {"max_cost_per_minute": 100.0, "max_cost_per_hour": 100.0},
+    "chain": {"max_cost_usd": 1.0, "max_fan_out": 3, "max_depth": 4, "deadline_s": 60},
+}
+
+
+def test_a_chain_over_its_budget_is_halted_alone_and_its_agents_serve_other_chains() -> None:
+    fleet = Fleet(CHAIN_POLICY)
+    assert fleet.report("research", "MODEL_CALL", "m", cost=0.6, correlation="A", cause="a1") == []
+    halts = fleet.report("drafting", "MODEL_CALL", "m", cost=0.6, correlation="A", cause="a2")
+    assert [(h["scope"], h["target"], h["rule"]) for h in halts] == [("CHAIN", "A", "chain_spend")]
+    assert halts[0]["affected_agents"] == ["drafting", "research"]  # participants, on record
+    assert "$1.2000 across 2 agent(s)" in halts[0]["reason"]
+    assert fleet.halted("chain:A")
+    books = fleet.processor.book.halts
+    assert halt_in_force(books, "research") is None and halt_in_force(books, "drafting") is None
+    assert chain_halt(books, "A") is not None and chain_halt(books, "B") is None
+    assert fleet.report("research", "MODEL_CALL", "m", cost=0.6, correlation="B", cause="b1") == []
+    assert fleet.report("research", "MODEL_CALL", "m", cost=5.0, correlation="A", cause="a3") == []
+
+
+def test_chain_fan_out_depth_and_deadline_each_halt_the_chain() -> None:
+    fleet = Fleet(CHAIN_POLICY)
+    for n in range(3):  # three replies at hop 1: exactly at the limit
+        sent = fleet.report("intake", "MESSAGE_SENT", "msg", peer="research", correlation="F",
+                            cause=f"f{n}", hop=1)  # fmt: skip
+        assert sent == []
+    [fan] = fleet.report("intake", "MESSAGE_SENT", "msg", peer="research", correlation="F",
+                         cause="f9", hop=1)  # fmt: skip
+    assert fan["rule"] == "chain_fan_out" and fan["target"] == "F"
+    [deep] = fleet.report("research", "TOOL_CALL", "search", correlation="D", cause="d", hop=5)
+    assert deep["rule"] == "chain_depth"
+    assert fleet.report("review", "ERROR", "x", ok=False, correlation="T", cause="t1") == []
+    [late] = fleet.at(61_000).report("review", "ERROR", "x", ok=False, correlation="T", cause="t")
+    assert late["rule"] == "chain_deadline" and "past its deadline of 60s" in late["reason"]
+
+
+def test_chain_tokens_count_and_a_report_serving_no_message_is_no_chains() -> None:
+    fleet = Fleet({"chain": {"max_tokens": 1000}})
+    assert fleet.report("research", "MODEL_CALL", "m", tokens=900, correlation="K", cause="k") == []
+    [halt] = fleet.report("research", "MODEL_CALL", "m", tokens=200, correlation="K", cause="k")
+    assert halt["rule"] == "chain_tokens"
+    assert fleet.report("research", "MODEL_CALL", "m", tokens=5000, correlation="own") == []
+
+
+def test_an_operator_resume_of_a_chain_starts_it_afresh() -> None:
+    fleet = Fleet(CHAIN_POLICY)
+    assert (
+        len(fleet.report("research", "MODEL_CALL", "m", cost=1.5, correlation="R", cause="r")) == 1
+    )
+    fleet.control(Action.RESUME, Scope.CHAIN, "R")
+    assert not fleet.halted("chain:R")
+    assert fleet.report("research", "MODEL_CALL", "m", cost=0.9, correlation="R", cause="r") == []
