@@ -19,10 +19,13 @@ from mesh.adapters.kafka.config import (
     transactional_producer_config,
 )
 from mesh.adapters.kafka.source import acquire_broker
+from mesh.adapters.keyfiles import control_signers
+from mesh.adapters.policies import publish_policy
 from mesh.adapters.schemaregistry.kafka import KafkaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.identity import PublicKeys
+from mesh.domain.policies import FLEET
 from mesh.settings import Cluster, Settings, load_settings
 
 Contender = Callable[[Settings], float]  # records/s on the topics of the given settings
@@ -31,8 +34,9 @@ Contender = Callable[[Settings], float]  # records/s on the topics of the given 
 @contextlib.contextmanager
 def mesh_on_fresh_topics(tag: str, partitions: int) -> Iterator[tuple[Settings, str, MessageCodec]]:
     """The broker (``MESH_BOOTSTRAP_SERVERS`` or the local one), a fresh topic prefix with the
-    catalogue's topics, every schema registered, and a throwaway state directory (agent, mesh
-    and operator keys made for the run); yields (settings, bootstrap, codec)."""
+    catalogue's topics, every schema registered, a throwaway state directory (agent, mesh and
+    operator keys made for the run), and an operator's fleet policy in force (``{}``: the
+    defaults; production denies without one); yields (settings, bootstrap, codec)."""
     base = load_settings().with_overrides(
         partitions=partitions, state_dir=Path(tempfile.mkdtemp(prefix="mesh-bench-"))
     )
@@ -42,7 +46,10 @@ def mesh_on_fresh_topics(tag: str, partitions: int) -> Iterator[tuple[Settings, 
     try:
         serde = Serde(registry)
         serde.register_all()
-        yield settings, lease.bootstrap, MessageCodec(serde, PublicKeys())
+        codec = MessageCodec(serde, PublicKeys())
+        cluster = Cluster(settings, lease.bootstrap)
+        publish_policy(cluster, codec, control_signers(settings), FLEET, {}, "benchmark")
+        yield settings, lease.bootstrap, codec
     finally:
         registry.close()
         lease.release()

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from cli.common import cluster, console, settings
-from demo.fleet import FleetReport, run_fleet
+from demo.fleet import KILLSWITCH_POLICY, FleetReport, run_fleet
 from mesh.adapters.commands import read_halts
 from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.localkafka import local_kafka
@@ -109,7 +109,7 @@ def demo(
 ) -> None:
     """Bring the mesh up and run the demo fleet: work, a runaway halted, audit verified."""
     current = settings()
-    where = stack_up(current, console.print, registry_port)
+    where = stack_up(current, console.print, registry_port, KILLSWITCH_POLICY)
     registry = open_registry(current, where)
     try:
         report = asyncio.run(run_fleet(where, Serde(registry), _say, tasks))
@@ -140,13 +140,14 @@ def _summary(report: FleetReport) -> None:
         f"messages: {report.messages}; {report.seconds:.1f}s"
     )
     if report.halt is None:
-        console.print("[bold red]no halt[/]: the runaway agent was not stopped")
+        console.print("[bold red]no halt[/]: the runaway chain was not stopped")
         return
     latency = f"{report.halt_latency_ms:.0f} ms" if report.halt_latency_ms is not None else "?"
+    halt = report.halt
     console.print(
-        f"halt: {', '.join(report.halt['affected_agents'])} by {report.halt['rule']} "
-        f"({report.halt['reason']}); from the triggering event to its sidecar refusing: "
-        f"{latency}"
+        f"halt: chain {halt['target']} of {', '.join(halt['affected_agents'])} by {halt['rule']} "
+        f"({halt['reason']}); from the triggering event to its sidecar refusing: {latency}; "
+        "the same agents went on serving other chains"
     )
 
 

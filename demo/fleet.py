@@ -5,10 +5,11 @@ No model is called; every agent reports realistic tool calls, token counts and c
 * ``intake`` opens tasks (REQUESTED, the request in the shared context) and hands each to the
   ``research`` capability; it re-routes a task nobody finished within a deadline.
 * ``research-a`` and ``research-b`` search and summarise (``findings`` in the context), then
-  hand off to ``drafting``. Partway through, ``research-b`` goes rogue: it calls the same
-  tool with the same arguments over and over. The kill-switch halts it; its sidecar refuses
-  everything after that; routing by capability skips it and intake re-routes its task, so the
-  fleet carries on around it.
+  hand off to ``drafting``. Partway through, ``research-b`` goes rogue on one task: it keeps
+  searching, query after query, each call under a permit. The chain's budget stops it: the
+  kill-switch (with ``demo/policies/killswitch.toml``) halts that one chain, the sidecar
+  refuses every further permit for it, and intake re-routes the task, while ``research-b``
+  goes on serving the other tasks' chains.
 * ``drafting`` writes a draft (``draft`` in the context) and hands off to ``review``.
 * ``review`` completes most tasks (with a business value) and escalates every fourth to the
   ``escalation`` capability, a human-in-the-loop desk (``human-desk``) that signs it off.
@@ -43,12 +44,14 @@ from mesh.settings import Cluster
 from sidecar.core import Delivery, Sidecar
 from sidecar.spec import AgentSpec
 
-__all__ = ["FleetReport", "run_fleet"]
+__all__ = ["KILLSWITCH_POLICY", "FleetReport", "run_fleet"]
 
 Say = Callable[[str], None]
 Handler = Callable[[Sidecar, Delivery], Awaitable[None]]
 ROGUE = "research-b"
-ROGUE_TASK = 4  # intake hands this task to the rogue by name; from it on, the rogue loops
+ROGUE_TASK = 4  # intake hands this task to the rogue by name; on it, the rogue loops
+#: The kill-switch policy `mesh demo` starts the processors with (its chain budget).
+KILLSWITCH_POLICY = Path(__file__).resolve().parent / "policies" / "killswitch.toml"
 REROUTE_AFTER_S = 6.0
 
 
@@ -62,6 +65,8 @@ class FleetReport:
     spend_usd: dict[str, float] = field(default_factory=dict)
     halt: dict[str, Any] | None = None
     halt_latency_ms: float | None = None
+    #: When the rogue's sidecar first refused work for its halted chain (epoch ms).
+    refused_at_ms: float | None = None
     seconds: float = 0.0
 
 
@@ -127,7 +132,8 @@ async def run_fleet(cluster: Cluster, serde: Serde, say: Say, tasks: int = 12) -
     while not set(fleet) <= set(intake.agents()):  # noqa: ASYNC110 - polls another task's view
         await asyncio.sleep(0.1)
     workers = [
-        asyncio.create_task(_work(fleet[name], handler, say)) for name, handler in _HANDLERS.items()
+        asyncio.create_task(_work(fleet[name], handler, say, report))
+        for name, handler in _HANDLERS.items()
     ]
     try:
         await _intake(intake, tasks, report, say)
@@ -135,10 +141,7 @@ async def run_fleet(cluster: Cluster, serde: Serde, say: Say, tasks: int = 12) -
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        rogue = fleet[ROGUE]
-        report.halt = rogue.halt
-        latencies = rogue.counters.halt_latencies_ms
-        report.halt_latency_ms = latencies[0] if latencies else None
+        report.halt = _chain_halt(fleet[ROGUE], report)
         report.messages = sum(s.counters.sent for s in fleet.values())
         report.spend_usd = {name: s.counters.spend_usd for name, s in fleet.items()}
         await asyncio.gather(*(sidecar.stop() for sidecar in fleet.values()))
@@ -191,29 +194,43 @@ async def _collect(
             say(f"intake      <- {done.sender:<13} {done.task_id} done")
 
 
-async def _work(sidecar: Sidecar, handler: Handler, say: Say) -> None:
+def _chain_halt(rogue: Sidecar, report: FleetReport) -> dict[str, Any] | None:
+    """The halt that stopped the rogue's chain (this run's), with its latency: from the
+    triggering event to the sidecar's first refusal."""
+    halts = [h for h in rogue.halts().values() if h["scope"] == "CHAIN"]
+    mine = [h for h in halts if h.get("trigger_produced_at")]
+    halt = max(mine, key=lambda h: h["trigger_produced_at"], default=None)
+    if halt is not None and report.refused_at_ms is not None:
+        report.halt_latency_ms = max(0.0, report.refused_at_ms - halt["trigger_produced_at"])
+    return halt
+
+
+async def _work(sidecar: Sidecar, handler: Handler, say: Say, report: FleetReport) -> None:
     while True:
         message = await sidecar.receive(timeout_s=1.0)
         if message is None:
             continue
         try:
-            await handler(sidecar, message)
+            with sidecar.serving(message):  # its permits and reports count towards its chain
+                await handler(sidecar, message)
         except AgentRefusedError as exc:
+            if getattr(exc, "rule", "") == "chain_halted" and report.refused_at_ms is None:
+                report.refused_at_ms = time.time() * 1000
             say(f"{sidecar.agent_id:<11} !! refused: {exc}")
 
 
 async def _research(me: Sidecar, msg: Delivery) -> None:
-    task_id, index = msg.task_id or "", int((msg.data() or {}).get("index", 0))
-    if me.agent_id == ROGUE and index >= ROGUE_TASK:
-        for _ in range(50):  # the runaway loop: same tool, same arguments, until stopped
-            await me.report_tool_call(
-                "search", {"q": "status of everything"}, cost_usd=0.004, latency_ms=35.0
-            )
-            await asyncio.sleep(0.02)
+    data = msg.data() or {}
+    task_id, index = msg.task_id or "", int(data.get("index", 0))
+    if me.agent_id == ROGUE and index == ROGUE_TASK and not data.get("retry"):
+        for n in range(60):  # the runaway: query after query, until its chain is stopped
+            async with me.tool("search", {"q": f"everything, page {n}"}, cost_usd=0.01) as call:
+                await asyncio.sleep(0.02)
+                call.cost_usd = 0.01
     topic = _TOPICS[index % len(_TOPICS)]
-    await me.report_tool_call(
-        "search", {"q": topic, "task": task_id}, cost_usd=0.002, latency_ms=_ms(180)
-    )
+    async with me.tool("search", {"q": topic, "task": task_id}, cost_usd=0.002) as call:
+        await asyncio.sleep(_ms(180) / 1000 / 20)  # the search (time compressed)
+        call.cost_usd = 0.002
     await _model(me, 1800, 350)
     with contextlib.suppress(AgentRefusedError):
         await me.write_context(task_id, "findings", {"by": me.agent_id, "sources": 3})
@@ -241,8 +258,8 @@ async def _review(me: Sidecar, msg: Delivery) -> None:
 
 
 async def _human(me: Sidecar, msg: Delivery) -> None:
-    await asyncio.sleep(0.3)  # a person reads it
-    await me.report_tool_call("ticket", {"task": msg.task_id}, latency_ms=300.0)
+    async with me.tool("ticket", {"task": msg.task_id}):
+        await asyncio.sleep(0.3)  # a person reads it and files the ticket
     await me.task_event(msg.task_id or "", "COMPLETED", summary="signed off", value_usd=120.0)
     await me.send("intake", reply_to=msg, data={"escalated": True})
 

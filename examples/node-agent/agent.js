@@ -9,7 +9,12 @@
 // Delivery is at least once: a message is acknowledged once it is handled, so one the agent
 // never finishes (it crashed, or was halted mid-way) is delivered again. While the agent is
 // halted the sidecar refuses its work with 409 "halted": the agent gives the message back
-// (nack) and waits for the resume, when the sidecar delivers it again.
+// (nack) and waits for the resume, when the sidecar delivers it again. A policy refusal (403:
+// a tool outside the policy, a halted chain) ends that message's work: it is acknowledged.
+//
+// A tool runs only under a permit: the agent asks POST /v1/tools/permits before the call (the
+// sidecar checks the tool, its arguments and the budget, and reserves the cost), then reports
+// the call quoting the permit. Work for a message names it (cause / reply_to): its chain.
 "use strict";
 const fs = require("fs");
 
@@ -53,10 +58,14 @@ async function untilResumed() {
 
 async function handle(message) {
   const text = message.body.parts.map((p) => p.text || "").join(" ");
+  const args = { length: text.length };
+  const permit = await call("POST", "/v1/tools/permits", {
+    tool: "uppercase", arguments: args, cost_usd: 0.0001, cause: message.message_id,
+  });
   const started = Date.now();
-  const shouted = text.toUpperCase();
+  const shouted = text.toUpperCase(); // the tool: it runs only once the permit is granted
   await call("POST", "/v1/telemetry/tool-calls", {
-    tool: "uppercase", arguments: { length: text.length },
+    tool: "uppercase", arguments: args, permit_id: permit.permit_id,
     latency_ms: Date.now() - started, cost_usd: 0.0001,
   });
   const sent = await call("POST", "/v1/messages", {
@@ -75,6 +84,11 @@ async function main() {
     try {
       await handle(message);
     } catch (error) {
+      if (error instanceof Refused && error.status === 403) {
+        console.log(`refused (${error.rule}): ${error.message}`);
+        await call("POST", `/v1/messages/${message.message_id}/ack`);
+        continue;
+      }
       if (!(error instanceof Refused) || error.status !== 409) throw error;
       console.log(`halted: giving ${message.message_id} back until the resume`);
       await call("POST", `/v1/messages/${message.message_id}/nack`);

@@ -67,9 +67,11 @@ class Mesh:
     settings: Settings
     codec: MessageCodec
 
-    def sidecar(self, agent_id: str, **spec: Any) -> Sidecar:
+    def sidecar(self, agent_id: str, profile: str = "development", **spec: Any) -> Sidecar:
+        """A sidecar in the development profile unless told: the agents' own policies stand in
+        for an operator's (production's default deny has tests of its own)."""
         return Sidecar(
-            Cluster.of(self.settings),
+            Cluster.of(self.settings.with_overrides(profile=profile)),
             self.codec.serde,
             AgentSpec(agent_id, **spec),
             heartbeat_s=1.0,
@@ -192,7 +194,7 @@ async def test_each_policy_violation_is_refused_reported_and_nothing_is_sent(mes
             refusals = {
                 "recipient_not_allowed": alice.send("carol", text="hi"),
                 "capability_not_allowed": alice.send(capability="drafting", text="hi"),
-                "tool_not_allowed": alice.report_tool_call("shell", {"cmd": "rm"}),
+                "tool_not_allowed": alice.permit_tool("shell", {"cmd": "rm"}),
                 "budget_exceeded": alice.report_model_call("m", cost_usd=0.6),
                 "hop_limit": alice.send("bob", text="re", reply_to=got),
                 "message_too_large": alice.send("bob", text="x" * 4096),
@@ -206,9 +208,10 @@ async def test_each_policy_violation_is_refused_reported_and_nothing_is_sent(mes
             assert misaddressed.value.rule == "unknown_recipient"
             with pytest.raises(RecordEncodeError, match="unknown field"):
                 await alice.send("bob", {"role": "AGENT", "parts": [], "x": 1})
-            await alice.report_tool_call("search", {"q": "kafka"}, cost_usd=0.4)
+            permit = await alice.permit_tool("search", {"q": "kafka"}, cost_usd=0.4)
+            await alice.report_tool_call("search", {"q": "kafka"}, permit=permit)
             with pytest.raises(PolicyViolationError, match="over its budget"):
-                await alice.report_tool_call("search", {"q": "more"}, cost_usd=0.2)
+                await alice.permit_tool("search", {"q": "more"}, cost_usd=0.2)
         assert await bob.receive(timeout_s=1) is None
         reported = {r["detail"].split(":")[0] for r in mesh.telemetry("SEND_REFUSED")}
         assert set(refusals) | {"record_encode", "unknown_recipient"} <= reported, reported
@@ -234,7 +237,7 @@ async def test_a_halt_outlives_a_sidecar_restart_and_a_resume_restores_service(
         with pytest.raises(HaltedError, match="halted by spend_per_minute"):
             await runaway.send("bob", text="one more")
         with pytest.raises(HaltedError):
-            await runaway.report_tool_call("search", {})
+            await runaway.permit_tool("search", {})
         await _until(lambda: status(bob, "runaway") is AgentStatus.HALTED, "registry: HALTED")
         await runaway.stop(deregister=False)
 
@@ -309,7 +312,7 @@ async def test_a_sidecar_that_cannot_follow_control_refuses_until_it_has_caught_
         with pytest.raises(ControlUnavailableError, match="follower of the control topic"):
             await carol.send("carol", text="while blind")
         with pytest.raises(ControlUnavailableError):
-            await carol.report_tool_call("search")
+            await carol.permit_tool("search")
         await _until(carol.healthy, "the restarted follower caught up")
         assert carol.supervisor.restarts == {"control follower": 1}
         assert carol.control.lost == 1
@@ -339,10 +342,16 @@ async def test_a_node_agent_round_trips_through_the_http_api(mesh: Mesh) -> None
         async with httpx.AsyncClient(base_url=url) as http:
             assert (await http.get("/v1/health")).status_code == 401
             auth = {"authorization": f"Bearer {token}"}
-            refused = await http.post(
-                "/v1/telemetry/tool-calls", headers=auth, json={"tool": "shell"}
-            )
+            refused = await http.post("/v1/tools/permits", headers=auth, json={"tool": "shell"})
             assert refused.status_code == 403 and refused.json()["rule"] == "tool_not_allowed"
+            unpermitted = await http.post(
+                "/v1/telemetry/tool-calls", headers=auth, json={"tool": "uppercase"}
+            )
+            assert unpermitted.status_code == 403 and unpermitted.json()["rule"] == "no_permit"
+            misspelt = await http.post(
+                "/v1/tools/permits", headers=auth, json={"tool": "uppercase", "cost": 1}
+            )
+            assert misspelt.status_code == 400 and "unknown field 'cost'" in misspelt.text
             bad = await http.post("/v1/messages", headers=auth, content=b"{not json")
             assert bad.status_code == 400
         agent = await asyncio.create_subprocess_exec(
@@ -370,6 +379,10 @@ async def test_a_node_agent_round_trips_through_the_http_api(mesh: Mesh) -> None
         assert answer.envelope.causation_id == first and answer.task_id == "t-9"
         tools = [t for t in mesh.telemetry("TOOL_CALL") if t["agent_id"] == "shouter"]
         assert [t["name"] for t in tools] == ["uppercase", "uppercase"]
+        permits = {
+            t["permit_id"] for t in mesh.telemetry("TOOL_PERMIT") if t["agent_id"] == "shouter"
+        }
+        assert {t["permit_id"] for t in tools} == permits and len(permits) == 2  # each call's own
     finally:
         await server.stop()
         await shouter.stop()
@@ -397,9 +410,7 @@ async def test_a_message_held_when_the_agent_is_halted_is_delivered_again_after_
                 run, ["halt", "shouter", "--reason", "drill", "--wait"], mesh.settings
             )
             assert halted.returncode == 0, halted.stdout + halted.stderr
-            refused = await http.post(
-                "/v1/telemetry/tool-calls", headers=auth, json={"tool": "uppercase"}
-            )
+            refused = await http.post("/v1/tools/permits", headers=auth, json={"tool": "uppercase"})
             assert refused.status_code == 409 and refused.json()["rule"] == "halted"
             nothing = await http.get("/v1/messages/next?timeout_s=0.5", headers=auth)
             assert nothing.status_code == 204  # halted: nothing is handed out
@@ -453,7 +464,7 @@ async def test_nothing_written_under_the_fleet_key_erases_a_fleet_halt(mesh: Mes
     try:
         assert late.halt is not None and late.halt["command_id"] == halt["command_id"]
         with pytest.raises(HaltedError):
-            await late.report_tool_call("search", {})
+            await late.permit_tool("search", {})
         assert late.counters.untrusted_controls == 2  # the junk and the forgery
         assert late.counters.stale_controls == 1  # the tombstone
         # an agent with no sidecar to acknowledge anything registers during the fleet halt:
@@ -530,7 +541,10 @@ async def test_a_key_forged_into_the_registry_topic_or_the_directory_is_ignored(
     mesh: Mesh,
 ) -> None:
     quiet = Sidecar(  # no heartbeats: the registry leaves alice's record alone
-        Cluster.of(mesh.settings), mesh.codec.serde, AgentSpec("alice"), heartbeat_s=3600
+        Cluster.of(mesh.settings.with_overrides(profile="development")),
+        mesh.codec.serde,
+        AgentSpec("alice"),
+        heartbeat_s=3600,
     )
     async with quiet as alice, mesh.sidecar("bob") as bob:
         await _until(lambda: {"alice", "bob"} <= set(bob.agents()), "both registered")

@@ -52,7 +52,8 @@ async def exchange(settings: Settings, codec: Any) -> int:
     bootstrap = settings.bootstrap_servers or ""
 
     def attach(agent: str) -> Sidecar:
-        return Sidecar(Cluster(settings, bootstrap), codec.serde, AgentSpec(agent), heartbeat_s=1.0)
+        dev = settings.with_overrides(profile="development")  # no operator policy in this test
+        return Sidecar(Cluster(dev, bootstrap), codec.serde, AgentSpec(agent), heartbeat_s=1.0)
 
     async with (
         attach("alice") as alice,
