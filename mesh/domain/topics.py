@@ -98,8 +98,15 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(TASKS, "task id", "task lifecycle events", _WEEK),
     TopicSpec(STATE, "task or conversation id", "shared context between handoffs", _COMPACT),
     TopicSpec(TELEMETRY, "agent id", "tool calls, model calls, errors, latencies", _WEEK),
-    TopicSpec(CONTROL, "agent id or *", "halt and resume commands, kept whole", _FOREVER),
-    TopicSpec(FLEET_FACTS, "*", "kill-switch fleet facts (second stage)", _WEEK),
+    TopicSpec(
+        CONTROL,
+        "agent id, capability:NAME, * or chain:ID",
+        "halt and resume commands, kept whole",
+        _FOREVER,
+    ),
+    TopicSpec(
+        FLEET_FACTS, "* or chain:ID", "kill-switch fleet and chain facts (second stage)", _WEEK
+    ),
     TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
     TopicSpec(AUDIT_CHECKPOINTS, "audit partition", "signed audit chain heads", _FOREVER),
     TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _DEAD),

@@ -47,8 +47,10 @@ from mesh.domain.topics import (
     AUDIT,
     AUDIT_CHECKPOINTS,
     CONTROL,
+    DLQ,
     INBOX_PATTERN,
     KEYS,
+    POLICIES,
     REGISTRY_EVENTS,
     TASKS,
     TELEMETRY,
@@ -57,8 +59,11 @@ from processors.api import Adoption, Context, Event, PunctuationContext, Restore
 
 __all__ = ["AUDITED", "AuditProcessor"]
 
-#: The fixed topics the audit records; agent inboxes are added by pattern.
-AUDITED = (REGISTRY_EVENTS, KEYS, TASKS, TELEMETRY, CONTROL)
+#: The fixed topics the audit records; agent inboxes are added by pattern. Telemetry holds
+#: every permit and every refusal on the sending side (with the policy's hash), the dead-letter
+#: topic every refusal on the receiving side (with its reason and the original bytes), and the
+#: policies topic which policy was in force when: together, which rule decided what.
+AUDITED = (REGISTRY_EVENTS, KEYS, POLICIES, TASKS, TELEMETRY, CONTROL, DLQ)
 
 
 class AuditProcessor:

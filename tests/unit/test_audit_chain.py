@@ -8,6 +8,7 @@ import pytest
 
 from mesh.domain.audit.chain import (
     GENESIS,
+    KEEP_ORIGINAL_BYTES,
     Checkpoint,
     Link,
     checkpoint_bytes,
@@ -306,3 +307,14 @@ def test_a_log_from_before_signatures_is_adopted_once_from_its_newest_link() -> 
     mixed = [*chain(2), *chain(2, sign=False)[1:]]
     adoption = processor.adopt(0, iter(reversed(list(enumerate(mixed)))))
     assert adoption.head == mixed[1] and len(adoption.passed_over) == 1
+
+
+def test_a_record_too_large_to_keep_is_linked_by_its_hash_alone() -> None:
+    """A dead letter of an oversize message can hold 8 MiB: its link keeps the SHA-256 and
+    drops the bytes, so it fits the audit topic; the chain still covers which bytes they were."""
+    big = b"x" * (KEEP_ORIGINAL_BYTES + 1)
+    first = next_link(None, 0, "mesh.dlq.v1", 0, 0, 1, b"k", big)
+    second = next_link(first, 0, "mesh.dlq.v1", 0, 1, 2, b"k", b"small")
+    assert first.original is None and first.value_sha256 == hashlib.sha256(big).digest()
+    assert second.original == b"small" and second.prev_hash == first.record_hash
+    assert first.record_hash == first.expected_hash()

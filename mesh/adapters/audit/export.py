@@ -42,11 +42,13 @@ def decoded_view(link: Link, codec: MessageCodec) -> dict[str, Any]:
         "key": (link.source_key or b"").decode(errors="replace"),
         "audit": f"{link.audit_partition}:{link.sequence}",
     }
-    try:
-        opened = codec.open(link.original or b"", verify=False)
-    except MeshError as exc:
-        view["undecodable"] = str(exc)
+    if link.original is None:
+        view["undecodable"] = "too large to keep: recorded by its SHA-256 alone"
         return view
+    try:
+        opened = codec.open(link.original, verify=False)
+    except MeshError as exc:
+        return _plain(view, link.original, codec, exc)
     envelope = opened.envelope
     view.update(
         message_id=envelope.message_id,
@@ -57,6 +59,20 @@ def decoded_view(link: Link, codec: MessageCodec) -> dict[str, Any]:
         subject=opened.body_subject,
         body={k: _jsonable(v) for k, v in opened.body.items()},
     )
+    return view
+
+
+def _plain(
+    view: dict[str, Any], original: bytes, codec: MessageCodec, not_sealed: MeshError
+) -> dict[str, Any]:
+    """A record that is not a sealed message (a dead letter, a key statement): its Avro body
+    as it is; bytes nothing decodes are shown as undecodable, with why."""
+    try:
+        decoded = codec.serde.decode(original)
+    except MeshError:
+        view["undecodable"] = str(not_sealed)
+        return view
+    view.update(subject=decoded.subject, body={k: _jsonable(v) for k, v in decoded.record.items()})
     return view
 
 

@@ -131,6 +131,10 @@ def link_bytes(link: Link) -> bytes:
     )
 
 
+#: The largest original kept in a link (the audit topic takes 1 MiB records by default).
+KEEP_ORIGINAL_BYTES = 512 * 1024
+
+
 def next_link(
     head: Link | None,
     audit_partition: int,
@@ -140,9 +144,14 @@ def next_link(
     timestamp_ms: int,
     key: bytes | None,
     value: bytes | None,
+    keep_original_up_to: int = KEEP_ORIGINAL_BYTES,
 ) -> Link:
-    """The link that records one source record after ``head`` (None: the partition's first)."""
+    """The link that records one source record after ``head`` (None: the partition's first).
+    The original bytes are kept for replay up to ``keep_original_up_to``; a larger record (a
+    dead letter of an oversize message can hold 8 MiB) is recorded by its SHA-256 alone, so
+    the link always fits the audit topic and the source check still proves the bytes."""
     original = value if value is not None else b""
+    kept = original if len(original) <= keep_original_up_to else None
     unsealed = Link(
         audit_partition,
         0 if head is None else head.sequence + 1,
@@ -152,7 +161,7 @@ def next_link(
         timestamp_ms,
         key,
         hashlib.sha256(original).digest(),
-        original,
+        kept,
         GENESIS if head is None else head.record_hash,
         b"",
     )

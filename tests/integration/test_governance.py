@@ -1,0 +1,187 @@
+"""Issue 20 on the broker: policy belongs to the operator, tools are authorized before they
+run, budgets per chain, and the audit shows which policy decided."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesh.adapters.keyfiles import control_signers, mesh_key
+from mesh.adapters.policies import publish_policy
+from mesh.domain.control import chain_halt, halt_in_force
+from mesh.domain.policies import FLEET
+from mesh.domain.topics import TELEMETRY, inbox_topic
+from mesh.errors import PolicyViolationError
+from mesh.settings import Cluster, Settings
+from processors.audit import AuditProcessor
+from processors.runtime.engine import Engine
+from sidecar.core import MESSAGE_SUBJECT
+from sidecar.delivery import message_body
+from sidecar.policy import AgentPolicy
+from tests.integration.fleet import Sent, codec_for, killswitch_engine, produce, running
+from tests.integration.test_cli import run
+from tests.integration.test_sidecar import Mesh, _until, registry_processor
+
+SEARCH = {
+    "type": "object",
+    "properties": {"q": {"type": "string", "maxLength": 20}},
+    "required": ["q"],
+    "additionalProperties": False,
+}
+
+
+def refusals(mesh: Mesh, agent: str) -> list[dict[str, Any]]:
+    return [t for t in mesh.telemetry("SEND_REFUSED") if t["agent_id"] == agent]
+
+
+async def test_in_production_an_agent_cannot_set_or_widen_its_policy_and_tools_need_permits(
+    settings: Settings, topics: object, tmp_path: Path
+) -> None:
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    cluster = Cluster.of(settings)
+    audit = Engine.keyed(AuditProcessor(mesh_key(settings)), cluster, codec)
+    generous = AgentPolicy(budget_usd=100.0, allowed_tools=None)  # what the agent would like
+    with running([Engine.keyed(registry_processor(settings), cluster, codec), audit]):
+        async with (
+            mesh.sidecar("spender", profile="production", policy=generous) as spender,
+            mesh.sidecar("peer", profile="production") as peer,
+        ):
+            await _until(lambda: "peer" in spender.agents(), "peer registered")
+            for refused in (spender.send("peer", text="hi"), spender.permit_tool("search")):
+                with pytest.raises(PolicyViolationError, match="production profile denies") as no:
+                    await refused
+                assert no.value.rule == "no_policy"
+            assert spender.policy_source() == "none (production denies)"
+
+            fleet = tmp_path / "fleet.json"
+            fleet.write_text(
+                json.dumps({"budget_usd": 0.3, "allowed_tools": ["search"],
+                            "tools": {"search": {"arguments": SEARCH, "max_cost_usd": 0.2}}})
+            )  # fmt: skip
+            published = run(["policy", "set", "--fleet", "--file", str(fleet), "--reason", "t"],
+                            settings)  # fmt: skip
+            assert published.returncode == 0, published.stdout + published.stderr
+            await _until(lambda: spender.operator_policy is not None, "the policy read")
+            in_force = spender.operator_policy
+            assert in_force is not None and spender.policy_source() == "operator"
+            assert spender.policy.budget_usd == 0.3  # the agent's own 100 does not widen it
+            await spender.send("peer", text="now allowed")
+            assert (await peer.receive(timeout_s=10)) is not None
+
+            ran: list[str] = []
+            with pytest.raises(PolicyViolationError, match="outside its constraints") as bad:
+                async with spender.tool("search", {"q": "x" * 30}):
+                    ran.append("search")  # never: refused before the tool runs
+            assert bad.value.rule == "arguments_not_allowed" and ran == []
+            with pytest.raises(PolicyViolationError, match="forbids tool 'shell'"):
+                async with spender.tool("shell", {"cmd": "rm -rf /"}):
+                    ran.append("shell")
+            async with spender.tool("search", {"q": "kafka"}, cost_usd=0.2) as call:
+                ran.append("search")
+                call.cost_usd = 0.15
+            assert ran == ["search"]
+            with pytest.raises(PolicyViolationError, match="over its budget") as over:
+                await spender.permit_tool("search", {"q": "more"}, cost_usd=0.2)  # 0.15 + 0.2
+            assert over.value.rule == "budget_exceeded"
+            with pytest.raises(PolicyViolationError, match="without a permit") as unpermitted:
+                await spender.report_tool_call("search", {"q": "done anyway"}, cost_usd=0.01)
+            assert unpermitted.value.rule == "no_permit"
+
+        rules = [r["rule"] for r in refusals(mesh, "spender")]
+        assert rules == ["no_policy", "no_policy", "arguments_not_allowed", "tool_not_allowed",
+                         "budget_exceeded", "no_permit"]  # fmt: skip
+        decided = [r for r in refusals(mesh, "spender") if r["rule"] != "no_policy"]
+        assert {r["policy_hash"] for r in decided} == {in_force.hash}
+        [permit] = [t for t in mesh.telemetry("TOOL_PERMIT") if t["agent_id"] == "spender"]
+        [call_done] = [t for t in mesh.telemetry("TOOL_CALL") if t["agent_id"] == "spender"]
+        assert permit["permit_id"] == call_done["permit_id"] and call_done["cost_usd"] == 0.15
+        assert permit["policy_hash"] == call_done["policy_hash"] == in_force.hash
+
+        telemetry = f"{settings.topic_prefix}{TELEMETRY}"
+
+        def audited() -> list[dict[str, Any]]:
+            out = run(["audit", "replay", "--agent", "spender"], settings)
+            views = [json.loads(line) for line in out.stdout.splitlines()]
+            return [v for v in views if v["source"].startswith(telemetry)]
+
+        await _until(lambda: len(audited()) >= 8, "the audit caught up", 60)
+        in_audit = [v["body"] for v in audited() if v["body"]["kind"] == "SEND_REFUSED"]
+        assert [b["rule"] for b in in_audit] == rules  # the audit shows which rule decided
+        assert {b["policy_hash"] for b in in_audit if b["rule"] != "no_policy"} == {in_force.hash}
+    registry.close()
+
+
+CHAIN_KILLSWITCH = {
+    "agent": {"max_cost_per_minute": 100.0, "max_cost_per_hour": 100.0},
+    "chain": {"max_cost_usd": 0.5},
+}
+
+
+async def test_a_chain_over_its_budget_is_halted_while_other_chains_of_its_agents_go_on(
+    settings: Settings, topics: object
+) -> None:
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    cluster = Cluster.of(settings)
+    publish_policy(cluster, codec, control_signers(settings), FLEET, {}, "every agent")
+    killswitch = killswitch_engine(settings, codec, CHAIN_KILLSWITCH)
+    with running([Engine.keyed(registry_processor(settings), cluster, codec), killswitch]):
+        async with (
+            mesh.sidecar("intake", profile="production") as intake,
+            mesh.sidecar("worker", profile="production") as worker,
+        ):
+            await _until(lambda: "worker" in intake.agents(), "worker registered")
+            await _until(lambda: killswitch.ready, "the kill-switch")
+            runaway = await intake.send("worker", text="loop")  # chain 1
+            steady = await intake.send("worker", text="once")  # chain 2
+            first = await worker.receive(timeout_s=10, auto_ack=False)
+            second = await worker.receive(timeout_s=10, auto_ack=False)
+            assert first is not None and second is not None
+            assert {first.message_id, second.message_id} == {runaway, steady}
+            loop = first if first.message_id == runaway else second
+            other = second if loop is first else first
+
+            stopped: PolicyViolationError | None = None
+            with worker.serving(loop):
+                for n in range(40):  # $0.1 a call: the chain's $0.5 is crossed at the sixth
+                    try:
+                        async with worker.tool("search", {"q": n}, cost_usd=0.1):
+                            pass
+                    except PolicyViolationError as exc:
+                        stopped = exc
+                        break
+                    await _wait_a_moment()
+            assert stopped is not None and stopped.rule == "chain_halted", stopped
+            halt = chain_halt(worker.halts(), loop.envelope.correlation_id)
+            assert halt is not None and halt["rule"] == "chain_spend"
+            assert halt["scope"] == "CHAIN" and halt["affected_agents"] == ["intake", "worker"]
+
+            assert worker.halt is None and halt_in_force(worker.halts(), "worker") is None
+            with worker.serving(other):  # the same agent, another chain: carries on
+                async with worker.tool("search", {"q": "fine"}, cost_usd=0.1):
+                    pass
+                await worker.send("intake", text="done", reply_to=other)
+            with pytest.raises(PolicyViolationError, match="is halted by chain_spend"):
+                await worker.send("intake", text="more", reply_to=loop)
+
+            reply = await intake.receive(timeout_s=10)
+            assert reply is not None and reply.envelope.correlation_id == steady
+            await intake.send("worker", text="again", reply_to=reply)  # chain 2 goes on
+            late = loop.envelope.reply("intake", "worker")  # chain 1, still in flight
+            sealed = codec.seal(late, MESSAGE_SUBJECT, message_body("late"), intake.key)
+            produce(settings, [Sent(inbox_topic("worker").name, "late", sealed)])
+            again = await worker.receive(timeout_s=10)
+            assert again is not None and again.text() == "again"
+            assert await worker.receive(timeout_s=2) is None  # chain 1's late message: dropped
+            dropped = [r for r in refusals(mesh, "worker") if r["name"] == "deliver"]
+            assert dropped and dropped[-1]["rule"] == "chain_halted"
+    registry.close()
+
+
+async def _wait_a_moment() -> None:
+    await asyncio.sleep(0.15)
