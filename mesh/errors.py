@@ -134,6 +134,13 @@ class RecordEncodeError(SerdeError):
     code = "record_encode"
 
 
+class UnknownFieldError(SerdeError):
+    """A record written with a schema that has a field the mesh's catalogue does not name, at
+    any depth (mesh.adapters.serde.strict): refused, never silently dropped."""
+
+    code = "unknown_field"
+
+
 class IdentityError(MeshError):
     code = "identity"
 

@@ -4,15 +4,19 @@ run, budgets per chain, and the audit shows which policy decided."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 
 from mesh.adapters.keyfiles import control_signers, mesh_key
 from mesh.adapters.policies import publish_policy
+from mesh.adapters.serde.wire import frame
 from mesh.domain.control import chain_halt, halt_in_force
+from mesh.domain.envelope import new_envelope
 from mesh.domain.policies import FLEET
 from mesh.domain.topics import TELEMETRY, inbox_topic
 from mesh.errors import PolicyViolationError
@@ -26,6 +30,7 @@ from tests.integration.fleet import Sent, codec_for, killswitch_engine, produce,
 from tests.integration.test_cli import run
 from tests.integration.test_sidecar import Mesh, _until, registry_processor
 
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 SEARCH = {
     "type": "object",
     "properties": {"q": {"type": "string", "maxLength": 20}},
@@ -185,3 +190,40 @@ async def test_a_chain_over_its_budget_is_halted_while_other_chains_of_its_agent
 
 async def _wait_a_moment() -> None:
     await asyncio.sleep(0.15)
+
+
+async def test_a_message_with_an_unknown_nested_field_is_dead_lettered(
+    settings: Settings, topics: object
+) -> None:
+    """Strict at every edge: a signed message whose body was written with a schema outside the
+    catalogue, carrying a nested field no reader names, is dead-lettered with the reason; the
+    messages around it are delivered."""
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    schema = json.loads((SCHEMAS / "mesh.a2a.Message" / "v1.avsc").read_text())
+    schema["fields"][1]["type"]["items"]["fields"].append(
+        {"name": "exfil", "type": "string", "default": ""}
+    )
+    foreign = codec.serde.registry.register(MESSAGE_SUBJECT, json.dumps(schema)).schema_id
+    body = io.BytesIO()
+    fastavro.schemaless_writer(
+        body,
+        fastavro.parse_schema(schema),
+        {"role": "AGENT", "metadata": {}, "parts": [{"kind": "TEXT", "exfil": "secret"}]},
+    )
+    with running([Engine.keyed(registry_processor(settings), Cluster.of(settings), codec)]):
+        async with mesh.sidecar("alice") as alice, mesh.sidecar("bob") as bob:
+            await _until(lambda: bob.plane.keys.get("alice") is not None, "alice's key")
+            before = await alice.send("bob", text="before")
+            smuggled = codec.seal_framed(
+                new_envelope("alice", "bob"), frame(foreign, body.getvalue()), alice.key
+            )
+            produce(settings, [Sent(inbox_topic("bob").name, "k", smuggled)])
+            after = await alice.send("bob", text="after")
+            got = [await bob.receive(timeout_s=10) for _ in range(2)]
+            assert [g.message_id for g in got if g] == [before, after]
+            await _until(lambda: bob.counters.dead_lettered == 1, "the smuggler dead-lettered")
+    [letter] = mesh.dead_letters()
+    assert letter["reason_code"] == "unknown_field"
+    assert "parts[].exfil" in letter["reason"] and letter["original"] == smuggled
+    registry.close()

@@ -1,6 +1,7 @@
 """Serde through the in-memory registry: round trips across versions and each bad input."""
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from mesh.errors import (
     MalformedMessageError,
     RecordEncodeError,
     TruncatedBodyError,
+    UnknownFieldError,
     UnknownSchemaIdError,
     WrongMagicByteError,
 )
@@ -133,3 +135,41 @@ def test_validation_names_the_field_a_union_refuses(serde: Serde) -> None:
     body["parts"][0]["mime_type"] = 42  # a ["null", "string"] union given an int
     with pytest.raises(RecordEncodeError, match=r"does not match schema .*mime_type"):
         serde.validate(MESSAGE_SUBJECT, body)
+
+
+MESSAGE = "mesh.a2a.Message"
+
+
+def test_an_unknown_field_nested_anywhere_is_refused_before_sending(serde: Serde) -> None:
+    """Issue 20: strict at every edge. fastavro's writer ignores a key its schema does not
+    name; the sidecar refuses it, naming where it is."""
+    good = {"role": "AGENT", "parts": [{"kind": "TEXT", "text": "x"}], "metadata": {"a": "b"}}
+    serde.validate(MESSAGE, good)
+    smuggled = {**good, "parts": [{"kind": "TEXT", "text": "x", "exfil": "secret"}]}
+    with pytest.raises(RecordEncodeError, match=r"unknown field\(s\) parts\[0\]\.exfil"):
+        serde.validate(MESSAGE, smuggled)
+
+
+def test_a_writer_schema_outside_the_catalogue_with_an_extra_field_is_refused(
+    serde: Serde,
+) -> None:
+    """A schema registered outside the catalogue with a nested field the mesh does not name:
+    reading its records would drop the field unseen, so they are refused (dead-lettered)."""
+    import io
+    import json
+
+    import fastavro
+
+    avsc = Path(__file__).resolve().parents[2] / "schemas" / "mesh.a2a.Message" / "v1.avsc"
+    schema = json.loads(avsc.read_text())
+    part = schema["fields"][1]["type"]["items"]
+    part["fields"].append({"name": "exfil", "type": "string", "default": ""})
+    text = json.dumps(schema)
+    schema_id = serde.registry.register(MESSAGE, text).schema_id
+    buffer = io.BytesIO()
+    record = {"role": "AGENT", "metadata": {},
+              "parts": [{"kind": "TEXT", "text": "x", "exfil": "secret"}]}  # fmt: skip
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), record)
+    with pytest.raises(UnknownFieldError, match=r"has field\(s\) parts\[\]\.exfil"):
+        serde.decode(frame(schema_id, buffer.getvalue()))
+    assert serde.decode(serde.encode(MESSAGE, {**record, "parts": [{"kind": "TEXT"}]})).record

@@ -10,6 +10,7 @@ import fastavro
 from fastavro.types import Schema as ParsedSchema
 from fastavro.validation import ValidationError, validate
 
+from mesh.adapters.serde.strict import unknown_keys
 from mesh.errors import RecordEncodeError, TruncatedBodyError
 
 __all__ = ["ParsedSchema", "decode_body", "encode_body", "parse", "validate_body"]
@@ -72,6 +73,11 @@ def validate_body(schema: ParsedSchema, record: Mapping[str, Any]) -> None:
                 ([f"missing field(s) {', '.join(missing)}"] if missing else [])
                 + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
             )
+        )
+    nested = unknown_keys(schema, record)
+    if nested:
+        raise RecordEncodeError(
+            f"record does not match schema {name}: unknown field(s) {', '.join(nested)}"
         )
     if validate(record, schema, raise_errors=False):
         return

@@ -19,8 +19,9 @@ from mesh.adapters.schemaregistry.core import canonical
 from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.adapters.serde.avro import ParsedSchema, decode_body, encode_body, parse, validate_body
 from mesh.adapters.serde.contracts import SchemaFile, load_catalogue
+from mesh.adapters.serde.strict import field_paths
 from mesh.adapters.serde.wire import frame, unframe
-from mesh.errors import SchemaNotFoundError, UnknownSchemaIdError
+from mesh.errors import SchemaNotFoundError, UnknownFieldError, UnknownSchemaIdError
 
 __all__ = ["Decoded", "Serde"]
 
@@ -112,6 +113,23 @@ class Serde:
             self._writers[(subject, version or 0)] = writer
         return writer
 
+    def _refuse_unknown_fields(
+        self, subject: str, schema_id: int, text: str, reader: SchemaFile
+    ) -> None:
+        """A writer schema that is none of the catalogue's versions may not carry a field the
+        reader lacks: resolution would drop it silently (mesh.adapters.serde.strict)."""
+        known = {canonical(f.text) for f in self._catalogue.get(subject, [])}
+        if canonical(text) in known:
+            return
+        extra = sorted(field_paths(orjson.loads(text)) - field_paths(reader.schema))
+        if extra:
+            raise UnknownFieldError(
+                f"schema id {schema_id} for {subject} has field(s) {', '.join(extra)} that no "
+                f"version of the mesh's catalogue names (newest: v{reader.version}); a record "
+                "written with it would lose them unseen. Register the schema in schemas/ "
+                "(and upgrade readers first), or fix the writer"
+            )
+
     def _plan(self, schema_id: int, reader_version: int | None) -> _ReadPlan:
         try:
             text = self.registry.schema_by_id(schema_id)
@@ -126,6 +144,7 @@ class Serde:
         # Resolution costs time on every record; skip it when reader and writer are one schema.
         reader = None
         if local is not None and canonical(local.text) != canonical(text):
+            self._refuse_unknown_fields(subject, schema_id, text, local)
             reader = parse(local.schema)
         plan = _ReadPlan(subject, parse(schema), reader)
         with self._lock:

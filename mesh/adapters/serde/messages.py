@@ -63,7 +63,10 @@ class MessageCodec:
         key: AgentKey | None,
     ) -> bytes:
         """The wire bytes of a message; unsigned (empty signature) only when ``key`` is None."""
-        framed_body = self.serde.encode(body_subject, body)
+        return self.seal_framed(envelope, self.serde.encode(body_subject, body), key)
+
+    def seal_framed(self, envelope: Envelope, framed_body: bytes, key: AgentKey | None) -> bytes:
+        """:meth:`seal` for a body already framed (its schema id first)."""
         unsigned = self.serde.encode(ENVELOPE_SUBJECT, envelope.to_record(framed_body))
         self._refuse_oversize(len(unsigned) + 65, "sending")
         if key is None:
