@@ -15,10 +15,17 @@ PortOption = typer.Option(None, "--port", min=1024, max=65534, help="Broker port
 DirOption = typer.Option(None, "--data-dir", help="Broker directory (default: state dir/kafka).")
 
 
+TlsOption = typer.Option(
+    False, "--tls", help="Also listen for TLS on port+2 (certificates made in data-dir/tls)."
+)
+
+
 @app.command()
-def up(port: int | None = PortOption, data_dir: Path | None = DirOption) -> None:
+def up(
+    port: int | None = PortOption, data_dir: Path | None = DirOption, tls: bool = TlsOption
+) -> None:
     """Start the broker (no-op if it runs) and print its bootstrap address."""
-    broker = local_kafka(settings(), port=port, data_dir=data_dir)
+    broker = local_kafka(settings(), port=port, data_dir=data_dir, tls=tls)
     with console.status(f"starting Kafka on 127.0.0.1:{broker.port} ..."):
         status = broker.up()
     if status.started_in_s is None:
@@ -26,6 +33,12 @@ def up(port: int | None = PortOption, data_dir: Path | None = DirOption) -> None
     else:
         console.print(f"Kafka started in {status.started_in_s:.1f}s (pid {status.pid})")
     console.print(f"bootstrap: {status.bootstrap}")
+    if broker.tls_bootstrap is not None:
+        console.print(
+            f"TLS: MESH_BOOTSTRAP_SERVERS={broker.tls_bootstrap} MESH_SECURITY_PROTOCOL=SSL "
+            f"MESH_SSL_CA_LOCATION={broker.ca_file}",
+            soft_wrap=True,
+        )
 
 
 @app.command()

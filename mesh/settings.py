@@ -31,6 +31,12 @@ ENV_VARS: dict[str, str] = {
     "MESH_SASL_MECHANISM": "Kafka sasl.mechanism, e.g. PLAIN or SCRAM-SHA-512.",
     "MESH_SASL_USERNAME": "Kafka SASL username.",
     "MESH_SASL_PASSWORD": "Kafka SASL password.",
+    "MESH_SSL_CA_LOCATION": (
+        "PEM file of the CA that signed the brokers' certificates (SSL and SASL_SSL); every "
+        "client, the sidecars' included, verifies the brokers with it."
+    ),
+    "MESH_SSL_CERTIFICATE_LOCATION": "PEM client certificate, for brokers that require mTLS.",
+    "MESH_SSL_KEY_LOCATION": "PEM private key of that client certificate (unencrypted).",
     "MESH_MAX_MESSAGE_BYTES": "Largest message the mesh accepts (default 1048576).",
     "MESH_CONTROL_SIGNERS": (
         "More keys trusted to sign halts and resumes: ID=HEX,... (Ed25519 public keys, 64 hex "
@@ -38,7 +44,9 @@ ENV_VARS: dict[str, str] = {
     ),
     "MESH_PROFILE": (
         "production (default): sidecars and verifying commands refuse to start without trust "
-        "anchors; development: missing mesh and operator keys are created on first use."
+        "anchors, and a sidecar with no operator policy in force denies everything; "
+        "development: missing mesh and operator keys are created on first use, and an agent's "
+        "own policy stands in while no operator policy is in force."
     ),
     "MESH_CONTROL_STALE_MS": (
         "A sidecar that cannot confirm it is up to date with mesh.control.v2 for this long "
@@ -68,6 +76,9 @@ class Settings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
     max_message_bytes: int = 1_048_576
     control_signers: tuple[tuple[str, bytes], ...] = ()  # (signer id, Ed25519 public key)
     control_stale_ms: int = 5_000
@@ -84,6 +95,9 @@ class Settings:
             "sasl.mechanism": self.sasl_mechanism,
             "sasl.username": self.sasl_username,
             "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
         }
         return {k: v for k, v in pairs.items() if v}
 
@@ -142,6 +156,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sasl_mechanism=_text(env, "MESH_SASL_MECHANISM"),
         sasl_username=_text(env, "MESH_SASL_USERNAME"),
         sasl_password=_text(env, "MESH_SASL_PASSWORD"),
+        ssl_ca_location=_file(env, "MESH_SSL_CA_LOCATION"),
+        ssl_certificate_location=_file(env, "MESH_SSL_CERTIFICATE_LOCATION"),
+        ssl_key_location=_file(env, "MESH_SSL_KEY_LOCATION"),
         max_message_bytes=_int(env, "MESH_MAX_MESSAGE_BYTES", 1_048_576, 1024, 100_000_000),
         control_signers=_signers(env),
         control_stale_ms=_int(env, "MESH_CONTROL_STALE_MS", 5_000, 500, 600_000),
@@ -174,6 +191,16 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str 
     if raw is not None and raw.upper() not in allowed:
         raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
     return raw.upper() if raw else None
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    raw = _text(env, name)
+    if raw is None:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ConfigError(f"{name}={raw!r} is not a readable file")
+    return str(path)
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:

@@ -22,15 +22,16 @@ from mesh.adapters.keyfiles import control_signers
 from mesh.settings import Cluster, Settings, load_settings
 
 
-def free_port_pair() -> int:
-    """A port p such that p and p+1 can be bound (the local broker's controller uses p+1).
+def free_port_pair(count: int = 2) -> int:
+    """A port p such that p and p+1 (and on to p+count-1) can be bound (the local broker's
+    controller uses p+1, a TLS listener p+2).
 
     Chosen below the kernel's ephemeral range (32768 and up), where the many client
     connections of a test run take their local ports: a port that was free when probed there
     could be taken by an outgoing connection before the broker binds it."""
     for _ in range(200):
         port = random.randrange(20_000, 32_000)  # noqa: S311 (a port, not a secret)
-        if _bindable(port) and _bindable(port + 1):
+        if all(_bindable(port + n) for n in range(count)):
             return port
     raise RuntimeError("no free port pair found")
 

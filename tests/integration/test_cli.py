@@ -25,6 +25,11 @@ def run(
             "MESH_STATE_DIR": str(settings.state_dir),
             "MESH_PARTITIONS": str(settings.partitions),
         }
+        security = {
+            "MESH_SECURITY_PROTOCOL": settings.security_protocol,
+            "MESH_SSL_CA_LOCATION": settings.ssl_ca_location,
+        }
+        environment |= {k: v for k, v in security.items() if v}
     environment["COLUMNS"] = "200"
     environment |= env
     return subprocess.run(

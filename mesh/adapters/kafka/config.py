@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aiokafka.helpers import create_ssl_context
+
 from mesh.settings import Cluster, Settings
 
 __all__ = [
@@ -107,10 +109,19 @@ def aiokafka_consumer_config(cluster: Cluster, group_id: str | None) -> dict[str
 
 
 def _aiokafka_security(settings: Settings) -> dict[str, Any]:
-    mapping = {
+    """The sidecar's client connects as every other client does: over TLS (verifying the
+    brokers with ``MESH_SSL_CA_LOCATION``, presenting a client certificate for mTLS) and with
+    SASL over TLS when the settings say so."""
+    mapping: dict[str, Any] = {
         "security_protocol": settings.security_protocol,
         "sasl_mechanism": settings.sasl_mechanism,
         "sasl_plain_username": settings.sasl_username,
         "sasl_plain_password": settings.sasl_password,
     }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        mapping["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_ca_location,
+            certfile=settings.ssl_certificate_location,
+            keyfile=settings.ssl_key_location,
+        )
     return {k: v for k, v in mapping.items() if v}

@@ -11,7 +11,11 @@ from mesh.settings import Settings
 
 
 def local_kafka(
-    settings: Settings, *, port: int | None = None, data_dir: Path | None = None
+    settings: Settings,
+    *,
+    port: int | None = None,
+    data_dir: Path | None = None,
+    tls: bool = False,
 ) -> LocalKafka:
     """The local broker the settings describe (options override them)."""
     return LocalKafka(
@@ -19,4 +23,5 @@ def local_kafka(
         port or settings.kafka_port,
         version=settings.kafka_version,
         heap=settings.kafka_heap,
+        tls=tls,
     )

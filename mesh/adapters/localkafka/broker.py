@@ -7,6 +7,8 @@ Lifecycle rules, so that ``up``/``down`` can be run by hand and by tests without
 * ``down`` stops only the process this directory's ``broker.json`` names, and only if that
   process is still the Kafka we started (its command line names our properties file).
 * Data lives in ``<dir>/data`` and survives ``down``/``up``; it is formatted once.
+* With ``tls``, a second listener takes TLS on ``port + 2`` (certificates made once in
+  ``<dir>/tls``, :mod:`mesh.adapters.localkafka.tls`); clients trust ``<dir>/tls/ca.pem``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from string import Template
 
 from mesh.adapters.localkafka.jars import INFRA_DIR, classpath, ensure_jars
+from mesh.adapters.localkafka.tls import ensure_broker_tls
 from mesh.errors import LocalKafkaError
 
 __all__ = ["BrokerStatus", "LocalKafka"]
@@ -54,10 +57,12 @@ class LocalKafka:
         version: str,
         heap: str = "1g",
         cache_dir: Path | None = None,
+        tls: bool = False,
     ) -> None:
         self.directory = directory
         self.port = port
         self.controller_port = port + 1
+        self.tls_port = port + 2 if tls else None
         self.version = version
         self.heap = heap
         self.cache_dir = cache_dir
@@ -65,6 +70,16 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def tls_bootstrap(self) -> str | None:
+        """The TLS listener's address (None: no TLS listener)."""
+        return None if self.tls_port is None else f"127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the TLS listener's certificate (MESH_SSL_CA_LOCATION)."""
+        return self.directory / "tls" / "ca.pem"
 
     @property
     def _state_file(self) -> Path:
@@ -92,6 +107,8 @@ class LocalKafka:
         jars = ensure_jars(self.version, self.cache_dir)
         _refuse_taken_port(self.port)
         _refuse_taken_port(self.controller_port)
+        if self.tls_port is not None:
+            _refuse_taken_port(self.tls_port)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._write_config()
         self._format_once(jars)
@@ -135,12 +152,34 @@ class LocalKafka:
 
     def _write_config(self) -> None:
         template = Template((INFRA_DIR / "server.properties.template").read_text())
-        self._properties.write_text(
-            template.substitute(
-                port=self.port,
-                controller_port=self.controller_port,
-                log_dirs=self.directory / "data",
-            )
+        text = template.substitute(
+            port=self.port,
+            controller_port=self.controller_port,
+            log_dirs=self.directory / "data",
+        )
+        fd = os.open(self._properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:  # owner-only: with TLS it holds the broker's key
+            out.write(text + self._tls_config())
+
+    def _tls_config(self) -> str:
+        """Properties that add the TLS listener (later keys override the template's)."""
+        if self.tls_port is None:
+            return ""
+        tls = ensure_broker_tls(self.directory / "tls")
+        plain, ssl = f"PLAINTEXT://127.0.0.1:{self.port}", f"SSL://127.0.0.1:{self.tls_port}"
+        return "\n".join(
+            [
+                "",
+                "# The TLS listener (mesh kafka up --tls); inter-broker traffic stays local.",
+                f"listeners={plain},CONTROLLER://127.0.0.1:{self.controller_port},{ssl}",
+                f"advertised.listeners={plain},{ssl}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL",
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.key={_one_line(tls.key_pem)}",
+                f"ssl.keystore.certificate.chain={_one_line(tls.chain_pem)}",
+                "ssl.client.auth=none",
+                "",
+            ]
         )
 
     def _format_once(self, jars: Path) -> None:
@@ -208,6 +247,11 @@ class LocalKafka:
             if path.exists():
                 lines += path.read_text(errors="replace").splitlines()[-15:]
         return "\n".join(lines)
+
+
+def _one_line(pem: str) -> str:
+    """A PEM block as one properties value (Java's Properties reads ``\\n`` as a newline)."""
+    return pem.strip().replace("\n", "\\n")
 
 
 def _cluster_id() -> str:
