@@ -48,13 +48,15 @@ def list_agents(
 ) -> None:
     """Every agent with its status, owner, version, last heartbeat and instances."""
     table = Table(
-        "agent", "status", "owner", "version", "last heartbeat (UTC)", "instances", "skills"
-    )
+        "agent", "status", "owner", "version", "last heartbeat (UTC)", "instances", "skills",
+        "profile",
+    )  # fmt: skip
     for agent_id, agent in sorted(_agents().items()):
         record = to_record(agent)  # type: ignore[arg-type]
         card = json.loads(record["agent_card_json"] or "{}")
         skills = [s.get("id", "?") for s in card.get("skills", [])]
         instances = [i["instance_id"] for i in record["instances"]]
+        profile = _profile(card)
         if as_json:
             print(json.dumps({
                 "agent_id": agent_id,
@@ -64,6 +66,7 @@ def list_agents(
                 "last_heartbeat": _iso(record["last_heartbeat"]),
                 "instances": instances,
                 "skills": skills,
+                "profile": profile,
             }))  # fmt: skip
             continue
         table.add_row(
@@ -74,9 +77,20 @@ def list_agents(
             _time(record["last_heartbeat"]),
             str(len(instances)),
             ", ".join(skills),
+            profile,
         )
     if not as_json:
         console.print(table)
+
+
+def _profile(card: dict[str, object]) -> str:
+    """The profile the agent's sidecar registered in (``x-mesh`` of its card): in
+    development its own policy stands in while no operator policy is in force."""
+    extension = card.get("x-mesh")
+    profile = extension.get("profile") if isinstance(extension, dict) else None
+    if profile == "development":
+        return "development (own policy may stand in)"
+    return str(profile or "-")
 
 
 @agents_app.command("show")

@@ -177,7 +177,7 @@ class Sidecar:
         await self.plane.wait_caught_up()
         # Registered before the halt in force is applied, so that its acknowledgement is about
         # a known agent; the agent cannot act before start() returns either way.
-        registration = self.spec.registration(self.key.public_bytes)
+        registration = self.spec.registration(self.key.public_bytes, self.settings.profile)
         await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRegistered", registration)
         self.plane.applying_changes = True
         await self.plane.apply()

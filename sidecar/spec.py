@@ -35,8 +35,10 @@ class AgentSpec:
                 "'_' or '-' (it names the agent's inbox topic)"
             )
 
-    def agent_card(self) -> dict[str, Any]:
-        """The A2A Agent Card: each capability is a skill the mesh can route by."""
+    def agent_card(self, profile: str = "production") -> dict[str, Any]:
+        """The A2A Agent Card: each capability is a skill the mesh can route by. ``x-mesh``
+        records the sidecar's profile, so the registry shows an agent whose own policy may
+        stand in for an operator's (development) as such."""
         return {
             "name": self.agent_id,
             "description": self.description or f"agent {self.agent_id}",
@@ -45,16 +47,17 @@ class AgentSpec:
             "defaultInputModes": ["text", "data"],
             "defaultOutputModes": ["text", "data"],
             "skills": [{"id": c, "name": c, "tags": [c]} for c in self.capabilities],
+            "x-mesh": {"profile": profile},
         }
 
-    def registration(self, public_key: bytes) -> dict[str, Any]:
+    def registration(self, public_key: bytes, profile: str = "production") -> dict[str, Any]:
         """The body of ``mesh.registry.AgentRegistered``."""
         return {
             "agent_id": self.agent_id,
             "owner": self.owner,
             "version": self.version,
             "public_key": public_key,
-            "agent_card_json": orjson.dumps(self.agent_card()).decode(),
+            "agent_card_json": orjson.dumps(self.agent_card(profile)).decode(),
             "depends_on_agents": list(self.depends_on_agents),
             "depends_on_tools": list(self.depends_on_tools),
             "depends_on_topics": list(self.depends_on_topics),

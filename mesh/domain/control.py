@@ -96,8 +96,10 @@ def control_record(
     evidence: Iterable[str] = (),
     trigger_produced_at: int | None = None,
     lifts: str | None = None,
+    policy_hash: str | None = None,
 ) -> dict[str, Any]:
-    """A command; a RESUME names the halt it lifts (``lifts``, that halt's command id)."""
+    """A command; a RESUME names the halt it lifts (``lifts``, that halt's command id); an
+    automatic HALT carries the hash of the policy that decided it (``policy_hash``)."""
     return {
         "command_id": str(uuid.uuid4()),
         "action": action.value,
@@ -110,6 +112,7 @@ def control_record(
         "requested_by": requested_by,
         "trigger_produced_at": trigger_produced_at,
         "lifts": lifts,
+        "policy_hash": policy_hash,
     }
 
 

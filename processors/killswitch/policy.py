@@ -39,10 +39,12 @@ Example (every key optional; these are the defaults)::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +116,25 @@ class Policy:
     def limits(self, agent_id: str) -> Limits:
         return self.agents.get(agent_id, self.agent)
 
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the policy's canonical JSON: stamped on every halt it decides."""
+        return hashlib.sha256(json.dumps(_plain(self), sort_keys=True).encode()).hexdigest()
+
     def scope(self, rule: str) -> str:
         if rule in CHAIN_RULES:
             return "chain"
         return self.radius.get(rule, "fleet" if rule in FLEET_RULES else "agent")
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    return value
 
 
 def load_policy(path: Path | None) -> Policy:

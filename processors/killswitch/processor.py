@@ -116,6 +116,7 @@ class KillSwitchProcessor:
         """``signers``: who may sign halts and resumes; control records signed by anyone else
         are dead-lettered and change nothing."""
         self.codec, self.key, self.policy = codec, key, policy
+        self.policy_hash = policy.digest  # stamped on every halt this policy decides
         self.signers = dict(signers)
         self.requested_by = f"killswitch:{instance}"
         self.identity = AgentKey.from_seed(KILLSWITCH_AGENT, key.seed())
@@ -293,6 +294,7 @@ class KillSwitchProcessor:
             affected=affected,
             evidence=firing.evidence,
             trigger_produced_at=trigger_ms,
+            policy_hash=self.policy_hash,
         )
         key = control_key(scope, target)
         self.issued[key] = record

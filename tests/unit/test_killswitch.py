@@ -453,6 +453,7 @@ def test_a_chain_over_its_budget_is_halted_alone_and_its_agents_serve_other_chai
     assert [(h["scope"], h["target"], h["rule"]) for h in halts] == [("CHAIN", "A", "chain_spend")]
     assert halts[0]["affected_agents"] == ["drafting", "research"]  # participants, on record
     assert "$1.2000 across 2 agent(s)" in halts[0]["reason"]
+    assert halts[0]["policy_hash"] == fleet.processor.policy.digest  # the policy that decided
     assert fleet.halted("chain:A")
     books = fleet.processor.book.halts
     assert halt_in_force(books, "research") is None and halt_in_force(books, "drafting") is None
