@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 
 import typer
 from rich.console import Console
@@ -12,8 +14,20 @@ from mesh.settings import Cluster, Settings, load_settings
 
 __all__ = ["cluster", "console", "parse_time", "settings"]
 
-#: soft_wrap: lines are never broken at a width, when printed to a file or a pipe least of all.
-console = Console(highlight=False, soft_wrap=True)
+
+
+def _width() -> int | None:
+    """A terminal's own width; to a file or a pipe, no width at all (COLUMNS if set): a table
+    is never squeezed into 80 columns and cut where a script or a log reads it."""
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() else 100_000
+
+
+#: soft_wrap: lines are never broken at a width, when printed to a file or a pipe least of all;
+#: no emoji codes: ids like chain:abc: are text.
+console = Console(highlight=False, soft_wrap=True, emoji=False, width=_width())
 
 
 def settings() -> Settings:

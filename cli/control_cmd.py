@@ -23,18 +23,25 @@ from mesh.domain.identity import PublicKeys
 _AGENT = typer.Argument(None, help="The agent to halt or resume.")
 _CAPABILITY = typer.Option(None, "--capability", help="Every agent with this capability.")
 _FLEET = typer.Option(False, "--fleet", help="The whole fleet.")
+_CHAIN = typer.Option(
+    None, "--chain", help="One chain of messages (its correlation id): its agents go on."
+)
 
 
-def _scope(agent: str | None, capability: str | None, fleet: bool, widen: bool) -> Scope:
-    chosen = [x for x in (agent, capability, fleet or None) if x]
+def _scope(
+    agent: str | None, capability: str | None, fleet: bool, widen: bool, chain: str | None = None
+) -> Scope:
+    chosen = [x for x in (agent, capability, fleet or None, chain) if x]
     if len(chosen) != 1:
-        raise typer.BadParameter("name exactly one of AGENT, --capability C or --fleet")
+        raise typer.BadParameter("name exactly one of AGENT, --capability C, --chain ID or --fleet")
     if widen and agent is None:
         raise typer.BadParameter(
             "--with-dependants applies to an AGENT", param_hint="--with-dependants"
         )
     if fleet:
         return Scope.FLEET
+    if chain is not None:
+        return Scope.CHAIN
     if capability is not None:
         return Scope.CAPABILITY
     return Scope.DEPENDANTS if widen else Scope.AGENT
@@ -44,6 +51,7 @@ def halt(
     agent: str | None = _AGENT,
     capability: str | None = _CAPABILITY,
     fleet: bool = _FLEET,
+    chain: str | None = _CHAIN,
     with_dependants: bool = typer.Option(
         False, "--with-dependants", help="Also every agent that depends on AGENT."
     ),
@@ -58,10 +66,10 @@ def halt(
         False, "--force", help="Halt an agent or capability the registry does not know (yet)."
     ),
 ) -> None:
-    """Halt an agent, its dependants, a capability or the fleet until an explicit resume.
-    With --wait, exit 1 naming every running agent that did not acknowledge in time."""
-    scope = _scope(agent, capability, fleet, with_dependants)
-    target = agent or capability or "*"
+    """Halt an agent, its dependants, a capability, one chain or the fleet until an explicit
+    resume. With --wait, exit 1 naming every running agent that did not acknowledge in time."""
+    scope = _scope(agent, capability, fleet, with_dependants, chain)
+    target = agent or capability or chain or "*"
     _send(Action.HALT, scope, target, reason, deadline if wait else None, force)
 
 
@@ -69,11 +77,13 @@ def resume(
     agent: str | None = _AGENT,
     capability: str | None = _CAPABILITY,
     fleet: bool = _FLEET,
+    chain: str | None = _CHAIN,
     reason: str = typer.Option(..., "--reason", help="Why, in words (recorded and audited)."),
 ) -> None:
-    """Lift the halt on an agent (and the dependants halted with it), a capability or the fleet."""
-    scope = _scope(agent, capability, fleet, False)
-    _send(Action.RESUME, scope, agent or capability or "*", reason)
+    """Lift the halt on an agent (and the dependants halted with it), a capability, a chain
+    or the fleet."""
+    scope = _scope(agent, capability, fleet, False, chain)
+    _send(Action.RESUME, scope, agent or capability or chain or "*", reason)
 
 
 def halts(
@@ -97,10 +107,14 @@ def halts(
     if not found.halts:
         console.print("no halts in force")
     for key, command in sorted(found.halts.items()):
-        affects = ", ".join(command["affected_agents"]) or key
+        names = ", ".join(command["affected_agents"])
+        if command["scope"] == Scope.CHAIN.value:
+            reach = f"participants {names or 'not named'} (they go on with other chains)"
+        else:
+            reach = f"affects {names or key}"
         console.print(
             f"{key}: {command['scope'].lower()} halt by {command['rule']} "
-            f"({command['requested_by']}): {command['reason']}; affects {affects}"
+            f"({command['requested_by']}): {command['reason']}; {reach}"
         )
 
 

@@ -98,7 +98,7 @@ def send_command(
 
 
 def _refuse_unknown(cluster: Cluster, serde: Serde, scope: Scope, target: str) -> None:
-    if scope is Scope.FLEET:
+    if scope in (Scope.FLEET, Scope.CHAIN):  # a chain is known by its messages, not a registry
         return
     if scope is not Scope.CAPABILITY and is_mesh_process(target):
         raise UnknownTargetError(
@@ -144,6 +144,8 @@ def _affected(
     obeyed by every sidecar it matches whatever it names, so it still goes out, with a note."""
     if scope is Scope.AGENT:
         return [target], ()
+    if scope is Scope.CHAIN:  # every sidecar refuses the chain's work, whoever it is
+        return [], ()
     try:
         agents = read_agents(cluster, serde)
     except MeshError as exc:
