@@ -15,7 +15,6 @@ from mesh.settings import Cluster, Settings, load_settings
 __all__ = ["cluster", "console", "parse_time", "settings"]
 
 
-
 def _width() -> int | None:
     """A terminal's own width; to a file or a pipe, no width at all (COLUMNS if set): a table
     is never squeezed into 80 columns and cut where a script or a log reads it."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from cli.common import cluster, console, settings
 from mesh.adapters.kafka.agents import read_agents
@@ -25,6 +26,7 @@ from mesh.domain.dependencies import capabilities
 from mesh.domain.identity import PublicKeys
 from mesh.domain.policies import FLEET, PolicyInForce, canonical, diff_policies, policy_hash
 from mesh.errors import ConfigError
+from processors.killswitch import load_policy
 from sidecar.policy import parse_agent_policy
 
 app = typer.Typer(help="Operator-owned agent policies: check, diff, set, show, history.")
@@ -43,19 +45,31 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 @app.command()
-def check(files: list[Path] = typer.Argument(..., help="Policy files (JSON).")) -> None:
-    """Validate policy files (for CI): exit 1 naming each bad one."""
+def check(
+    files: list[Path] = typer.Argument(
+        ..., help="Agent policy files (JSON) and kill-switch policy files (TOML)."
+    ),
+) -> None:
+    """Validate policy files (for CI): exit 1 naming each bad one. A ``.toml`` file is a
+    kill-switch policy (budgets per agent, fleet and chain); its hash is the one stamped on
+    the halts it decides."""
     bad = 0
     for path in files:
         try:
-            policy = _load(path)
+            digest = _digest(path)
         except ConfigError as exc:
-            console.print(f"[bold red]FAIL[/] {exc}")
+            console.print(f"[bold red]FAIL[/] {escape(str(exc))}")
             bad += 1
             continue
-        console.print(f"ok {path}: hash {policy_hash(canonical(policy))[:16]}")
+        console.print(f"ok {escape(str(path))}: hash {digest[:16]}")
     if bad:
         raise typer.Exit(1)
+
+
+def _digest(path: Path) -> str:
+    if path.suffix == ".toml":
+        return load_policy(path).digest
+    return policy_hash(canonical(_load(path)))
 
 
 _CAPABILITY = typer.Option(None, "--capability", help="Every agent offering C.")

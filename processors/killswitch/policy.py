@@ -15,6 +15,8 @@ Example (every key optional; these are the defaults)::
     max_hop_count = 10
     max_errors = 20               # within error_window_s
     error_window_s = 60
+    max_refusals = 20             # policy refusals (forbidden tools, recipients, arguments,
+    refusal_window_s = 60         # budgets) within refusal_window_s: contained
 
     [fleet]
     max_cost_per_minute = 20.0
@@ -69,6 +71,7 @@ AGENT_RULES = (
     "hop_limit",
     "tool_not_allowed",
     "error_storm",
+    "refusal_storm",
 )
 FLEET_RULES = ("fleet_spend_per_minute", "fleet_spend_per_hour", "fleet_error_storm")
 CHAIN_RULES = ("chain_spend", "chain_tokens", "chain_depth", "chain_fan_out", "chain_deadline")
@@ -85,6 +88,8 @@ class Limits:
     max_hop_count: int = 10
     max_errors: int = 20
     error_window_s: float = 60.0
+    max_refusals: int = 20
+    refusal_window_s: float = 60.0
     allowed_tools: frozenset[str] | None = None  # None: any tool
 
 

@@ -202,6 +202,7 @@ class KillSwitchProcessor:
             arguments_digest=body["arguments_digest"],
             hop_count=envelope.hop_count,
             correlation_id=envelope.correlation_id,
+            rule=body.get("rule"),
         )
         if self._halted(observation.agent_id):
             return

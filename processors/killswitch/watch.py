@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mesh.domain.telemetry import Kind
 from mesh.domain.windows import SlidingWindow
@@ -30,6 +30,11 @@ class Observation(NamedTuple):
     arguments_digest: str | None = None
     hop_count: int = 0
     correlation_id: str = ""
+    rule: str | None = None  # SEND_REFUSED: the rule that refused
+
+
+#: Refusals that say nothing about the agent's intent: the mesh or an operator stopped it.
+NOT_THE_AGENTS = frozenset({"halted", "control_unavailable", "chain_halted", "no_policy"})
 
 
 class Firing(NamedTuple):
@@ -44,6 +49,7 @@ class _AgentWindows:
     minute: SlidingWindow
     hour: SlidingWindow
     errors: SlidingWindow
+    refusals: SlidingWindow
     repeats: dict[tuple[str, str], SlidingWindow] = field(default_factory=dict)
     hops: dict[tuple[str, str], SlidingWindow] = field(default_factory=dict)
 
@@ -98,6 +104,7 @@ class Watch:
                 SlidingWindow(_MINUTE),
                 SlidingWindow(_HOUR),
                 SlidingWindow(int(limits.error_window_s * 1000)),
+                SlidingWindow(int(limits.refusal_window_s * 1000)),
             )
             self._agents[agent_id] = found
         return found
@@ -167,6 +174,8 @@ class Watch:
                     f"{limits.max_cycle_repeats})",
                     window.evidence(),
                 )
+        if obs.kind == Kind.SEND_REFUSED:
+            return self._refusal(obs, w, limits)
         if obs.kind == Kind.ERROR or not obs.ok:
             errors = w.errors.add(obs.at_ms, 1, obs.event_id)
             if errors > limits.max_errors:
@@ -177,6 +186,22 @@ class Watch:
                     f"{limits.max_errors})",
                     w.errors.evidence(),
                 )
+        return None
+
+    def _refusal(self, obs: Observation, w: _AgentWindows, limits: Any) -> Firing | None:
+        """Containment: an agent that keeps trying what its policy forbids is halted."""
+        if obs.rule in NOT_THE_AGENTS:
+            return None
+        count = w.refusals.add(obs.at_ms, 1, obs.event_id)
+        if count > limits.max_refusals:
+            return Firing(
+                "refusal_storm",
+                obs.agent_id,
+                f"{int(count)} policy refusals in {limits.refusal_window_s:g}s (at most "
+                f"{limits.max_refusals}; the last: {obs.rule or 'unknown'}): it keeps trying "
+                "what its policy forbids",
+                w.refusals.evidence(),
+            )
         return None
 
     def _fleet_rule(self, obs: Observation) -> Firing | None:

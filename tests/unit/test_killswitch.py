@@ -81,6 +81,7 @@ class Fleet:
         about: str | None = None,
         cause: str | None = None,
         tokens: int = 0,
+        rule: str | None = None,
     ) -> list[dict[str, Any]]:
         """Pipe one telemetry event; return the halts it caused."""
         envelope = Envelope(
@@ -103,6 +104,7 @@ class Fleet:
             "cost_usd": cost,
             "ok": ok,
             "input_tokens": tokens,
+            "rule": rule,
         }
         value = self.codec.seal(
             envelope, "mesh.telemetry.TelemetryEvent", body, signer or AGENTS[who]
@@ -494,3 +496,16 @@ def test_an_operator_resume_of_a_chain_starts_it_afresh() -> None:
     fleet.control(Action.RESUME, Scope.CHAIN, "R")
     assert not fleet.halted("chain:R")
     assert fleet.report("research", "MODEL_CALL", "m", cost=0.9, correlation="R", cause="r") == []
+
+
+def test_an_agent_that_keeps_trying_what_its_policy_forbids_is_contained() -> None:
+    """AISVS 9.3.6: policy violations trigger containment. Refusals the mesh or an operator
+    caused (a halt, a halted chain, no policy) say nothing about the agent and never count."""
+    fleet = Fleet({"agent": {"max_refusals": 3, "refusal_window_s": 60}})
+    for rule in ("halted", "chain_halted", "no_policy", "control_unavailable") * 3:
+        assert fleet.report("research", "SEND_REFUSED", "send", ok=False, rule=rule) == []
+    for n, rule in enumerate(("tool_not_allowed", "arguments_not_allowed", "budget_exceeded")):
+        assert fleet.at(n * 1000).report("research", "SEND_REFUSED", "x", ok=False, rule=rule) == []
+    [halt] = fleet.at(5_000).report("research", "SEND_REFUSED", "x", ok=False, rule="no_permit")
+    assert halt["rule"] == "refusal_storm" and halt["target"] == "research"
+    assert "4 policy refusals in 60s" in halt["reason"] and "no_permit" in halt["reason"]
