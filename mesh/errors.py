@@ -153,6 +153,13 @@ class UnknownSenderError(IdentityError):
     code = "unknown_sender"
 
 
+class ReplayError(IdentityError):
+    """A signed message produced again outside its time (a capture replayed), or stamped at an
+    absurd time: refused, whatever its signature."""
+
+    code = "replayed"
+
+
 class RevokedKeyError(IdentityError):
     """The sender's key was revoked by an operator: the agent is quarantined."""
 

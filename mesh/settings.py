@@ -48,6 +48,10 @@ ENV_VARS: dict[str, str] = {
         "development: missing mesh and operator keys are created on first use, and an agent's "
         "own policy stands in while no operator policy is in force."
     ),
+    "MESH_MAX_CLOCK_SKEW_MS": (
+        "A message appended to an inbox this far from when it was made is refused as a replay "
+        "(default 300000)."
+    ),
     "MESH_CONTROL_STALE_MS": (
         "A sidecar that cannot confirm it is up to date with mesh.control.v2 for this long "
         "refuses sends and tool calls until it is (fail closed; default 5000)."
@@ -82,6 +86,7 @@ class Settings:
     max_message_bytes: int = 1_048_576
     control_signers: tuple[tuple[str, bytes], ...] = ()  # (signer id, Ed25519 public key)
     control_stale_ms: int = 5_000
+    max_clock_skew_ms: int = 300_000
     profile: str = "production"  # or "development" (see keyfiles.trust_anchors)
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -162,6 +167,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=_int(env, "MESH_MAX_MESSAGE_BYTES", 1_048_576, 1024, 100_000_000),
         control_signers=_signers(env),
         control_stale_ms=_int(env, "MESH_CONTROL_STALE_MS", 5_000, 500, 600_000),
+        max_clock_skew_ms=_int(env, "MESH_MAX_CLOCK_SKEW_MS", 300_000, 1_000, 86_400_000),
         profile=_profile(env),
     )
 

@@ -47,7 +47,9 @@ class InboxConsumer:
             for tp, records in batches.items():
                 at = Position(tp.topic, tp.partition)
                 for record in records:
-                    await self.inbox.admit(at, record.offset, record.key, record.value or b"")
+                    appended = record.timestamp if record.timestamp_type == 1 else None
+                    value = record.value or b""
+                    await self.inbox.admit(at, record.offset, record.key, value, appended)
 
     async def commit_every(self, interval_s: float = 0.2) -> None:
         while True:

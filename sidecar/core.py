@@ -36,6 +36,7 @@ from mesh.adapters.keyfiles import load_or_create_key, replace_key, trust_anchor
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
+from mesh.domain.control import is_mesh_process
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.policies import PolicyInForce
@@ -59,6 +60,7 @@ from mesh.errors import (
 )
 from mesh.settings import Cluster
 from sidecar import facts
+from sidecar.admission import check_replay, check_sender_policy
 from sidecar.consume import InboxConsumer, ensure_topics
 from sidecar.context import read_task_state
 from sidecar.delivery import Delivery, message_body
@@ -124,7 +126,12 @@ class Sidecar:
             self.agent_id, self.key, self.codec, cluster.prefix, self._sink, self.instance_id
         )
         self.inbox = Inbox(
-            self.codec, self._sender_key, self.outbox, f"sidecar:{self.instance_id}", self.counters
+            self.codec,
+            self._sender_key,
+            self.outbox,
+            f"sidecar:{self.instance_id}",
+            self.counters,
+            admission=self._admission,
         )
         self.plane = Plane(
             self.agent_id,
@@ -553,6 +560,18 @@ class Sidecar:
         await self.outbox.write(self.outbox.event(topic, subject, body, key))
 
     # -- internals: incoming ---------------------------------------------------------------
+
+    def _admission(self, envelope: Envelope, appended_ms: int | None) -> None:
+        """The receiving side's own checks (:mod:`sidecar.admission`)."""
+        check_replay(
+            envelope, appended_ms, int(self.clock() * 1000), self.settings.max_clock_skew_ms
+        )
+        if is_mesh_process(envelope.sender):
+            return
+        in_force, policy = self.plane.sender_policy(envelope.sender)
+        if in_force is not None:
+            where = f"{in_force.target} v{in_force.version} {in_force.hash[:16]}"
+            check_sender_policy(envelope, self.agent_id, policy, where)
 
     async def _sender_key(self, sender: str) -> bytes:
         return await self.plane.sender_key(sender, self.key_wait_s)

@@ -18,6 +18,11 @@ While the agent is halted the inbox is paused (:meth:`Inbox.pause`): nothing is 
 agent, messages wait (in the queue, then, once it is full, in Kafka, uncommitted) and are
 delivered in order after the resume.
 
+Before delivery, each verified message passes the sidecar's ``admission`` check (what the
+receiving side enforces whatever the sender's sidecar did: the sender's operator policy allows
+this recipient; the message is not a replay, by the broker's append time); a refusal is
+dead-lettered like a bad signature.
+
 No client here: the sidecar feeds records in (:meth:`Inbox.admit`) and commits what
 :meth:`Inbox.due` returns, so this is unit-tested with no broker.
 """
@@ -34,13 +39,16 @@ from typing import NamedTuple
 from mesh.adapters.serde.messages import MessageCodec, OpenedMessage
 from mesh.domain.deadletter import SourceCoordinates
 from mesh.domain.envelope import Envelope
-from mesh.errors import IdentityError, SerdeError
+from mesh.errors import AgentRefusedError, IdentityError, SerdeError
 from sidecar.delivery import Delivery
 from sidecar.outbox import Outbox
 
 __all__ = ["Counters", "Inbox", "Position", "Recent"]
 
 RECENT_IDS = 4096
+#: Raise (an IdentityError or AgentRefusedError) to refuse a verified message: (its envelope,
+#: the broker's append time if known).
+Admission = Callable[[Envelope, int | None], None]
 
 
 class Position(NamedTuple):
@@ -97,8 +105,10 @@ class Inbox:
         capacity: int = 1000,
         ack_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        admission: Admission | None = None,
     ) -> None:
         self.codec, self.sender_key, self.outbox = codec, sender_key, outbox
+        self.admission = admission
         self.detected_by, self.counters = detected_by, counters
         self.ack_timeout_s, self.clock = ack_timeout_s, clock
         self.recent = Recent()
@@ -112,12 +122,22 @@ class Inbox:
         self._done: dict[Position, int] = {}  # past the last record handled
         self._committed: dict[Position, int] = {}
 
-    async def admit(self, at: Position, offset: int, key: bytes | None, value: bytes) -> None:
-        """Verify one inbox record and queue it for the agent, or dead-letter or skip it."""
+    async def admit(
+        self,
+        at: Position,
+        offset: int,
+        key: bytes | None,
+        value: bytes,
+        appended_ms: int | None = None,
+    ) -> None:
+        """Verify one inbox record and queue it for the agent, or dead-letter or skip it.
+        ``appended_ms``: the broker's append time of the record, when the topic keeps one."""
         try:
             opened = self.codec.open(value, verify=False)
             opened.verify(await self.sender_key(opened.envelope.sender))
-        except (SerdeError, IdentityError) as exc:
+            if self.admission is not None:
+                self.admission(opened.envelope, appended_ms)
+        except (SerdeError, IdentityError, AgentRefusedError) as exc:
             self.counters.dead_lettered += 1
             source = SourceCoordinates(at.topic, at.partition, offset, key)
             await self.outbox.write(self.outbox.dead_letter(exc, value, source, self.detected_by))

@@ -68,6 +68,7 @@ class Plane:
         self.keys = KeyDirectory(self.signers[MESH_SIGNER])
         self.policies = PolicyBook()
         self._narrowed: dict[tuple[str, AgentPolicy], AgentPolicy] = {}  # by policy hash
+        self._parsed: dict[str, AgentPolicy] = {}  # operator policies of senders, by hash
         self.follower: Follower | None = None
         self.handlers: list[HaltHandler] = []
         self.applying_changes = False  # from registration on
@@ -144,6 +145,21 @@ class Plane:
             operator = parse_agent_policy(in_force.policy, f"policy {in_force.target!r}")
             narrowed = self._narrowed[key] = narrowest(operator, own)
         return narrowed
+
+    def sender_policy(self, sender: str) -> tuple[PolicyInForce | None, AgentPolicy | None]:
+        """The operator policy in force for another agent (a message's sender), parsed once
+        per version; (None, None) when there is none."""
+        if not self.policies.targets:
+            return None, None
+        record = self.agents.get(sender)
+        in_force = self.policies.in_force(sender, capabilities(record) if record else ())
+        if in_force is None:
+            return None, None
+        parsed = self._parsed.get(in_force.hash)
+        if parsed is None:
+            parsed = parse_agent_policy(in_force.policy, f"policy {in_force.target!r}")
+            self._parsed[in_force.hash] = parsed
+        return in_force, parsed
 
     def killswitch_age_s(self) -> float | None:
         """Seconds since the kill-switch's last heartbeat, as the registry has it (None: it

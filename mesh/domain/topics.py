@@ -123,9 +123,16 @@ def catalogue() -> tuple[TopicSpec, ...]:
 INBOX_PATTERN = r"mesh\.inbox\..+\.v1$"
 
 
+#: The broker stamps each inbox record with its append time, which no producer can set: a
+#: message produced again later (a replay) shows a gap between it and the time it was made.
+_APPENDED = {"message.timestamp.type": "LogAppendTime"}
+
+
 def inbox_topic(agent_id: str) -> TopicSpec:
     """The inbox of one logical agent; its replicas share one consumer group on it."""
-    return TopicSpec(f"mesh.inbox.{agent_id}.v1", "conversation or task id", "inbox", _WEEK)
+    return TopicSpec(
+        f"mesh.inbox.{agent_id}.v1", "conversation or task id", "inbox", _WEEK | _APPENDED
+    )
 
 
 def config_conflicts(spec: TopicSpec, live: Mapping[str, str]) -> list[str]:

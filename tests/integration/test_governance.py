@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,49 @@ async def test_a_message_with_an_unknown_nested_field_is_dead_lettered(
             got = [await bob.receive(timeout_s=10) for _ in range(2)]
             assert [g.message_id for g in got if g] == [before, after]
             await _until(lambda: bob.counters.dead_lettered == 1, "the smuggler dead-lettered")
-    [letter] = mesh.dead_letters()
+    letters = mesh.dead_letters()
+    assert len(letters) == 1, [(d["detected_by"], d["reason"]) for d in letters]
+    [letter] = letters
     assert letter["reason_code"] == "unknown_field"
     assert "parts[].exfil" in letter["reason"] and letter["original"] == smuggled
+    registry.close()
+
+
+async def test_the_receiving_side_refuses_replays_and_messages_the_senders_policy_forbids(
+    settings: Settings, topics: object
+) -> None:
+    """A hostile sender goes around its own sidecar: it produces signed messages straight to
+    an inbox. The receiving sidecar still enforces the sender's operator policy, and refuses a
+    captured message produced again (the broker's append time gives it away)."""
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    cluster = Cluster.of(settings)
+    signers = control_signers(settings)
+    publish_policy(cluster, codec, signers, FLEET, {}, "everyone")
+    publish_policy(cluster, codec, signers, "mallory", {"allowed_recipients": ["bob"]}, "bob only")
+    with running([Engine.keyed(registry_processor(settings), cluster, codec)]):
+        async with (
+            mesh.sidecar("mallory", profile="production") as mallory,
+            mesh.sidecar("carol", profile="production") as carol,
+        ):
+            await _until(lambda: carol.plane.keys.get("mallory") is not None, "mallory's key")
+            await _until(lambda: carol.plane.sender_policy("mallory")[0] is not None, "policy")
+            with pytest.raises(PolicyViolationError, match="forbids sending"):
+                await mallory.send("carol", text="hi")  # its own sidecar refuses
+            around = codec.seal(
+                new_envelope("mallory", "carol"), MESSAGE_SUBJECT, message_body("hi"), mallory.key
+            )
+            captured = new_envelope("mallory", "carol")._replace(
+                created_at_ms=int(time.time() * 1000) - 600_000  # made 10 minutes ago
+            )
+            replayed = codec.seal(captured, MESSAGE_SUBJECT, message_body("old"), mallory.key)
+            inbox = inbox_topic("carol").name
+            produce(settings, [Sent(inbox, "a", around), Sent(inbox, "b", replayed)])
+            await _until(lambda: carol.counters.dead_lettered == 2, "both refused on receipt")
+            assert await carol.receive(timeout_s=1) is None
+    reasons = {d["reason_code"]: d for d in mesh.dead_letters()}
+    assert set(reasons) == {"policy_violation", "replayed"}
+    assert "under its operator policy (mallory v1 " in reasons["policy_violation"]["reason"]
+    assert reasons["policy_violation"]["original"] == around
+    assert "-600." in reasons["replayed"]["reason"] or "+600." in reasons["replayed"]["reason"]
     registry.close()
