@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from cli import (
+    approvals_cmd,
     audit_cmd,
     control_cmd,
     demo_cmd,
@@ -64,6 +65,7 @@ def _root(
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(approvals_cmd.app, name="approvals")
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(registry_cmd.app, name="registry")

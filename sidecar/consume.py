@@ -11,7 +11,15 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from mesh.adapters.kafka.admin import TopicAdmin
-from mesh.domain.topics import CONTROL, KEYS, POLICIES, REGISTRY, STATE, inbox_topic
+from mesh.domain.topics import (
+    APPROVALS,
+    CONTROL,
+    KEYS,
+    POLICIES,
+    REGISTRY,
+    STATE,
+    inbox_topic,
+)
 from mesh.errors import ProcessorError, TopicNotFoundError
 from mesh.settings import Cluster
 from sidecar.inbox import Inbox, Position
@@ -79,7 +87,7 @@ def ensure_topics(cluster: Cluster, agent_id: str) -> dict[str, int]:
     admin = TopicAdmin(cluster)
     admin.ensure([inbox_topic(agent_id)])
     live = admin.topic_partitions()
-    followed = [cluster.topic(t) for t in (REGISTRY, KEYS, CONTROL, POLICIES, STATE)]
+    followed = [cluster.topic(t) for t in (REGISTRY, KEYS, CONTROL, POLICIES, APPROVALS, STATE)]
     missing = [topic for topic in followed if not live.get(topic)]
     if missing:
         raise TopicNotFoundError(

@@ -41,6 +41,7 @@ from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.policies import PolicyInForce
 from mesh.domain.topics import (
+    APPROVALS,
     CONTROL,
     KEYS,
     POLICIES,
@@ -61,6 +62,7 @@ from mesh.errors import (
 from mesh.settings import Cluster
 from sidecar import facts
 from sidecar.admission import check_replay, check_sender_policy
+from sidecar.approvals import Approvals
 from sidecar.consume import InboxConsumer, ensure_topics
 from sidecar.context import read_task_state
 from sidecar.delivery import Delivery, message_body
@@ -145,6 +147,9 @@ class Sidecar:
         self.control = self.plane.control
         self.plane.handlers.append(self._on_halt_change)
         self.reports = Reports(self.outbox, self.counters, self, clock)
+        self.reports.approvals = Approvals(
+            self.agent_id, self.plane.approvals, self.outbox, self.plane
+        )
         group = cluster.topic(f"agent.{self.agent_id}")
         self._consumer = InboxConsumer(
             cluster.topic(inbox_topic(self.agent_id).name),
@@ -282,17 +287,25 @@ class Sidecar:
             await self.plane.wait_changed(remaining)
 
     async def permit_tool(
-        self, tool: str, arguments: Any = None, *, cost_usd: float = 0.0, cause: Cause = None
+        self,
+        tool: str,
+        arguments: Any = None,
+        *,
+        cost_usd: float = 0.0,
+        cause: Cause = None,
+        wait_approval_s: float = 0.0,
     ) -> Permit:
         """A single-use permit to call ``tool`` with ``arguments``, granted before the call
         (:mod:`sidecar.permits`): the arguments fit the policy's constraints and ``cost_usd``
-        (else the tool's ``max_cost_usd``) is reserved. Raises PolicyViolationError if not."""
+        (else the tool's ``max_cost_usd``) is reserved. A tool that ``requires_approval``
+        also needs an operator's approval of this exact call (:mod:`sidecar.approvals`;
+        ``wait_approval_s``: how long to wait for it). Raises PolicyViolationError if not."""
         try:
             envelope = self._cause(cause)
         except AgentRefusedError as exc:
             await self.reports.refused(tool, exc)
             raise
-        return await self.reports.permit(tool, arguments, cost_usd, envelope)
+        return await self.reports.permit(tool, arguments, cost_usd, envelope, wait_approval_s)
 
     async def report_tool_call(
         self,
@@ -316,7 +329,13 @@ class Sidecar:
 
     @contextlib.asynccontextmanager
     async def tool(
-        self, tool: str, arguments: Any = None, *, cost_usd: float = 0.0, cause: Cause = None
+        self,
+        tool: str,
+        arguments: Any = None,
+        *,
+        cost_usd: float = 0.0,
+        cause: Cause = None,
+        wait_approval_s: float = 0.0,
     ) -> AsyncIterator[ToolCall]:
         """Run one tool call under a permit::
 
@@ -326,7 +345,9 @@ class Sidecar:
 
         The permit is asked for on entry (refused: the block never runs); on exit the call is
         reported with its latency, and as failed (with the exception) if the block raised."""
-        permit = await self.permit_tool(tool, arguments, cost_usd=cost_usd, cause=cause)
+        permit = await self.permit_tool(
+            tool, arguments, cost_usd=cost_usd, cause=cause, wait_approval_s=wait_approval_s
+        )
         call = ToolCall(permit)
         started = time.monotonic()
         try:
@@ -582,6 +603,7 @@ class Sidecar:
             "keys": self.cluster.topic(KEYS),
             "control": self.cluster.topic(CONTROL),
             "policies": self.cluster.topic(POLICIES),
+            "approvals": self.cluster.topic(APPROVALS),
         }
         await self.plane.follow(self.cluster, topics, self._partitions)
 

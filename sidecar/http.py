@@ -160,6 +160,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
             b.get("arguments"),
             cost_usd=float(b.get("cost_usd", 0.0)),
             cause=b.get("cause"),
+            wait_approval_s=min(float(b.get("wait_approval_s", 0.0)), 60.0),
         )
         return JSONResponse(granted.to_json(), status_code=201)
 
@@ -280,7 +281,7 @@ class _BadRequest(MeshError):
 
 
 _SEND = frozenset({"to", "capability", "body", "task_id", "reply_to", "subject", "text", "data"})
-_PERMIT = frozenset({"tool", "arguments", "cost_usd", "cause"})
+_PERMIT = frozenset({"tool", "arguments", "cost_usd", "cause", "wait_approval_s"})
 _TOOL_CALL = frozenset({"tool", "arguments", "permit_id", "cost_usd", "latency_ms", "ok", "detail"})
 _MODEL_CALL = frozenset(
     {"model", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "cause"}

@@ -22,12 +22,14 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from mesh.adapters.approvals import fold_approval
 from mesh.adapters.kafka.keys import fold_statement
 from mesh.adapters.policies import fold_policy
 from mesh.adapters.serde.control import open_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import from_record
 from mesh.domain.agents import AgentState
+from mesh.domain.approvals import ApprovalBook
 from mesh.domain.control import KILLSWITCH_AGENT, MESH_SIGNER
 from mesh.domain.dependencies import capabilities
 from mesh.domain.keys import KeyDirectory
@@ -67,6 +69,7 @@ class Plane:
         self.agents: dict[str, AgentState] = {}
         self.keys = KeyDirectory(self.signers[MESH_SIGNER])
         self.policies = PolicyBook()
+        self.approvals = ApprovalBook()  # human approvals of this agent's tool calls
         self._narrowed: dict[tuple[str, AgentPolicy], AgentPolicy] = {}  # by policy hash
         self._parsed: dict[str, AgentPolicy] = {}  # operator policies of senders, by hash
         self.follower: Follower | None = None
@@ -90,6 +93,7 @@ class Plane:
             topics["keys"]: self._on_key,
             topics["control"]: self._on_control,
             topics["policies"]: self._on_policy,
+            topics["approvals"]: self._on_approval,
         }
         confirm_every_s = max(0.1, self.control.stale_after_s / 5)
         follower = Follower(cluster, handlers, partitions, self.control.confirmed, confirm_every_s)
@@ -211,6 +215,21 @@ class Plane:
                 "%s: ignored the policy record at %s[%d]@%d: %s",
                 self.agent_id, record.topic, record.partition, record.offset, folded,
             )  # fmt: skip
+
+    def _on_approval(self, record: ConsumerRecord) -> None:
+        """Fold a step of a human approval (mesh.domain.approvals). Steps about other agents
+        are not this sidecar's business: their signatures are not checked here."""
+        why = fold_approval(
+            self.approvals, self.codec, record.value, self.signers, self._own_key, record.timestamp
+        )
+        if why is not None:
+            _log.debug("%s: approval step not folded: %s", self.agent_id, why)
+        self._changed.set()
+
+    def _own_key(self, agent_id: str, _at_ms: int) -> bytes:
+        if agent_id != self.agent_id:
+            raise UnknownSenderError(f"a step about {agent_id!r}, not {self.agent_id!r}")
+        return self.outbox.key.public_bytes
 
     def _on_control(self, record: ConsumerRecord) -> None:
         """Fold a halt or resume signed by a control signer; ignore anything else (the

@@ -14,7 +14,8 @@ JSON form (every key optional)::
      "allowed_tools": ["search", "fetch"],             # tools it may be permitted to call
      "tools": {"search": {                             # per tool (sidecar.permits):
          "arguments": {"type": "object", ...},         #   a JSON Schema its arguments must fit
-         "max_cost_usd": 0.05}},                       #   the most one call may reserve
+         "max_cost_usd": 0.05,                         #   the most one call may reserve
+         "requires_approval": false}},                 #   true: an operator approves each call
      "permit_ttl_s": 300,                              # how long a tool permit stays valid
      "may_start_chains": true,                         # false: every send and tool call must
                                                        # serve a delivered message (its chain)
@@ -52,6 +53,7 @@ class ToolRule:
 
     schemas: tuple[Mapping[str, Any], ...] = ()
     max_cost_usd: float | None = None
+    requires_approval: bool = False  # a permit needs an operator's approval of the exact call
 
     def to_json(self) -> dict[str, Any]:
         arguments: Any = None
@@ -59,7 +61,11 @@ class ToolRule:
             arguments = self.schemas[0]
         elif self.schemas:
             arguments = {"allOf": list(self.schemas)}
-        return {"arguments": arguments, "max_cost_usd": self.max_cost_usd}
+        return {
+            "arguments": arguments,
+            "max_cost_usd": self.max_cost_usd,
+            "requires_approval": self.requires_approval,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +264,11 @@ def _tool_rules(
     rules = {}
     for name in sorted(set(operator) | set(own)):
         a, b = operator.get(name, ToolRule()), own.get(name, ToolRule())
-        rules[name] = ToolRule(a.schemas + b.schemas, _least(a.max_cost_usd, b.max_cost_usd))
+        rules[name] = ToolRule(
+            a.schemas + b.schemas,
+            _least(a.max_cost_usd, b.max_cost_usd),
+            a.requires_approval or b.requires_approval,
+        )
     return rules
 
 
@@ -319,11 +329,15 @@ def _tools(value: Any, where: str) -> dict[str, ToolRule]:
     for name, rule in value.items():
         if not isinstance(rule, Mapping):
             raise ConfigError(f"{where}.{name} must be an object")
-        unknown = sorted(set(rule) - {"arguments", "max_cost_usd"})
+        unknown = sorted(set(rule) - {"arguments", "max_cost_usd", "requires_approval"})
         if unknown:
             raise ConfigError(
-                f"{where}.{name}: unknown key {unknown[0]!r}; expected arguments, max_cost_usd"
+                f"{where}.{name}: unknown key {unknown[0]!r}; expected arguments, max_cost_usd, "
+                "requires_approval"
             )
+        approval = rule.get("requires_approval", False)
+        if not isinstance(approval, bool):
+            raise ConfigError(f"{where}.{name}.requires_approval must be true or false")
         schemas: tuple[Mapping[str, Any], ...] = ()
         if rule.get("arguments") is not None:
             check_schema(rule["arguments"], f"{where}.{name}.arguments")
@@ -331,7 +345,7 @@ def _tools(value: Any, where: str) -> dict[str, ToolRule]:
         cap = rule.get("max_cost_usd")
         if cap is not None:
             cap = _positive(cap, float, f"{where}.{name}.max_cost_usd")
-        rules[str(name)] = ToolRule(schemas, cap)
+        rules[str(name)] = ToolRule(schemas, cap, approval)
     return rules
 
 

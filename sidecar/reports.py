@@ -21,6 +21,7 @@ from mesh.domain.control import chain_halt
 from mesh.domain.envelope import Envelope
 from mesh.domain.policies import PolicyInForce
 from mesh.errors import AgentRefusedError, MeshError, PolicyViolationError
+from sidecar.approvals import Approvals
 from sidecar.inbox import Counters
 from sidecar.outbox import Outbox
 from sidecar.permits import Permit, PermitBook, arguments_digest
@@ -51,6 +52,7 @@ class Reports:
         self.outbox, self.counters, self.plane, self.clock = outbox, counters, plane, clock
         self.permits = PermitBook()
         self.spend = SpendWindow(AgentPolicy())
+        self.approvals: Approvals | None = None  # set by the sidecar (human approvals)
 
     def fresh_window(self, policy: AgentPolicy) -> None:
         """A resume starts a fresh spend window (permits granted before it still hold theirs)."""
@@ -61,16 +63,22 @@ class Reports:
     # -- permits ---------------------------------------------------------------------------
 
     async def permit(
-        self, tool: str, arguments: Any, cost_usd: float, cause: Envelope | None
+        self,
+        tool: str,
+        arguments: Any,
+        cost_usd: float,
+        cause: Envelope | None,
+        wait_approval_s: float = 0.0,
     ) -> Permit:
         """A single-use permit for one call of ``tool`` with ``arguments`` (sidecar.permits),
         written on telemetry before it is returned; refused (and reported) otherwise."""
         digest = arguments_digest(arguments)
-        in_force = None
+        approved_by = ""
         try:
             self.plane.check_may_act()
             policy = self.plane.enforced()
             in_force = self.plane.in_force()
+            policy_hash = None if in_force is None else in_force.hash
             policy.check_chain_start(cause is not None)
             self.check_chain(cause)
             reserve = policy.check_permit(tool, arguments, cost_usd)
@@ -83,7 +91,17 @@ class Reports:
         except AgentRefusedError as exc:
             await self.refused(tool, exc, about=cause, arguments_digest=digest)
             raise
-        policy_hash = None if in_force is None else in_force.hash
+        rule = policy.tools.get(tool)
+        if rule is not None and rule.requires_approval and self.approvals is not None:
+            try:
+                approval = await self.approvals.approved(
+                    tool, arguments, digest, reserve, cause, policy_hash, wait_approval_s
+                )
+            except AgentRefusedError as exc:
+                self.spend.release(reserve)
+                await self.refused(tool, exc, about=cause, arguments_digest=digest)
+                raise
+            approved_by = f"; approved by {approval.decided_by} ({approval.request_id})"
         permit = self.permits.grant(
             tool, digest, reserve, now, policy.permit_ttl_s, policy_hash, cause
         )
@@ -94,7 +112,7 @@ class Reports:
             arguments_digest=digest,
             permit_id=permit.permit_id,
             policy_hash=policy_hash,
-            detail=f"reserved ${reserve:.4f}; valid {policy.permit_ttl_s:g}s",
+            detail=f"reserved ${reserve:.4f}; valid {policy.permit_ttl_s:g}s{approved_by}",
         )
         try:
             await self.outbox.write(granted)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "APPROVALS",
     "AUDIT",
     "AUDIT_CHECKPOINTS",
     "CONTROL",
@@ -46,6 +47,9 @@ REGISTRY = "mesh.registry.v1"
 KEYS = "mesh.keys.v1"
 #: Operator-owned policies, signed and versioned, kept whole (mesh.domain.policies).
 POLICIES = "mesh.policies.v1"
+#: Human approvals of tool calls: requests, operators' decisions, uses; kept whole
+#: (mesh.domain.approvals).
+APPROVALS = "mesh.approvals.v1"
 TASKS = "mesh.tasks.v1"
 STATE = "mesh.state.v1"
 TELEMETRY = "mesh.telemetry.v1"
@@ -95,6 +99,7 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(
         POLICIES, "agent id, capability:NAME or *", "operator policies, kept whole", _FOREVER
     ),
+    TopicSpec(APPROVALS, "request id", "human approvals of tool calls, kept whole", _FOREVER),
     TopicSpec(TASKS, "task id", "task lifecycle events", _WEEK),
     TopicSpec(STATE, "task or conversation id", "shared context between handoffs", _COMPACT),
     TopicSpec(TELEMETRY, "agent id", "tool calls, model calls, errors, latencies", _WEEK),

@@ -44,6 +44,7 @@ from mesh.domain.audit.chain import (
 )
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import (
+    APPROVALS,
     AUDIT,
     AUDIT_CHECKPOINTS,
     CONTROL,
@@ -62,8 +63,9 @@ __all__ = ["AUDITED", "AuditProcessor"]
 #: The fixed topics the audit records; agent inboxes are added by pattern. Telemetry holds
 #: every permit and every refusal on the sending side (with the policy's hash), the dead-letter
 #: topic every refusal on the receiving side (with its reason and the original bytes), and the
-#: policies topic which policy was in force when: together, which rule decided what.
-AUDITED = (REGISTRY_EVENTS, KEYS, POLICIES, TASKS, TELEMETRY, CONTROL, DLQ)
+#: policies topic which policy was in force when, the approvals topic who approved which call:
+#: together, which rule (or person) decided what.
+AUDITED = (REGISTRY_EVENTS, KEYS, POLICIES, APPROVALS, TASKS, TELEMETRY, CONTROL, DLQ)
 
 
 class AuditProcessor:

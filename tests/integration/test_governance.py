@@ -16,10 +16,11 @@ import pytest
 from mesh.adapters.keyfiles import control_signers, mesh_key
 from mesh.adapters.policies import publish_policy
 from mesh.adapters.serde.wire import frame
+from mesh.domain.approvals import APPROVAL_SUBJECT
 from mesh.domain.control import chain_halt, halt_in_force
 from mesh.domain.envelope import new_envelope
 from mesh.domain.policies import FLEET
-from mesh.domain.topics import TELEMETRY, inbox_topic
+from mesh.domain.topics import APPROVALS, TELEMETRY, inbox_topic
 from mesh.errors import PolicyViolationError
 from mesh.settings import Cluster, Settings
 from processors.audit import AuditProcessor
@@ -69,8 +70,9 @@ async def test_in_production_an_agent_cannot_set_or_widen_its_policy_and_tools_n
                 json.dumps({"budget_usd": 0.3, "allowed_tools": ["search"],
                             "tools": {"search": {"arguments": SEARCH, "max_cost_usd": 0.2}}})
             )  # fmt: skip
-            published = run(["policy", "set", "--fleet", "--file", str(fleet), "--reason", "t"],
-                            settings)  # fmt: skip
+            published = await asyncio.to_thread(
+                run, ["policy", "set", "--fleet", "--file", str(fleet), "--reason", "t"], settings
+            )
             assert published.returncode == 0, published.stdout + published.stderr
             await _until(lambda: spender.operator_policy is not None, "the policy read")
             in_force = spender.operator_policy
@@ -270,3 +272,78 @@ async def test_the_receiving_side_refuses_replays_and_messages_the_senders_polic
     assert reasons["policy_violation"]["original"] == around
     assert "-600." in reasons["replayed"]["reason"] or "+600." in reasons["replayed"]["reason"]
     registry.close()
+
+
+WIRE = {
+    "allowed_tools": ["wire", "search"],
+    "tools": {"wire": {"requires_approval": True, "max_cost_usd": 1.0}},
+}
+
+
+async def test_a_high_impact_tool_runs_only_with_an_operators_single_use_approval(
+    settings: Settings, topics: object
+) -> None:
+    """AISVS C9.2: the call waits for a person; the approval binds to the exact call, is used
+    once, and nothing the agent signs can stand in for it."""
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    cluster = Cluster.of(settings)
+    publish_policy(cluster, codec, control_signers(settings), FLEET, WIRE, "wires need a person")
+    payment = {"amount_usd": 12500, "to": "ACME GmbH", "iban": "DE89370400440532013000"}
+    with running([Engine.keyed(registry_processor(settings), cluster, codec)]):
+        async with mesh.sidecar("payer", profile="production") as payer:
+            await _until(lambda: payer.operator_policy is not None, "the policy read")
+            await _until(lambda: payer.plane.keys.get("payer") is not None, "its key vouched")
+            with pytest.raises(PolicyViolationError, match="needs an operator's approval") as ask:
+                await payer.permit_tool("wire", payment, cost_usd=0.5)
+            assert ask.value.rule == "approval_required"
+            request_id = str(ask.value).split("request ")[1].split(" ")[0]
+
+            shown = await asyncio.to_thread(run, ["approvals", "show", request_id], settings)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            view = json.loads(shown.stdout)
+            assert view["arguments"] == payment and view["state"] == "pending"  # complete
+            listed = await asyncio.to_thread(run, ["approvals", "ls"], settings)
+            assert request_id in listed.stdout and "payer -> wire" in listed.stdout
+
+            forged = {**view, "kind": "APPROVED"}  # the agent approving itself
+            self_approved = codec.seal(
+                new_envelope("payer", ""), APPROVAL_SUBJECT, _step(forged), payer.key
+            )
+            produce(settings, [Sent(APPROVALS, request_id, self_approved)])
+            with pytest.raises(PolicyViolationError, match="approval"):
+                await payer.permit_tool("wire", payment, cost_usd=0.5, wait_approval_s=1.0)
+
+            approve = ["approvals", "approve", request_id, "--note", "invoice 4711"]
+            approved = await asyncio.to_thread(run, approve, settings)
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+            assert "approved " + request_id in approved.stdout
+            ran: list[str] = []
+            async with payer.tool("wire", payment, cost_usd=0.5, wait_approval_s=15) as call:
+                ran.append("wire")
+                call.cost_usd = 0.5
+            assert ran == ["wire"]
+            with pytest.raises(PolicyViolationError) as again:  # used: a new request
+                await payer.permit_tool("wire", payment, cost_usd=0.5)
+            assert again.value.rule == "approval_required" and request_id not in str(again.value)
+            other = {**payment, "amount_usd": 99999}
+            with pytest.raises(PolicyViolationError, match="needs an operator's approval"):
+                await payer.permit_tool("wire", other, cost_usd=0.5)  # not the call approved
+    [permit] = [t for t in mesh.telemetry("TOOL_PERMIT") if t["name"] == "wire"]
+    assert "approved by operator:" in permit["detail"] and request_id in permit["detail"]
+    later = run(["approvals", "ls", "--all", "--json"], settings)
+    assert later.returncode == 0, later.stdout + later.stderr
+    states = {
+        json.loads(line)["request_id"]: json.loads(line) for line in later.stdout.splitlines()
+    }
+    assert states[request_id]["state"] == "used" and states[request_id]["note"] == "invoice 4711"
+    registry.close()
+
+
+def _step(view: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": view["kind"], "request_id": view["request_id"], "agent_id": view["agent_id"],
+        "tool": view["tool"], "arguments_json": None, "arguments_digest": view["arguments_sha256"],
+        "cost_usd": 0.0, "correlation_id": view["chain"], "expires_at": 4_102_444_800_000,
+        "actor": view["agent_id"], "note": "self-approved", "policy_hash": None,
+    }  # fmt: skip
