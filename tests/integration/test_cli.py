@@ -101,25 +101,27 @@ def test_schemas_check_and_register(settings: Settings) -> None:
     assert "mesh.Envelope" in registered.stdout
 
 
-def test_demo_runs_the_fleet_halts_the_runaway_and_verifies_the_audit(settings: Settings) -> None:
+def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(settings: Settings) -> None:
     port = ["--registry-port", str(free_port_pair())]
     try:
         result = run(["demo", *port], settings)
         assert result.returncode == 0, result.stdout + result.stderr
         out = " ".join(result.stdout.split())  # rich wraps long lines
         assert "tasks: 12/12 completed (3 escalated to a person" in out
-        assert "halt: research-b by repeated_tool_call" in out
+        assert "halt: chain " in out and "research-b by chain_spend" in out
+        assert "the same agents went on serving other chains" in out
         assert "policy: the operator's fleet default v1 in force" in out
         shown = run(["policy", "show", "intake"], settings)
         assert shown.returncode == 0 and '"budget_usd": 10.0' in shown.stdout
         assert "OK every chain verifies" in out
         halts = run(["halts"], settings)
-        assert "research-b: agent halt by repeated_tool_call" in halts.stdout
+        assert ": chain halt by chain_spend (killswitch:0)" in halts.stdout
+        assert "participants intake, research-b (they go on with other chains)" in halts.stdout
         status = run(["status"], settings)
         assert status.returncode == 0 and "processors: running (pid" in status.stdout
         assert "processors: running" in status.stdout and ", 0 restarts" in status.stdout
         assert "processors: ready, last seen" in status.stdout
-        assert "halts in force: research-b" in status.stdout
+        assert "halts in force: chain:" in status.stdout
 
         keeper = int((settings.state_dir / "run" / "processors.pid").read_text())
         os.kill(child_of(keeper), signal.SIGKILL)  # the processors crash; their keeper stays
@@ -134,7 +136,7 @@ def test_demo_runs_the_fleet_halts_the_runaway_and_verifies_the_audit(settings: 
         again = run(["demo", "--tasks", "6", *port], settings)  # the stack is up: reused
         assert again.returncode == 0, again.stdout + again.stderr
         assert "processors: already running" in again.stdout
-        assert "research-b was halted by an earlier run: resumed" in again.stdout
+        assert "research-b by chain_spend" in " ".join(again.stdout.split())  # a new chain
         assert "fleet default v1 in force" in again.stdout  # already in force: not published again
     finally:
         stopped = run(["down"], settings)
