@@ -101,7 +101,9 @@ def test_schemas_check_and_register(settings: Settings) -> None:
     assert "mesh.Envelope" in registered.stdout
 
 
-def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(settings: Settings) -> None:
+def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
+    settings: Settings,
+) -> None:
     port = ["--registry-port", str(free_port_pair())]
     try:
         result = run(["demo", *port], settings)
