@@ -30,6 +30,7 @@ from confluent_kafka import Producer
 
 from bench._kafka import mesh_on_fresh_topics
 from bench._report import write_results
+from bench.messaging import registry_running
 from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.keyfiles import control_signers
 from mesh.adapters.policies import publish_policy
@@ -96,8 +97,9 @@ async def run(settings: Settings, bootstrap: str, codec: MessageCodec) -> dict[s
     peer = Sidecar(cluster, codec.serde, AgentSpec("bench-b"))
     await sender.start()
     await peer.start()
-    while "bench-b" not in sender.agents() or sender.operator_policy is None:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+    with registry_running(settings, bootstrap, codec):  # until the agents know each other
+        while "bench-b" not in sender.agents() or sender.operator_policy is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
     producer = Producer(producer_config(cluster))
     value = sender.outbox.telemetry(Kind.TOOL_CALL, "search")[2]
     topic = cluster.topic(TELEMETRY)

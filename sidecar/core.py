@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,10 +36,8 @@ from mesh.adapters.keyfiles import load_or_create_key, replace_key, trust_anchor
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
-from mesh.domain.control import is_mesh_process
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.domain.policies import PolicyInForce
 from mesh.domain.topics import (
     APPROVALS,
     CONTROL,
@@ -55,21 +53,19 @@ from mesh.errors import (
     AgentRefusedError,
     KafkaUnavailableError,
     PolicyViolationError,
-    ProcessorError,
     RecipientError,
     SerdeError,
 )
 from mesh.settings import Cluster
 from sidecar import facts
-from sidecar.admission import check_replay, check_sender_policy
 from sidecar.approvals import Approvals
 from sidecar.consume import InboxConsumer, ensure_topics
 from sidecar.context import read_task_state
 from sidecar.delivery import Delivery, message_body
 from sidecar.follow import Follower
+from sidecar.governed import Governed
 from sidecar.inbox import Counters, Inbox
 from sidecar.outbox import KafkaSink, Outbox
-from sidecar.permits import Permit
 from sidecar.plane import HaltHandler, Plane
 from sidecar.policy import AgentPolicy
 from sidecar.reports import Reports
@@ -77,6 +73,7 @@ from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
 from sidecar.telemetry import Kind
+from sidecar.tools import Cause, ToolCall, ToolCalls
 
 __all__ = ["MESSAGE_SUBJECT", "Delivery", "Sidecar", "ToolCall", "message_body"]
 
@@ -85,21 +82,9 @@ _log = logging.getLogger("mesh.sidecar")
 #: The delivered message the agent's code is handling (the SDK sets it around a handler), so
 #: its sends, permits and reports continue that message's chain without naming it.
 _serving: ContextVar[Envelope | None] = ContextVar("mesh_serving", default=None)
-Cause = Delivery | str | None
 
 
-class ToolCall:
-    """One permitted tool call in progress (``Sidecar.tool``): set ``cost_usd`` to what it
-    actually cost (None: what the permit reserved)."""
-
-    def __init__(self, permit: Permit) -> None:
-        self.permit = permit
-        self.cost_usd: float | None = None
-        self.ok = True
-        self.detail: str | None = None
-
-
-class Sidecar:
+class Sidecar(ToolCalls, Governed):
     def __init__(
         self,
         cluster: Cluster,
@@ -286,107 +271,6 @@ class Sidecar:
                     raise
             await self.plane.wait_changed(remaining)
 
-    async def permit_tool(
-        self,
-        tool: str,
-        arguments: Any = None,
-        *,
-        cost_usd: float = 0.0,
-        cause: Cause = None,
-        wait_approval_s: float = 0.0,
-    ) -> Permit:
-        """A single-use permit to call ``tool`` with ``arguments``, granted before the call
-        (:mod:`sidecar.permits`): the arguments fit the policy's constraints and ``cost_usd``
-        (else the tool's ``max_cost_usd``) is reserved. A tool that ``requires_approval``
-        also needs an operator's approval of this exact call (:mod:`sidecar.approvals`;
-        ``wait_approval_s``: how long to wait for it). Raises PolicyViolationError if not."""
-        try:
-            envelope = self._cause(cause)
-        except AgentRefusedError as exc:
-            await self.reports.refused(tool, exc)
-            raise
-        return await self.reports.permit(tool, arguments, cost_usd, envelope, wait_approval_s)
-
-    async def report_tool_call(
-        self,
-        tool: str,
-        arguments: Any = None,
-        *,
-        permit: Permit | str | None = None,
-        cost_usd: float | None = None,
-        latency_ms: float = 0.0,
-        ok: bool = True,
-        detail: str | None = None,
-    ) -> None:
-        """Report a tool call made under ``permit`` (what it cost: ``cost_usd``, else what the
-        permit reserved). Without a valid permit of its own the report is a violation: it is
-        refused and reported (PolicyViolationError)."""
-        permit_id = permit.permit_id if isinstance(permit, Permit) else permit
-        await self.reports.tool_call(
-            tool, arguments, permit_id, cost_usd=cost_usd, latency_ms=latency_ms, ok=ok,
-            detail=detail,
-        )  # fmt: skip
-
-    @contextlib.asynccontextmanager
-    async def tool(
-        self,
-        tool: str,
-        arguments: Any = None,
-        *,
-        cost_usd: float = 0.0,
-        cause: Cause = None,
-        wait_approval_s: float = 0.0,
-    ) -> AsyncIterator[ToolCall]:
-        """Run one tool call under a permit::
-
-            async with mesh.tool("search", {"q": query}, cost_usd=0.02) as call:
-                result = await search(query)
-                call.cost_usd = result.cost      # optional: what it actually cost
-
-        The permit is asked for on entry (refused: the block never runs); on exit the call is
-        reported with its latency, and as failed (with the exception) if the block raised."""
-        permit = await self.permit_tool(
-            tool, arguments, cost_usd=cost_usd, cause=cause, wait_approval_s=wait_approval_s
-        )
-        call = ToolCall(permit)
-        started = time.monotonic()
-        try:
-            yield call
-        except BaseException as exc:
-            call.ok, call.detail = False, f"{type(exc).__name__}: {exc}"[:500]
-            raise
-        finally:
-            latency = (time.monotonic() - started) * 1000
-            await self.report_tool_call(
-                tool, arguments, permit=permit, cost_usd=call.cost_usd, latency_ms=latency,
-                ok=call.ok, detail=call.detail,
-            )  # fmt: skip
-
-    async def report_model_call(
-        self,
-        model: str,
-        *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        cost_usd: float = 0.0,
-        latency_ms: float = 0.0,
-        cause: Cause = None,
-    ) -> None:
-        await self.reports.report(
-            Kind.MODEL_CALL,
-            model,
-            cost_usd,
-            self._cause(cause),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            latency_ms=latency_ms,
-        )
-
-    async def report_error(self, name: str, detail: str, *, cause: Cause = None) -> None:
-        await self.reports.report(
-            Kind.ERROR, name, 0.0, self._cause(cause), ok=False, detail=detail
-        )
-
     async def task_event(
         self,
         task_id: str,
@@ -500,57 +384,6 @@ class Sidecar:
 
     # -- internals: outgoing ---------------------------------------------------------------
 
-    def check_may_act(self) -> None:
-        """Fail closed: raise unless control is followed and no halt is in force."""
-        if not self.plane.applying_changes:
-            raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
-        self.control.check(time.monotonic())
-
-    @property
-    def operator_policy(self) -> PolicyInForce | None:
-        """The operator's policy in force for this agent (``mesh.policies.v1``), if any."""
-        return self.plane.operator_policy()
-
-    def in_force(self) -> PolicyInForce | None:
-        return self.plane.operator_policy()
-
-    @property
-    def policy(self) -> AgentPolicy:
-        """What this sidecar enforces (:meth:`enforced`)."""
-        return self.enforced()
-
-    def enforced(self) -> AgentPolicy:
-        """The operator's policy in force narrowed by the agent's own
-        (:meth:`sidecar.plane.Plane.policy`). With no operator policy, the production profile
-        **denies** (rule ``no_policy``): an agent cannot set its own limits there; only the
-        development profile lets its own policy stand in."""
-        if self.settings.profile == "production" and self.plane.operator_policy() is None:
-            raise PolicyViolationError(
-                "no_policy",
-                f"no operator policy is in force for agent {self.agent_id!r} (for its id, a "
-                "capability, or the fleet default '*'), and the production profile denies by "
-                "default; an operator publishes one with `mesh policy set` "
-                "(MESH_PROFILE=development lets the agent's own policy stand in)",
-            )
-        return self.plane.policy(self.spec.policy)
-
-    def policy_source(self) -> str:
-        """Where the limits enforced come from: ``operator``, ``agent (development)``, or
-        ``none (production denies)``."""
-        if self.plane.operator_policy() is not None:
-            return "operator"
-        return (
-            "agent (development)"
-            if self.settings.profile == "development"
-            else ("none (production denies)")
-        )
-
-    def halts(self) -> dict[str, dict[str, Any]]:
-        return self.control.book.halts
-
-    def killswitch_age_s(self) -> float | None:
-        return self.plane.killswitch_age_s()
-
     @contextlib.contextmanager
     def serving(self, delivery: Delivery | None) -> Iterator[None]:
         """While the agent's code handles ``delivery``: its sends, permits and reports that
@@ -581,18 +414,6 @@ class Sidecar:
         await self.outbox.write(self.outbox.event(topic, subject, body, key))
 
     # -- internals: incoming ---------------------------------------------------------------
-
-    def _admission(self, envelope: Envelope, appended_ms: int | None) -> None:
-        """The receiving side's own checks (:mod:`sidecar.admission`)."""
-        check_replay(
-            envelope, appended_ms, int(self.clock() * 1000), self.settings.max_clock_skew_ms
-        )
-        if is_mesh_process(envelope.sender):
-            return
-        in_force, policy = self.plane.sender_policy(envelope.sender)
-        if in_force is not None:
-            where = f"{in_force.target} v{in_force.version} {in_force.hash[:16]}"
-            check_sender_policy(envelope, self.agent_id, policy, where)
 
     async def _sender_key(self, sender: str) -> bytes:
         return await self.plane.sender_key(sender, self.key_wait_s)

@@ -4,6 +4,12 @@
 port to Kafka: :class:`KafkaSink` on aiokafka in production, :class:`MemorySink` in unit tests.
 Writing awaits every delivery, so a call that returns was written and a call that raises wrote
 nothing it reports as written. Client errors are translated here into KafkaUnavailableError.
+
+:meth:`Outbox.write_soon` hands a record to the producer without waiting for the broker (a tool
+permit's record: the call it authorizes must not wait a round trip for its audit trail). Its
+delivery is awaited by the next :meth:`Outbox.write`, which raises if it failed; the producer
+is idempotent and keeps order per partition, so a later record acknowledged on the same
+partition (the call's report, on the agent's telemetry partition) was written after it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ class Sink(Protocol):
         """Write every record and wait until each is acknowledged (or raise)."""
         ...
 
+    async def enqueue(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
+        """Hand the records to the client; the futures resolve when each is acknowledged."""
+        ...
+
 
 class KafkaSink:
     """An idempotent aiokafka producer (``acks=all``)."""
@@ -54,16 +64,26 @@ class KafkaSink:
             self._producer = None
 
     async def write(self, records: Sequence[Record]) -> None:
+        futures = await self.enqueue(records)
+        try:
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise _unavailable(len(records), exc) from exc
+
+    async def enqueue(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
         if self._producer is None:
             raise ProcessorError("the sidecar is not started (its producer is closed)")
         try:
-            futures = [await self._producer.send(t, value, key) for t, key, value in records]
-            await asyncio.gather(*futures)
+            return [await self._producer.send(t, value, key) for t, key, value in records]
         except KafkaError as exc:
-            raise KafkaUnavailableError(
-                f"the broker did not take {len(records)} record(s): {exc!r}; nothing is "
-                "reported as written. Retry once the broker is reachable"
-            ) from exc
+            raise _unavailable(len(records), exc) from exc
+
+
+def _unavailable(count: int, exc: KafkaError) -> KafkaUnavailableError:
+    return KafkaUnavailableError(
+        f"the broker did not take {count} record(s): {exc!r}; nothing is reported as "
+        "written. Retry once the broker is reachable"
+    )
 
 
 class MemorySink:
@@ -74,6 +94,12 @@ class MemorySink:
 
     async def write(self, records: Sequence[Record]) -> None:
         self.records.extend(records)
+
+    async def enqueue(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
+        self.records.extend(records)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return [done]
 
 
 class Outbox:
@@ -89,9 +115,28 @@ class Outbox:
         self.agent_id, self.key, self.codec, self.prefix = agent_id, key, codec, prefix
         self.sink = sink
         self.instance_id = instance_id  # stamped on telemetry: which replica observed it
+        self._soon: list[asyncio.Future[Any]] = []  # written soon, not yet seen acknowledged
 
     async def write(self, *records: Record) -> None:
+        """Write and wait; also wait for what :meth:`write_soon` handed over before (raising
+        if any of it failed)."""
         await self.sink.write(records)
+        await self._settle()
+
+    async def write_soon(self, *records: Record) -> None:
+        """Hand records to the producer without waiting for the broker (see the module)."""
+        self._soon += await self.sink.enqueue(records)
+        if len(self._soon) > 1000:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        if not self._soon:
+            return
+        pending, self._soon = self._soon, []
+        try:
+            await asyncio.gather(*pending)
+        except KafkaError as exc:
+            raise _unavailable(len(pending), exc) from exc
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"

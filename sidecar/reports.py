@@ -71,7 +71,8 @@ class Reports:
         wait_approval_s: float = 0.0,
     ) -> Permit:
         """A single-use permit for one call of ``tool`` with ``arguments`` (sidecar.permits),
-        written on telemetry before it is returned; refused (and reported) otherwise."""
+        handed to the producer before it is returned (its delivery is confirmed with the call's
+        report, which follows it on the same partition); refused (and reported) otherwise."""
         digest = arguments_digest(arguments)
         approved_by = ""
         try:
@@ -114,8 +115,8 @@ class Reports:
             policy_hash=policy_hash,
             detail=f"reserved ${reserve:.4f}; valid {policy.permit_ttl_s:g}s{approved_by}",
         )
-        try:
-            await self.outbox.write(granted)
+        try:  # not awaited: the call's report, awaited, follows it on the same partition
+            await self.outbox.write_soon(granted)
         except MeshError:
             self.permits.redeem(permit.permit_id, tool, digest, now)
             self.spend.release(reserve)

@@ -209,29 +209,33 @@ class KillSwitchProcessor:
         firing = self.watch.observe_agent(observation)
         if firing is not None and not self._halted(firing.agent_id):
             self._halt(ctx, firing, event.timestamp_ms)
-        if observation.cost_usd or observation.kind == "ERROR" or not observation.ok:
-            fact = {
-                "event_id": observation.event_id,
-                "agent_id": observation.agent_id,
-                "at": observation.at_ms,
-                "cost_usd": observation.cost_usd,
-                "error": observation.kind == "ERROR" or not observation.ok,
-            }
+        self._forward(ctx, observation, envelope, body)
+
+    def _forward(
+        self, ctx: Context[Halt], obs: Observation, envelope: Any, body: Mapping[str, Any]
+    ) -> None:
+        """To the second stage: spend and errors under '*' (the fleet's windows), and every
+        record of a chain under 'chain:ID' (that chain's windows)."""
+        error = obs.kind == "ERROR" or not obs.ok
+        fact: dict[str, Any] = {
+            "event_id": obs.event_id,
+            "agent_id": obs.agent_id,
+            "at": obs.at_ms,
+            "cost_usd": obs.cost_usd,
+            "error": error,
+        }
+        if obs.cost_usd or error:
             ctx.emit(FLEET_FACTS, FLEET_KEY, FLEET_FACT_SUBJECT, fact)
-        if envelope.causation_id is not None:  # a record of a chain: to the chain's stage
-            fact = {
-                "event_id": observation.event_id,
-                "agent_id": observation.agent_id,
-                "at": observation.at_ms,
-                "cost_usd": observation.cost_usd,
-                "error": observation.kind == "ERROR" or not observation.ok,
+        if envelope.causation_id is not None:  # a record of a chain
+            tokens = int(body.get("input_tokens") or 0) + int(body.get("output_tokens") or 0)
+            chained = fact | {
                 "correlation_id": envelope.correlation_id,
-                "kind": observation.kind,
+                "kind": obs.kind,
                 "hop_count": envelope.hop_count,
-                "tokens": int(body.get("input_tokens") or 0) + int(body.get("output_tokens") or 0),
+                "tokens": tokens,
             }
             chain_key = control_key(Scope.CHAIN, envelope.correlation_id)
-            ctx.emit(FLEET_FACTS, chain_key, FLEET_FACT_SUBJECT, fact)
+            ctx.emit(FLEET_FACTS, chain_key, FLEET_FACT_SUBJECT, chained)
 
     # -- the fleet (second stage) ----------------------------------------------------------
 

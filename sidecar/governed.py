@@ -1,0 +1,101 @@
+"""What governs one sidecar's agent: may it act, which policy binds it, and what the receiving
+side checks of others (a mixin of :class:`sidecar.core.Sidecar`, so the facade keeps one
+surface; :class:`sidecar.reports.Reports` asks these questions through it).
+
+* ``check_may_act``: fail closed (control followed and current, no halt in force).
+* ``enforced``: the operator's policy in force narrowed by the agent's own; in production,
+  with no operator policy, **deny** (``no_policy``).
+* ``_admission``: a verified incoming message is refused if it is a replay, or if the sender's
+  operator policy does not allow this recipient (:mod:`sidecar.admission`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mesh.domain.control import is_mesh_process
+from mesh.domain.envelope import Envelope
+from mesh.domain.policies import PolicyInForce
+from mesh.errors import PolicyViolationError, ProcessorError
+from mesh.settings import Settings
+from sidecar.admission import check_replay, check_sender_policy
+from sidecar.halts import ControlView
+from sidecar.plane import Plane
+from sidecar.policy import AgentPolicy
+from sidecar.spec import AgentSpec
+
+__all__ = ["Governed"]
+
+
+class Governed:
+    agent_id: str
+    settings: Settings
+    spec: AgentSpec
+    plane: Plane
+    control: ControlView
+    clock: Callable[[], float]
+
+    def check_may_act(self) -> None:
+        """Fail closed: raise unless control is followed and no halt is in force."""
+        if not self.plane.applying_changes:
+            raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
+        self.control.check(time.monotonic())
+
+    @property
+    def operator_policy(self) -> PolicyInForce | None:
+        """The operator's policy in force for this agent (``mesh.policies.v1``), if any."""
+        return self.plane.operator_policy()
+
+    def in_force(self) -> PolicyInForce | None:
+        return self.plane.operator_policy()
+
+    @property
+    def policy(self) -> AgentPolicy:
+        """What this sidecar enforces (:meth:`enforced`)."""
+        return self.enforced()
+
+    def enforced(self) -> AgentPolicy:
+        """The operator's policy in force narrowed by the agent's own
+        (:meth:`sidecar.plane.Plane.policy`). With no operator policy, the production profile
+        **denies** (rule ``no_policy``): an agent cannot set its own limits there; only the
+        development profile lets its own policy stand in."""
+        if self.settings.profile == "production" and self.plane.operator_policy() is None:
+            raise PolicyViolationError(
+                "no_policy",
+                f"no operator policy is in force for agent {self.agent_id!r} (for its id, a "
+                "capability, or the fleet default '*'), and the production profile denies by "
+                "default; an operator publishes one with `mesh policy set` "
+                "(MESH_PROFILE=development lets the agent's own policy stand in)",
+            )
+        return self.plane.policy(self.spec.policy)
+
+    def policy_source(self) -> str:
+        """Where the limits enforced come from: ``operator``, ``agent (development)``, or
+        ``none (production denies)``."""
+        if self.plane.operator_policy() is not None:
+            return "operator"
+        return (
+            "agent (development)"
+            if self.settings.profile == "development"
+            else ("none (production denies)")
+        )
+
+    def halts(self) -> dict[str, dict[str, Any]]:
+        return self.control.book.halts
+
+    def killswitch_age_s(self) -> float | None:
+        return self.plane.killswitch_age_s()
+
+    def _admission(self, envelope: Envelope, appended_ms: int | None) -> None:
+        """The receiving side's own checks (:mod:`sidecar.admission`)."""
+        check_replay(
+            envelope, appended_ms, int(self.clock() * 1000), self.settings.max_clock_skew_ms
+        )
+        if is_mesh_process(envelope.sender):
+            return
+        in_force, policy = self.plane.sender_policy(envelope.sender)
+        if in_force is not None:
+            where = f"{in_force.target} v{in_force.version} {in_force.hash[:16]}"
+            check_sender_policy(envelope, self.agent_id, policy, where)
