@@ -259,6 +259,15 @@ class PolicyViolationError(AgentRefusedError):
         self.rule = rule
 
 
+class ThrottledError(PolicyViolationError):
+    """A fleet-wide rate limit is crossed for this kind of action: retry after
+    ``retry_after_s`` (the agent slows down; nothing is halted)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__("throttled", message)
+        self.retry_after_s = retry_after_s
+
+
 class RecipientError(AgentRefusedError):
     """A send names no recipient, two, or one the mesh does not know (yet): a malformed or
     misaddressed request, not a policy violation. ``rule``: bad_recipient, unknown_recipient,

@@ -47,6 +47,7 @@ from mesh.domain.topics import (
     REGISTRY_EVENTS,
     STATE,
     TASKS,
+    THROTTLES,
     inbox_topic,
 )
 from mesh.errors import (
@@ -240,6 +241,7 @@ class Sidecar(ToolCalls, Governed):
             cause = self._cause(reply_to)
             policy.check_chain_start(cause is not None)
             self.reports.check_chain(cause)
+            self.plane.check_throttle(Kind.MESSAGE_SENT, int(self.clock() * 1000))
             recipient = await self._route(policy, to, capability, task_id)
             envelope = stamp(self.agent_id, recipient, task_id, cause)
             policy.check_hops(envelope.hop_count)
@@ -425,6 +427,7 @@ class Sidecar(ToolCalls, Governed):
             "control": self.cluster.topic(CONTROL),
             "policies": self.cluster.topic(POLICIES),
             "approvals": self.cluster.topic(APPROVALS),
+            "throttles": self.cluster.topic(THROTTLES),
         }
         await self.plane.follow(self.cluster, topics, self._partitions)
 

@@ -85,6 +85,9 @@ class Governed:
     def halts(self) -> dict[str, dict[str, Any]]:
         return self.control.book.halts
 
+    def check_throttle(self, kind: str, now_ms: int) -> None:
+        self.plane.check_throttle(kind, now_ms)
+
     def killswitch_age_s(self) -> float | None:
         return self.plane.killswitch_age_s()
 

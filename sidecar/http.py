@@ -39,6 +39,7 @@ from mesh.errors import (
     PolicyViolationError,
     RecipientError,
     SerdeError,
+    ThrottledError,
 )
 from sidecar.core import Sidecar
 
@@ -66,6 +67,10 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
                 return _error(409, exc.code, str(exc), "halted")
             except ControlUnavailableError as exc:  # fail closed: retry once healthy
                 return _error(503, exc.code, str(exc), "control_unavailable")
+            except ThrottledError as exc:  # slow down: retry after the throttle lapses
+                response = _error(429, exc.code, str(exc), exc.rule)
+                response.headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
+                return response
             except PolicyViolationError as exc:
                 return _error(403, exc.code, str(exc), exc.rule)
             except RecipientError as exc:  # malformed (400) or misaddressed (404)

@@ -34,7 +34,8 @@ from mesh.domain.control import KILLSWITCH_AGENT, MESH_SIGNER
 from mesh.domain.dependencies import capabilities
 from mesh.domain.keys import KeyDirectory
 from mesh.domain.policies import PolicyBook, PolicyInForce
-from mesh.errors import KafkaUnavailableError, MeshError, UnknownSenderError
+from mesh.domain.telemetry import THROTTLE_SUBJECT
+from mesh.errors import KafkaUnavailableError, MeshError, ThrottledError, UnknownSenderError
 from mesh.settings import Cluster
 from sidecar.follow import Follower
 from sidecar.halts import ControlView
@@ -70,6 +71,7 @@ class Plane:
         self.keys = KeyDirectory(self.signers[MESH_SIGNER])
         self.policies = PolicyBook()
         self.approvals = ApprovalBook()  # human approvals of this agent's tool calls
+        self.throttles: dict[str, dict[str, Any]] = {}  # kind of action -> Throttle in force
         self._narrowed: dict[tuple[str, AgentPolicy], AgentPolicy] = {}  # by policy hash
         self._parsed: dict[str, AgentPolicy] = {}  # operator policies of senders, by hash
         self.follower: Follower | None = None
@@ -94,6 +96,7 @@ class Plane:
             topics["control"]: self._on_control,
             topics["policies"]: self._on_policy,
             topics["approvals"]: self._on_approval,
+            topics["throttles"]: self._on_throttle,
         }
         confirm_every_s = max(0.1, self.control.stale_after_s / 5)
         follower = Follower(cluster, handlers, partitions, self.control.confirmed, confirm_every_s)
@@ -225,6 +228,32 @@ class Plane:
         if why is not None:
             _log.debug("%s: approval step not folded: %s", self.agent_id, why)
         self._changed.set()
+
+    def _on_throttle(self, record: ConsumerRecord) -> None:
+        """A fleet rate limit crossed (processors/killswitch/rates.py): only the mesh's key
+        may throttle; anything else is ignored, logged and counted."""
+        try:
+            opened = self.codec.open(record.value or b"", verify=False)
+            if opened.envelope.sender != MESH_SIGNER or opened.body_subject != THROTTLE_SUBJECT:
+                raise MeshError(f"not a throttle signed by the mesh ({opened.envelope.sender!r})")
+            opened.verify(self.signers[MESH_SIGNER])
+        except MeshError as exc:
+            self.counters.untrusted_controls += 1
+            _log.warning("%s: ignored a throttle record: %s", self.agent_id, exc)
+            return
+        self.throttles[str(opened.body["kind"])] = dict(opened.body)
+
+    def check_throttle(self, kind: str, now_ms: int) -> None:
+        """Refuse an action of ``kind`` while the fleet's rate limit for it is in force."""
+        throttle = self.throttles.get(kind)
+        if throttle is None or now_ms >= int(throttle["until"]):
+            return
+        wait_s = (int(throttle["until"]) - now_ms) / 1000
+        raise ThrottledError(
+            f"{throttle['reason']}; retry in {wait_s:.1f}s (nothing is halted: the fleet is "
+            "asked to slow down)",
+            wait_s,
+        )
 
     def _own_key(self, agent_id: str, _at_ms: int) -> bytes:
         if agent_id != self.agent_id:

@@ -44,6 +44,8 @@ class _Plane(Protocol):
 
     def killswitch_age_s(self) -> float | None: ...
 
+    def check_throttle(self, kind: str, now_ms: int) -> None: ...
+
 
 class Reports:
     def __init__(
@@ -82,6 +84,7 @@ class Reports:
             policy_hash = None if in_force is None else in_force.hash
             policy.check_chain_start(cause is not None)
             self.check_chain(cause)
+            self.plane.check_throttle(Kind.TOOL_CALL, int(self.clock() * 1000))
             reserve = policy.check_permit(tool, arguments, cost_usd)
             if reserve > 0:
                 policy.check_killswitch(self.plane.killswitch_age_s())
@@ -178,6 +181,8 @@ class Reports:
             in_force = self.plane.in_force()
             if cost_usd < 0:
                 raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
+            if kind is Kind.MODEL_CALL:
+                self.plane.check_throttle(kind, int(self.clock() * 1000))
             if cost_usd > 0:
                 policy.check_killswitch(self.plane.killswitch_age_s())
             now = self.clock()

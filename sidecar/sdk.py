@@ -18,7 +18,8 @@ tool permits and reports continue that message's chain, so the chain's budget co
 A message is acknowledged when its handler returns (its offset may then
 be committed): a handler that raises is reported as an ERROR on telemetry, the message is
 acknowledged and the agent carries on; a handler stopped by a halt (HaltedError) gives the
-message back, and it is delivered again after the resume.
+message back, and it is delivered again after the resume; one stopped by a fleet rate limit
+(ThrottledError) is given back after the retry time.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 from mesh.adapters.kafka.source import acquire_broker
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
-from mesh.errors import AgentRefusedError, HaltedError
+from mesh.errors import AgentRefusedError, HaltedError, ThrottledError
 from mesh.settings import Cluster, Settings, load_settings
 from sidecar.core import Delivery, Sidecar
 from sidecar.policy import AgentPolicy
@@ -97,6 +98,10 @@ class Agent:
                     await self._on_message(delivery, sidecar)
             except HaltedError:
                 sidecar.nack(delivery.message_id)  # stopped by a halt: again after the resume
+                continue
+            except ThrottledError as exc:  # the fleet is asked to slow down: again, later
+                await asyncio.sleep(min(exc.retry_after_s, 10.0))
+                sidecar.nack(delivery.message_id)
                 continue
             except AgentRefusedError:
                 pass  # the sidecar already reported the refusal on telemetry

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["TELEMETRY_SUBJECT", "Kind"]
+__all__ = ["TELEMETRY_SUBJECT", "THROTTLE_SUBJECT", "Kind"]
 
 TELEMETRY_SUBJECT = "mesh.telemetry.TelemetryEvent"
+#: A fleet-wide rate limit crossed for one kind of action (mesh.throttles.v1).
+THROTTLE_SUBJECT = "mesh.killswitch.Throttle"
 
 
 class Kind(StrEnum):

@@ -35,6 +35,7 @@ __all__ = [
     "STATE",
     "TASKS",
     "TELEMETRY",
+    "THROTTLES",
     "TopicSpec",
     "catalogue",
     "config_conflicts",
@@ -59,6 +60,9 @@ CONTROL = "mesh.control.v2"
 #: The kill-switch's second stage: each instance forwards spend and errors under key '*', so
 #: the one instance owning that partition keeps exact fleet windows.
 FLEET_FACTS = "mesh.killswitch.fleet.v1"
+#: Fleet-wide rate limits crossed, one record per kind of action, signed by the mesh's key
+#: (processors/killswitch/rates.py); sidecars refuse that kind while one is in force.
+THROTTLES = "mesh.throttles.v1"
 AUDIT = "mesh.audit.v1"
 AUDIT_CHECKPOINTS = "mesh.audit.checkpoints.v1"
 DLQ = "mesh.dlq.v1"
@@ -112,6 +116,7 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     TopicSpec(
         FLEET_FACTS, "* or chain:ID", "kill-switch fleet and chain facts (second stage)", _WEEK
     ),
+    TopicSpec(THROTTLES, "kind of action", "fleet rate limits in force", _COMPACT),
     TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
     TopicSpec(AUDIT_CHECKPOINTS, "audit partition", "signed audit chain heads", _FOREVER),
     TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _DEAD),

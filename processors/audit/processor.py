@@ -55,6 +55,7 @@ from mesh.domain.topics import (
     REGISTRY_EVENTS,
     TASKS,
     TELEMETRY,
+    THROTTLES,
 )
 from processors.api import Adoption, Context, Event, PunctuationContext, Restore
 
@@ -65,7 +66,17 @@ __all__ = ["AUDITED", "AuditProcessor"]
 #: topic every refusal on the receiving side (with its reason and the original bytes), and the
 #: policies topic which policy was in force when, the approvals topic who approved which call:
 #: together, which rule (or person) decided what.
-AUDITED = (REGISTRY_EVENTS, KEYS, POLICIES, APPROVALS, TASKS, TELEMETRY, CONTROL, DLQ)
+AUDITED = (
+    REGISTRY_EVENTS,
+    KEYS,
+    POLICIES,
+    APPROVALS,
+    TASKS,
+    TELEMETRY,
+    CONTROL,
+    THROTTLES,
+    DLQ,
+)
 
 
 class AuditProcessor:

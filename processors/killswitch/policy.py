@@ -31,6 +31,13 @@ Example (every key optional; these are the defaults)::
     max_fan_out = 10
     deadline_s = 3600
 
+    [rates]                       # fleet-wide actions per window, per kind (none by default):
+    window_s = 10                 # over a limit, that kind is throttled for throttle_s (every
+    throttle_s = 10               # sidecar refuses it, 'throttled', retry later); over
+    halt_factor = 2.0             # halt_factor x the limit, the fleet is halted
+    TOOL_CALL = 500
+    MESSAGE_SENT = 2000
+
     [agents.researcher]           # per-agent overrides, and the tools it may call
     max_cost_per_minute = 2.0
     allowed_tools = ["search", "fetch"]
@@ -60,6 +67,7 @@ __all__ = [
     "FleetLimits",
     "Limits",
     "Policy",
+    "RateLimits",
     "load_policy",
 ]
 
@@ -73,7 +81,14 @@ AGENT_RULES = (
     "error_storm",
     "refusal_storm",
 )
-FLEET_RULES = ("fleet_spend_per_minute", "fleet_spend_per_hour", "fleet_error_storm")
+FLEET_RULES = (
+    "fleet_spend_per_minute",
+    "fleet_spend_per_hour",
+    "fleet_error_storm",
+    "fleet_rate",
+)
+#: The kinds of action a fleet-wide rate limit may count (telemetry kinds).
+RATED_KINDS = ("TOOL_CALL", "MODEL_CALL", "MESSAGE_SENT")
 CHAIN_RULES = ("chain_spend", "chain_tokens", "chain_depth", "chain_fan_out", "chain_deadline")
 SCOPES = ("agent", "dependants", "capability", "fleet")
 
@@ -111,10 +126,19 @@ class ChainLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimits:
+    window_s: float = 10.0
+    throttle_s: float = 10.0
+    halt_factor: float = 2.0
+    limits: Mapping[str, int] = field(default_factory=dict)  # kind -> actions per window
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     agent: Limits = field(default_factory=Limits)
     fleet: FleetLimits = field(default_factory=FleetLimits)
     chain: ChainLimits = field(default_factory=ChainLimits)
+    rates: RateLimits = field(default_factory=RateLimits)
     agents: Mapping[str, Limits] = field(default_factory=dict)
     radius: Mapping[str, str] = field(default_factory=dict)
 
@@ -156,10 +180,11 @@ def load_policy(path: Path | None) -> Policy:
 
 
 def parse_policy(data: Mapping[str, Any], where: str = "policy") -> Policy:
-    _only(data, {"agent", "fleet", "chain", "agents", "radius"}, where)
+    _only(data, {"agent", "fleet", "chain", "rates", "agents", "radius"}, where)
     agent = _limits(Limits(), _table(data, "agent", where), f"{where} [agent]")
     fleet = _limits(FleetLimits(), _table(data, "fleet", where), f"{where} [fleet]")
     chain = _limits(ChainLimits(), _table(data, "chain", where), f"{where} [chain]")
+    rates = _rates(_table(data, "rates", where), f"{where} [rates]")
     agents = {
         agent_id: _limits(agent, _table(overrides, None, where), f"{where} [agents.{agent_id}]")
         for agent_id, overrides in _table(data, "agents", where).items()
@@ -171,7 +196,25 @@ def parse_policy(data: Mapping[str, Any], where: str = "policy") -> Policy:
         if scope not in SCOPES or (rule in FLEET_RULES and scope != "fleet"):
             allowed = "fleet" if rule in FLEET_RULES else ", ".join(SCOPES)
             raise ConfigError(f"{where} [radius]: {rule} = {scope!r}; choose {allowed}")
-    return Policy(agent, fleet, chain, agents, radius)
+    return Policy(agent, fleet, chain, rates, agents, radius)
+
+
+def _rates(values: Mapping[str, Any], where: str) -> RateLimits:
+    limits = {k: v for k, v in values.items() if k in RATED_KINDS}
+    for kind, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{where}: {kind} must be a whole number above 0, not {value!r}")
+    rest = {k: v for k, v in values.items() if k not in RATED_KINDS}
+    unknown = sorted(set(rest) - {"window_s", "throttle_s", "halt_factor"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; expected window_s, throttle_s, halt_factor "
+            f"or a kind of action ({', '.join(RATED_KINDS)})"
+        )
+    base: RateLimits = _limits(RateLimits(), rest, where)
+    if base.halt_factor < 1:
+        raise ConfigError(f"{where}: halt_factor must be 1 or more, not {base.halt_factor}")
+    return replace(base, limits=limits)
 
 
 def _names() -> str:

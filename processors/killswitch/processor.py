@@ -34,6 +34,12 @@ chain alone (``Scope.CHAIN``, under the same key on the control topic) when a ``
 limit is crossed. Sidecars refuse every further send, permit and delivery of that chain; the
 agents go on serving other chains.
 
+Rates: every action of a kind the policy rate-limits (``[rates]``) is forwarded under
+``rate:KIND``; its owner counts the fleet's rate, publishes a ``Throttle`` on
+``mesh.throttles.v1`` (signed with the mesh's key) when a limit is crossed, which sidecars obey
+by refusing that kind for a while, and halts the fleet if the rate keeps climbing
+(:mod:`processors.killswitch.rates`).
+
 Windows survive a restart: the kill-switch declares ``replay_lookback_ms`` (an hour of
 telemetry, its longest window), and on every assignment the runtime replays that hour of its
 partitions up to the committed offsets, merged in time order with the control topic, through
@@ -61,6 +67,7 @@ from mesh.domain.control import (
     CHAIN_PREFIX,
     CONTROL_SUBJECT,
     KILLSWITCH_AGENT,
+    MESH_SIGNER,
     Action,
     HaltBook,
     Scope,
@@ -72,12 +79,13 @@ from mesh.domain.control import (
 from mesh.domain.dependencies import capabilities, dependants, with_capability
 from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.identity import AgentKey
-from mesh.domain.telemetry import TELEMETRY_SUBJECT
-from mesh.domain.topics import CONTROL, FLEET_FACTS, REGISTRY_EVENTS, TELEMETRY
+from mesh.domain.telemetry import TELEMETRY_SUBJECT, THROTTLE_SUBJECT
+from mesh.domain.topics import CONTROL, FLEET_FACTS, REGISTRY_EVENTS, TELEMETRY, THROTTLES
 from mesh.errors import EventRejectedError
 from processors.api import Agents, Context, Event, PunctuationContext, Restore
 from processors.killswitch.chains import ChainObservation, ChainWatch
 from processors.killswitch.policy import Policy
+from processors.killswitch.rates import RateWatch, Throttle
 from processors.killswitch.watch import Firing, Observation, Watch
 
 __all__ = ["KillSwitchProcessor"]
@@ -124,14 +132,17 @@ class KillSwitchProcessor:
         self.beats = 0
         self.watch = Watch(policy)
         self.chains = ChainWatch(policy.chain)
+        self.rates = RateWatch(policy.rates)
         self.book = HaltBook()
         self.issued: dict[str, Halt] = {}  # halts sent, not yet seen back on the control topic
         self.halts_issued = 0
+        self.throttles_issued = 0
 
     def init(self) -> None:
         self.beats = 0
         self.watch = Watch(self.policy)
         self.chains = ChainWatch(self.policy.chain)
+        self.rates = RateWatch(self.policy.rates)
         self.book = HaltBook()
         self.issued.clear()
 
@@ -226,6 +237,9 @@ class KillSwitchProcessor:
         }
         if obs.cost_usd or error:
             ctx.emit(FLEET_FACTS, FLEET_KEY, FLEET_FACT_SUBJECT, fact)
+        if self.rates.rated(obs.kind):
+            rated = fact | {"kind": obs.kind}
+            ctx.emit(FLEET_FACTS, f"{RATE_PREFIX}{obs.kind}", FLEET_FACT_SUBJECT, rated)
         if envelope.causation_id is not None:  # a record of a chain
             tokens = int(body.get("input_tokens") or 0) + int(body.get("output_tokens") or 0)
             chained = fact | {
@@ -243,6 +257,9 @@ class KillSwitchProcessor:
         fact = self.codec.serde.decode(event.value or b"").record
         if event.key is not None and event.key.startswith(CHAIN_PREFIX):
             self._chain_fact(event.key, fact, event, ctx)
+            return
+        if event.key is not None and event.key.startswith(RATE_PREFIX):
+            self._rate_fact(fact, event, ctx)
             return
         if self._halted(FLEET_KEY):
             return
@@ -277,6 +294,18 @@ class KillSwitchProcessor:
         firing = self.chains.observe(observation)
         if firing is not None:
             self._halt(ctx, firing, event.timestamp_ms)
+
+    def _rate_fact(self, fact: Mapping[str, Any], event: Event, ctx: Context[Halt]) -> None:
+        if self._halted(FLEET_KEY):
+            return
+        outcome = self.rates.observe(str(fact.get("kind") or ""), fact["at"], fact["event_id"])
+        if isinstance(outcome, Throttle):
+            envelope = new_envelope(MESH_SIGNER, "", recipient_kind=RecipientKind.BROADCAST)
+            value = self.codec.seal(envelope, THROTTLE_SUBJECT, outcome.to_record(), self.key)
+            ctx.emit_raw(THROTTLES, outcome.kind, value)
+            self.throttles_issued += 1
+        elif outcome is not None:
+            self._halt(ctx, outcome, event.timestamp_ms)
 
     def _halted(self, agent_id: str) -> bool:
         if not self.issued and not self.book.halts:
@@ -325,11 +354,13 @@ class KillSwitchProcessor:
             self.chains.forget(key.removeprefix(CHAIN_PREFIX))
         elif key == "*":
             self.watch.reset_fleet()
+            self.rates.reset()
         else:
             self.watch.reset([key, *outcome.lifted.get("affected_agents", [])])
 
 
 FLEET_KEY = "*"
+RATE_PREFIX = "rate:"
 FLEET_FACT_SUBJECT = "mesh.killswitch.FleetFact"
 REGISTERED = "mesh.registry.AgentRegistered"
 HEARTBEAT = "mesh.registry.Heartbeat"

@@ -34,7 +34,9 @@ class Observation(NamedTuple):
 
 
 #: Refusals that say nothing about the agent's intent: the mesh or an operator stopped it.
-NOT_THE_AGENTS = frozenset({"halted", "control_unavailable", "chain_halted", "no_policy"})
+NOT_THE_AGENTS = frozenset(
+    {"halted", "control_unavailable", "chain_halted", "no_policy", "throttled"}
+)
 
 
 class Firing(NamedTuple):

@@ -23,7 +23,7 @@ from mesh.domain.control import (
 )
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
-from mesh.domain.topics import CONTROL, FLEET_FACTS, TELEMETRY
+from mesh.domain.topics import CONTROL, FLEET_FACTS, TELEMETRY, THROTTLES
 from mesh.errors import ConfigError, ControlUnavailableError
 from processors.killswitch import KillSwitchProcessor, load_policy
 from processors.killswitch.policy import Policy, parse_policy
@@ -509,3 +509,39 @@ def test_an_agent_that_keeps_trying_what_its_policy_forbids_is_contained() -> No
     [halt] = fleet.at(5_000).report("research", "SEND_REFUSED", "x", ok=False, rule="no_permit")
     assert halt["rule"] == "refusal_storm" and halt["target"] == "research"
     assert "4 policy refusals in 60s" in halt["reason"] and "no_permit" in halt["reason"]
+
+
+def test_a_fleet_rate_over_its_limit_is_throttled_then_halted_if_it_keeps_climbing() -> None:
+    """AISVS 9.8.5: swarm-level rate limits throttle before they halt."""
+    fleet = Fleet({"rates": {"window_s": 10, "throttle_s": 10, "halt_factor": 2.0,
+                             "TOOL_CALL": 3}})  # fmt: skip
+    throttles: list[dict[str, Any]] = []
+
+    def call(who: str, ms: int) -> list[dict[str, Any]]:
+        fleet.at(ms)
+        envelope = Envelope(f"t-{next(_ids)}", "c", "c", who, RecipientKind.BROADCAST, "", ms, 0)
+        body = {"agent_id": who, "kind": "TOOL_CALL", "name": "search", "peer": None,
+                "arguments_digest": f"a{ms}", "cost_usd": 0.0, "ok": True}  # fmt: skip
+        value = fleet.codec.seal(envelope, "mesh.telemetry.TelemetryEvent", body, AGENTS[who])
+        out = fleet.driver.pipe(TELEMETRY, who, value)
+        for fact in [o for o in out if o.topic == FLEET_FACTS]:
+            out += fleet.driver.pipe(FLEET_FACTS, (fact.key or b"").decode(), fact.value or b"")
+        for o in out:
+            if o.topic == THROTTLES:
+                opened = fleet.codec.open(o.value or b"", verify=False)
+                opened.verify(MESH.public_bytes)  # signed with the mesh's key
+                throttles.append(dict(opened.body))
+        return [fleet.codec.open(o.value or b"", verify=False).body for o in out
+                if o.topic == CONTROL]  # fmt: skip
+
+    for n, who in enumerate(("research", "drafting", "review")):  # 3 in 10 s: at the limit
+        assert call(who, n * 100) == []
+    assert throttles == []
+    assert call("intake", 400) == []  # the fourth: over, throttled for 10 s
+    assert [(t["kind"], t["until"], t["observed"], t["limit"]) for t in throttles] == [
+        ("TOOL_CALL", 10_400, 4, 3)
+    ]
+    assert call("research", 500) == []  # still throttled: not published again
+    assert len(throttles) == 1
+    halts = [h for ms in (600, 700) for h in call("drafting", ms)]  # 7 > 2 x 3: halt
+    assert [(h["rule"], h["target"]) for h in halts] == [("fleet_rate", "*")]

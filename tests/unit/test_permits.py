@@ -15,7 +15,7 @@ from mesh.domain.control import Action, Scope, control_key, control_record
 from mesh.domain.envelope import new_envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.policies import PolicyInForce
-from mesh.errors import ConfigError, HaltedError, PolicyViolationError
+from mesh.errors import ConfigError, HaltedError, PolicyViolationError, ThrottledError
 from sidecar.inbox import Counters
 from sidecar.outbox import MemorySink, Outbox
 from sidecar.permits import PermitBook, arguments_digest
@@ -45,6 +45,7 @@ class Plane:
             self.record = PolicyInForce("*", 3, json.dumps(policy), "op", "")
         self.halted: dict[str, dict[str, Any]] = {}
         self.halt: str | None = None
+        self.throttled: set[str] = set()
 
     def enforced(self) -> AgentPolicy:
         if self.record is None:
@@ -63,6 +64,10 @@ class Plane:
 
     def killswitch_age_s(self) -> float | None:
         return 1.0
+
+    def check_throttle(self, kind: str, now_ms: int) -> None:
+        if kind in self.throttled:
+            raise ThrottledError(f"{kind} throttled", 3.0)
 
 
 class Clock:
@@ -234,3 +239,12 @@ def _open(r: Reports, value: bytes) -> dict[str, Any]:
 
 def _envelope(r: Reports, value: bytes) -> Any:
     return r.outbox.codec.open(value, verify=False).envelope
+
+
+async def test_a_throttled_kind_of_action_is_refused_with_a_retry_time() -> None:
+    r, sink, _ = reports()
+    r.plane.throttled.add("TOOL_CALL")  # type: ignore[attr-defined]
+    with pytest.raises(ThrottledError) as throttled:
+        await r.permit("fetch", None, 0.0, None)
+    assert throttled.value.rule == "throttled" and throttled.value.retry_after_s == 3.0
+    assert _open(r, sink.records[-1][2])["rule"] == "throttled"  # reported, not held against it
