@@ -18,6 +18,7 @@ from mesh.domain.topics import (
     POLICIES,
     REGISTRY,
     STATE,
+    THROTTLES,
     inbox_topic,
 )
 from mesh.errors import ProcessorError, TopicNotFoundError
@@ -87,7 +88,9 @@ def ensure_topics(cluster: Cluster, agent_id: str) -> dict[str, int]:
     admin = TopicAdmin(cluster)
     admin.ensure([inbox_topic(agent_id)])
     live = admin.topic_partitions()
-    followed = [cluster.topic(t) for t in (REGISTRY, KEYS, CONTROL, POLICIES, APPROVALS, STATE)]
+    followed = [
+        cluster.topic(t) for t in (REGISTRY, KEYS, CONTROL, POLICIES, APPROVALS, THROTTLES, STATE)
+    ]
     missing = [topic for topic in followed if not live.get(topic)]
     if missing:
         raise TopicNotFoundError(
