@@ -25,6 +25,7 @@ from cli import (
     processors_cmd,
     registry_cmd,
     schemas_cmd,
+    send_cmd,
     sidecar_cmd,
     tail_cmd,
     topics_cmd,
@@ -75,6 +76,7 @@ app.add_typer(sidecar_cmd.app, name="sidecar")
 app.add_typer(views_cmd.agents_app, name="agents")
 app.add_typer(views_cmd.state_app, name="state")
 app.command("graph")(views_cmd.graph)
+app.command("send")(send_cmd.send)
 app.command("demo")(demo_cmd.demo)
 app.command("up")(demo_cmd.up)
 app.command("down")(demo_cmd.down)

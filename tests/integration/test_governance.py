@@ -348,3 +348,34 @@ def _step(view: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": 0.0, "correlation_id": view["chain"], "expires_at": 4_102_444_800_000,
         "actor": view["agent_id"], "note": "self-approved", "policy_hash": None,
     }  # fmt: skip
+
+
+async def test_mesh_send_pokes_an_agent_by_hand_and_prints_its_reply(
+    settings: Settings, topics: object
+) -> None:
+    """Issue 17: `mesh send` sends as an agent of its own (bound by the operator's policy like
+    any other) and waits for the reply."""
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    cluster = Cluster.of(settings)
+    publish_policy(cluster, codec, control_signers(settings), FLEET, {}, "everyone")
+    with running([Engine.keyed(registry_processor(settings), cluster, codec)]):
+        async with mesh.sidecar("echo", profile="production", capabilities=("echo",)) as echo:
+
+            async def answer() -> None:
+                got = await echo.receive(timeout_s=60)
+                assert got is not None
+                await echo.send(got.sender, text=got.text().upper(), reply_to=got)
+
+            answering = asyncio.create_task(answer())
+            sent = await asyncio.to_thread(
+                run, ["send", "--capability", "echo", "--text", "ping", "--wait-reply", "30"],
+                settings,
+            )  # fmt: skip
+            await answering
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            assert "sent " in sent.stdout and "from cli" in sent.stdout
+            assert "reply from echo: PING" in sent.stdout
+    bad = run(["send", "echo"], settings)
+    assert bad.returncode == 2 and "give --text, --data, or both" in bad.stderr
+    registry.close()
