@@ -13,6 +13,7 @@ from importlib import metadata
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cli import (
     approvals_cmd,
@@ -88,7 +89,7 @@ app.command("tail")(tail_cmd.tail)
 
 #: soft_wrap: a line is never broken at the terminal's width (or at 80 columns when output is a
 #: file or a pipe), so a log or a script reads each message as the one line it is.
-_errors = Console(stderr=True, soft_wrap=True)
+_errors = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def main() -> None:
@@ -99,7 +100,7 @@ def main() -> None:
     try:
         app()
     except MeshError as exc:
-        _errors.print(f"[bold red]error[/] ({exc.code}): {exc}", highlight=False)
+        _errors.print(f"[bold red]error[/] ({exc.code}): {escape(str(exc))}", highlight=False)
         sys.exit(_exit_code(exc))
     except KeyboardInterrupt:
         sys.exit(130)
@@ -107,8 +108,9 @@ def main() -> None:
         if debug:
             raise
         _errors.print(
-            f"[bold red]error[/] (unexpected): {type(exc).__name__}: {exc}. This is a bug in "
-            "the mesh; run the command again with --debug for the traceback and report it",
+            f"[bold red]error[/] (unexpected): {type(exc).__name__}: {escape(str(exc))}. This is "
+            "a bug in the mesh; run the command again with --debug for the traceback and "
+            "report it",
             highlight=False,
         )
         sys.exit(1)

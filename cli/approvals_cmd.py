@@ -22,6 +22,7 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.approvals import Request
 from mesh.domain.identity import PublicKeys
+from mesh.errors import UnknownTargetError
 
 app = typer.Typer(help="Human approvals of tool calls the policy marks requires_approval.")
 
@@ -112,13 +113,15 @@ def _find(request_id: str) -> Request:
     log = _read()
     request = log.book.requests.get(request_id)
     if request is None:
-        console.print(f"no approval request {request_id!r}; `mesh approvals ls --all` lists them")
-        if log.ignored:
-            console.print(
-                f"{len(log.ignored)} approval step(s) could not be taken as they are; the "
-                f"last: {log.ignored[-1]}"
-            )
-        raise typer.Exit(1)
+        ignored = (
+            f"; {len(log.ignored)} approval step(s) could not be taken as they are, the last: "
+            f"{log.ignored[-1]}"
+            if log.ignored
+            else ""
+        )
+        raise UnknownTargetError(
+            f"no approval request {request_id!r}; `mesh approvals ls --all` lists them{ignored}"
+        )
     return request
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -117,9 +118,21 @@ def demo(
         registry.close()
     _summary(report)
     verified = _verify(where.bootstrap)
-    console.print("the mesh keeps running: try `mesh agents ls`, `mesh halts`, `mesh down`")
+    mesh = _invoked_as()
+    console.print(f"the mesh keeps running: try `{mesh} agents ls`, `{mesh} halts`, `{mesh} down`")
     if len(report.completed) != report.tasks or report.halt is None or not verified:
         raise typer.Exit(1)
+
+
+def _invoked_as() -> str:
+    """How to call this command again from here (`.venv/bin/mesh` when that is how it ran)."""
+    program = Path(sys.argv[0])
+    if program.name != "mesh" or shutil.which("mesh") == str(program.resolve()):
+        return "mesh"
+    try:
+        return str(program.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(program)
 
 
 def _say(line: str) -> None:

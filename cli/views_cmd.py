@@ -20,6 +20,7 @@ from mesh.domain.agent_record import to_record
 from mesh.domain.dependencies import dependency_graph, render
 from mesh.domain.identity import PublicKeys
 from mesh.domain.task_record import to_record as task_record
+from mesh.errors import UnknownTargetError
 from processors.state.rebuild import rebuild_task
 
 agents_app = typer.Typer(help="The live agent registry.")
@@ -98,8 +99,9 @@ def show_agent(agent_id: str) -> None:
     """One agent's full record as JSON."""
     agent = _agents().get(agent_id)
     if agent is None:
-        console.print(f"no agent {agent_id!r} in the registry")
-        raise typer.Exit(1)
+        raise UnknownTargetError(
+            f"no agent {agent_id!r} in the registry; `mesh agents ls` lists the agents"
+        )
     record = to_record(agent)  # type: ignore[arg-type]
     record["public_key"] = record["public_key"].hex()
     record["key_signature"] = record["key_signature"].hex()
