@@ -5,7 +5,8 @@ sidecar (its own Kafka client, a sidecar it patched) still has to sign with the 
 vouches for, and the receiving sidecar checks again before the agent sees anything:
 
 * **the sender's operator policy**: a message to a recipient the policy in force for the
-  sender does not allow is refused (``recipient_not_allowed``), so a policy binds an agent
+  sender does not allow is refused (``recipient_not_allowed``), and so is one further down its
+  chain than the policy's ``max_hop_count`` (``hop_limit``), so a policy binds an agent
   even if it never asks its own sidecar. The receiver judges by the policies it has read; a
   policy widened a moment ago and not yet read here refuses once, on the record.
 * **replays**: inbox topics keep the broker's append time (``LogAppendTime``), which no
@@ -31,7 +32,14 @@ __all__ = ["check_replay", "check_sender_policy"]
 def check_sender_policy(
     envelope: Envelope, recipient: str, sender_policy: AgentPolicy | None, where: str
 ) -> None:
-    """Refuse a message the sender's operator policy (``where`` names it) does not allow."""
+    """Refuse a message the sender's operator policy (``where`` names it) does not allow: to
+    this recipient, or this far down its chain."""
+    if sender_policy is not None and envelope.hop_count > sender_policy.max_hop_count:
+        raise PolicyViolationError(
+            "hop_limit",
+            f"{envelope.sender!r} sent hop {envelope.hop_count} of a chain, over its operator "
+            f"policy's limit of {sender_policy.max_hop_count} ({where}); refused on receipt",
+        )
     allowed = None if sender_policy is None else sender_policy.allowed_recipients
     if allowed is not None and recipient not in allowed:
         raise PolicyViolationError(

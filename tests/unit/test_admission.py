@@ -34,3 +34,11 @@ def test_the_senders_operator_policy_binds_it_on_receipt() -> None:
     with pytest.raises(PolicyViolationError, match="went around its own sidecar") as refused:
         check_sender_policy(MADE, "bob", only_carol, "alice v2 abc")
     assert refused.value.rule == "recipient_not_allowed"
+
+
+def test_a_hop_beyond_the_senders_limit_is_refused_on_receipt() -> None:
+    deep = MADE._replace(hop_count=11)
+    check_sender_policy(MADE._replace(hop_count=10), "bob", AgentPolicy(), "* v1")  # at it
+    with pytest.raises(PolicyViolationError, match="hop 11 of a chain") as refused:
+        check_sender_policy(deep, "bob", AgentPolicy(), "* v1")
+    assert refused.value.rule == "hop_limit"
