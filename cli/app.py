@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli import (
+    acl_cmd,
     approvals_cmd,
     audit_cmd,
     control_cmd,
@@ -68,6 +69,7 @@ app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(approvals_cmd.app, name="approvals")
+app.add_typer(acl_cmd.app, name="acl")
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(registry_cmd.app, name="registry")

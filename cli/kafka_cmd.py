@@ -20,12 +20,20 @@ TlsOption = typer.Option(
 )
 
 
+SecureOption = typer.Option(
+    False, "--secure", help="SASL/SCRAM clients only, ACLs enforced (see `mesh acl`)."
+)
+
+
 @app.command()
 def up(
-    port: int | None = PortOption, data_dir: Path | None = DirOption, tls: bool = TlsOption
+    port: int | None = PortOption,
+    data_dir: Path | None = DirOption,
+    tls: bool = TlsOption,
+    secure: bool = SecureOption,
 ) -> None:
     """Start the broker (no-op if it runs) and print its bootstrap address."""
-    broker = local_kafka(settings(), port=port, data_dir=data_dir, tls=tls)
+    broker = local_kafka(settings(), port=port, data_dir=data_dir, tls=tls, secure=secure)
     with console.status(f"starting Kafka on 127.0.0.1:{broker.port} ..."):
         status = broker.up()
     if status.started_in_s is None:
@@ -33,6 +41,15 @@ def up(
     else:
         console.print(f"Kafka started in {status.started_in_s:.1f}s (pid {status.pid})")
     console.print(f"bootstrap: {status.bootstrap}")
+    if broker.secure:
+        user, _ = broker.admin_credentials()
+        console.print(
+            f"secure: MESH_SECURITY_PROTOCOL=SASL_PLAINTEXT MESH_SASL_MECHANISM=SCRAM-SHA-512 "
+            f"MESH_SASL_USERNAME={user} and its password from "
+            f"{broker.directory / 'secure' / 'admin.json'}; then `mesh acl user` and "
+            "`mesh acl apply`",
+            soft_wrap=True,
+        )
     if broker.tls_bootstrap is not None:
         console.print(
             f"TLS: MESH_BOOTSTRAP_SERVERS={broker.tls_bootstrap} MESH_SECURITY_PROTOCOL=SSL "

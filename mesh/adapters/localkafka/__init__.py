@@ -16,6 +16,7 @@ def local_kafka(
     port: int | None = None,
     data_dir: Path | None = None,
     tls: bool = False,
+    secure: bool = False,
 ) -> LocalKafka:
     """The local broker the settings describe (options override them)."""
     return LocalKafka(
@@ -24,4 +25,5 @@ def local_kafka(
         version=settings.kafka_version,
         heap=settings.kafka_heap,
         tls=tls,
+        secure=secure,
     )

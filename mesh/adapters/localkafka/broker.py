@@ -9,6 +9,10 @@ Lifecycle rules, so that ``up``/``down`` can be run by hand and by tests without
 * Data lives in ``<dir>/data`` and survives ``down``/``up``; it is formatted once.
 * With ``tls``, a second listener takes TLS on ``port + 2`` (certificates made once in
   ``<dir>/tls``, :mod:`mesh.adapters.localkafka.tls`); clients trust ``<dir>/tls/ca.pem``.
+* With ``secure``, the only client listener on ``port`` is SASL/SCRAM-SHA-512 and Kafka's own
+  authorizer is on (nothing allowed without an ACL): the broker talks to itself as the admin
+  principal, whose credential is made at format time (``<dir>/secure/admin.json``, owner-only);
+  `mesh kafka users` adds principals and `mesh acl apply` writes the mesh's ACLs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -58,11 +63,13 @@ class LocalKafka:
         heap: str = "1g",
         cache_dir: Path | None = None,
         tls: bool = False,
+        secure: bool = False,
     ) -> None:
         self.directory = directory
         self.port = port
         self.controller_port = port + 1
         self.tls_port = port + 2 if tls else None
+        self.secure = secure
         self.version = version
         self.heap = heap
         self.cache_dir = cache_dir
@@ -80,6 +87,23 @@ class LocalKafka:
     def ca_file(self) -> Path:
         """The CA that signed the TLS listener's certificate (MESH_SSL_CA_LOCATION)."""
         return self.directory / "tls" / "ca.pem"
+
+    def admin_security(self) -> dict[str, str] | None:
+        """librdkafka settings of the admin principal (secure mode; None otherwise)."""
+        if not self.secure:
+            return None
+        user, password = self.admin_credentials()
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": user,
+            "sasl.password": password,
+        }
+
+    def admin_credentials(self) -> tuple[str, str]:
+        """The admin principal's SCRAM user name and password (secure mode)."""
+        data = json.loads((self.directory / "secure" / "admin.json").read_text())
+        return str(data["username"]), str(data["password"])
 
     @property
     def _state_file(self) -> Path:
@@ -159,7 +183,45 @@ class LocalKafka:
         )
         fd = os.open(self._properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:  # owner-only: with TLS it holds the broker's key
-            out.write(text + self._tls_config())
+            out.write(text + self._tls_config() + self._secure_config())
+
+    def _secure_config(self) -> str:
+        """Properties that make the client listener SASL/SCRAM with ACLs (secure mode)."""
+        if not self.secure:
+            return ""
+        user, password = self._admin()
+        sasl = f"SASL_PLAINTEXT://127.0.0.1:{self.port}"
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}";'
+        )
+        return "\n".join(
+            [
+                "",
+                "# The secure profile (mesh kafka up --secure): SASL/SCRAM clients, ACLs enforced.",
+                f"listeners={sasl},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners={sasl}",
+                "inter.broker.listener.name=SASL_PLAINTEXT",
+                "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                # the controller listener is local and unauthenticated (ANONYMOUS)
+                f"super.users=User:{user};User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found=false",
+                "",
+            ]
+        )
+
+    def _admin(self) -> tuple[str, str]:
+        secret = self.directory / "secure" / "admin.json"
+        if not secret.exists():
+            secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump({"username": "mesh-admin", "password": secrets.token_urlsafe(24)}, out)
+        return self.admin_credentials()
 
     def _tls_config(self) -> str:
         """Properties that add the TLS listener (later keys override the template's)."""
@@ -190,6 +252,9 @@ class LocalKafka:
             "java", "-cp", classpath(jars), "kafka.tools.StorageTool", "format",
             "-t", cluster_id, "-c", str(self._properties), "--ignore-formatted",
         ]  # fmt: skip
+        if self.secure:  # the admin's credential must exist before the broker talks to itself
+            user, password = self._admin()
+            command += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
         if result.returncode != 0:
             raise LocalKafkaError(
@@ -230,7 +295,7 @@ class LocalKafka:
                     f"the broker exited with code {process.returncode} while starting; "
                     f"last lines of {self.directory / 'logs' / 'server.log'}:\n{self._log_tail()}"
                 )
-            if _answers_metadata(self.bootstrap):
+            if _answers_metadata(self.bootstrap, self.admin_security()):
                 return
             time.sleep(0.2)
         _terminate(process.pid)
@@ -262,7 +327,7 @@ def _cluster_id() -> str:
             return candidate
 
 
-def _answers_metadata(bootstrap: str) -> bool:
+def _answers_metadata(bootstrap: str, security: dict[str, str] | None = None) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -270,7 +335,13 @@ def _answers_metadata(bootstrap: str) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         if probe.connect_ex((host, int(port))) != 0:
             return False  # not listening yet; don't let librdkafka log connection refusals
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000, "log_level": 0})
+    config: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": bootstrap,
+        "socket.timeout.ms": 1000,
+        "log_level": 0,
+    }
+    config.update(security or {})
+    admin = AdminClient(config)
     try:
         return bool(admin.list_topics(timeout=1.0).brokers)
     except KafkaException:
