@@ -34,6 +34,7 @@ from cli import (
     views_cmd,
 )
 from mesh.errors import ConfigError, MeshError, ProcessorFencedError
+from mesh.settings import load_settings
 
 __all__ = ["app", "main"]
 
@@ -63,6 +64,8 @@ def _root(
     ),
 ) -> None:
     """Agent Mesh: an event-sourced control plane for fleets of AI agents, on Apache Kafka."""
+    if "--help" not in sys.argv[1:]:
+        load_settings()  # broken MESH_* configuration: one line, exit 2, whatever the command
 
 
 app.add_typer(kafka_cmd.app, name="kafka")
