@@ -248,7 +248,14 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         Route("/v1/tasks/{task_id}/context/{key}", guarded(write_context), methods=["PUT"]),
         Route("/openapi.json", spec, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+
+    async def no_route(request: Request, exc: Exception) -> Response:
+        """Every refusal is the documented error body, a wrong path or method included."""
+        status = getattr(exc, "status_code", 404)
+        code = "method_not_allowed" if status == 405 else "not_found"
+        return _error(status, code, f"no route {request.method} {request.url.path}")
+
+    return Starlette(routes=routes, exception_handlers={404: no_route, 405: no_route})
 
 
 class SidecarServer:
