@@ -138,9 +138,9 @@ class Inbox:
             if self.admission is not None:
                 self.admission(opened.envelope, appended_ms)
         except (SerdeError, IdentityError, AgentRefusedError) as exc:
-            self.counters.dead_lettered += 1
             source = SourceCoordinates(at.topic, at.partition, offset, key)
             await self.outbox.write(self.outbox.dead_letter(exc, value, source, self.detected_by))
+            self.counters.dead_lettered += 1  # counted once written (a stop mid-write redelivers)
             self._handled(at, offset)
             return
         if opened.envelope.message_id in self.recent:
