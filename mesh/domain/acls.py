@@ -42,6 +42,10 @@ from mesh.domain.topics import (
 
 __all__ = ["Grant", "Op", "Pattern", "Resource", "plan_acls"]
 
+#: The throwaway consumer groups of the mesh's readers (tables, `mesh` commands): a random id
+#: under this prefix, never committed to; reading a topic still needs its own topic ACL.
+READER_GROUPS = "mesh-reader-"
+
 
 class Resource(StrEnum):
     TOPIC = "TOPIC"
@@ -97,6 +101,7 @@ def _processors(prefix: str, user: str) -> list[Grant]:
         Grant(user, Resource.TOPIC, f"{prefix}mesh.", Pattern.PREFIXED, Op.ALL),
         Grant(user, Resource.TOPIC, f"{prefix}{SCHEMAS}", Pattern.LITERAL, Op.ALL),
         Grant(user, Resource.GROUP, prefix, Pattern.PREFIXED, Op.ALL),
+        Grant(user, Resource.GROUP, READER_GROUPS, Pattern.PREFIXED, Op.READ),
         Grant(user, Resource.TRANSACTIONAL_ID, prefix, Pattern.PREFIXED, Op.ALL),
         Grant(user, Resource.CLUSTER, "kafka-cluster", Pattern.LITERAL, Op.IDEMPOTENT_WRITE),
         Grant(user, Resource.CLUSTER, "kafka-cluster", Pattern.LITERAL, Op.DESCRIBE_CONFIGS),
@@ -110,6 +115,7 @@ def _operator(prefix: str, user: str) -> list[Grant]:
         Grant(user, Resource.TOPIC, f"{prefix}mesh.", Pattern.PREFIXED, Op.DESCRIBE_CONFIGS),
         Grant(user, Resource.TOPIC, f"{prefix}{SCHEMAS}", Pattern.LITERAL, Op.READ),
         Grant(user, Resource.GROUP, prefix, Pattern.PREFIXED, Op.READ),
+        Grant(user, Resource.GROUP, READER_GROUPS, Pattern.PREFIXED, Op.READ),
         Grant(user, Resource.CLUSTER, "kafka-cluster", Pattern.LITERAL, Op.IDEMPOTENT_WRITE),
     ]
     for topic in _OPERATOR_WRITES:
@@ -126,6 +132,7 @@ def _agent(prefix: str, agent: str) -> list[Grant]:
         Grant(agent, Resource.TOPIC, inbox, Pattern.LITERAL, Op.CREATE),
         Grant(agent, Resource.TOPIC, inbox, Pattern.LITERAL, Op.DESCRIBE_CONFIGS),
         Grant(agent, Resource.GROUP, f"{prefix}agent.{agent}", Pattern.LITERAL, Op.READ),
+        Grant(agent, Resource.GROUP, READER_GROUPS, Pattern.PREFIXED, Op.READ),
         Grant(agent, Resource.TOPIC, f"{prefix}{SCHEMAS}", Pattern.LITERAL, Op.READ),
         Grant(agent, Resource.TOPIC, f"{prefix}{SCHEMAS}", Pattern.LITERAL, Op.DESCRIBE),
         Grant(agent, Resource.CLUSTER, "kafka-cluster", Pattern.LITERAL, Op.IDEMPOTENT_WRITE),

@@ -16,9 +16,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from mesh.adapters.keyfiles import control_signers
 from mesh.adapters.localkafka import LocalKafka
 from mesh.domain.topics import AUDIT, CONTROL, TELEMETRY, inbox_topic
-from mesh.settings import Settings, load_settings
+from mesh.settings import Cluster, Settings, load_settings
+from processors.runtime.engine import Engine
+from sidecar.core import Sidecar
+from sidecar.spec import AgentSpec
 from tests.conftest import free_port_pair
+from tests.integration.fleet import codec_for, running
 from tests.integration.test_cli import run
+from tests.integration.test_sidecar import _until, registry_processor
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +111,46 @@ def test_the_broker_refuses_an_agent_what_its_acls_do_not_allow(
     with pytest.raises(KafkaException, match=r"TOPIC_AUTHORIZATION_FAILED|uthoriz"):
         admin.delete_topics([f"{prefix}{AUDIT}"])[f"{prefix}{AUDIT}"].result(15)
     assert f"{prefix}{AUDIT}" in owner.list_topics(timeout=10).topics  # still there
+
+
+async def test_sidecars_and_a_processor_work_under_their_own_principals(
+    secure_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """The ACLs are not only refusals: the registry processor as the processors' principal and
+    two sidecars as their agents' principals register, follow control and exchange a message."""
+    settings, admin_env = mesh_env(secure_broker, tmp_path / "state")
+    settings = settings.with_overrides(topic_prefix="sec2.", profile="development")
+    for name in ("mesh-processors", "alice", "bob"):
+        made = run(["acl", "user", name, "--password", f"{name}-pw"], settings, **admin_env)
+        assert made.returncode == 0, made.stdout + made.stderr
+    for step in (
+        ["topics", "ensure"],
+        ["schemas", "register"],
+        ["acl", "apply", "--agent", "alice", "--agent", "bob", "--no-registry-agents"],
+    ):
+        done = run(step, settings, **admin_env)
+        assert done.returncode == 0, (step, done.stdout, done.stderr)
+
+    def principal(name: str) -> Settings:
+        return settings.with_overrides(
+            security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=name, sasl_password=f"{name}-pw",
+        )  # fmt: skip
+
+    processors = principal("mesh-processors")
+    codec, registry = codec_for(processors)
+    with running([Engine.keyed(registry_processor(processors), Cluster.of(processors), codec)]):
+        alice_codec, alice_registry = codec_for(principal("alice"))
+        bob_codec, bob_registry = codec_for(principal("bob"))
+        alice = Sidecar(Cluster.of(principal("alice")), alice_codec.serde, AgentSpec("alice"),
+                        heartbeat_s=1.0)  # fmt: skip
+        bob = Sidecar(Cluster.of(principal("bob")), bob_codec.serde, AgentSpec("bob"),
+                      heartbeat_s=1.0)  # fmt: skip
+        async with alice, bob:
+            await _until(lambda: "bob" in alice.agents(), "bob registered", 30)
+            sent = await alice.send("bob", text="under my own name")
+            got = await bob.receive(timeout_s=20)
+            assert got is not None and got.message_id == sent
+        alice_registry.close()
+        bob_registry.close()
+    registry.close()

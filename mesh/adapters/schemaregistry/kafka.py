@@ -68,6 +68,12 @@ class KafkaRegistry:
 
     def register(self, subject: str, schema: str) -> RegisteredSchema:
         with self._lock:
+            # A schema registered already is a lookup: no writer role (which would fence the
+            # process that holds it, and needs the right to write the log).
+            self.catch_up()
+            known = self.state.plan(subject, schema)
+            if isinstance(known, RegisteredSchema):
+                return known
             for attempt in range(_WRITE_ATTEMPTS):
                 self._become_writer()
                 self.catch_up()
