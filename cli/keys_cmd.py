@@ -12,6 +12,7 @@ commands, confirmed once the registry's countersigned statement is read back
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import typer
@@ -62,7 +63,9 @@ def _line(statement: KeyStatement) -> str:
 
 
 @app.command("list")
-def list_keys() -> None:
+def list_keys(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per agent, per line."),
+) -> None:
     """The agent keys the mesh vouches for (mesh.keys.v1), and what was ignored there."""
     current = settings()
     where = cluster(current)
@@ -71,6 +74,17 @@ def list_keys() -> None:
         table = read_keys(where, Serde(registry), mesh_anchor(current))
     finally:
         registry.close()
+    if as_json:
+        for agent_id, statement in sorted(table.current.items()):
+            print(json.dumps({
+                "agent_id": agent_id,
+                "status": statement.status.value,
+                "serial": statement.serial,
+                "public_key": statement.public_key.hex(),
+                "fingerprint": fingerprint(statement.public_key),
+                "reason": statement.reason,
+            }))  # fmt: skip
+        return
     if not table.current:
         console.print("no agent keys yet")
     for _, statement in sorted(table.current.items()):

@@ -106,6 +106,10 @@ def show_agent(agent_id: str) -> None:
     record["public_key"] = record["public_key"].hex()
     record["key_signature"] = record["key_signature"].hex()
     record["agent_card"] = json.loads(record.pop("agent_card_json"))
+    record["last_heartbeat"] = _iso(record["last_heartbeat"])  # times: ISO 8601, UTC
+    record["updated_at"] = _iso(record["updated_at"])
+    for instance in record["instances"]:
+        instance["last_heartbeat"] = _iso(instance["last_heartbeat"])
     console.print_json(json.dumps(record))
 
 

@@ -376,6 +376,13 @@ async def test_mesh_send_pokes_an_agent_by_hand_and_prints_its_reply(
             assert sent.returncode == 0, sent.stdout + sent.stderr
             assert "sent " in sent.stdout and "from cli" in sent.stdout
             assert "reply from echo: PING" in sent.stdout
+            keys = await asyncio.to_thread(run, ["keys", "list", "--json"], settings)
+            listed = {json.loads(line)["agent_id"]: json.loads(line) for line in
+                      keys.stdout.splitlines()}  # fmt: skip
+            assert listed["echo"]["status"] == "ACTIVE" and listed["echo"]["serial"] >= 1
+            shown = await asyncio.to_thread(run, ["agents", "show", "echo"], settings)
+            record = json.loads(shown.stdout)
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["updated_at"])
     bad = run(["send", "echo"], settings)
     assert bad.returncode == 2 and "give --text, --data, or both" in bad.stderr
     registry.close()
