@@ -178,9 +178,5 @@ class HaltsInForce(NamedTuple):
 def read_halts(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> HaltsInForce:
     """The halts in force, folded from the control topic in log order exactly as sidecars and
     the kill-switch fold it (:class:`~mesh.domain.control.HaltBook`: ordered control)."""
-    table = HaltTable(cluster, codec, signers)
-    try:
-        table.catch_up()
-    finally:
-        table.close()
+    table = HaltTable(cluster, codec, signers).read_once()
     return HaltsInForce(table.book.halts, table.ignored)

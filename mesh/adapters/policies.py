@@ -76,12 +76,7 @@ class _PolicyTable(TopicFold):
 
 def read_policies(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> PolicyLog:
     """Every policy record, folded in order, checked against the operators among ``signers``."""
-    table = _PolicyTable(cluster, codec, signers)
-    try:
-        table.catch_up()
-        return table.log
-    finally:
-        table.close()
+    return _PolicyTable(cluster, codec, signers).read_once().log
 
 
 def publish_policy(

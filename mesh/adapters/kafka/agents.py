@@ -21,9 +21,4 @@ def agent_table(cluster: Cluster, serde: Serde) -> Table[AgentState]:
 
 def read_agents(cluster: Cluster, serde: Serde) -> dict[str, AgentState]:
     """Every agent's current record, read to the end of ``mesh.registry.v1``."""
-    table = agent_table(cluster, serde)
-    try:
-        table.catch_up()
-        return dict(table.values)
-    finally:
-        table.close()
+    return dict(agent_table(cluster, serde).read_once().values)

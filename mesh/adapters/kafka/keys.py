@@ -48,9 +48,4 @@ class KeyTable(TopicFold):
 
 def read_keys(cluster: Cluster, serde: Serde, mesh_public: bytes) -> KeyDirectory:
     """The key directory read to the end of ``mesh.keys.v1``."""
-    table = KeyTable(cluster, serde, mesh_public)
-    try:
-        table.catch_up()
-        return table.directory
-    finally:
-        table.close()
+    return KeyTable(cluster, serde, mesh_public).read_once().directory

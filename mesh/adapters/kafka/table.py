@@ -30,6 +30,7 @@ from mesh.settings import Cluster
 __all__ = ["Table", "TopicFold"]
 
 V = TypeVar("V")
+F = TypeVar("F", bound="TopicFold")
 _log = logging.getLogger("mesh.table")
 
 
@@ -59,6 +60,15 @@ class TopicFold(ABC):
 
     def close(self) -> None:
         self._consumer.close()
+
+    def read_once(self: F) -> F:
+        """Read every partition to its end, then close: a one-shot fold (a `mesh` command,
+        a look at the topic as it stands now). Returns the table, folded."""
+        try:
+            self.catch_up()
+        finally:
+            self.close()
+        return self
 
     @abstractmethod
     def _fold(self, message: Message) -> None:
