@@ -48,9 +48,6 @@ class Governed:
         """The operator's policy in force for this agent (``mesh.policies.v1``), if any."""
         return self.plane.operator_policy()
 
-    def in_force(self) -> PolicyInForce | None:
-        return self.plane.operator_policy()
-
     @property
     def policy(self) -> AgentPolicy:
         """What this sidecar enforces (:meth:`enforced`)."""

@@ -36,7 +36,8 @@ class _Plane(Protocol):
 
     def enforced(self) -> AgentPolicy: ...
 
-    def in_force(self) -> PolicyInForce | None: ...
+    @property
+    def operator_policy(self) -> PolicyInForce | None: ...
 
     def check_may_act(self) -> None: ...
 
@@ -80,7 +81,7 @@ class Reports:
         try:
             self.plane.check_may_act()
             policy = self.plane.enforced()
-            in_force = self.plane.in_force()
+            in_force = self.plane.operator_policy
             policy_hash = None if in_force is None else in_force.hash
             policy.check_chain_start(cause is not None)
             self.check_chain(cause)
@@ -178,7 +179,7 @@ class Reports:
         try:
             self.plane.check_may_act()
             policy = self.plane.enforced()
-            in_force = self.plane.in_force()
+            in_force = self.plane.operator_policy
             if cost_usd < 0:
                 raise PolicyViolationError("bad_cost", f"cost_usd must be >= 0, not {cost_usd}")
             if kind is Kind.MODEL_CALL:
@@ -225,7 +226,7 @@ class Reports:
         self.counters.refused += 1
         rule = getattr(exc, "rule", exc.code)
         detail = f"{rule}: {exc}"
-        in_force = self.plane.in_force()
+        in_force = self.plane.operator_policy
         if in_force is not None:
             detail += f" [policy {in_force.target} v{in_force.version} {in_force.hash[:16]}]"
             fields.setdefault("policy_hash", in_force.hash)

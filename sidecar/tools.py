@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from mesh.domain.envelope import Envelope
@@ -42,9 +42,8 @@ class ToolCalls:
     """Permits, tool calls, model calls and errors (mixed into the Sidecar)."""
 
     reports: Reports
-
-    def _cause(self, cause: Cause) -> Envelope | None:
-        raise NotImplementedError  # the Sidecar's
+    #: The delivered message some work serves (the Sidecar's: named, or the one handled).
+    _cause: Callable[[Cause], Envelope | None]
 
     async def permit_tool(
         self,

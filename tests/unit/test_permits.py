@@ -52,7 +52,8 @@ class Plane:
             raise PolicyViolationError("no_policy", "no operator policy")
         return parse_agent_policy(self.record.policy)
 
-    def in_force(self) -> PolicyInForce | None:
+    @property
+    def operator_policy(self) -> PolicyInForce | None:
         return self.record
 
     def check_may_act(self) -> None:
@@ -95,7 +96,7 @@ async def test_a_permit_is_granted_before_the_call_and_the_report_quotes_it() ->
     granted, done = (_open(r, value) for _t, _k, value in sink.records)
     assert granted["kind"] == Kind.TOOL_PERMIT and granted["cost_usd"] == 0.0
     assert granted["permit_id"] == permit.permit_id == done["permit_id"]
-    assert granted["policy_hash"] == r.plane.in_force().hash == done["policy_hash"]  # type: ignore[attr-defined]
+    assert granted["policy_hash"] == r.plane.operator_policy.hash == done["policy_hash"]  # type: ignore[attr-defined]
     assert done["kind"] == Kind.TOOL_CALL and done["cost_usd"] == 0.15
     assert done["arguments_digest"] == arguments_digest({"q": "kafka"})
 
@@ -121,7 +122,7 @@ async def test_a_call_without_a_permit_or_with_a_spent_one_is_a_reported_violati
         b for b in (_open(r, v) for _t, _k, v in sink.records) if b["kind"] == "SEND_REFUSED"
     ]
     assert [b["rule"] for b in refused] == ["no_permit", "permit_used", "permit_mismatch"]
-    assert all(b["policy_hash"] == r.plane.in_force().hash for b in refused)  # type: ignore[attr-defined]
+    assert all(b["policy_hash"] == r.plane.operator_policy.hash for b in refused)  # type: ignore[attr-defined]
     assert "[policy * v3 " in refused[0]["detail"]
 
 
