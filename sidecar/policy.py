@@ -81,9 +81,15 @@ class AgentPolicy:
     tools: Mapping[str, ToolRule] = field(default_factory=dict)
     permit_ttl_s: float = 300.0
     may_start_chains: bool = True
+    #: The hash of the policy's JSON, computed once: ``tools`` is a dict, so the dataclass
+    #: cannot hash its fields, and the sidecar looks a policy up on every send.
+    _hash: int = field(init=False, repr=False, compare=False)
 
-    def __hash__(self) -> int:  # tools is a dict: hash what identifies the policy
-        return hash(self.to_json())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.to_json()))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def check_permit(self, tool: str, arguments: Any, cost_usd: float) -> float:
         """Refuse a tool call outside the policy *before* it runs; returns what to reserve
