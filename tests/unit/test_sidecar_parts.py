@@ -16,7 +16,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState, AgentStatus, registered_key
 from mesh.domain.control import Action, HaltBook, Scope, control_record
 from mesh.domain.dependencies import unknown_target
-from mesh.domain.envelope import new_envelope
+from mesh.domain.envelope import RecipientKind, new_envelope
 from mesh.domain.identity import AgentKey, PublicKeys
 from mesh.domain.topics import DLQ
 from mesh.errors import (
@@ -25,6 +25,7 @@ from mesh.errors import (
     HaltedError,
     PolicyViolationError,
     RecipientError,
+    ThrottledError,
 )
 from mesh.settings import Cluster, Settings
 from sidecar.core import MESSAGE_SUBJECT, Sidecar
@@ -446,3 +447,31 @@ def test_the_openapi_description_names_every_status_the_api_returns() -> None:
             assert every <= set(op["responses"]), f"{method.upper()} {path}"
     assert "204" in spec["/v1/messages/next"]["get"]["responses"]  # nothing arrived in time
     assert "404" in spec["/v1/tasks/{task_id}/context"]["get"]["responses"]  # an unknown task
+
+
+def test_only_a_throttle_the_mesh_signed_throttles_the_agent() -> None:
+    """A throttle forged by an operator's key, an agent's or a stranger's is ignored and
+    counted; the mesh's own throttles until it lapses."""
+    mesh, operator = AgentKey.generate("mesh"), AgentKey.generate("operator:alice")
+    codec = _codec()
+    outbox = Outbox("a", AgentKey.generate("a"), codec, "", MemorySink())
+    signers = {"mesh": mesh.public_bytes, "operator:alice": operator.public_bytes}
+    plane = Plane("a", (), codec, signers, outbox, Counters(), 5)
+    body = {"kind": "TOOL_CALL", "until": 10_000, "observed": 9, "limit": 5, "window_s": 10.0,
+            "reason": "too many", "evidence": []}  # fmt: skip
+
+    def arrives(key: AgentKey, sender: str, offset: int) -> None:
+        envelope = new_envelope(sender, "", recipient_kind=RecipientKind.BROADCAST)
+        value = codec.seal(envelope, "mesh.killswitch.Throttle", body, key)
+        plane._on_throttle(_Record("mesh.throttles.v1", 0, offset, b"TOOL_CALL", value))  # type: ignore[arg-type]
+
+    arrives(operator, "operator:alice", 0)
+    arrives(AgentKey.generate("mesh"), "mesh", 1)  # claims the mesh, another key
+    plane.check_throttle("TOOL_CALL", now_ms=5_000)  # nothing in force
+    assert plane.counters.untrusted_controls == 2
+    arrives(mesh, "mesh", 2)
+    with pytest.raises(ThrottledError, match=r"too many; retry in 5\.0s") as throttled:
+        plane.check_throttle("TOOL_CALL", now_ms=5_000)
+    assert throttled.value.retry_after_s == 5.0
+    plane.check_throttle("TOOL_CALL", now_ms=10_000)  # lapsed
+    plane.check_throttle("MODEL_CALL", now_ms=5_000)  # another kind
