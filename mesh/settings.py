@@ -27,6 +27,10 @@ ENV_VARS: dict[str, str] = {
     "MESH_KAFKA_HEAP": "JVM heap of the local broker (default 1g).",
     "MESH_PARTITIONS": "Partitions of the keyed mesh topics (default 6).",
     "MESH_REPLICATION_FACTOR": "Replication factor of mesh topics (default 1; 3 in production).",
+    "MESH_MIN_INSYNC_REPLICAS": (
+        "Replicas that must have a write before it is acknowledged, set on every mesh topic "
+        "created (default: 1, or 2 from a replication factor of 3 on)."
+    ),
     "MESH_SECURITY_PROTOCOL": "Kafka security.protocol, e.g. SASL_SSL (default PLAINTEXT).",
     "MESH_SASL_MECHANISM": "Kafka sasl.mechanism, e.g. PLAIN or SCRAM-SHA-512.",
     "MESH_SASL_USERNAME": "Kafka SASL username.",
@@ -76,6 +80,7 @@ class Settings:
     kafka_heap: str = "1g"
     partitions: int = 6
     replication_factor: int = 1
+    min_insync_replicas: int | None = None  # None: insync_replicas() derives it
     security_protocol: str | None = None
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -92,6 +97,14 @@ class Settings:
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (used by CLI options and tests)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def insync_replicas(self) -> int:
+        """``min.insync.replicas`` of the mesh's topics: as set, else 2 once there are 3
+        replicas (a write survives the loss of one broker and the topic stays writable
+        while one is down), else 1."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return 2 if self.replication_factor >= 3 else 1
 
     def client_security(self) -> dict[str, str]:
         """The librdkafka-style security keys to add to every client config."""
@@ -155,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kafka_heap=_heap(env),
         partitions=_int(env, "MESH_PARTITIONS", 6, 1, 1000),
         replication_factor=_int(env, "MESH_REPLICATION_FACTOR", 1, 1, 10),
+        min_insync_replicas=_insync(env),
         security_protocol=_choice(
             env, "MESH_SECURITY_PROTOCOL", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
         ),
@@ -170,6 +184,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_clock_skew_ms=_int(env, "MESH_MAX_CLOCK_SKEW_MS", 300_000, 1_000, 86_400_000),
         profile=_profile(env),
     )
+
+
+def _insync(env: Mapping[str, str]) -> int | None:
+    if _text(env, "MESH_MIN_INSYNC_REPLICAS") is None:
+        return None
+    replicas = _int(env, "MESH_REPLICATION_FACTOR", 1, 1, 10)
+    value = _int(env, "MESH_MIN_INSYNC_REPLICAS", 1, 1, 10)
+    if value > replicas:
+        raise ConfigError(
+            f"MESH_MIN_INSYNC_REPLICAS={value} is more than MESH_REPLICATION_FACTOR={replicas}: "
+            "no write could ever be acknowledged; set it to 1..the replication factor"
+        )
+    return value
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:

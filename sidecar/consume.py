@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,11 +22,15 @@ from mesh.domain.topics import (
     THROTTLES,
     inbox_topic,
 )
-from mesh.errors import ProcessorError, TopicNotFoundError
+from mesh.errors import KafkaUnavailableError, ProcessorError, TopicNotFoundError
 from mesh.settings import Cluster
 from sidecar.inbox import Inbox, Position
 
-__all__ = ["InboxConsumer", "ensure_topics"]
+__all__ = ["STOP_TIMEOUT_S", "InboxConsumer", "ensure_topics"]
+
+#: Bound on each step of stopping a client (a commit, leaving the group, a producer's flush).
+STOP_TIMEOUT_S = 10.0
+_log = logging.getLogger("mesh.sidecar")
 
 
 class InboxConsumer:
@@ -39,14 +44,33 @@ class InboxConsumer:
             await consumer.start()
             self._consumer = consumer
 
-    async def stop(self) -> None:
-        """Commit what is due, then leave the group (idempotent)."""
-        if self._consumer is not None:
+    async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Commit what is due, then leave the group (idempotent).
+
+        Each step is bounded: aiokafka retries a commit while the group coordinator moves or
+        the group rebalances, and leaving the group waits on the coordinator too, without
+        limit. A stop must not hang on either: what is not committed is redelivered (at least
+        once), and a member that did not leave is dropped when its session times out.
+        """
+        if self._consumer is None:
+            return
+        consumer, self._consumer = self._consumer, None
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._commit(consumer)
+        except TimeoutError:
+            raise KafkaUnavailableError(
+                f"the last commit of {self.topic} did not finish within {timeout_s:g}s; what it "
+                "held is delivered again"
+            ) from None
+        finally:
             try:
-                await self.commit()  # whatever is not committed is redelivered: at least once
-            finally:
-                await self._consumer.stop()
-                self._consumer = None
+                async with asyncio.timeout(timeout_s):
+                    await consumer.stop()
+            except TimeoutError:
+                _log.warning(
+                    "%s: leaving the group took over %gs; left to expire", self.topic, timeout_s
+                )
 
     async def run(self) -> None:
         """Admit records until cancelled (the sidecar's supervisor restarts it on a failure)."""
@@ -66,13 +90,16 @@ class InboxConsumer:
             await self.commit()
 
     async def commit(self) -> None:
+        await self._commit(self._open())
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         due = self.inbox.due()
         if due:
             offsets = {
                 TopicPartition(a.topic, a.partition): OffsetAndMetadata(o, "")
                 for a, o in due.items()
             }
-            await self._open().commit(offsets)
+            await consumer.commit(offsets)
             self.inbox.committed(due)
 
     def _open(self) -> AIOKafkaConsumer:

@@ -60,7 +60,7 @@ from mesh.errors import (
 from mesh.settings import Cluster
 from sidecar import facts
 from sidecar.approvals import Approvals
-from sidecar.consume import InboxConsumer, ensure_topics
+from sidecar.consume import STOP_TIMEOUT_S, InboxConsumer, ensure_topics
 from sidecar.context import read_task_state
 from sidecar.delivery import Delivery, message_body
 from sidecar.follow import Follower
@@ -196,7 +196,11 @@ class Sidecar(ToolCalls, Governed):
             _log.warning("%s: the last inbox commit failed: %r", self.agent_id, exc)
         if deregister and self.started:
             retired = facts.retired(self.agent_id, "sidecar stopped cleanly", self.instance_id)
-            await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRetired", retired)
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRetired", retired)
+            except (TimeoutError, KafkaUnavailableError) as exc:  # its heartbeat goes stale
+                _log.warning("%s: the retirement was not written: %r", self.agent_id, exc)
         await self._sink.stop()
         self.plane.applying_changes = self.plane.measuring = False
         self.started = False

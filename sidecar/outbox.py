@@ -15,6 +15,7 @@ partition (the call's report, on the agent's telemetry partition) was written af
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -30,6 +31,8 @@ from mesh.errors import KafkaUnavailableError, MeshError, ProcessorError
 from sidecar.telemetry import TELEMETRY_SUBJECT, Kind, telemetry_body, telemetry_envelope
 
 __all__ = ["KafkaSink", "MemorySink", "Outbox", "Record", "Sink"]
+
+_log = logging.getLogger("mesh.sidecar")
 
 #: (full topic name, key, value)
 Record = tuple[str, bytes, bytes]
@@ -58,10 +61,16 @@ class KafkaSink:
             await producer.start()
             self._producer = producer
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Flush and close; bounded, so a broker that went away cannot hold a stop forever
+        (what was not acknowledged by then was never reported as written)."""
         if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            producer, self._producer = self._producer, None
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await producer.stop()
+            except TimeoutError:
+                _log.warning("the producer did not flush and close within %gs", timeout_s)
 
     async def write(self, records: Sequence[Record]) -> None:
         futures = await self.enqueue(records)

@@ -19,6 +19,7 @@ BAD = {
     "MESH_KAFKA_HEAP": "lots",
     "MESH_PARTITIONS": "0",
     "MESH_REPLICATION_FACTOR": "eleven",
+    "MESH_MIN_INSYNC_REPLICAS": "2",  # more than the default replication factor of 1
     "MESH_SECURITY_PROTOCOL": "CARRIER_PIGEON",
     "MESH_SSL_CA_LOCATION": "/no/such/ca.pem",
     "MESH_SSL_CERTIFICATE_LOCATION": "/no/such/cert.pem",

@@ -103,3 +103,24 @@ def test_the_profile_is_production_unless_development_is_chosen() -> None:
     assert load_settings({"MESH_PROFILE": "Development"}).profile == "development"
     with pytest.raises(ConfigError, match="MESH_PROFILE='staging' is not production"):
         load_settings({"MESH_PROFILE": "staging"})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, 1),
+        ({"MESH_REPLICATION_FACTOR": "2"}, 1),
+        ({"MESH_REPLICATION_FACTOR": "3"}, 2),  # one broker may be lost, writes go on
+        ({"MESH_REPLICATION_FACTOR": "5"}, 2),
+        ({"MESH_REPLICATION_FACTOR": "3", "MESH_MIN_INSYNC_REPLICAS": "3"}, 3),
+    ],
+)
+def test_min_insync_replicas_follow_the_replication_factor(
+    env: dict[str, str], expected: int
+) -> None:
+    assert load_settings(env).insync_replicas() == expected
+
+
+def test_min_insync_replicas_above_the_replication_factor_are_refused() -> None:
+    with pytest.raises(ConfigError, match="MESH_MIN_INSYNC_REPLICAS=3 is more than"):
+        load_settings({"MESH_REPLICATION_FACTOR": "2", "MESH_MIN_INSYNC_REPLICAS": "3"})

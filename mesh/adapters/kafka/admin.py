@@ -125,7 +125,7 @@ class TopicAdmin:
             name,
             num_partitions=self._partitions_for(spec),
             replication_factor=self.settings.replication_factor,
-            config=dict(spec.configs),
+            config={"min.insync.replicas": str(self.settings.insync_replicas()), **spec.configs},
         )
 
     def _await_leaders(self, names: list[str]) -> None:

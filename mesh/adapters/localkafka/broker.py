@@ -1,4 +1,5 @@
-"""A real single-node Apache Kafka (KRaft, broker + controller) run from the official jars.
+"""A real Apache Kafka node (KRaft, broker + controller) run from the official jars: the local
+single broker, or one node of a local cluster (:mod:`mesh.adapters.localkafka.cluster`).
 
 Lifecycle rules, so that ``up``/``down`` can be run by hand and by tests without surprises:
 
@@ -34,12 +35,28 @@ from mesh.adapters.localkafka.jars import INFRA_DIR, classpath, ensure_jars
 from mesh.adapters.localkafka.tls import ensure_broker_tls
 from mesh.errors import LocalKafkaError
 
-__all__ = ["BrokerStatus", "LocalKafka"]
+__all__ = ["BrokerStatus", "LocalKafka", "Quorum"]
 
 _STOP_TIMEOUT_S = 30.0
 #: Brokers this process started, kept so they can be reaped (and not warned about) on down.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _READY_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class Quorum:
+    """Where a node sits in its cluster: its id, every controller (``id@host:port,...``), the
+    cluster id all nodes are formatted with, and how many replicas internal topics get."""
+
+    node_id: int = 1
+    voters: str | None = None  # None: this node alone
+    cluster_id: str | None = None  # None: a fresh one at format time
+    replicas: int = 1
+
+    @property
+    def min_insync(self) -> int:
+        """Writes a node acknowledges only once this many replicas have them (2 of 3)."""
+        return 1 if self.replicas < 3 else 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +81,10 @@ class LocalKafka:
         cache_dir: Path | None = None,
         tls: bool = False,
         secure: bool = False,
+        quorum: Quorum | None = None,
     ) -> None:
         self.directory = directory
+        self.quorum = quorum or Quorum()
         self.port = port
         self.controller_port = port + 1
         self.tls_port = port + 2 if tls else None
@@ -128,6 +147,14 @@ class LocalKafka:
         if current.running:
             return current
         started = time.monotonic()
+        process = self.spawn()
+        self.wait_ready(process)
+        took = time.monotonic() - started
+        return BrokerStatus(True, self.bootstrap, process.pid, self.directory, took)
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Configure, format (once) and start the node's process, without waiting for it (the
+        nodes of a cluster are all started before any can answer: each needs a quorum)."""
         jars = ensure_jars(self.version, self.cache_dir)
         _refuse_taken_port(self.port)
         _refuse_taken_port(self.controller_port)
@@ -138,9 +165,7 @@ class LocalKafka:
         self._format_once(jars)
         process = self._spawn(jars)
         self._state_file.write_text(json.dumps({"pid": process.pid, "bootstrap": self.bootstrap}))
-        self._wait_ready(process)
-        took = time.monotonic() - started
-        return BrokerStatus(True, self.bootstrap, process.pid, self.directory, took)
+        return process
 
     def down(self) -> bool:
         """Stop the broker this directory started; False if none was running."""
@@ -176,10 +201,15 @@ class LocalKafka:
 
     def _write_config(self) -> None:
         template = Template((INFRA_DIR / "server.properties.template").read_text())
+        quorum = self.quorum
         text = template.substitute(
             port=self.port,
             controller_port=self.controller_port,
             log_dirs=self.directory / "data",
+            node_id=quorum.node_id,
+            voters=quorum.voters or f"{quorum.node_id}@127.0.0.1:{self.controller_port}",
+            replicas=quorum.replicas,
+            min_isr=quorum.min_insync,
         )
         fd = os.open(self._properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:  # owner-only: with TLS it holds the broker's key
@@ -247,7 +277,7 @@ class LocalKafka:
     def _format_once(self, jars: Path) -> None:
         if (self.directory / "data" / "meta.properties").exists():
             return
-        cluster_id = _cluster_id()
+        cluster_id = self.quorum.cluster_id or new_cluster_id()
         command = [
             "java", "-cp", classpath(jars), "kafka.tools.StorageTool", "format",
             "-t", cluster_id, "-c", str(self._properties), "--ignore-formatted",
@@ -286,7 +316,9 @@ class LocalKafka:
         _CHILDREN[process.pid] = process
         return process
 
-    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+    def wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+        """Return once the started node answers metadata requests; stop it and raise if it
+        exits or does not answer within the bound."""
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -319,7 +351,7 @@ def _one_line(pem: str) -> str:
     return pem.strip().replace("\n", "\\n")
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     """A Kafka cluster id (base64url of a UUID), never starting with '-' (read as an option)."""
     while True:
         candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
