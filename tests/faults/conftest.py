@@ -2,7 +2,8 @@
 
 Broker faults need a broker of their own (killing the session's would take every other test
 with it): :func:`own_broker` starts one in the test's directory and can kill and restart it.
-Process faults use the session broker.
+Process faults use the session broker. :func:`own_cluster` starts a three-node cluster of its
+own (``mesh kafka up --brokers 3``), with the mesh's topics on three replicas.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from mesh.adapters.keyfiles import control_signers
 from mesh.adapters.localkafka.broker import LocalKafka
+from mesh.adapters.localkafka.cluster import PORTS_PER_NODE, LocalCluster
 from mesh.settings import Settings, load_settings
 from tests.conftest import free_port_pair
 
@@ -58,5 +60,39 @@ def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
     control_signers(settings)
     try:
         yield OwnBroker(kafka, settings)
+    finally:
+        kafka.down()
+
+
+@dataclass
+class OwnCluster:
+    kafka: LocalCluster
+    settings: Settings
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[OwnCluster]:
+    if load_settings().bootstrap_servers:
+        pytest.skip("MESH_BOOTSTRAP_SERVERS names a cluster; a broker kill needs a local one")
+    base = load_settings()
+    size = 3
+    kafka = LocalCluster(
+        tmp_path / "kafka",
+        free_port_pair(size * PORTS_PER_NODE),
+        size,
+        version=base.kafka_version,
+        heap="512m",
+    )
+    kafka.up()
+    settings = base.with_overrides(
+        bootstrap_servers=kafka.bootstrap,
+        topic_prefix="faults.",
+        state_dir=tmp_path / "state",
+        partitions=3,
+        replication_factor=3,
+    )
+    control_signers(settings)
+    try:
+        yield OwnCluster(kafka, settings)
     finally:
         kafka.down()

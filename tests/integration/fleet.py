@@ -136,6 +136,7 @@ def spawn_processor(settings: Settings, name: str, instance: str = "0") -> subpr
         "MESH_TOPIC_PREFIX": settings.topic_prefix,
         "MESH_STATE_DIR": str(settings.state_dir),
         "MESH_PARTITIONS": str(settings.partitions),
+        "MESH_REPLICATION_FACTOR": str(settings.replication_factor),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "processors", "run", name, "--instance", instance],
