@@ -23,8 +23,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def write_results(name: str, figures: dict[str, Any], ratios: dict[str, float], notes: str) -> Path:
-    """Write bench/results/NAME.json and regenerate bench/README.md from every results file."""
+def write_results(
+    name: str,
+    figures: dict[str, Any],
+    ratios: dict[str, float],
+    notes: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write bench/results/NAME.json and regenerate bench/README.md from every results file.
+    ``extra`` adds keys to the file that the README's table leaves out (a soak's samples)."""
     RESULTS.mkdir(exist_ok=True)
     payload = {
         "benchmark": name,
@@ -35,6 +42,7 @@ def write_results(name: str, figures: dict[str, Any], ratios: dict[str, float], 
         "figures": figures,
         "ratios": ratios,
         "notes": notes,
+        **(extra or {}),
     }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")

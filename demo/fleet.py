@@ -97,7 +97,7 @@ def specs() -> list[AgentSpec]:
 FLEET_POLICY = Path(__file__).resolve().parent / "policies" / "fleet.json"
 
 
-def _operator_policy(cluster: Cluster, serde: Serde) -> str:
+def put_fleet_policy(cluster: Cluster, serde: Serde) -> str:
     """Put the operator's fleet default in force (unless it already is): the fleet's limits
     are the operator's, and an agent's own policy can only narrow them."""
     policy = json.loads(FLEET_POLICY.read_text())
@@ -112,7 +112,7 @@ def _operator_policy(cluster: Cluster, serde: Serde) -> str:
 async def run_fleet(cluster: Cluster, serde: Serde, say: Say, tasks: int = 12) -> FleetReport:
     report = FleetReport(tasks=tasks)
     started = time.monotonic()
-    say(await asyncio.to_thread(_operator_policy, cluster, serde))
+    say(await asyncio.to_thread(put_fleet_policy, cluster, serde))
     fleet = {s.agent_id: Sidecar(cluster, serde, s, heartbeat_s=2.0) for s in specs()}
     await asyncio.gather(*(sidecar.start() for sidecar in fleet.values()))
     say(f"fleet attached: {', '.join(fleet)}")
