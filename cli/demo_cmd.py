@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -104,24 +105,62 @@ def _halts_in_force(current: Settings) -> str:
     return ", ".join(sorted(found)) or "none"
 
 
+Detach = typer.Option(
+    None,
+    "--detach/--stay",
+    help="When the demo is done, detach the fleet (retire it) and exit, or stay attached "
+    "until Ctrl-C. Default: stay when run from a terminal, detach otherwise.",
+    show_default=False,
+)
+
+
 def demo(
     tasks: int = typer.Option(12, "--tasks", min=6, max=500, help="Tasks intake opens."),
     registry_port: int = RegistryPort,
+    detach: bool | None = Detach,
 ) -> None:
-    """Bring the mesh up and run the demo fleet: work, a runaway halted, audit verified."""
+    """Bring the mesh up and run the demo fleet: work, a runaway halted, audit verified; then
+    keep the fleet attached until Ctrl-C (or --detach), so that it can be looked at live."""
     current = settings()
+    stay = sys.stdin.isatty() if detach is None else not detach
     where = stack_up(current, console.print, registry_port, KILLSWITCH_POLICY)
     registry = open_registry(current, where)
+    verified: list[bool] = []
+    mesh = _invoked_as()
+
+    async def hold(report: FleetReport) -> None:
+        _summary(report)
+        verified.append(await asyncio.to_thread(_verify, where.bootstrap))
+        if stay:
+            console.print(
+                f"the fleet stays attached, the runaway chain's halt in force: try `{mesh} "
+                f"agents ls`, `{mesh} halts`, `{mesh} status` in another terminal; Ctrl-C "
+                "detaches it",
+                soft_wrap=True,
+            )
+            await _until_interrupted()
+            console.print("detaching the fleet (its agents retire)")
+
     try:
-        report = asyncio.run(run_fleet(where, Serde(registry), _say, tasks))
+        report = asyncio.run(run_fleet(where, Serde(registry), _say, tasks, hold))
     finally:
         registry.close()
-    _summary(report)
-    verified = _verify(where.bootstrap)
-    mesh = _invoked_as()
     console.print(f"the mesh keeps running: try `{mesh} agents ls`, `{mesh} halts`, `{mesh} down`")
-    if len(report.completed) != report.tasks or report.halt is None or not verified:
+    if len(report.completed) != report.tasks or report.halt is None or not all(verified):
         raise typer.Exit(1)
+
+
+async def _until_interrupted() -> None:
+    """Wait for Ctrl-C (SIGINT) or SIGTERM, which end the wait instead of the process."""
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupted.set)
+    try:
+        await interrupted.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _invoked_as() -> str:

@@ -109,7 +109,16 @@ def put_fleet_policy(cluster: Cluster, serde: Serde) -> str:
     return f"policy: the operator's fleet default v{held.version} in force ({held.hash[:16]})"
 
 
-async def run_fleet(cluster: Cluster, serde: Serde, say: Say, tasks: int = 12) -> FleetReport:
+async def run_fleet(
+    cluster: Cluster,
+    serde: Serde,
+    say: Say,
+    tasks: int = 12,
+    hold: Callable[[FleetReport], Awaitable[None]] | None = None,
+) -> FleetReport:
+    """Attach the fleet, run ``tasks`` through it and report; ``hold(report)``, if given, is
+    awaited with the fleet still attached (heartbeating, the runaway chain's halt in force)
+    before the fleet detaches (`mesh demo` stays attached until Ctrl-C)."""
     report = FleetReport(tasks=tasks)
     started = time.monotonic()
     say(await asyncio.to_thread(put_fleet_policy, cluster, serde))
@@ -137,16 +146,24 @@ async def run_fleet(cluster: Cluster, serde: Serde, say: Say, tasks: int = 12) -
     ]
     try:
         await _intake(intake, tasks, report, say)
+        _account(report, fleet, started)
+        if hold is not None:  # the workers still serve: the fleet stays live while held
+            await hold(report)
     finally:
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        report.halt = _chain_halt(fleet[ROGUE], report)
-        report.messages = sum(s.counters.sent for s in fleet.values())
-        report.spend_usd = {name: s.counters.spend_usd for name, s in fleet.items()}
+        if not report.seconds:
+            _account(report, fleet, started)
         await asyncio.gather(*(sidecar.stop() for sidecar in fleet.values()))
-    report.seconds = time.monotonic() - started
     return report
+
+
+def _account(report: FleetReport, fleet: dict[str, Sidecar], started: float) -> None:
+    report.halt = _chain_halt(fleet[ROGUE], report)
+    report.messages = sum(s.counters.sent for s in fleet.values())
+    report.spend_usd = {name: s.counters.spend_usd for name, s in fleet.items()}
+    report.seconds = time.monotonic() - started
 
 
 async def _intake(intake: Sidecar, tasks: int, report: FleetReport, say: Say) -> None:

@@ -1,11 +1,14 @@
 """The `mesh` command as a user runs it: real processes, the session broker."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mesh.settings import Settings
 from stack.keeper import read_restarts
@@ -17,9 +20,21 @@ MESH = [sys.executable, "-m", "cli"]
 def run(
     args: list[str], settings: Settings | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    return subprocess.run(
+        MESH + args,
+        capture_output=True,
+        text=True,
+        env=environment(settings, **env),
+        timeout=180,
+        check=False,
+    )
+
+
+def environment(settings: Settings | None = None, **env: str) -> dict[str, str]:
+    """This process's environment without its MESH_ variables, plus those of ``settings``."""
+    result = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     if settings is not None:
-        environment |= {
+        result |= {
             "MESH_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
             "MESH_TOPIC_PREFIX": settings.topic_prefix,
             "MESH_STATE_DIR": str(settings.state_dir),
@@ -29,12 +44,9 @@ def run(
             "MESH_SECURITY_PROTOCOL": settings.security_protocol,
             "MESH_SSL_CA_LOCATION": settings.ssl_ca_location,
         }
-        environment |= {k: v for k, v in security.items() if v}
-    environment["COLUMNS"] = "200"
-    environment |= env
-    return subprocess.run(
-        MESH + args, capture_output=True, text=True, env=environment, timeout=180, check=False
-    )
+        result |= {k: v for k, v in security.items() if v}
+    result["COLUMNS"] = "200"
+    return result | env
 
 
 def test_bad_arguments_are_usage_errors() -> None:
@@ -135,14 +147,77 @@ def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
         status = " ".join(run(["status"], settings).stdout.split())
         assert "processors: running" in status and "1 restarts, last after exit code -9" in status
 
-        again = run(["demo", "--tasks", "6", *port], settings)  # the stack is up: reused
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert "processors: already running" in again.stdout
-        assert "research-b by chain_spend" in " ".join(again.stdout.split())  # a new chain
-        assert "fleet default v1 in force" in again.stdout  # already in force: not published again
+        # the stack is up: reused; --stay keeps the fleet attached until Ctrl-C (issue 17)
+        again = spawn(["demo", "--tasks", "6", "--stay", *port], settings)
+        try:
+            attached = again.wait_for_line("the fleet stays attached", 180)
+            assert "processors: already running" in attached
+            assert "research-b by chain_spend" in " ".join(attached.split())  # a new chain
+            assert "fleet default v1 in force" in attached  # in force: not published again
+            live = agent_rows(run(["agents", "ls", "--json"], settings).stdout)
+            assert {live[a]["status"] for a in ("intake", "research-b", "human-desk")} == {"LIVE"}
+            assert "chain halt by chain_spend" in run(["halts"], settings).stdout
+            again.process.send_signal(signal.SIGINT)  # Ctrl-C: the fleet detaches, retired
+            assert again.process.wait(60) == 0, again.output()
+        finally:
+            again.close()
+        assert "detaching the fleet (its agents retire)" in again.output()
+        gone = agent_rows(run(["agents", "ls", "--json"], settings).stdout)
+        assert gone["intake"]["status"] == "RETIRED"
     finally:
         stopped = run(["down"], settings)
     assert "processors: stopped" in stopped.stdout and "registry-api: stopped" in stopped.stdout
+
+
+def agent_rows(lines: str) -> dict[str, dict[str, Any]]:
+    return {row["agent_id"]: row for row in map(json.loads, lines.splitlines())}
+
+
+@dataclass
+class Spawned:
+    """A `mesh` command left running, its output read as it comes."""
+
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def wait_for_line(self, text: str, timeout_s: float) -> str:
+        """Read until a line holds ``text``; returns everything read so far."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{self.output()}"
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"exited before {text!r}:\n{self.output()}")
+            self.lines.append(line)
+        return self.output()
+
+    def output(self) -> str:
+        stdout = self.process.stdout
+        if self.process.poll() is not None and stdout is not None and not stdout.closed:
+            self.lines += stdout.readlines()
+        return "".join(self.lines)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.output()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def spawn(args: list[str], settings: Settings) -> Spawned:
+    """`mesh ARGS` left running (stdin is not a terminal), its output read by the caller."""
+    process = subprocess.Popen(
+        MESH + args,
+        env=environment(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    return Spawned(process)
 
 
 def child_of(parent: int) -> int:
