@@ -5,6 +5,8 @@ it may do what a sidecar does."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +19,12 @@ from mesh.adapters.keyfiles import control_signers
 from mesh.adapters.localkafka import LocalKafka
 from mesh.domain.topics import AUDIT, CONTROL, TELEMETRY, inbox_topic
 from mesh.settings import Cluster, Settings, load_settings
-from processors.runtime.engine import Engine
 from sidecar.core import Sidecar
 from sidecar.spec import AgentSpec
 from tests.conftest import free_port_pair
-from tests.integration.fleet import codec_for, running
-from tests.integration.test_cli import run
-from tests.integration.test_sidecar import _until, registry_processor
+from tests.integration.fleet import codec_for
+from tests.integration.test_cli import run, spawn
+from tests.integration.test_sidecar import _until
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +114,12 @@ def test_the_broker_refuses_an_agent_what_its_acls_do_not_allow(
     assert f"{prefix}{AUDIT}" in owner.list_topics(timeout=10).topics  # still there
 
 
-async def test_sidecars_and_a_processor_work_under_their_own_principals(
+async def test_sidecars_and_the_processors_work_under_their_own_principals(
     secure_broker: LocalKafka, tmp_path: Path
 ) -> None:
-    """The ACLs are not only refusals: the registry processor as the processors' principal and
-    two sidecars as their agents' principals register, follow control and exchange a message."""
+    """The ACLs are not only refusals: all four processors (`mesh processors run`) as the
+    processors' principal and two sidecars as their agents' principals register, follow
+    control and exchange a message, and the audit, reading every inbox, stays complete."""
     settings, admin_env = mesh_env(secure_broker, tmp_path / "state")
     settings = settings.with_overrides(topic_prefix="sec2.", profile="development")
     for name in ("mesh-processors", "alice", "bob"):
@@ -137,9 +139,13 @@ async def test_sidecars_and_a_processor_work_under_their_own_principals(
             sasl_username=name, sasl_password=f"{name}-pw",
         )  # fmt: skip
 
-    processors = principal("mesh-processors")
-    codec, registry = codec_for(processors)
-    with running([Engine.keyed(registry_processor(processors), Cluster.of(processors), codec)]):
+    as_processors = {**admin_env, "MESH_SASL_USERNAME": "mesh-processors",
+                     "MESH_SASL_PASSWORD": "mesh-processors-pw"}  # fmt: skip
+    processors = spawn(
+        ["processors", "run", "registry", "state", "audit", "killswitch"], settings, **as_processors
+    )
+    try:
+        await asyncio.to_thread(processors.wait_for_line, "ready:", 120)
         alice_codec, alice_registry = codec_for(principal("alice"))
         bob_codec, bob_registry = codec_for(principal("bob"))
         alice = Sidecar(Cluster.of(principal("alice")), alice_codec.serde, AgentSpec("alice"),
@@ -153,4 +159,20 @@ async def test_sidecars_and_a_processor_work_under_their_own_principals(
             assert got is not None and got.message_id == sent
         alice_registry.close()
         bob_registry.close()
-    registry.close()
+        deadline = time.monotonic() + 60
+        while True:  # the audit, as the processors' principal, recorded every record
+            verified = await asyncio.to_thread(
+                run, ["audit", "verify", "--complete"], settings, **admin_env
+            )
+            if verified.returncode == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "complete: every record of" in verified.stdout
+        assert processors.process.poll() is None, processors.output()
+        processors.process.send_signal(signal.SIGTERM)
+        assert processors.process.wait(60) == 0, processors.output()
+    finally:
+        processors.close()
+    assert "TOPIC_AUTHORIZATION_FAILED" not in processors.output()
+    assert "GROUP_AUTHORIZATION_FAILED" not in processors.output()

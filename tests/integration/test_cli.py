@@ -207,11 +207,11 @@ class Spawned:
             self.process.stdout.close()
 
 
-def spawn(args: list[str], settings: Settings) -> Spawned:
+def spawn(args: list[str], settings: Settings, **env: str) -> Spawned:
     """`mesh ARGS` left running (stdin is not a terminal), its output read by the caller."""
     process = subprocess.Popen(
         MESH + args,
-        env=environment(settings),
+        env=environment(settings, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
