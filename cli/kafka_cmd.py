@@ -72,8 +72,9 @@ def up(
             soft_wrap=True,
         )
     if broker.tls_bootstrap is not None:
+        protocol = "SASL_SSL" if broker.secure else "SSL"
         console.print(
-            f"TLS: MESH_BOOTSTRAP_SERVERS={broker.tls_bootstrap} MESH_SECURITY_PROTOCOL=SSL "
+            f"TLS: MESH_BOOTSTRAP_SERVERS={broker.tls_bootstrap} MESH_SECURITY_PROTOCOL={protocol} "
             f"MESH_SSL_CA_LOCATION={broker.ca_file}",
             soft_wrap=True,
         )

@@ -88,3 +88,43 @@ async def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(
     with pytest.raises(KafkaUnavailableError):
         await sidecar.start()
     TopicAdmin(Cluster.of(settings)).ensure()  # the trusting client still works
+
+
+async def test_sasl_over_tls_carries_the_cli_a_processor_and_sidecars(tmp_path: Path) -> None:
+    """Issue 15: `mesh kafka up --secure --tls` is the production shape, SCRAM over TLS
+    (SASL_SSL) on port+2: the CLI, a processor (librdkafka) and two sidecars (aiokafka)."""
+    broker = LocalKafka(
+        tmp_path / "kafka",
+        free_port_pair(3),
+        version=load_settings().kafka_version,
+        heap="512m",
+        tls=True,
+        secure=True,
+    )
+    broker.up()
+    try:
+        user, password = broker.admin_credentials()
+        settings = tls_settings(broker, tmp_path / "state").with_overrides(
+            security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=user, sasl_password=password,
+        )  # fmt: skip
+        secret = {"MESH_SASL_MECHANISM": "SCRAM-SHA-512", "MESH_SASL_USERNAME": user,
+                  "MESH_SASL_PASSWORD": password}  # fmt: skip
+        ensured = run(["topics", "ensure"], settings, **secret)
+        assert ensured.returncode == 0, ensured.stdout + ensured.stderr
+        wrong = run(["topics", "ls"], settings, **{**secret, "MESH_SASL_PASSWORD": "guess"})
+        assert wrong.returncode == 1, wrong.stdout  # the CA trusted, the password wrong
+        assert "kafka_unavailable" in wrong.stderr and "uthentication" in wrong.stderr
+        codec, registry = codec_for(settings)
+        cluster = Cluster.of(settings)
+        with running([Engine.keyed(registry_processor(settings), cluster, codec)]):
+            alice = Sidecar(cluster, codec.serde, AgentSpec("alice"), heartbeat_s=1.0)
+            bob = Sidecar(cluster, codec.serde, AgentSpec("bob"), heartbeat_s=1.0)
+            async with alice, bob:
+                await _until(lambda: "bob" in alice.agents(), "bob registered, over SASL_SSL")
+                sent = await alice.send("bob", text="over SASL_SSL")
+                got = await bob.receive(timeout_s=15)
+                assert got is not None and got.message_id == sent
+        registry.close()
+    finally:
+        broker.down()

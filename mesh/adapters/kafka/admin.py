@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from mesh.adapters.kafka.config import base_config
+from mesh.adapters.kafka.config import base_config, refusal
 from mesh.domain.topics import TopicSpec, catalogue, config_conflicts
 from mesh.errors import KafkaUnavailableError, TopicConfigConflictError
 from mesh.settings import Cluster
@@ -77,6 +77,13 @@ class TopicAdmin:
         try:
             metadata = self._admin.list_topics(timeout=_TIMEOUT_S)
         except KafkaException as exc:
+            refused = refusal(self._admin)
+            if refused is not None:
+                raise KafkaUnavailableError(
+                    f"the broker at {self.bootstrap} refused this client: {refused}. Check "
+                    "MESH_SASL_USERNAME and MESH_SASL_PASSWORD (SASL) or MESH_SSL_CA_LOCATION "
+                    "(TLS)"
+                ) from exc
             raise KafkaUnavailableError(
                 f"no Kafka broker answered at {self.bootstrap}: {exc}. Start one with "
                 "`mesh kafka up` or set MESH_BOOTSTRAP_SERVERS"

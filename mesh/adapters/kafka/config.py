@@ -25,6 +25,7 @@ __all__ = [
     "base_config",
     "consumer_config",
     "producer_config",
+    "refusal",
     "transactional_producer_config",
 ]
 
@@ -34,6 +35,35 @@ __all__ = [
 #: logging to see them.
 LIBRDKAFKA_LOGGER = logging.getLogger("mesh.librdkafka")
 LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
+
+
+class _Refusals(logging.Handler):
+    """The last reason a broker refused a connection (bad SASL credentials, a TLS handshake
+    that failed), read from librdkafka's log: a failed request only says "transport failure",
+    which sends people looking for a broker that is up and refusing them."""
+
+    MARKERS = ("SASL authentication error", "SSL handshake failed")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if any(marker in text for marker in self.MARKERS):
+            self.last = text.rsplit("/bootstrap: ", 1)[-1]
+
+
+_REFUSALS = _Refusals()
+LIBRDKAFKA_LOGGER.addHandler(_REFUSALS)
+
+
+def refusal(client: Any) -> str | None:
+    """Why the brokers refused ``client`` (an AdminClient or a Producer), if they did: serves
+    the client's queued log lines first (librdkafka hands them over on poll)."""
+    _REFUSALS.last = None
+    client.poll(0)
+    return _REFUSALS.last
 
 
 def base_config(cluster: Cluster) -> dict[str, Any]:

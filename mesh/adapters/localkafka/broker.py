@@ -216,7 +216,8 @@ class LocalKafka:
             out.write(text + self._tls_config() + self._secure_config())
 
     def _secure_config(self) -> str:
-        """Properties that make the client listener SASL/SCRAM with ACLs (secure mode)."""
+        """Properties that make the client listener SASL/SCRAM with ACLs (secure mode); with
+        TLS too, the TLS listener is SASL_SSL (SCRAM over TLS: the production shape)."""
         if not self.secure:
             return ""
         user, password = self._admin()
@@ -225,17 +226,25 @@ class LocalKafka:
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{user}" password="{password}";'
         )
+        client = [sasl]
+        protocols = "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+        over_tls: list[str] = []
+        if self.tls_port is not None:
+            client.append(f"SASL_SSL://127.0.0.1:{self.tls_port}")
+            protocols += ",SASL_SSL:SASL_SSL"
+            over_tls = [f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas}"]
         return "\n".join(
             [
                 "",
                 "# The secure profile (mesh kafka up --secure): SASL/SCRAM clients, ACLs enforced.",
-                f"listeners={sasl},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners={sasl}",
+                f"listeners={','.join(client)},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners={','.join(client)}",
                 "inter.broker.listener.name=SASL_PLAINTEXT",
-                "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listener.security.protocol.map={protocols}",
                 "sasl.enabled.mechanisms=SCRAM-SHA-512",
                 "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
                 f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}",
+                *over_tls,
                 "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
                 # the controller listener is local and unauthenticated (ANONYMOUS)
                 f"super.users=User:{user};User:ANONYMOUS",
@@ -259,13 +268,20 @@ class LocalKafka:
             return ""
         tls = ensure_broker_tls(self.directory / "tls")
         plain, ssl = f"PLAINTEXT://127.0.0.1:{self.port}", f"SSL://127.0.0.1:{self.tls_port}"
+        listeners = (
+            []  # secure: the TLS listener is SASL_SSL, set by _secure_config
+            if self.secure
+            else [
+                f"listeners={plain},CONTROLLER://127.0.0.1:{self.controller_port},{ssl}",
+                f"advertised.listeners={plain},{ssl}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL",
+            ]
+        )
         return "\n".join(
             [
                 "",
                 "# The TLS listener (mesh kafka up --tls); inter-broker traffic stays local.",
-                f"listeners={plain},CONTROLLER://127.0.0.1:{self.controller_port},{ssl}",
-                f"advertised.listeners={plain},{ssl}",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL",
+                *listeners,
                 "ssl.keystore.type=PEM",
                 f"ssl.keystore.key={_one_line(tls.key_pem)}",
                 f"ssl.keystore.certificate.chain={_one_line(tls.chain_pem)}",
