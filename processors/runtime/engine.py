@@ -126,7 +126,7 @@ class Engine:
         self._running = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        self._worker = _DaemonWorker()  # see _finish
+        self._worker: _DaemonWorker | None = None  # see _finish; one per start()
         self._wedged = False
         self._assigned: list[TopicPartition] = []
         self._next_tick = 0.0
@@ -156,6 +156,7 @@ class Engine:
         if self._consumer is not None:
             return
         self._check_copartitioned()
+        self._worker = _DaemonWorker()
         self._producer = self._new_producer()
         self._consumer = Consumer(
             consumer_config(
@@ -207,12 +208,13 @@ class Engine:
             self._consumer = None
         if self._producer is not None:
             if self._wedged:  # blocked in the worker: abandon it with its thread (see _finish)
-                self._worker.shutdown()
-                self._worker = _DaemonWorker()
                 self._wedged = False
             else:
                 self._producer.flush(5)
             self._producer = None
+        if self._worker is not None:  # its thread ends (or, wedged, is left behind)
+            self._worker.shutdown()
+            self._worker = None
         self._assigned = []
         self.job.discard()
         self.job.close()
@@ -326,6 +328,8 @@ class Engine:
                 producer.send_offsets_to_transaction(offsets, group, self.config.call_timeout_s)
             producer.commit_transaction(self.config.call_timeout_s)
 
+        if self._worker is None:
+            raise ProcessorError(f"{self.group}: the engine is not started; call start() first")
         future = self._worker.submit(finish)
         try:
             future.result(timeout=self.config.finish_timeout_s)
