@@ -54,6 +54,20 @@ class _AgentWindows:
     refusals: SlidingWindow
     repeats: dict[tuple[str, str], SlidingWindow] = field(default_factory=dict)
     hops: dict[tuple[str, str], SlidingWindow] = field(default_factory=dict)
+    seen: int = 0
+
+    def prune(self, now_ms: int) -> None:
+        """Drop the windows that slid empty: one per (tool, arguments) and per (peer,
+        correlation) would otherwise be kept for every call and every conversation ever seen
+        (the soak found the kill-switch growing by one window per message this way)."""
+        for windows in (self.repeats, self.hops):
+            for key in [k for k, window in windows.items() if not window.slide(now_ms)]:
+                if not windows[key].events:
+                    del windows[key]
+
+
+#: An agent's windows are swept of empty ones every this many of its observations.
+_PRUNE_EVERY = 256
 
 
 _MINUTE, _HOUR = 60_000, 3_600_000
@@ -90,6 +104,11 @@ class Watch:
         """The rules ``obs`` makes fire: the agent's first (in policy order), then the fleet's."""
         return [f for f in (self.observe_agent(obs), self.observe_fleet(obs)) if f is not None]
 
+    def windows_held(self) -> int:
+        """How many per-call and per-conversation windows are held (bounded by activity in
+        the last ``repeat_window_s``, not by history)."""
+        return sum(len(w.repeats) + len(w.hops) for w in self._agents.values())
+
     def observe_agent(self, obs: Observation) -> Firing | None:
         """The agent's own rule ``obs`` makes fire, if any (the first in policy order)."""
         return self._agent_rule(obs)
@@ -114,6 +133,9 @@ class Watch:
     def _agent_rule(self, obs: Observation) -> Firing | None:
         limits = self.policy.limits(obs.agent_id)
         w = self._windows(obs.agent_id)
+        w.seen += 1
+        if w.seen % _PRUNE_EVERY == 0:
+            w.prune(obs.at_ms)
         who = obs.agent_id
         if obs.cost_usd:
             per_minute = w.minute.add(obs.at_ms, obs.cost_usd, obs.event_id)

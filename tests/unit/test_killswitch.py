@@ -545,3 +545,20 @@ def test_a_fleet_rate_over_its_limit_is_throttled_then_halted_if_it_keeps_climbi
     assert len(throttles) == 1
     halts = [h for ms in (600, 700) for h in call("drafting", ms)]  # 7 > 2 x 3: halt
     assert [(h["rule"], h["target"]) for h in halts] == [("fleet_rate", "*")]
+
+
+def test_the_windows_of_past_conversations_and_calls_are_let_go() -> None:
+    """Found by bench/soak.py: a window per (peer, correlation) and per (tool, arguments) was
+    kept forever, one more per message; now only the last repeat_window_s of them are held."""
+    from processors.killswitch.watch import Observation, Watch
+
+    watch = Watch(parse_policy({"agent": {"repeat_window_s": 10}}))
+    for i in range(5_000):  # one message a second, each its own conversation, each new args
+        at = i * 1_000
+        sent = Observation(f"m{i}", "intake", at, "MESSAGE_SENT", "send", peer="research",
+                           correlation_id=f"conversation-{i}")  # fmt: skip
+        called = Observation(f"t{i}", "intake", at, "TOOL_CALL", "search",
+                             arguments_digest=f"args-{i}")  # fmt: skip
+        assert watch.observe_agent(sent) is None
+        assert watch.observe_agent(called) is None
+    assert watch.windows_held() <= 2 * (10 + 256)  # the window's span plus one sweep's worth
