@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -46,42 +48,77 @@ def down() -> None:
     stack_down(settings(), console.print)
 
 
-def status() -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="The same, as one JSON object."),
+) -> None:
     """What `mesh up` runs: the broker, each service and its restarts, whether the processors
     are ready, and the halts in force; exit 0 only when all is well."""
     current = settings()
+    view = _status(current)
+    if as_json:
+        print(json.dumps(view))
+    else:
+        _print_status(view)
+    if not view["healthy"]:
+        raise typer.Exit(1)
+
+
+def _status(current: Settings) -> dict[str, Any]:
     if current.bootstrap_servers:
-        console.print(f"kafka: {current.bootstrap_servers} (MESH_BOOTSTRAP_SERVERS)")
+        kafka: dict[str, Any] = {"bootstrap": current.bootstrap_servers, "source": "env"}
     else:
         broker = local_kafka(current).status()
+        kafka = {"bootstrap": broker.bootstrap, "running": broker.running, "pid": broker.pid}
+    services = [
+        {
+            "name": service.name,
+            "running": service.pid is not None,
+            "pid": service.pid,
+            "restarts": service.restarts.count,
+            "last_restart_cause": service.restarts.last_cause or None,
+            "given_up": service.restarts.given_up or None,
+            "log": str(service.log),
+        }
+        for service in stack_status(current)
+    ]
+    age = _age_s(current.state_dir / "run" / "processors-0.health")
+    ready = age is not None and age <= 10
+    return {
+        "kafka": kafka,
+        "services": services,
+        "processors_ready": ready,
+        "processors_last_seen_s": None if age is None else round(age, 1),
+        "halts_in_force": _halts_in_force(current),
+        "healthy": ready and all(s["running"] for s in services),
+    }
+
+
+def _print_status(view: dict[str, Any]) -> None:
+    kafka = view["kafka"]
+    if kafka.get("source") == "env":
+        console.print(f"kafka: {kafka['bootstrap']} (MESH_BOOTSTRAP_SERVERS)")
+    else:
         console.print(
-            f"kafka: running at {broker.bootstrap} (pid {broker.pid})"
-            if broker.running
+            f"kafka: running at {kafka['bootstrap']} (pid {kafka['pid']})"
+            if kafka["running"]
             else "kafka: not running"
         )
-    down_count = 0
-    for service in stack_status(current):
-        restarts = service.restarts
-        state = f"running (pid {service.pid})" if service.pid else "not running"
-        down_count += service.pid is None
-        line = f"{service.name}: {state}, {restarts.count} restarts"
-        if restarts.last_cause:
-            line += f", last after {restarts.last_cause}"
-        if restarts.given_up:
-            line += f"; not started again: {restarts.given_up}"
-        console.print(line + f" (log {service.log})")
-    health = current.state_dir / "run" / "processors-0.health"
-    age = _age_s(health)
-    ready = age is not None and age <= 10
+    for service in view["services"]:
+        state = f"running (pid {service['pid']})" if service["running"] else "not running"
+        line = f"{service['name']}: {state}, {service['restarts']} restarts"
+        if service["last_restart_cause"]:
+            line += f", last after {service['last_restart_cause']}"
+        if service["given_up"]:
+            line += f"; not started again: {service['given_up']}"
+        console.print(line + f" (log {service['log']})")
     console.print(
-        f"processors: ready, last seen {age:.1f}s ago"
-        if ready
+        f"processors: ready, last seen {view['processors_last_seen_s']:.1f}s ago"
+        if view["processors_ready"]
         else "processors: not ready (still restoring, or not running)"
     )
-    halts = _halts_in_force(current)
-    console.print(f"halts in force: {halts}")
-    if down_count or not ready:
-        raise typer.Exit(1)
+    halts = view["halts_in_force"]
+    shown = halts if isinstance(halts, str) else ", ".join(halts) or "none"
+    console.print(f"halts in force: {shown}")
 
 
 def _age_s(health: Path) -> float | None:
@@ -91,7 +128,8 @@ def _age_s(health: Path) -> float | None:
         return None
 
 
-def _halts_in_force(current: Settings) -> str:
+def _halts_in_force(current: Settings) -> list[str] | str:
+    """The keys of the halts in force, or why they could not be read."""
     try:
         where = cluster(current)
         registry = open_registry(current, where)
@@ -102,7 +140,7 @@ def _halts_in_force(current: Settings) -> str:
             registry.close()
     except MeshError as exc:
         return f"unknown ({exc})"
-    return ", ".join(sorted(found)) or "none"
+    return sorted(found)
 
 
 Detach = typer.Option(

@@ -36,7 +36,9 @@ def fingerprint(public: bytes) -> str:
 
 
 @app.command()
-def show() -> None:
+def show(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per key, per line."),
+) -> None:
     """Print the mesh's and the operator's public keys and the MESH_CONTROL_SIGNERS line."""
     current = settings()
     keys = current.state_dir / "keys"
@@ -50,7 +52,13 @@ def show() -> None:
         raise typer.Exit(1)
     for key in found:
         public = key.public_bytes
+        if as_json:
+            print(json.dumps({"id": key.agent_id, "public_key": public.hex(),
+                              "fingerprint": fingerprint(public)}))  # fmt: skip
+            continue
         console.print(f"{key.agent_id}: {public.hex()}  (fingerprint {fingerprint(public)})")
+    if as_json:
+        return
     signers = ",".join(f"{key.agent_id}={key.public_bytes.hex()}" for key in found)
     console.print(f"MESH_CONTROL_SIGNERS={signers}")
 

@@ -161,14 +161,25 @@ def show(
 
 
 @app.command()
-def history(target: str | None = typer.Argument(None, help="AGENT, capability:C or *.")) -> None:
+def history(
+    target: str | None = typer.Argument(None, help="AGENT, capability:C or *."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per version, per line."),
+) -> None:
     """Every version published, oldest first, with who published it and why."""
     with _Mesh() as mesh:
         log = mesh.policies()
     for at_ms, record in log.history:
         if target is None or record.target == target:
             when = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).isoformat(timespec="seconds")
-            console.print(f"{when.replace('+00:00', 'Z')} {_line(record)}")
+            when = when.replace("+00:00", "Z")
+            if as_json:
+                print(json.dumps({
+                    "at": when, "target": record.target, "version": record.version,
+                    "hash": record.hash, "author": record.author, "reason": record.reason,
+                    "policy": json.loads(record.policy_json),
+                }))  # fmt: skip
+                continue
+            console.print(f"{when} {_line(record)}")
 
 
 def _line(record: PolicyInForce) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.table import Table
 
@@ -24,7 +26,9 @@ def ensure() -> None:
 
 
 @app.command("ls")
-def list_topics() -> None:
+def list_topics(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per topic, per line."),
+) -> None:
     """Show the catalogue and what the cluster has."""
     current = settings()
     admin = TopicAdmin(cluster(current))
@@ -32,6 +36,12 @@ def list_topics() -> None:
     table = Table("topic", "partitions", "cleanup", "what")
     for spec in catalogue():
         name = spec.full_name(current.topic_prefix)
+        cleanup = spec.configs.get("cleanup.policy", "")
+        if as_json:
+            print(json.dumps({"topic": name, "partitions": live.get(name), "cleanup": cleanup,
+                              "what": spec.what}))  # fmt: skip
+            continue
         partitions = str(live[name]) if name in live else "missing"
-        table.add_row(name, partitions, spec.configs.get("cleanup.policy", ""), spec.what)
-    console.print(table)
+        table.add_row(name, partitions, cleanup, spec.what)
+    if not as_json:
+        console.print(table)

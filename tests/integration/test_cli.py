@@ -105,6 +105,20 @@ def test_topics_ensure_twice(settings: Settings) -> None:
     assert f"ok       {settings.topic_prefix}mesh.audit.v1" in second.stdout
 
 
+def test_topics_ls_and_keys_show_print_json_for_scripts(settings: Settings) -> None:
+    assert run(["topics", "ensure"], settings).returncode == 0
+    rows = [
+        json.loads(line) for line in run(["topics", "ls", "--json"], settings).stdout.splitlines()
+    ]
+    audit = next(r for r in rows if r["topic"] == f"{settings.topic_prefix}mesh.audit.v1")
+    assert audit["partitions"] == settings.partitions and audit["what"]
+    keys = [
+        json.loads(line) for line in run(["keys", "show", "--json"], settings).stdout.splitlines()
+    ]
+    assert {k["id"] for k in keys} == {"mesh", "operator:root"}
+    assert all(len(k["public_key"]) == 64 for k in keys)
+
+
 def test_schemas_check_and_register(settings: Settings) -> None:
     assert run(["schemas", "check"]).returncode == 0
     assert run(["topics", "ensure"], settings).returncode == 0
@@ -136,6 +150,14 @@ def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
         assert "processors: running" in status.stdout and ", 0 restarts" in status.stdout
         assert "processors: ready, last seen" in status.stdout
         assert "halts in force: chain:" in status.stdout
+        view = json.loads(run(["status", "--json"], settings).stdout)  # the same, for scripts
+        assert view["healthy"] and view["processors_ready"]
+        assert {s["name"] for s in view["services"]} == {"processors", "registry-api"}
+        assert any(key.startswith("chain:") for key in view["halts_in_force"])
+        [fleet] = [json.loads(line) for line in run(["policy", "history", "--json"],
+                                                     settings).stdout.splitlines()]  # fmt: skip
+        assert (fleet["target"], fleet["version"]) == ("*", 1) and fleet["at"].endswith("Z")
+        assert fleet["policy"]["budget_usd"] == 10.0
 
         keeper = int((settings.state_dir / "run" / "processors.pid").read_text())
         os.kill(child_of(keeper), signal.SIGKILL)  # the processors crash; their keeper stays
