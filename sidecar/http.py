@@ -90,7 +90,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         cannot follow the control topic and so refuses everything (fail closed)."""
         c = sidecar.counters
         unavailable = sidecar.control.unavailable(time.monotonic())
-        status = "unavailable" if unavailable else "halted" if sidecar.halt else "running"
+        status = "UNAVAILABLE" if unavailable else "HALTED" if sidecar.halt else "LIVE"
         return JSONResponse(
             {
                 "agent_id": sidecar.agent_id,

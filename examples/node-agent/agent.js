@@ -51,7 +51,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function untilResumed() {
   for (;;) {
     const health = await call("GET", "/v1/health").catch(() => null);
-    if (health && health.status === "running") return;
+    if (health && health.status === "LIVE") return;
     await sleep(250);
   }
 }

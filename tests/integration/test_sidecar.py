@@ -412,6 +412,8 @@ async def test_a_message_held_when_the_agent_is_halted_is_delivered_again_after_
             assert halted.returncode == 0, halted.stdout + halted.stderr
             refused = await http.post("/v1/tools/permits", headers=auth, json={"tool": "uppercase"})
             assert refused.status_code == 409 and refused.json()["rule"] == "halted"
+            health = (await http.get("/v1/health", headers=auth)).json()
+            assert health["status"] == "HALTED"  # the registry's word for it (issue 17)
             nothing = await http.get("/v1/messages/next?timeout_s=0.5", headers=auth)
             assert nothing.status_code == 204  # halted: nothing is handed out
 
@@ -420,6 +422,7 @@ async def test_a_message_held_when_the_agent_is_halted_is_delivered_again_after_
             )
             assert resumed.returncode == 0, resumed.stdout + resumed.stderr
             await _until(lambda: shouter.halt is None, "the resume applied")
+            assert (await http.get("/v1/health", headers=auth)).json()["status"] == "LIVE"
             again = await http.get("/v1/messages/next?timeout_s=15", headers=auth)
             assert again.status_code == 200 and again.json()["message_id"] == sent
             acked = await http.post(f"/v1/messages/{sent}/ack", headers=auth)
