@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mesh.settings import Settings
 from stack.keeper import read_restarts
 from tests.conftest import free_port_pair
@@ -93,6 +95,20 @@ def test_no_broker_says_what_to_do(tmp_path: Path) -> None:
     result = run(["topics", "ensure"], MESH_STATE_DIR=str(tmp_path))
     assert result.returncode == 1
     assert "Run `mesh kafka up`, or set MESH_BOOTSTRAP_SERVERS" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["agents", "ls"], ["halts"], ["state", "show", "t"], ["audit", "verify"]]
+)
+def test_an_unreachable_broker_is_one_line_that_names_it(
+    command: list[str], tmp_path: Path
+) -> None:
+    """Issue 17: these printed 'error (unexpected): KafkaException ... a bug in the mesh'."""
+    result = run(command, MESH_BOOTSTRAP_SERVERS="127.0.0.1:1", MESH_STATE_DIR=str(tmp_path),
+                 MESH_PROFILE="development")  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error (kafka_unavailable): no Kafka broker answered at 127.0.0.1:1")
 
 
 def test_topics_ensure_twice(settings: Settings) -> None:

@@ -58,12 +58,13 @@ class Reader(Consumer):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
+        self.bootstrap = str(config.get("bootstrap.servers", ""))
         self.probe = Consumer({**config, "isolation.level": "read_uncommitted"})
         self._known: set[str] = set()
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         for topic in sorted({tp.topic for tp in partitions} - self._known):
-            self.list_topics(topic, timeout=10)
+            _metadata(self, topic, 10)
             self._known.add(topic)
         super().assign(partitions)
 
@@ -115,12 +116,28 @@ def watermarks(
 
 def partitions_of(consumer: Consumer, topic: str) -> list[int]:
     """The partition numbers of ``topic``; raise TopicNotFoundError if it does not exist."""
-    metadata = consumer.list_topics(topic, timeout=15).topics.get(topic)
+    metadata = _metadata(consumer, topic, 15).topics.get(topic)
     if metadata is None or not metadata.partitions:
         raise TopicNotFoundError(
             f"topic {topic} does not exist; run `mesh topics ensure` (or `mesh up`)"
         )
     return sorted(metadata.partitions)
+
+
+def _metadata(consumer: Consumer, topic: str, timeout_s: float) -> Any:
+    """The cluster's metadata for ``topic``; an unreachable cluster is named as such."""
+    try:
+        return consumer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"no Kafka broker answered at {consumer_bootstrap(consumer)} within {timeout_s:g}s "
+            f"({exc.args[0].str()}). Is it up (`mesh kafka up`, `mesh status`), and is "
+            "MESH_BOOTSTRAP_SERVERS right?"
+        ) from exc
+
+
+def consumer_bootstrap(consumer: Consumer) -> str:
+    return str(getattr(consumer, "bootstrap", "the configured brokers"))
 
 
 def read_available(
