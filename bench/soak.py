@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -371,6 +372,9 @@ async def soak(cluster: Cluster, serde: Serde) -> tuple[Samples, Load, dict[str,
 
 
 def main() -> int:
+    # SIGTERM (a timeout, a Ctrl-C from a supervisor) ends the run through the finally below,
+    # which stops what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = load_settings()
     where = stack_up(settings, print, free_port_pair(), KILLSWITCH_POLICY)
     registry = open_registry(settings, where)

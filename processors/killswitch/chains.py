@@ -18,6 +18,13 @@ Rules (``[chain]`` in the kill-switch policy; a limit is a maximum, exactly at i
 * ``chain_deadline``: a record more than ``deadline_s`` after the chain's first one.
 
 A chain not seen for an hour is forgotten (the longest window the kill-switch replays).
+
+Memory: most chains are short (a request and its answer) and then idle for good, yet the
+budget and the deadline must still hold if one wakes up. A chain idle for ``_DORMANT_MS`` is
+kept as a :class:`_Dormant` tuple (its start, its totals), without its per-agent fan-out
+counts, participants and evidence; a record for it revives it with those totals. (The soak,
+``bench/soak.py``, at twenty new chains a second, found the kill-switch's memory growing by
+about 2 MiB a minute while every chain's full record was kept for its hour.)
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from processors.killswitch.watch import Firing
 __all__ = ["ChainObservation", "ChainWatch"]
 
 _FORGET_MS = 3_600_000
+_DORMANT_MS = 120_000
 
 
 class ChainObservation(NamedTuple):
@@ -44,7 +52,7 @@ class ChainObservation(NamedTuple):
     tokens: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Chain:
     first_ms: int
     last_ms: int
@@ -55,14 +63,36 @@ class _Chain:
     agents: set[str] = field(default_factory=set)
     evidence: list[str] = field(default_factory=list)
 
+    def dormant(self) -> _Dormant:
+        return _Dormant(self.first_ms, self.last_ms, self.cost_usd, self.tokens, self.depth)
+
+
+class _Dormant(NamedTuple):
+    """An idle chain's start and totals: enough for its budget, tokens, depth and deadline."""
+
+    first_ms: int
+    last_ms: int
+    cost_usd: float
+    tokens: int
+    depth: int
+
+    def revived(self) -> _Chain:
+        return _Chain(self.first_ms, self.last_ms, self.cost_usd, self.tokens, self.depth)
+
 
 class ChainWatch:
     def __init__(self, limits: ChainLimits) -> None:
         self.limits = limits
         self._chains: dict[str, _Chain] = {}
+        self._dormant: dict[str, _Dormant] = {}
         self._seen = 0
 
     def __len__(self) -> int:
+        return len(self._chains) + len(self._dormant)
+
+    @property
+    def active(self) -> int:
+        """Chains kept in full (seen in the last ``_DORMANT_MS``)."""
         return len(self._chains)
 
     def participants(self, correlation_id: str) -> list[str]:
@@ -71,6 +101,7 @@ class ChainWatch:
 
     def forget(self, correlation_id: str) -> None:
         self._chains.pop(correlation_id, None)
+        self._dormant.pop(correlation_id, None)
 
     def observe(self, obs: ChainObservation) -> Firing | None:
         """Feed one record of a chain; the first chain rule it makes fire, if any."""
@@ -79,7 +110,9 @@ class ChainWatch:
             self._forget_idle(obs.at_ms)
         chain = self._chains.get(obs.correlation_id)
         if chain is None:
-            chain = self._chains[obs.correlation_id] = _Chain(obs.at_ms, obs.at_ms)
+            asleep = self._dormant.pop(obs.correlation_id, None)
+            chain = asleep.revived() if asleep else _Chain(obs.at_ms, obs.at_ms)
+            self._chains[obs.correlation_id] = chain
         chain.last_ms = max(chain.last_ms, obs.at_ms)
         chain.agents.add(obs.agent_id)
         chain.evidence = [*chain.evidence[-49:], obs.event_id]
@@ -139,6 +172,9 @@ class ChainWatch:
         return None
 
     def _forget_idle(self, now_ms: int) -> None:
-        idle = [c for c, chain in self._chains.items() if now_ms - chain.last_ms > _FORGET_MS]
+        idle = [c for c, chain in self._chains.items() if now_ms - chain.last_ms > _DORMANT_MS]
         for correlation_id in idle:
-            del self._chains[correlation_id]
+            self._dormant[correlation_id] = self._chains.pop(correlation_id).dormant()
+        gone = [c for c, chain in self._dormant.items() if now_ms - chain.last_ms > _FORGET_MS]
+        for correlation_id in gone:
+            del self._dormant[correlation_id]

@@ -562,3 +562,25 @@ def test_the_windows_of_past_conversations_and_calls_are_let_go() -> None:
         assert watch.observe_agent(sent) is None
         assert watch.observe_agent(called) is None
     assert watch.windows_held() <= 2 * (10 + 256)  # the window's span plus one sweep's worth
+
+
+def test_idle_chains_are_kept_as_their_totals_and_still_bounded_when_they_wake() -> None:
+    """Found by bench/soak.py: every chain's full record was held for its hour. An idle chain
+    now keeps only its start and totals, and its budget and deadline still hold."""
+    from processors.killswitch.chains import ChainObservation, ChainWatch
+    from processors.killswitch.policy import ChainLimits
+
+    watch = ChainWatch(ChainLimits(max_cost_usd=0.10, deadline_s=900))
+    spend = ChainObservation("e0", "sleeper", "research", 0, "MODEL_CALL", cost_usd=0.06)
+    assert watch.observe(spend) is None
+    for i in range(1, 3_001):  # a new two-record chain every second
+        for n in range(2):
+            assert watch.observe(ChainObservation(f"e{i}-{n}", f"c{i}", "a", i * 1000, "X")) is None
+    assert watch.active <= 120 + 1_000  # the last two minutes, plus one sweep's worth
+    assert len(watch) == 3_001  # the rest dormant, none forgotten within the hour
+    woken = ChainObservation("e-late", "sleeper", "drafting", 3_100_000, "MODEL", cost_usd=0.06)
+    firing = watch.observe(woken)
+    assert firing is not None and firing.rule == "chain_spend"  # $0.12 across its sleep
+    late = ChainObservation("e-later", "c5", "a", 3_200_000, "X")
+    firing = watch.observe(late)
+    assert firing is not None and firing.rule == "chain_deadline"
