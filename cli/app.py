@@ -21,6 +21,7 @@ from cli import (
     audit_cmd,
     control_cmd,
     demo_cmd,
+    drill_cmd,
     kafka_cmd,
     keys_cmd,
     policy_cmd,
@@ -78,6 +79,7 @@ app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(registry_cmd.app, name="registry")
 app.add_typer(processors_cmd.app, name="processors")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(drill_cmd.app, name="drill")
 app.add_typer(sidecar_cmd.app, name="sidecar")
 app.add_typer(views_cmd.agents_app, name="agents")
 app.add_typer(views_cmd.state_app, name="state")

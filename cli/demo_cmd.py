@@ -19,11 +19,13 @@ from rich.table import Table
 from cli.common import cluster, console, settings
 from demo.fleet import KILLSWITCH_POLICY, FleetReport, run_fleet
 from mesh.adapters.commands import read_halts
+from mesh.adapters.drills import read_drills
 from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.localkafka import local_kafka
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.drills import CANARY, drill_health
 from mesh.domain.identity import PublicKeys
 from mesh.errors import MeshError
 from mesh.settings import Settings
@@ -83,13 +85,15 @@ def _status(current: Settings) -> dict[str, Any]:
     ]
     age = _age_s(current.state_dir / "run" / "processors-0.health")
     ready = age is not None and age <= 10
+    drill_ok, drill = _drill_health(current)
     return {
         "kafka": kafka,
         "services": services,
         "processors_ready": ready,
         "processors_last_seen_s": None if age is None else round(age, 1),
         "halts_in_force": _halts_in_force(current),
-        "healthy": ready and all(s["running"] for s in services),
+        "drill": {"healthy": drill_ok, "summary": drill},
+        "healthy": ready and drill_ok and all(s["running"] for s in services),
     }
 
 
@@ -119,6 +123,7 @@ def _print_status(view: dict[str, Any]) -> None:
     halts = view["halts_in_force"]
     shown = halts if isinstance(halts, str) else ", ".join(halts) or "none"
     console.print(f"halts in force: {shown}")
+    console.print(f"kill-switch drill: {view['drill']['summary']}", highlight=False)
 
 
 def _age_s(health: Path) -> float | None:
@@ -126,6 +131,21 @@ def _age_s(health: Path) -> float | None:
         return time.time() - float(health.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def _drill_health(current: Settings) -> tuple[bool, str]:
+    """Whether the canary's last scheduled drill proved the kill-switch can halt."""
+    try:
+        where = cluster(current)
+        registry = open_registry(current, where)
+        try:
+            codec = MessageCodec(Serde(registry), PublicKeys())
+            last = read_drills(where, codec, trust_anchors(current)).get(CANARY)
+        finally:
+            registry.close()
+    except MeshError as exc:
+        return False, f"unknown ({exc})"
+    return drill_health(last, int(time.time() * 1000))
 
 
 def _halts_in_force(current: Settings) -> list[str] | str:

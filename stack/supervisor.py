@@ -104,7 +104,18 @@ def services(
             lambda log: "ready:" in _tail(log),
         )
     )
+    found.append(  # ready once its first drill ran (passed or not: `mesh status` says which)
+        Service("drill", (*mesh, "drill", "run", "--every", str(DRILL_EVERY_S)), _drilled)
+    )
     return found
+
+
+#: Seconds between the scheduled kill-switch drills `mesh up` runs (stack.drill).
+DRILL_EVERY_S = 300
+
+
+def _drilled(log: Path) -> bool:
+    return "drill: " in _tail(log)
 
 
 def up(

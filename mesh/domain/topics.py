@@ -25,6 +25,7 @@ __all__ = [
     "AUDIT_CHECKPOINTS",
     "CONTROL",
     "DLQ",
+    "DRILLS",
     "FLEET_FACTS",
     "INBOX_PATTERN",
     "KEYS",
@@ -63,6 +64,9 @@ FLEET_FACTS = "mesh.killswitch.fleet.v1"
 #: Fleet-wide rate limits crossed, one record per kind of action, signed by the mesh's key
 #: (processors/killswitch/rates.py); sidecars refuse that kind while one is in force.
 THROTTLES = "mesh.throttles.v1"
+#: Scheduled kill-switch drills and their outcomes, signed by the operator key that ran them,
+#: kept whole as evidence (mesh.domain.drills).
+DRILLS = "mesh.drills.v1"
 AUDIT = "mesh.audit.v1"
 AUDIT_CHECKPOINTS = "mesh.audit.checkpoints.v1"
 DLQ = "mesh.dlq.v1"
@@ -117,6 +121,7 @@ _ENTRIES: tuple[TopicSpec, ...] = (
         FLEET_FACTS, "* or chain:ID", "kill-switch fleet and chain facts (second stage)", _WEEK
     ),
     TopicSpec(THROTTLES, "kind of action", "fleet rate limits in force", _COMPACT),
+    TopicSpec(DRILLS, "canary agent id", "scheduled kill-switch drills, kept whole", _FOREVER),
     TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
     TopicSpec(AUDIT_CHECKPOINTS, "audit partition", "signed audit chain heads", _FOREVER),
     TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _DEAD),

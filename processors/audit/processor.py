@@ -49,6 +49,7 @@ from mesh.domain.topics import (
     AUDIT_CHECKPOINTS,
     CONTROL,
     DLQ,
+    DRILLS,
     INBOX_PATTERN,
     KEYS,
     POLICIES,
@@ -75,6 +76,7 @@ AUDITED = (
     TELEMETRY,
     CONTROL,
     THROTTLES,
+    DRILLS,
     DLQ,
 )
 

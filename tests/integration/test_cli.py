@@ -168,7 +168,9 @@ def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
         assert "halts in force: chain:" in status.stdout
         view = json.loads(run(["status", "--json"], settings).stdout)  # the same, for scripts
         assert view["healthy"] and view["processors_ready"]
-        assert {s["name"] for s in view["services"]} == {"processors", "registry-api"}
+        assert {s["name"] for s in view["services"]} == {"processors", "registry-api", "drill"}
+        assert view["drill"]["healthy"], view["drill"]  # `mesh up` drilled the kill-switch
+        assert "kill-switch drill: passed" in status.stdout
         assert any(key.startswith("chain:") for key in view["halts_in_force"])
         [fleet] = [json.loads(line) for line in run(["policy", "history", "--json"],
                                                      settings).stdout.splitlines()]  # fmt: skip
