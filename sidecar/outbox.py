@@ -15,6 +15,7 @@ partition (the call's report, on the agent's telemetry partition) was written af
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -71,6 +72,9 @@ class KafkaSink:
                     await producer.stop()
             except TimeoutError:
                 _log.warning("the producer did not flush and close within %gs", timeout_s)
+                with contextlib.suppress(Exception):  # its connections, at least, are closed
+                    async with asyncio.timeout(2):
+                        await producer.client.close()
 
     async def write(self, records: Sequence[Record]) -> None:
         futures = await self.enqueue(records)

@@ -108,6 +108,7 @@ async def send_all(sender: Sidecar, to: str, load: Load, killed: asyncio.Event) 
     for seq in range(PER_SENDER):
         if seq == KILL_AFTER:
             killed.set()
+        began = time.monotonic()  # delivery is timed from the first attempt to send
         while True:
             try:
                 message_id = await sender.send(to, data={"seq": seq})
@@ -116,7 +117,7 @@ async def send_all(sender: Sidecar, to: str, load: Load, killed: asyncio.Event) 
                 load.retried += 1
                 await asyncio.sleep(0.2)
         load.sent[message_id] = seq
-        load.sent_at[message_id] = time.monotonic()
+        load.sent_at[message_id] = began
         await asyncio.sleep(INTERVAL_S)
 
 
@@ -207,6 +208,7 @@ async def test_a_cluster_loses_the_leader_of_audit_and_inboxes_under_load(
     print(
         f"\nkilled broker {broker}; sent {total}, delivered {len(load.delivered)} once each, "
         f"{load.retried} sends retried, {written} inbox records, {len(after)} delivered after "
-        f"the kill; send to delivery: median {waits[len(waits) // 2] * 1000:.0f} ms, longest "
-        f"{waits[-1]:.1f} s (across the election)\n{verified.stdout}"
+        f"the kill; from the first attempt to send to delivery: median "
+        f"{waits[len(waits) // 2] * 1000:.0f} ms, longest {waits[-1]:.1f} s (across the "
+        f"election)\n{verified.stdout}"
     )

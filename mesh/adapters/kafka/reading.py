@@ -16,6 +16,7 @@ commit). Reading to the high watermark instead waits for those markers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -111,6 +112,11 @@ def watermarks(
                     f"cannot read {partition.topic}[{partition.partition}]: {exc}. Is the broker "
                     "up and the topic created (`mesh topics ensure`)?"
                 ) from exc
+            # The leader may have moved (a broker died): a probe that only asks for offsets
+            # would keep asking the dead one until its metadata next refreshes (minutes), so
+            # refresh it now.
+            with contextlib.suppress(KafkaException):
+                probe.list_topics(partition.topic, timeout=2)
             time.sleep(0.1)
 
 

@@ -189,6 +189,9 @@ class LocalKafka:
             if time.monotonic() > deadline:
                 raise LocalKafkaError(f"the killed broker (pid {current.pid}) did not exit")
             time.sleep(0.05)
+        child = _CHILDREN.pop(current.pid, None)
+        if child is not None:  # reaped, not left a zombie
+            child.wait(timeout_s)
 
     # -- steps -----------------------------------------------------------------------------
 
