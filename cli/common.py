@@ -5,14 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
 
 from mesh.adapters.kafka.source import resolve
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.identity import PublicKeys
 from mesh.settings import Cluster, Settings, load_settings
 
-__all__ = ["cluster", "console", "parse_time", "settings"]
+__all__ = ["cluster", "console", "parse_time", "reading", "settings"]
 
 
 def _width() -> int | None:
@@ -37,6 +43,18 @@ def settings() -> Settings:
 def cluster(current: Settings) -> Cluster:
     """The cluster to talk to (raises KafkaUnavailableError, shown by the error boundary)."""
     return resolve(current)
+
+
+@contextmanager
+def reading(current: Settings) -> Iterator[tuple[Cluster, MessageCodec]]:
+    """The cluster and a codec on its schema registry (closed after the block): what a
+    command that reads signed records needs."""
+    where = cluster(current)
+    registry = open_registry(current, where)
+    try:
+        yield where, MessageCodec(Serde(registry), PublicKeys())
+    finally:
+        registry.close()
 
 
 def parse_time(text: str, option: str) -> int:

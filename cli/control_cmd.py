@@ -11,14 +11,10 @@ import json
 
 import typer
 
-from cli.common import cluster, console, settings
+from cli.common import cluster, console, reading, settings
 from mesh.adapters.commands import read_halts, send_command
 from mesh.adapters.keyfiles import trust_anchors
-from mesh.adapters.schemaregistry.factory import open_registry
-from mesh.adapters.serde.codec import Serde
-from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope
-from mesh.domain.identity import PublicKeys
 
 _AGENT = typer.Argument(None, help="The agent to halt or resume.")
 _CAPABILITY = typer.Option(None, "--capability", help="Every agent with this capability.")
@@ -91,13 +87,8 @@ def halts(
 ) -> None:
     """The halts in force."""
     current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        codec = MessageCodec(Serde(registry), PublicKeys())
+    with reading(current) as (where, codec):
         found = read_halts(where, codec, trust_anchors(current))
-    finally:
-        registry.close()
     if as_json:
         for key, command in sorted(found.halts.items()):
             print(json.dumps({"key": key, **command}, default=str))

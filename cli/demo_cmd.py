@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli.common import cluster, console, settings
+from cli.common import console, reading, settings
 from demo.fleet import KILLSWITCH_POLICY, FleetReport, run_fleet
 from mesh.adapters.commands import read_halts
 from mesh.adapters.drills import read_drills
@@ -24,9 +24,7 @@ from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.localkafka import local_kafka
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
-from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.drills import CANARY, drill_health
-from mesh.domain.identity import PublicKeys
 from mesh.errors import MeshError
 from mesh.settings import Settings
 from stack.supervisor import down as stack_down
@@ -136,13 +134,8 @@ def _age_s(health: Path) -> float | None:
 def _drill_health(current: Settings) -> tuple[bool, str]:
     """Whether the canary's last scheduled drill proved the kill-switch can halt."""
     try:
-        where = cluster(current)
-        registry = open_registry(current, where)
-        try:
-            codec = MessageCodec(Serde(registry), PublicKeys())
+        with reading(current) as (where, codec):
             last = read_drills(where, codec, trust_anchors(current)).get(CANARY)
-        finally:
-            registry.close()
     except MeshError as exc:
         return False, f"unknown ({exc})"
     return drill_health(last, int(time.time() * 1000))
@@ -151,13 +144,8 @@ def _drill_health(current: Settings) -> tuple[bool, str]:
 def _halts_in_force(current: Settings) -> list[str] | str:
     """The keys of the halts in force, or why they could not be read."""
     try:
-        where = cluster(current)
-        registry = open_registry(current, where)
-        try:
-            codec = MessageCodec(Serde(registry), PublicKeys())
+        with reading(current) as (where, codec):
             found = read_halts(where, codec, trust_anchors(current)).halts
-        finally:
-            registry.close()
     except MeshError as exc:
         return f"unknown ({exc})"
     return sorted(found)

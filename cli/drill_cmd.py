@@ -8,14 +8,12 @@ import time
 
 import typer
 
-from cli.common import cluster, console, settings
+from cli.common import cluster, console, reading, settings
 from mesh.adapters.drills import read_drills
 from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
-from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.drills import drill_health
-from mesh.domain.identity import PublicKeys
 from mesh.settings import Cluster
 from stack.drill import Drill, canary_sidecar
 
@@ -63,13 +61,8 @@ def show(
     """The last drill of each canary and whether it says the kill-switch can halt (exit 1 if
     not)."""
     current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        codec = MessageCodec(Serde(registry), PublicKeys())
+    with reading(current) as (where, codec):
         last = read_drills(where, codec, trust_anchors(current))
-    finally:
-        registry.close()
     now_ms = int(time.time() * 1000)
     healthy = bool(last)
     for canary, result in sorted(last.items()):

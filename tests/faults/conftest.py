@@ -51,13 +51,7 @@ def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
     base = load_settings()
     kafka = LocalKafka(tmp_path / "kafka", free_port_pair(), version=base.kafka_version)
     kafka.up()
-    settings = base.with_overrides(
-        bootstrap_servers=kafka.bootstrap,
-        topic_prefix="faults.",
-        state_dir=tmp_path / "state",
-        partitions=3,
-    )
-    control_signers(settings)
+    settings = _faults_settings(base, kafka.bootstrap, tmp_path)
     try:
         yield OwnBroker(kafka, settings)
     finally:
@@ -84,15 +78,21 @@ def own_cluster(tmp_path: Path) -> Iterator[OwnCluster]:
         heap="512m",
     )
     kafka.up()
-    settings = base.with_overrides(
-        bootstrap_servers=kafka.bootstrap,
-        topic_prefix="faults.",
-        state_dir=tmp_path / "state",
-        partitions=3,
-        replication_factor=3,
-    )
-    control_signers(settings)
+    settings = _faults_settings(base, kafka.bootstrap, tmp_path, replication_factor=3)
     try:
         yield OwnCluster(kafka, settings)
     finally:
         kafka.down()
+
+
+def _faults_settings(base: Settings, bootstrap: str, tmp_path: Path, **extra: object) -> Settings:
+    """The test's own prefix and state directory on ``bootstrap``, trust anchors made."""
+    settings = base.with_overrides(
+        bootstrap_servers=bootstrap,
+        topic_prefix="faults.",
+        state_dir=tmp_path / "state",
+        partitions=3,
+        **extra,
+    )
+    control_signers(settings)
+    return settings
