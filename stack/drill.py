@@ -2,12 +2,13 @@
 
 The drill service hosts the canary agent's sidecar (:data:`mesh.domain.drills.CANARY`) and,
 on a schedule, runs the whole path an emergency would: a halt of the canary signed with this
-host's operator key (`mesh halt` exactly), the canary's sidecar acknowledging it on telemetry
-(``HALT_ACK``, awaited the way `mesh halt --wait` does), then a resume and the canary acting
-again, each step timed and bounded by ``deadline_s``. It also checks that the kill-switch
-processor, which issues the automatic halts, is heartbeating. The result, pass or fail, is
-published signed on ``mesh.drills.v1`` (and so audited); `mesh status` is unhealthy while the
-last drill failed or is overdue.
+host's operator key (the record `mesh halt` publishes), the canary's sidecar applying it and
+acknowledging it on telemetry (``HALT_ACK``, written before the sidecar reports the halt
+applied), then a resume and the canary acting again. Each step is timed from signing and
+producing the command to the canary having acted on it, and bounded by ``deadline_s``. It also
+checks that the kill-switch processor, which issues the automatic halts, is heartbeating. The
+result, pass or fail, is published signed on ``mesh.drills.v1`` (and so audited); `mesh
+status` is unhealthy while the last drill failed or is overdue.
 
 What a failed drill catches: an operator key the sidecars no longer trust, a sidecar whose
 control follower died, a control topic that cannot be written, a stopped kill-switch.
@@ -19,12 +20,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
-from mesh.adapters.commands import send_command
+from confluent_kafka import Producer
+
+from mesh.adapters.commands import publish_command
 from mesh.adapters.drills import publish_drill
+from mesh.adapters.kafka.config import producer_config
+from mesh.adapters.keyfiles import operator_key
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.control import Action, Scope
+from mesh.domain.control import Action, Scope, control_record
 from mesh.domain.drills import CANARY, DrillResult
 from mesh.domain.identity import PublicKeys
 from mesh.errors import MeshError
@@ -58,6 +64,9 @@ class Drill:
         self.killswitch_stale_s = killswitch_stale_s
         self.codec = MessageCodec(canary.serde, PublicKeys())
         self.last: DrillResult | None = None
+        # kept for every command, as the kill-switch keeps its own: the drill times the halt
+        # path, not a new producer's connection and producer id
+        self._producer = Producer(producer_config(cluster))
 
     async def run_once(self) -> DrillResult:
         """One drill, published; the result carries the counts on from the last."""
@@ -72,7 +81,7 @@ class Drill:
         except (MeshError, TimeoutError) as exc:
             failure = str(exc) or f"a step did not finish within {self.deadline_s:g}s"
             if len(ids) == 1:  # halted but not resumed: never leave the canary halted
-                await self._lift_quietly()
+                await self._lift_quietly(ids[0])
         result = DrillResult(
             self.canary.agent_id, started_ms, failure is None, self.every_s, halt_ms,
             resume_ms, failure, command_ids=tuple(ids),
@@ -101,12 +110,14 @@ class Drill:
         agents = self.canary.agents()
         return self.canary.agent_id in agents and self.canary.plane.killswitch_age_s() is not None
 
-    async def _lift_quietly(self) -> None:
+    async def _lift_quietly(self, halt_id: str) -> None:
+        record = self._command(
+            Action.RESUME, "the scheduled drill failed; its halt of the canary is lifted", halt_id
+        )
         with contextlib.suppress(MeshError):  # the next drill finds the canary halted, says so
             await asyncio.to_thread(
-                send_command, self.cluster, Action.RESUME, Scope.AGENT, self.canary.agent_id,
-                "the scheduled drill failed; its halt of the canary is lifted",
-            )  # fmt: skip
+                publish_command, self.cluster, self.codec, record, self._producer
+            )
 
     def _killswitch_alive(self) -> None:
         age = self.canary.plane.killswitch_age_s()
@@ -116,29 +127,46 @@ class Drill:
             raise MeshError(f"the kill-switch processor's last heartbeat is {age:.0f}s old")
 
     async def _halt(self, ids: list[str]) -> float:
-        started = time.monotonic()
-        sent = await asyncio.to_thread(
-            send_command, self.cluster, Action.HALT, Scope.AGENT, self.canary.agent_id,
-            "scheduled kill-switch drill", self.deadline_s,
-        )  # fmt: skip
-        ids.append(str(sent.record["command_id"]))
-        acks = sent.acks
-        if acks is None or not acks.acknowledged or acks.missing:
-            missing = ", ".join(acks.missing) if acks and acks.missing else self.canary.agent_id
+        """Milliseconds from signing and producing the halt to the canary's sidecar having
+        applied it, its HALT_ACK written first (``sidecar.plane.apply``)."""
+        record = self._command(Action.HALT, "scheduled kill-switch drill", None)
+        ids.append(str(record["command_id"]))
+        elapsed = await self._until_applied(record, lambda: self._halted_by(record))
+        if elapsed is None:
             raise MeshError(
-                f"the canary's sidecar did not acknowledge the drill halt within "
-                f"{self.deadline_s:g}s (waiting for {missing}): its control follower may be dead"
+                f"the canary's sidecar did not apply and acknowledge the drill halt within "
+                f"{self.deadline_s:g}s: its control follower may be dead, or it no longer "
+                f"trusts the operator key {record['requested_by']!r}"
             )
-        return (time.monotonic() - started) * 1000
+        return elapsed
 
     async def _resume(self, ids: list[str]) -> float:
-        started = time.monotonic()
-        sent = await asyncio.to_thread(
-            send_command, self.cluster, Action.RESUME, Scope.AGENT, self.canary.agent_id,
-            "scheduled kill-switch drill over",
+        """Milliseconds from signing and producing the resume to the canary acting again."""
+        record = self._command(Action.RESUME, "scheduled kill-switch drill over", ids[0])
+        ids.append(str(record["command_id"]))
+        elapsed = await self._until_applied(record, lambda: self.canary.halt is None)
+        if elapsed is None:
+            raise MeshError(f"the canary was still halted {self.deadline_s:g}s after the resume")
+        return elapsed
+
+    def _command(self, action: Action, reason: str, lifts: str | None) -> dict[str, Any]:
+        return control_record(
+            action, Scope.AGENT, self.canary.agent_id, rule="operator", reason=reason,
+            requested_by=operator_key(self.cluster.settings).agent_id,
+            affected=[self.canary.agent_id], lifts=lifts,
         )  # fmt: skip
-        ids.append(str(sent.record["command_id"]))
-        async with asyncio.timeout(self.deadline_s):
-            while self.canary.halt is not None:  # noqa: ASYNC110 - set by the control follower
-                await asyncio.sleep(0.01)
+
+    async def _until_applied(
+        self, record: dict[str, Any], applied: Callable[[], bool]
+    ) -> float | None:
+        started = time.monotonic()  # the canary may act before the producer hears back
+        await asyncio.to_thread(publish_command, self.cluster, self.codec, record, self._producer)
+        while not applied():
+            if time.monotonic() - started > self.deadline_s:
+                return None
+            await asyncio.sleep(0.002)
         return (time.monotonic() - started) * 1000
+
+    def _halted_by(self, record: dict[str, Any]) -> bool:
+        halt = self.canary.halt
+        return halt is not None and halt.get("command_id") == record["command_id"]

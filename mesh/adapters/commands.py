@@ -10,6 +10,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from confluent_kafka import Producer
+
 from mesh.adapters.acks import Acks, AckWatch, live_targets
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.kafka.halts import HaltTable
@@ -39,7 +41,7 @@ from mesh.errors import (
 )
 from mesh.settings import Cluster
 
-__all__ = ["HaltsInForce", "Sent", "read_halts", "send_command"]
+__all__ = ["HaltsInForce", "Sent", "publish_command", "read_halts", "send_command"]
 
 
 class Sent(NamedTuple):
@@ -168,6 +170,22 @@ def _affected(
 
 def _produce(cluster: Cluster, key: str, value: bytes) -> None:
     produce_one(cluster, cluster.topic(CONTROL), key, value, "the command")
+
+
+def publish_command(
+    cluster: Cluster,
+    codec: MessageCodec,
+    record: Mapping[str, Any],
+    producer: Producer | None = None,
+) -> None:
+    """Sign ``record`` (a :func:`~mesh.domain.control.control_record`) with this host's
+    operator key and produce it (with ``producer`` if given); returns once the broker has it.
+    No checks: the scheduled drill, which knows its target, times from here (`send_command`
+    is the checked path)."""
+    key = operator_key(cluster.settings)
+    value = seal_control(codec, key, record, int(time.time() * 1000))
+    target = control_key(Scope(record["scope"]), str(record["target"]))
+    produce_one(cluster, cluster.topic(CONTROL), target, value, "the command", producer)
 
 
 class HaltsInForce(NamedTuple):

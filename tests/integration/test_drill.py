@@ -8,13 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 
+from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Scope, control_key
+from mesh.domain.topics import TELEMETRY
 from mesh.settings import Cluster, Settings
 from processors.runtime.engine import Engine
 from stack.drill import Drill, canary_sidecar
-from tests.integration.fleet import codec_for, killswitch_engine, running
+from tests.integration.fleet import codec_for, killswitch_engine, read_all, running
 from tests.integration.test_cli import run
 from tests.integration.test_sidecar import _until, registry_processor
+
+
+def telemetry(settings: Settings, codec: MessageCodec) -> list[dict[str, object]]:
+    records = read_all(settings, TELEMETRY, settings.partitions)
+    return [dict(codec.open(value, verify=False).body) for _, value, _ in records]
 
 
 async def test_the_drill_halts_and_resumes_the_canary_and_fails_on_the_record(
@@ -37,6 +44,8 @@ async def test_the_drill_halts_and_resumes_the_canary_and_fails_on_the_record(
                 assert passed.failures_in_row == 0 and passed.last_success_ms == passed.at_ms
                 assert passed.halt_ms is not None and passed.resume_ms is not None
                 assert len(passed.command_ids) == 2  # the halt and the resume, in the audit
+                acks = [b for b in telemetry(settings, codec) if b["kind"] == "HALT_ACK"]
+                assert any(passed.command_ids[0] in (b.get("detail") or "") for b in acks)
                 shown = await asyncio.to_thread(run, ["drill", "show", "--json"], settings)
                 assert shown.returncode == 0, shown.stdout + shown.stderr
                 [row] = [json.loads(line) for line in shown.stdout.splitlines()]
@@ -45,7 +54,7 @@ async def test_the_drill_halts_and_resumes_the_canary_and_fails_on_the_record(
                 canary.plane.applying_changes = False  # its control follower no longer acts
                 broken = await drill.run_once()
                 assert not broken.ok and broken.failures_in_row == 1
-                assert "did not acknowledge the drill halt" in (broken.failure or "")
+                assert "did not apply and acknowledge the drill halt" in (broken.failure or "")
                 assert broken.last_success_ms == passed.last_success_ms
                 shown = await asyncio.to_thread(run, ["drill", "show"], settings)
                 assert shown.returncode == 1 and "FAILED 1 in a row" in shown.stdout

@@ -13,10 +13,19 @@ from mesh.settings import Cluster
 __all__ = ["produce_one"]
 
 
-def produce_one(cluster: Cluster, topic: str, key: str, value: bytes, what: str) -> None:
+def produce_one(
+    cluster: Cluster,
+    topic: str,
+    key: str,
+    value: bytes,
+    what: str,
+    producer: Producer | None = None,
+) -> None:
     """Produce ``value`` under ``key`` to ``topic`` (its full name) and wait for the broker;
-    ``what`` names the record in the error ("the command", "the policy")."""
-    producer = Producer(producer_config(cluster))
+    ``what`` names the record in the error ("the command", "the policy"). A one-shot command
+    makes its own producer; a caller that produces again and again passes its own (a new
+    idempotent producer costs a connection and a producer id, about half a second here)."""
+    producer = producer or Producer(producer_config(cluster))
     failures: list[str] = []
 
     def delivered(error: object, _message: object) -> None:
