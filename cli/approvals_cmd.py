@@ -14,14 +14,10 @@ import time
 
 import typer
 
-from cli.common import cluster, console, settings
+from cli.common import console, reading, settings
 from mesh.adapters.approvals import ApprovalLog, decide, read_approvals
 from mesh.adapters.keyfiles import trust_anchors
-from mesh.adapters.schemaregistry.factory import open_registry
-from mesh.adapters.serde.codec import Serde
-from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.approvals import Request
-from mesh.domain.identity import PublicKeys
 from mesh.errors import UnknownTargetError
 
 app = typer.Typer(help="Human approvals of tool calls the policy marks requires_approval.")
@@ -30,13 +26,8 @@ _NOTE = typer.Option(..., "--note", help="Why (recorded and audited).")
 
 
 def _read() -> ApprovalLog:
-    current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        return read_approvals(where, MessageCodec(Serde(registry), PublicKeys()), _anchors())
-    finally:
-        registry.close()
+    with reading(settings()) as (where, codec):
+        return read_approvals(where, codec, _anchors())
 
 
 def _anchors() -> dict[str, bytes]:
@@ -94,14 +85,8 @@ def reject(request_id: str, note: str = _NOTE) -> None:
 
 
 def _decide(request_id: str, approve: bool, note: str, ttl: float) -> None:
-    current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        codec = MessageCodec(Serde(registry), PublicKeys())
+    with reading(settings()) as (where, codec):
         decided = decide(where, codec, _anchors(), request_id, approve, note, ttl)
-    finally:
-        registry.close()
     console.print(
         f"{(decided.decision or '').lower()} {request_id}: {decided.agent_id} -> {decided.tool} "
         f"with arguments {decided.arguments_json} (sha256 {decided.arguments_digest[:16]}), "

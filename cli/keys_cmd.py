@@ -17,12 +17,10 @@ from pathlib import Path
 
 import typer
 
-from cli.common import cluster, console, settings
+from cli.common import cluster, console, reading, settings
 from mesh.adapters.kafka.keys import read_keys
 from mesh.adapters.keycommands import revoke_key, rotate_key
 from mesh.adapters.keyfiles import load_or_create_key, mesh_anchor, mesh_key, operator_key
-from mesh.adapters.schemaregistry.factory import open_registry
-from mesh.adapters.serde.codec import Serde
 from mesh.domain.keys import KeyStatement
 
 app = typer.Typer(help="Trust anchors, and the agent keys the mesh vouches for.")
@@ -76,12 +74,8 @@ def list_keys(
 ) -> None:
     """The agent keys the mesh vouches for (mesh.keys.v1), and what was ignored there."""
     current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        table = read_keys(where, Serde(registry), mesh_anchor(current))
-    finally:
-        registry.close()
+    with reading(current) as (where, codec):
+        table = read_keys(where, codec.serde, mesh_anchor(current))
     if as_json:
         for agent_id, statement in sorted(table.current.items()):
             print(json.dumps({

@@ -9,7 +9,7 @@ from enum import StrEnum
 import typer
 from rich.table import Table
 
-from cli.common import cluster, console, parse_time, settings
+from cli.common import cluster, console, parse_time, reading, settings
 from mesh.adapters.kafka.agents import read_agents
 from mesh.adapters.kafka.keys import read_keys
 from mesh.adapters.keyfiles import mesh_anchor
@@ -34,13 +34,8 @@ class GraphFormat(StrEnum):
 
 
 def _agents() -> dict[str, object]:
-    current = settings()
-    where = cluster(current)
-    registry = open_registry(current, where)
-    try:
-        return dict(read_agents(where, Serde(registry)))
-    finally:
-        registry.close()
+    with reading(settings()) as (where, codec):
+        return dict(read_agents(where, codec.serde))
 
 
 @agents_app.command("ls")
