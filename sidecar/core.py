@@ -32,7 +32,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from mesh.adapters.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
-from mesh.adapters.keyfiles import load_or_create_key, replace_key, trust_anchors
+from mesh.adapters.keyfiles import load_or_create_key, trust_anchors
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
@@ -45,8 +45,6 @@ from mesh.domain.topics import (
     POLICIES,
     REGISTRY,
     REGISTRY_EVENTS,
-    STATE,
-    TASKS,
     THROTTLES,
     inbox_topic,
 )
@@ -61,7 +59,6 @@ from mesh.settings import Cluster
 from sidecar import facts
 from sidecar.approvals import Approvals
 from sidecar.consume import STOP_TIMEOUT_S, InboxConsumer, ensure_topics
-from sidecar.context import read_task_state
 from sidecar.delivery import Delivery, message_body
 from sidecar.follow import Follower
 from sidecar.governed import Governed
@@ -70,9 +67,11 @@ from sidecar.outbox import KafkaSink, Outbox
 from sidecar.plane import HaltHandler, Plane
 from sidecar.policy import AgentPolicy
 from sidecar.reports import Reports
+from sidecar.rotation import KeyRotation
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
+from sidecar.tasks import TaskSteps
 from sidecar.telemetry import Kind
 from sidecar.tools import Cause, ToolCall, ToolCalls
 
@@ -85,7 +84,7 @@ _log = logging.getLogger("mesh.sidecar")
 _serving: ContextVar[Envelope | None] = ContextVar("mesh_serving", default=None)
 
 
-class Sidecar(ToolCalls, Governed):
+class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
     def __init__(
         self,
         cluster: Cluster,
@@ -277,46 +276,6 @@ class Sidecar(ToolCalls, Governed):
                     raise
             await self.plane.wait_changed(remaining)
 
-    async def task_event(
-        self,
-        task_id: str,
-        kind: str,
-        *,
-        target: str | None = None,
-        capability: str | None = None,
-        summary: str | None = None,
-        artifact_uris: tuple[str, ...] = (),
-        value_usd: float | None = None,
-    ) -> None:
-        """Record a step of a task (REQUESTED, ASSIGNED, HANDED_OFF, COMPLETED, ...)."""
-        self.check_may_act()
-        body = facts.task_event(
-            self.agent_id,
-            task_id,
-            kind,
-            target=target,
-            capability=capability,
-            summary=summary,
-            artifact_uris=artifact_uris,
-            value_usd=value_usd,
-        )
-        await self._write_event(TASKS, "mesh.tasks.TaskEvent", body, key=task_id)
-
-    async def write_context(
-        self, task_id: str, key: str, value: Any, expected_version: int = 0
-    ) -> None:
-        """Write one key of the task's shared context; ``expected_version`` is the version
-        read (0: the key must be new). A stale write is refused by the state processor."""
-        self.check_may_act()
-        body = facts.context_write(task_id, key, value, expected_version)
-        await self._write_event(TASKS, "mesh.tasks.ContextWrite", body, key=task_id)
-
-    async def context(self, task_id: str) -> dict[str, Any] | None:
-        """The task's shared context as the state projections hold it (None: unknown task)."""
-        state = self.cluster.topic(STATE)
-        partitions = self._partitions[state]
-        return await read_task_state(self.cluster, self.serde, task_id, partitions)
-
     # -- incoming --------------------------------------------------------------------------
 
     async def receive(
@@ -343,31 +302,6 @@ class Sidecar(ToolCalls, Governed):
                 )
                 continue
             return delivery
-
-    async def rotate_key(self, reason: str = "scheduled rotation", wait_s: float = 30.0) -> None:
-        """Move this agent to a fresh key: ``KeyRotated`` signed with the current key, carrying
-        the new key's proof; once the registry's countersigned statement is read back, sign
-        with the new key and keep it in the key file (docs/security/keys.md). A message signed
-        with the old key and read after the rotation is refused, like any other."""
-        new = AgentKey.generate(self.agent_id)
-        before = self.plane.keys.get(self.agent_id)
-        serial = 0 if before is None else before.serial
-        body = facts.key_rotated(self.agent_id, new, reason)
-        await self._write_event(REGISTRY_EVENTS, "mesh.registry.KeyRotated", body)
-        deadline = time.monotonic() + wait_s
-        while True:
-            now = self.plane.keys.get(self.agent_id)
-            if now is not None and now.serial > serial and now.public_key == new.public_bytes:
-                break
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(
-                    f"the registry did not record the key rotation of {self.agent_id!r} within "
-                    f"{wait_s:.0f}s; the old key stays in use (is the registry processor "
-                    "running? a refused rotation is on mesh.dlq.v1)"
-                )
-            await self.plane.wait_changed(deadline - time.monotonic())
-        replace_key(self.key_file, new)
-        self.key = self.outbox.key = new
 
     def ack(self, message_id: str) -> bool:
         """The agent is done with the message (its offset may be committed)."""

@@ -38,11 +38,8 @@ revokes every partition, so every one is restored and re-fetched.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +58,7 @@ from mesh.errors import (
 from mesh.settings import Cluster
 from processors.api import Processor, S
 from processors.runtime.core import OutRecord, SourceRecord
+from processors.runtime.finisher import DaemonWorker
 from processors.runtime.job import Job
 from processors.runtime.metrics import Metrics
 from processors.runtime.restore import Committed
@@ -126,7 +124,7 @@ class Engine:
         self._running = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        self._worker: _DaemonWorker | None = None  # see _finish; one per start()
+        self._worker: DaemonWorker | None = None  # see _finish; one per start()
         self._wedged = False
         self._assigned: list[TopicPartition] = []
         self._next_tick = 0.0
@@ -156,7 +154,7 @@ class Engine:
         if self._consumer is not None:
             return
         self._check_copartitioned()
-        self._worker = _DaemonWorker()
+        self._worker = DaemonWorker()
         self._producer = self._new_producer()
         self._consumer = Consumer(
             consumer_config(
@@ -401,35 +399,3 @@ class Engine:
                 f"{self.group}: inputs and store must be co-partitioned, but partition counts "
                 f"differ: {counts}. Recreate the topics with one count (MESH_PARTITIONS)."
             )
-
-
-class _DaemonWorker:
-    """One daemon thread that runs the transaction's finish (``Engine._finish``).
-
-    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a call librdkafka
-    never returns from (the wedged commit this worker exists to bound) kept a cleanly stopped
-    processor from exiting. A daemon thread is left behind instead.
-    """
-
-    def __init__(self) -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        threading.Thread(target=self._loop, name="mesh-finish", daemon=True).start()
-
-    def submit(self, call: Callable[[], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._calls.put((call, future))
-        return future
-
-    def shutdown(self) -> None:
-        """Stop taking calls (a call in progress is abandoned with the thread)."""
-        self._calls.put(None)
-
-    def _loop(self) -> None:
-        while (item := self._calls.get()) is not None:
-            call, future = item
-            try:
-                future.set_result(call())
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
-                future.set_exception(exc)
