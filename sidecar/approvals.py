@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from mesh.domain.approvals import APPROVAL_SUBJECT, ApprovalBook, ApprovalKind, Request
+from mesh.domain.approvals import APPROVAL_SUBJECT, ApprovalBook, ApprovalKind, Request, may_decide
 from mesh.domain.envelope import Envelope
 from mesh.domain.topics import APPROVALS
 from mesh.errors import PolicyViolationError
@@ -46,18 +46,25 @@ class Approvals:
         cause: Envelope | None,
         policy_hash: str | None,
         wait_s: float,
+        approvers: frozenset[str] | None = None,
     ) -> Request:
-        """The operator's approval of this call, now used; PolicyViolationError otherwise."""
+        """The approval of this call by an operator the policy lets approve it (``approvers``;
+        None: any), now used; PolicyViolationError otherwise."""
         correlation = None if cause is None else cause.correlation_id
         now_ms = _now_ms()
-        held = self.book.open_request(self.agent_id, tool, digest, correlation, now_ms)
-        request_id = held.request_id if held else await self._ask(
-            tool, arguments, digest, cost_usd, correlation, policy_hash
-        )  # fmt: skip
+        ask = (tool, arguments, digest, cost_usd, correlation, policy_hash)
+        held = self.book.open_request(self.agent_id, tool, digest, correlation, now_ms, approvers)
+        if held is None:
+            newest = self.book.open_request(self.agent_id, tool, digest, correlation, now_ms)
+            if newest is not None and newest.decision is not None:  # by somebody else
+                await self._not_allowed(newest, approvers, ask)
+        request_id = held.request_id if held else await self._ask(*ask)
         deadline = time.monotonic() + wait_s
         while True:
             found = self.book.requests.get(request_id)
             state = "pending" if found is None else found.state(_now_ms())
+            if found is not None and found.decision and not may_decide(found.decided_by, approvers):
+                await self._not_allowed(found, approvers, ask)
             if found is not None and state == "approved":
                 await self._use(found)
                 return found
@@ -77,6 +84,22 @@ class Approvals:
                     f"approvals approve {request_id}`); ask for the permit again once approved",
                 )
             await self.waiter.wait_changed(left)
+
+    async def _not_allowed(
+        self, decided: Request, approvers: frozenset[str] | None, ask: tuple[Any, ...]
+    ) -> None:
+        """A decision by an operator the policy does not let decide this tool counts for
+        nothing: the call is asked for again, and the agent told why and which request
+        waits now (PolicyViolationError ``approver_not_allowed``)."""
+        request_id = await self._ask(*ask)
+        allowed = ", ".join(sorted(approvers or ()))
+        raise PolicyViolationError(
+            "approver_not_allowed",
+            f"the call of {decided.tool!r} was {str(decided.decision).lower()} by "
+            f"{decided.decided_by!r}, who may not decide it under the policy (approvers: "
+            f"{allowed}; request {decided.request_id}); request {request_id} waits for one of "
+            "them",
+        )
 
     async def _ask(
         self,

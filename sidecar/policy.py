@@ -15,7 +15,8 @@ JSON form (every key optional)::
      "tools": {"search": {                             # per tool (sidecar.permits):
          "arguments": {"type": "object", ...},         #   a JSON Schema its arguments must fit
          "max_cost_usd": 0.05,                         #   the most one call may reserve
-         "requires_approval": false}},                 #   true: an operator approves each call
+         "requires_approval": false,                   #   true: an operator approves each call
+         "approvers": ["operator:cfo"]}},              #   who may (null: any operator)
      "permit_ttl_s": 300,                              # how long a tool permit stays valid
      "may_start_chains": true,                         # false: every send and tool call must
                                                        # serve a delivered message (its chain)
@@ -54,6 +55,8 @@ class ToolRule:
     schemas: tuple[Mapping[str, Any], ...] = ()
     max_cost_usd: float | None = None
     requires_approval: bool = False  # a permit needs an operator's approval of the exact call
+    #: Who may approve a call of it (operator ids); None: any operator among the trust anchors.
+    approvers: frozenset[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         arguments: Any = None
@@ -65,6 +68,7 @@ class ToolRule:
             "arguments": arguments,
             "max_cost_usd": self.max_cost_usd,
             "requires_approval": self.requires_approval,
+            "approvers": None if self.approvers is None else sorted(self.approvers),
         }
 
 
@@ -274,6 +278,7 @@ def _tool_rules(
             a.schemas + b.schemas,
             _least(a.max_cost_usd, b.max_cost_usd),
             a.requires_approval or b.requires_approval,
+            _both(a.approvers, b.approvers),
         )
     return rules
 
@@ -335,11 +340,13 @@ def _tools(value: Any, where: str) -> dict[str, ToolRule]:
     for name, rule in value.items():
         if not isinstance(rule, Mapping):
             raise ConfigError(f"{where}.{name} must be an object")
-        unknown = sorted(set(rule) - {"arguments", "max_cost_usd", "requires_approval"})
+        unknown = sorted(
+            set(rule) - {"arguments", "max_cost_usd", "requires_approval", "approvers"}
+        )
         if unknown:
             raise ConfigError(
                 f"{where}.{name}: unknown key {unknown[0]!r}; expected arguments, max_cost_usd, "
-                "requires_approval"
+                "requires_approval, approvers"
             )
         approval = rule.get("requires_approval", False)
         if not isinstance(approval, bool):
@@ -351,7 +358,15 @@ def _tools(value: Any, where: str) -> dict[str, ToolRule]:
         cap = rule.get("max_cost_usd")
         if cap is not None:
             cap = _positive(cap, float, f"{where}.{name}.max_cost_usd")
-        rules[str(name)] = ToolRule(schemas, cap, approval)
+        approvers = rule.get("approvers")
+        if approvers is not None:
+            approvers = _names(approvers, f"{where}.{name}.approvers")
+            if not approvers:
+                raise ConfigError(
+                    f"{where}.{name}.approvers is empty: nobody could approve a call; name an "
+                    "operator, or drop the key to let any operator approve"
+                )
+        rules[str(name)] = ToolRule(schemas, cap, approval, approvers)
     return rules
 
 

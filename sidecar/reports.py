@@ -100,8 +100,9 @@ class Reports:
         if rule is not None and rule.requires_approval and self.approvals is not None:
             try:
                 approval = await self.approvals.approved(
-                    tool, arguments, digest, reserve, cause, policy_hash, wait_approval_s
-                )
+                    tool, arguments, digest, reserve, cause, policy_hash, wait_approval_s,
+                    rule.approvers,
+                )  # fmt: skip
             except AgentRefusedError as exc:
                 self.spend.release(reserve)
                 await self.refused(tool, exc, about=cause, arguments_digest=digest)

@@ -136,6 +136,8 @@ class ApprovalBook:
     ) -> str | None:
         if signer not in operators:
             return f"a decision on {held.request_id} signed by {signer!r}, not an operator"
+        if signer == held.agent_id:
+            return f"{signer!r} may not decide its own request {held.request_id}; ignored"
         if held.decision is not None:
             return f"{held.request_id} was decided already ({held.decision}); ignored"
         bound = (record["agent_id"], record["tool"], record["arguments_digest"])
@@ -153,14 +155,29 @@ class ApprovalBook:
         return None
 
     def open_request(
-        self, agent_id: str, tool: str, digest: str, correlation_id: str | None, now_ms: int
+        self,
+        agent_id: str,
+        tool: str,
+        digest: str,
+        correlation_id: str | None,
+        now_ms: int,
+        approvers: frozenset[str] | None = None,
     ) -> Request | None:
-        """The newest request of this call not yet used, pending, approved or rejected."""
+        """The newest request of this call not yet used, pending, approved or rejected; one
+        approved by somebody not among ``approvers`` (None: anyone) is not open: it can never
+        be used, and the call is asked for again."""
         found = [
             r
             for r in self.requests.values()
             if r.agent_id == agent_id
             and r.matches(tool, digest, correlation_id)
             and r.state(now_ms) in ("pending", "approved", "rejected")
+            and not (r.decision is not None and not may_decide(r.decided_by, approvers))
         ]
         return max(found, key=lambda r: r.requested_at_ms, default=None)
+
+
+def may_decide(operator: str | None, approvers: frozenset[str] | None) -> bool:
+    """Whether ``operator`` may approve the tool (``approvers`` from the policy in force;
+    None: any operator)."""
+    return approvers is None or operator in approvers

@@ -20,6 +20,7 @@ from mesh.adapters.serde.wire import frame
 from mesh.domain.approvals import APPROVAL_SUBJECT
 from mesh.domain.control import chain_halt, halt_in_force
 from mesh.domain.envelope import new_envelope
+from mesh.domain.identity import AgentKey
 from mesh.domain.policies import FLEET
 from mesh.domain.topics import APPROVALS, TELEMETRY, inbox_topic
 from mesh.errors import PolicyViolationError
@@ -338,6 +339,55 @@ async def test_a_high_impact_tool_runs_only_with_an_operators_single_use_approva
         json.loads(line)["request_id"]: json.loads(line) for line in later.stdout.splitlines()
     }
     assert states[request_id]["state"] == "used" and states[request_id]["note"] == "invoice 4711"
+    registry.close()
+
+
+async def test_only_an_approver_the_policy_names_may_approve_a_tool(
+    settings: Settings, topics: object
+) -> None:
+    """Issue 21: who may approve what is the operator's policy (``approvers`` per tool); an
+    approval by another operator is refused at the permit, on the record, and the call is
+    asked again for the approver named."""
+    cfo = AgentKey.generate("operator:cfo")
+    settings = settings.with_overrides(control_signers=(("operator:cfo", cfo.public_bytes),))
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    cluster = Cluster.of(settings)
+    wire = {"requires_approval": True, "approvers": ["operator:cfo"]}
+    policy = {"allowed_tools": ["wire"], "tools": {"wire": wire}}
+    publish_policy(cluster, codec, control_signers(settings), FLEET, policy, "the CFO signs")
+    payment = {"amount_usd": 250000, "to": "ACME GmbH"}
+    with running([Engine.keyed(registry_processor(settings), cluster, codec)]):
+        async with mesh.sidecar("payer", profile="production") as payer:
+            await _until(lambda: payer.operator_policy is not None, "the policy read")
+            await _until(lambda: payer.plane.keys.get("payer") is not None, "its key vouched")
+            with pytest.raises(PolicyViolationError) as ask:
+                await payer.permit_tool("wire", payment)
+            request_id = str(ask.value).split("request ")[1].split(" ")[0]
+            root = await asyncio.to_thread(
+                run, ["approvals", "approve", request_id, "--note", "looks fine"], settings
+            )
+            assert root.returncode == 0, root.stdout + root.stderr  # operator:root signs
+            with pytest.raises(PolicyViolationError) as wrong:
+                await payer.permit_tool("wire", payment, wait_approval_s=10)
+            assert wrong.value.rule == "approver_not_allowed", wrong.value
+            assert "approved by 'operator:root', who may not decide it" in str(wrong.value)
+            with pytest.raises(PolicyViolationError) as again:  # a new request, for the CFO
+                await payer.permit_tool("wire", payment)
+            assert again.value.rule == "approval_required" and request_id not in str(again.value)
+            second = str(again.value).split("request ")[1].split(" ")[0]
+            shown = await asyncio.to_thread(run, ["approvals", "show", second], settings)
+            view = json.loads(shown.stdout)
+            approved = _step({**view, "kind": "APPROVED"})
+            decision = {**approved, "actor": "operator:cfo", "note": "CFO approves"}
+            signed = codec.seal(new_envelope("operator:cfo", ""), APPROVAL_SUBJECT, decision, cfo)
+            produce(settings, [Sent(APPROVALS, second, signed)])
+            permit = await payer.permit_tool("wire", payment, wait_approval_s=15)
+            assert permit.tool == "wire"
+    refusals = [
+        t for t in mesh.telemetry("SEND_REFUSED") if t.get("rule") == "approver_not_allowed"
+    ]
+    assert len(refusals) == 1  # on the record
     registry.close()
 
 

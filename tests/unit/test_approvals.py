@@ -61,3 +61,19 @@ def test_requests_are_the_agents_own_and_lapse_undecided() -> None:
     assert book.requests["r1"].state(10_001) == "expired"
     assert "unknown request" in (book.apply(step("USED", request_id="r9"), "payer", OPS, 1) or "")
     assert "not its approved agent" in (book.apply(step("USED"), "payer", OPS, 1_000) or "")
+
+
+def test_nobody_decides_their_own_request_and_only_named_approvers_count() -> None:
+    """Issue 21: a signer trusted as an operator (MESH_CONTROL_SIGNERS may name any id) that
+    is also the requesting agent cannot approve itself; an approval by an operator the policy
+    does not name as an approver of the tool leaves the call open to be asked again."""
+    book = requested()
+    mine = step("APPROVED", arguments_json=None, expires_at=5_000)
+    refused = book.apply(mine, "payer", (*OPS, "payer"), at_ms=2_000)
+    assert refused is not None and "may not decide its own request" in refused
+    assert book.requests["r1"].state(2_500) == "pending"
+    assert book.apply(mine, "operator:alice", OPS, at_ms=3_000) is None
+    cfo_only = frozenset({"operator:cfo"})
+    assert book.open_request("payer", "wire", "d1", "c1", 4_000, cfo_only) is None
+    assert book.open_request("payer", "wire", "d1", "c1", 4_000, frozenset(OPS)) is not None
+    assert book.open_request("payer", "wire", "d1", "c1", 4_000) is not None  # any operator
