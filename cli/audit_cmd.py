@@ -87,6 +87,7 @@ def verify(
         help="Also fail when a source record written before this verify started is not in "
         "the audit, naming it.",
     ),
+    as_json: bool = typer.Option(False, "--json", help="The verdict as one JSON object."),
 ) -> None:
     """Check the chain of every audit partition; exit 1 naming the first bad record."""
     window = _window(start, end)
@@ -104,6 +105,12 @@ def verify(
         seconds = time.monotonic() - started
     finally:
         session.close()
+    if as_json:
+        verdict = _verdict(results, report, ends, problems, seconds)
+        print(json.dumps(verdict))
+        if not verdict["ok"]:
+            raise typer.Exit(1)
+        return
     for result in results:
         console.print(_summary(result))
     records = sum(r.records for r in results)
@@ -128,6 +135,51 @@ def verify(
     if bad or problems:
         raise typer.Exit(1)
     console.print("[bold green]OK[/] every chain verifies")
+
+
+def _verdict(
+    results: list[PartitionResult],
+    report: SourceReport | None,
+    ends: object | None,
+    problems: list[str],
+    seconds: float,
+) -> dict[str, object]:
+    """What `verify` prints, as one object (times in seconds, hashes in hex)."""
+    problems = list(problems)
+    if report is not None:
+        problems += [f"source check: {p}" for p in report.problems]
+        if ends is not None and report.missing:
+            problems.append(
+                f"incomplete: {report.missing} source records are not in the audit, first "
+                f"{', '.join(report.first_missing)}"
+            )
+    for result in results:
+        problems += [f"foreign link: {p}" for p in result.foreign]
+    bad = [str(r.problem) for r in results if r.problem is not None]
+    partitions = [
+        {
+            "partition": r.partition,
+            "records": r.records,
+            "first_sequence": r.first_sequence,
+            "head_sequence": None if r.head is None else r.head.sequence,
+            "head_hash": None if r.head is None else r.head.record_hash.hex(),
+            "sealed_through": r.sealed_through,
+        }
+        for r in results
+    ]
+    sources = None
+    if report is not None:
+        sources = {"checked": report.checked, "not_retained": report.not_retained,
+                   "missing": report.missing if ends is not None else None}  # fmt: skip
+    return {
+        "ok": not bad and not problems,
+        "records": sum(r.records for r in results),
+        "seconds": round(seconds, 3),
+        "partitions": partitions,
+        "sources": sources,
+        "first_bad_record": bad[0] if bad else None,
+        "problems": problems,
+    }
 
 
 def _completeness(report: SourceReport, partitions: int, problems: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -133,6 +134,8 @@ def test_sigkill_mid_stream_leaves_a_chain_that_verifies_with_each_record_once(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "every chain verifies" in verified.stdout
     assert "5000 records checked" in verified.stdout
+    verdict = json.loads(run(["audit", "verify", "--json"], settings).stdout)
+    assert verdict["ok"] and verdict["records"] == 5000 and verdict["problems"] == []
     registry.close()
 
 
@@ -191,11 +194,16 @@ def test_altering_deleting_reordering_and_injecting_are_named(
         "reordered": (reordered, "offset 12, sequence 13: reordered: sequence 13 comes before 12"),
     }
     for name, (tampered, named) in cases.items():
-        result = run(["audit", "verify"], copy_with(settings, serde, tampered, name))
+        copied = copy_with(settings, serde, tampered, name)
+        result = run(["audit", "verify"], copied)
         assert result.returncode == 1, (name, result.stdout)
         assert f"first bad record: audit partition 0, {named}" in result.stdout.replace(
             "sequence 13 comes before sequence 12", "sequence 13 comes before 12"
         ), (name, result.stdout)
+        verdict = run(["audit", "verify", "--json"], copied)  # the same, for a script
+        assert verdict.returncode == 1
+        found = json.loads(verdict.stdout)
+        assert not found["ok"] and found["first_bad_record"].startswith("audit partition 0")
 
     injected = copy_with(settings, serde, links, "injected")
     producer = Producer(producer_config(Cluster.of(injected)))
