@@ -249,6 +249,7 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
             envelope = stamp(self.agent_id, recipient, task_id, cause)
             policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)
+            policy.check_message(subject, body, "its policy")
             value = self.outbox.message(envelope, subject, body)
             policy.check_size(len(value))
         except (AgentRefusedError, SerdeError) as exc:

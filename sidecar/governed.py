@@ -12,7 +12,7 @@ surface; :class:`sidecar.reports.Reports` asks these questions through it).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mesh.domain.control import is_mesh_process
@@ -88,8 +88,15 @@ class Governed:
     def killswitch_age_s(self) -> float | None:
         return self.plane.killswitch_age_s()
 
-    def _admission(self, envelope: Envelope, appended_ms: int | None) -> None:
-        """The receiving side's own checks (:mod:`sidecar.admission`)."""
+    def _admission(
+        self,
+        envelope: Envelope,
+        appended_ms: int | None,
+        subject: str = "",
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The receiving side's own checks (:mod:`sidecar.admission`): a replay, and what the
+        sender's operator policy does not allow (a recipient, a hop, a message's content)."""
         check_replay(
             envelope, appended_ms, int(self.clock() * 1000), self.settings.max_clock_skew_ms
         )
@@ -99,3 +106,6 @@ class Governed:
         if in_force is not None:
             where = f"{in_force.target} v{in_force.version} {in_force.hash[:16]}"
             check_sender_policy(envelope, self.agent_id, policy, where)
+            if policy is not None and body is not None:
+                who = f"{envelope.sender!r}'s operator policy ({where}); refused on receipt"
+                policy.check_message(subject, body, who)

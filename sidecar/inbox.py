@@ -32,9 +32,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mesh.adapters.serde.messages import MessageCodec, OpenedMessage
 from mesh.domain.deadletter import SourceCoordinates
@@ -48,7 +48,9 @@ __all__ = ["Counters", "Inbox", "Position", "Recent"]
 RECENT_IDS = 4096
 #: Raise (an IdentityError or AgentRefusedError) to refuse a verified message: (its envelope,
 #: the broker's append time if known).
-Admission = Callable[[Envelope, int | None], None]
+#: The receiving side's own checks of a verified message: its envelope, the broker's append
+#: time, its body's subject and the body (raises AgentRefusedError to dead-letter it).
+Admission = Callable[[Envelope, int | None, str, Mapping[str, Any]], None]
 
 
 class Position(NamedTuple):
@@ -136,7 +138,7 @@ class Inbox:
             opened = self.codec.open(value, verify=False)
             opened.verify(await self.sender_key(opened.envelope.sender))
             if self.admission is not None:
-                self.admission(opened.envelope, appended_ms)
+                self.admission(opened.envelope, appended_ms, opened.body_subject, opened.body)
         except (SerdeError, IdentityError, AgentRefusedError) as exc:
             source = SourceCoordinates(at.topic, at.partition, offset, key)
             await self.outbox.write(self.outbox.dead_letter(exc, value, source, self.detected_by))

@@ -23,6 +23,8 @@ JSON form (every key optional)::
      "budget_usd": 5.0, "budget_window_s": 3600,       # spend allowed per sliding window
      "max_hop_count": 10,                              # longest causation chain it may extend
      "max_message_bytes": 262144,                      # largest message it may send
+     "message_parts": ["DATA"],                        # part kinds it may send (null: any)
+     "message_data": {"type": "object", ...},          # a JSON Schema each DATA part must fit
      "require_killswitch_s": 30}                       # fail closed: refuse spend-bearing
                                                        # calls while the kill-switch has not
                                                        # heartbeaten for this long (null: never)
@@ -41,10 +43,13 @@ import orjson
 
 from mesh.domain.windows import SlidingWindow
 from mesh.errors import ConfigError, ControlUnavailableError, PolicyViolationError
-from sidecar.constraints import check_schema
+from sidecar.constraints import PART_KINDS, check_message_parts, check_schema
 from sidecar.permits import check_arguments
 
 __all__ = ["AgentPolicy", "SpendWindow", "ToolRule", "narrowest", "parse_agent_policy"]
+
+#: The subject of an agent-to-agent message, the only one whose content the policy shapes.
+A2A_MESSAGE = "mesh.a2a.Message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,10 @@ class AgentPolicy:
     tools: Mapping[str, ToolRule] = field(default_factory=dict)
     permit_ttl_s: float = 300.0
     may_start_chains: bool = True
+    #: Kinds of message part it may send (TEXT, DATA, FILE; None: any), and JSON Schemas every
+    #: DATA part it sends must fit: checked on sending and again on receipt (AISVS C9.5.4).
+    message_parts: frozenset[str] | None = None
+    message_data: tuple[Mapping[str, Any], ...] = ()
     #: The hash of the policy's JSON, computed once: ``tools`` is a dict, so the dataclass
     #: cannot hash its fields, and the sidecar looks a policy up on every send.
     _hash: int = field(init=False, repr=False, compare=False)
@@ -150,6 +159,11 @@ class AgentPolicy:
                 f"limit of {self.max_hop_count}; end the chain or start a new task",
             )
 
+    def check_message(self, subject: str, body: Mapping[str, Any], who: str) -> None:
+        """Refuse an A2A message whose parts or DATA this policy does not allow."""
+        if subject == A2A_MESSAGE and (self.message_parts is not None or self.message_data):
+            check_message_parts(body.get("parts"), self.message_parts, self.message_data, who)
+
     def check_size(self, size: int) -> None:
         if size > self.max_message_bytes:
             raise PolicyViolationError(
@@ -188,6 +202,8 @@ class AgentPolicy:
                 "tools": {name: rule.to_json() for name, rule in sorted(self.tools.items())},
                 "permit_ttl_s": self.permit_ttl_s,
                 "may_start_chains": self.may_start_chains,
+                "message_parts": _sorted(self.message_parts),
+                "message_data": _one_schema(self.message_data),
             },
             option=orjson.OPT_SORT_KEYS,
         ).decode()
@@ -264,6 +280,8 @@ def narrowest(operator: AgentPolicy, own: AgentPolicy) -> AgentPolicy:
         tools=_tool_rules(operator.tools, own.tools),
         permit_ttl_s=min(operator.permit_ttl_s, own.permit_ttl_s),
         may_start_chains=operator.may_start_chains and own.may_start_chains,
+        message_parts=_both(operator.message_parts, own.message_parts),
+        message_data=operator.message_data + own.message_data,
     )
 
 
@@ -330,7 +348,25 @@ def parse_agent_policy(data: Mapping[str, Any] | str | None, where: str = "polic
         values["may_start_chains"] = data["may_start_chains"]
     if data.get("tools") is not None:
         values["tools"] = _tools(data["tools"], f"{where}: tools")
+    if data.get("message_parts") is not None:
+        kinds = _names(data["message_parts"], f"{where}: message_parts")
+        if not kinds <= PART_KINDS:
+            raise ConfigError(
+                f"{where}: message_parts may name only {', '.join(sorted(PART_KINDS))}, not "
+                f"{', '.join(sorted(kinds - PART_KINDS))}"
+            )
+        values["message_parts"] = kinds
+    if data.get("message_data") is not None:
+        check_schema(data["message_data"], f"{where}: message_data")
+        values["message_data"] = (data["message_data"],)
     return AgentPolicy(**values)
+
+
+def _one_schema(schemas: tuple[Mapping[str, Any], ...]) -> Any:
+    """Schemas that must all hold, as one (None when there are none)."""
+    if not schemas:
+        return None
+    return schemas[0] if len(schemas) == 1 else {"allOf": list(schemas)}
 
 
 def _tools(value: Any, where: str) -> dict[str, ToolRule]:

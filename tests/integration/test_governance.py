@@ -276,6 +276,58 @@ async def test_the_receiving_side_refuses_replays_and_messages_the_senders_polic
     registry.close()
 
 
+async def test_what_an_agent_may_say_is_checked_on_sending_and_again_on_receipt(
+    settings: Settings, topics: object
+) -> None:
+    """AISVS C9.5.4: the operator's policy constrains the content an agent passes downstream
+    (``message_parts``, ``message_data``): its own sidecar refuses a message outside them, and
+    a message produced around that sidecar is dead-lettered by the receiver."""
+    codec, registry = codec_for(settings)
+    mesh = Mesh(settings, codec)
+    cluster = Cluster.of(settings)
+    signers = control_signers(settings)
+    publish_policy(cluster, codec, signers, FLEET, {}, "everyone")
+    quotes = {
+        "message_parts": ["DATA"],
+        "message_data": {
+            "type": "object",
+            "properties": {"sku": {"type": "string"}, "price_usd": {"maximum": 1000}},
+            "required": ["sku", "price_usd"],
+            "additionalProperties": False,
+        },
+    }
+    publish_policy(cluster, codec, signers, "quoter", quotes, "quotes only, no free text")
+    with running([Engine.keyed(registry_processor(settings), cluster, codec)]):
+        async with (
+            mesh.sidecar("quoter", profile="production") as quoter,
+            mesh.sidecar("buyer", profile="production") as buyer,
+        ):
+            await _until(lambda: buyer.plane.keys.get("quoter") is not None, "quoter's key")
+            await _until(lambda: buyer.plane.sender_policy("quoter")[0] is not None, "policy")
+            await _until(lambda: quoter.operator_policy is not None, "its own policy")
+            sent = await quoter.send("buyer", data={"sku": "A-1", "price_usd": 120})
+            got = await buyer.receive(timeout_s=15)
+            assert got is not None and got.message_id == sent  # within the constraints
+            with pytest.raises(PolicyViolationError, match="TEXT, which its policy"):
+                await quoter.send("buyer", text="the customer's card is 4111 ...")
+            with pytest.raises(PolicyViolationError, match="price_usd: 250000 is greater"):
+                await quoter.send("buyer", data={"sku": "A-1", "price_usd": 250000})
+            around = codec.seal(
+                new_envelope("quoter", "buyer"), MESSAGE_SUBJECT,
+                message_body(data={"sku": "A-1", "price_usd": 1, "card": "4111"}), quoter.key,
+            )  # fmt: skip
+            produce(settings, [Sent(inbox_topic("buyer").name, "q", around)])
+            await _until(lambda: buyer.counters.dead_lettered == 1, "refused on receipt")
+            assert await buyer.receive(timeout_s=1) is None
+    refused = [t for t in mesh.telemetry("SEND_REFUSED") if t["rule"] == "message_not_allowed"]
+    assert len(refused) == 2  # the sender's own refusals, on the record
+    [dead] = mesh.dead_letters()
+    assert "'quoter''s operator policy (quoter v1 " in dead["reason"]
+    assert "Additional properties are not allowed ('card' was unexpected)" in dead["reason"]
+    assert dead["original"] == around
+    registry.close()
+
+
 WIRE = {
     "allowed_tools": ["wire", "search"],
     "tools": {"wire": {"requires_approval": True, "max_cost_usd": 1.0}},

@@ -57,3 +57,36 @@ def test_a_diff_names_each_key_that_changes() -> None:
         "+ max_message_bytes: 1024",
     ]
     assert diff_policies(new, new) == []
+
+
+def test_message_constraints_parse_narrow_and_refuse() -> None:
+    """AISVS C9.5.4: the parts an agent may send and a schema its DATA must fit."""
+    import pytest
+
+    from mesh.errors import ConfigError, PolicyViolationError
+
+    operator = parse_agent_policy(
+        {"message_parts": ["DATA", "TEXT"], "message_data": {"type": "object", "required": ["a"]}}
+    )
+    own = parse_agent_policy({"message_parts": ["DATA"], "message_data": {"maxProperties": 2}})
+    both = narrowest(operator, own)
+    assert both.message_parts == frozenset({"DATA"}) and len(both.message_data) == 2
+    assert parse_agent_policy(both.to_json()) == both.__class__(  # a round trip keeps both rules
+        message_parts=frozenset({"DATA"}),
+        message_data=({"allOf": [{"type": "object", "required": ["a"]}, {"maxProperties": 2}]},),
+    )
+    ok = {"parts": [{"kind": "DATA", "data_json": '{"a": 1}'}]}
+    both.check_message("mesh.a2a.Message", ok, "its policy")
+    both.check_message("mesh.tasks.TaskEvent", {"parts": [{"kind": "TEXT"}]}, "its policy")
+    for body, why in (
+        ({"parts": [{"kind": "TEXT", "text": "hi"}]}, "part 0 of the message is TEXT"),
+        ({"parts": [{"kind": "DATA", "data_json": '{"b": 1}'}]}, "'a' is a required property"),
+        ({"parts": [{"kind": "DATA", "data_json": '{"a":1,"b":2,"c":3}'}]}, "has too many"),
+    ):
+        with pytest.raises(PolicyViolationError, match=why) as refused:
+            both.check_message("mesh.a2a.Message", body, "its policy")
+        assert refused.value.rule == "message_not_allowed"
+    with pytest.raises(ConfigError, match="message_parts may name only DATA, FILE, TEXT"):
+        parse_agent_policy({"message_parts": ["VIDEO"]})
+    with pytest.raises(ConfigError, match="message_data is not a valid JSON Schema"):
+        parse_agent_policy({"message_data": {"type": "nonsense"}})
