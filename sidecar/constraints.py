@@ -9,7 +9,7 @@ policy is parsed, never a surprise at the first call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -35,14 +35,16 @@ def check_schema(schema: Any, where: str) -> None:
         raise ConfigError(f"{where} is not a valid JSON Schema: {exc.message}") from exc
 
 
-def violation(schema: Mapping[str, Any], arguments: Any) -> str | None:
-    """Why ``arguments`` do not fit ``schema`` (None: they do): the first error, with where."""
-    validator = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
-    error = next(iter(validator.iter_errors(arguments)), None)
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "(the arguments)"
-    return f"{where}: {error.message}"
+def violation(schemas: Iterable[Mapping[str, Any]], value: Any) -> str | None:
+    """Why ``value`` does not fit every one of ``schemas`` (None: it does): the first error,
+    with where."""
+    for schema in schemas:
+        validator = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+        error = next(iter(validator.iter_errors(value)), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(the arguments)"
+            return f"{where}: {error.message}"
+    return None
 
 
 @lru_cache(maxsize=256)
@@ -72,11 +74,9 @@ def check_message_parts(
             data = orjson.loads(part.get("data_json") or "null")
         except orjson.JSONDecodeError:
             data = None
-        for schema in data_schemas:
-            problem = violation(schema, data)
-            if problem is not None:
-                raise PolicyViolationError(
-                    "message_not_allowed",
-                    f"the DATA of part {index} is outside the message constraints of {who}: "
-                    f"{problem}",
-                )
+        problem = violation(data_schemas, data)
+        if problem is not None:
+            raise PolicyViolationError(
+                "message_not_allowed",
+                f"the DATA of part {index} is outside the message constraints of {who}: {problem}",
+            )

@@ -153,13 +153,10 @@ class PermitBook:
 
 def check_arguments(tool: str, schemas: tuple[Mapping[str, Any], ...], arguments: Any) -> None:
     """Refuse arguments outside every constraint the policy sets on ``tool``."""
-    if not schemas:
-        return
-    for schema in schemas:
-        problem = violation(schema, arguments)
-        if problem is not None:
-            raise PolicyViolationError(
-                "arguments_not_allowed",
-                f"the arguments of {tool!r} are outside its constraints in the policy: "
-                f"{problem}; the tool must not run",
-            )
+    problem = violation(schemas, arguments)
+    if problem is not None:
+        raise PolicyViolationError(
+            "arguments_not_allowed",
+            f"the arguments of {tool!r} are outside its constraints in the policy: "
+            f"{problem}; the tool must not run",
+        )
