@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Scope, control_key
-from mesh.domain.topics import TELEMETRY
+from mesh.domain.drills import DRILL_SUBJECT
+from mesh.domain.envelope import new_envelope
+from mesh.domain.topics import DRILLS, TELEMETRY
 from mesh.settings import Cluster, Settings
 from processors.runtime.engine import Engine
 from stack.drill import Drill, canary_sidecar
-from tests.integration.fleet import codec_for, killswitch_engine, read_all, running
+from tests.integration.fleet import (
+    Sent,
+    codec_for,
+    killswitch_engine,
+    produce,
+    read_all,
+    running,
+)
 from tests.integration.test_cli import run
 from tests.integration.test_sidecar import _until, registry_processor
 
@@ -56,6 +66,14 @@ async def test_the_drill_halts_and_resumes_the_canary_and_fails_on_the_record(
                 assert not broken.ok and broken.failures_in_row == 1
                 assert "did not apply and acknowledge the drill halt" in (broken.failure or "")
                 assert broken.last_success_ms == passed.last_success_ms
+                shown = await asyncio.to_thread(run, ["drill", "show"], settings)
+                assert shown.returncode == 1 and "FAILED 1 in a row" in shown.stdout
+                # a hostile agent forges a passing drill, signed with its own key: ignored
+                forged = replace(passed, at_ms=broken.at_ms + 1).to_record()
+                value = codec.seal(
+                    new_envelope(canary.agent_id, ""), DRILL_SUBJECT, forged, canary.key
+                )
+                produce(settings, [Sent(DRILLS, canary.agent_id, value)])
                 shown = await asyncio.to_thread(run, ["drill", "show"], settings)
                 assert shown.returncode == 1 and "FAILED 1 in a row" in shown.stdout
                 halts = await asyncio.to_thread(run, ["halts", "--json"], settings)
