@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -32,14 +31,18 @@ from pathlib import Path
 from string import Template
 
 from mesh.adapters.localkafka.jars import INFRA_DIR, classpath, ensure_jars
+from mesh.adapters.localkafka.process import (
+    CHILDREN,
+    broker_count,
+    is_our_kafka,
+    refuse_taken_port,
+    terminate,
+)
 from mesh.adapters.localkafka.tls import ensure_broker_tls
 from mesh.errors import LocalKafkaError
 
 __all__ = ["BrokerStatus", "LocalKafka", "Quorum"]
 
-_STOP_TIMEOUT_S = 30.0
-#: Brokers this process started, kept so they can be reaped (and not warned about) on down.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _READY_TIMEOUT_S = 90.0
 
 
@@ -136,7 +139,7 @@ class LocalKafka:
 
     def status(self) -> BrokerStatus:
         recorded = self._recorded()
-        if recorded is None or not _is_our_kafka(recorded["pid"], self._properties):
+        if recorded is None or not is_our_kafka(recorded["pid"], self._properties):
             return BrokerStatus(False, directory=self.directory)
         bootstrap, pid = str(recorded["bootstrap"]), int(str(recorded["pid"]))
         return BrokerStatus(True, bootstrap, pid, self.directory)
@@ -156,10 +159,10 @@ class LocalKafka:
         """Configure, format (once) and start the node's process, without waiting for it (the
         nodes of a cluster are all started before any can answer: each needs a quorum)."""
         jars = ensure_jars(self.version, self.cache_dir)
-        _refuse_taken_port(self.port)
-        _refuse_taken_port(self.controller_port)
+        refuse_taken_port(self.port)
+        refuse_taken_port(self.controller_port)
         if self.tls_port is not None:
-            _refuse_taken_port(self.tls_port)
+            refuse_taken_port(self.tls_port)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._write_config()
         self._format_once(jars)
@@ -173,7 +176,7 @@ class LocalKafka:
         self._state_file.unlink(missing_ok=True)
         if not current.running or current.pid is None:
             return False
-        _terminate(current.pid)
+        terminate(current.pid)
         return True
 
     def kill(self, timeout_s: float = 30.0) -> None:
@@ -189,7 +192,7 @@ class LocalKafka:
             if time.monotonic() > deadline:
                 raise LocalKafkaError(f"the killed broker (pid {current.pid}) did not exit")
             time.sleep(0.05)
-        child = _CHILDREN.pop(current.pid, None)
+        child = CHILDREN.pop(current.pid, None)
         if child is not None:  # reaped, not left a zombie
             child.wait(timeout_s)
 
@@ -332,7 +335,7 @@ class LocalKafka:
             ) from None
         finally:
             console.close()
-        _CHILDREN[process.pid] = process
+        CHILDREN[process.pid] = process
         return process
 
     def wait_ready(self, process: subprocess.Popen[bytes]) -> None:
@@ -346,10 +349,10 @@ class LocalKafka:
                     f"the broker exited with code {process.returncode} while starting; "
                     f"last lines of {self.directory / 'logs' / 'server.log'}:\n{self._log_tail()}"
                 )
-            if _answers_metadata(self.bootstrap, self.admin_security()):
+            if broker_count(self.bootstrap, self.admin_security()) > 0:
                 return
             time.sleep(0.2)
-        _terminate(process.pid)
+        terminate(process.pid)
         self._state_file.unlink(missing_ok=True)
         raise LocalKafkaError(
             f"the broker did not answer on {self.bootstrap} within {_READY_TIMEOUT_S:.0f}s; "
@@ -376,67 +379,3 @@ def new_cluster_id() -> str:
         candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not candidate.startswith("-"):
             return candidate
-
-
-def _answers_metadata(bootstrap: str, security: dict[str, str] | None = None) -> bool:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    host, port = bootstrap.rsplit(":", 1)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        if probe.connect_ex((host, int(port))) != 0:
-            return False  # not listening yet; don't let librdkafka log connection refusals
-    config: dict[str, str | int | float | bool] = {
-        "bootstrap.servers": bootstrap,
-        "socket.timeout.ms": 1000,
-        "log_level": 0,
-    }
-    config.update(security or {})
-    admin = AdminClient(config)
-    try:
-        return bool(admin.list_topics(timeout=1.0).brokers)
-    except KafkaException:
-        return False
-
-
-def _refuse_taken_port(port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            raise LocalKafkaError(
-                f"port {port} on 127.0.0.1 is already in use by another process; "
-                "choose another with --port (the controller uses port+1) or MESH_KAFKA_PORT"
-            )
-
-
-def _is_our_kafka(pid: object, properties: Path) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"kafka.Kafka" in cmdline and str(properties).encode() in cmdline
-
-
-def _terminate(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + _STOP_TIMEOUT_S
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    child = _CHILDREN.pop(pid, None)
-    if child is not None:
-        child.wait()
-
-
-def _alive(pid: int) -> bool:
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        return child.poll() is None
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.adapters.localkafka.broker import BrokerStatus, LocalKafka, Quorum, new_cluster_id
+from mesh.adapters.localkafka.process import broker_count
 from mesh.errors import LocalKafkaError
 
 __all__ = ["PORTS_PER_NODE", "ClusterStatus", "LocalCluster", "recorded_cluster"]
@@ -131,21 +132,14 @@ class LocalCluster:
         return cluster_id
 
     def _wait_for_all_brokers(self) -> None:
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         deadline = time.monotonic() + _READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                if len(admin.list_topics(timeout=2.0).brokers) == self.size:
-                    return
-            except KafkaException:
-                pass
+        while broker_count(self.bootstrap) != self.size:
+            if time.monotonic() > deadline:
+                raise LocalKafkaError(
+                    f"the {self.size} nodes did not all join the cluster within "
+                    f"{_READY_TIMEOUT_S:.0f}s"
+                )
             time.sleep(0.2)
-        raise LocalKafkaError(
-            f"the {self.size} nodes did not all join the cluster within {_READY_TIMEOUT_S:.0f}s"
-        )
 
 
 def recorded_cluster(directory: Path) -> tuple[int, int] | None:
