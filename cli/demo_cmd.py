@@ -83,13 +83,13 @@ def _status(current: Settings) -> dict[str, Any]:
     ]
     age = _age_s(current.state_dir / "run" / "processors-0.health")
     ready = age is not None and age <= 10
-    drill_ok, drill = _drill_health(current)
+    halts, (drill_ok, drill) = _control_plane(current)
     return {
         "kafka": kafka,
         "services": services,
         "processors_ready": ready,
         "processors_last_seen_s": None if age is None else round(age, 1),
-        "halts_in_force": _halts_in_force(current),
+        "halts_in_force": halts,
         "drill": {"healthy": drill_ok, "summary": drill},
         "healthy": ready and drill_ok and all(s["running"] for s in services),
     }
@@ -131,24 +131,17 @@ def _age_s(health: Path) -> float | None:
         return None
 
 
-def _drill_health(current: Settings) -> tuple[bool, str]:
-    """Whether the canary's last scheduled drill proved the kill-switch can halt."""
+def _control_plane(current: Settings) -> tuple[list[str] | str, tuple[bool, str]]:
+    """The keys of the halts in force, and whether the canary's last scheduled drill proved
+    the kill-switch can halt, read with one registry; each says why if it could not be read."""
     try:
         with reading(current) as (where, codec):
-            last = read_drills(where, codec, trust_anchors(current)).get(CANARY)
+            anchors = trust_anchors(current)
+            found = read_halts(where, codec, anchors).halts
+            last = read_drills(where, codec, anchors).get(CANARY)
     except MeshError as exc:
-        return False, f"unknown ({exc})"
-    return drill_health(last, int(time.time() * 1000))
-
-
-def _halts_in_force(current: Settings) -> list[str] | str:
-    """The keys of the halts in force, or why they could not be read."""
-    try:
-        with reading(current) as (where, codec):
-            found = read_halts(where, codec, trust_anchors(current)).halts
-    except MeshError as exc:
-        return f"unknown ({exc})"
-    return sorted(found)
+        return f"unknown ({exc})", (False, f"unknown ({exc})")
+    return sorted(found), drill_health(last, int(time.time() * 1000))
 
 
 Detach = typer.Option(
