@@ -135,15 +135,12 @@ def _metadata(consumer: Consumer, topic: str, timeout_s: float) -> Any:
     try:
         return consumer.list_topics(topic, timeout=timeout_s)
     except KafkaException as exc:
+        where = getattr(consumer, "bootstrap", "the configured brokers")  # a Reader knows
         raise KafkaUnavailableError(
-            f"no Kafka broker answered at {consumer_bootstrap(consumer)} within {timeout_s:g}s "
+            f"no Kafka broker answered at {where} within {timeout_s:g}s "
             f"({exc.args[0].str()}). Is it up (`mesh kafka up`, `mesh status`), and is "
             "MESH_BOOTSTRAP_SERVERS right?"
         ) from exc
-
-
-def consumer_bootstrap(consumer: Consumer) -> str:
-    return str(getattr(consumer, "bootstrap", "the configured brokers"))
 
 
 def read_available(
