@@ -22,6 +22,7 @@ from cli import (
     control_cmd,
     demo_cmd,
     drill_cmd,
+    gates_cmd,
     kafka_cmd,
     keys_cmd,
     policy_cmd,
@@ -80,6 +81,7 @@ app.add_typer(registry_cmd.app, name="registry")
 app.add_typer(processors_cmd.app, name="processors")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(drill_cmd.app, name="drill")
+app.add_typer(gates_cmd.app, name="gates")
 app.add_typer(sidecar_cmd.app, name="sidecar")
 app.add_typer(views_cmd.agents_app, name="agents")
 app.add_typer(views_cmd.state_app, name="state")

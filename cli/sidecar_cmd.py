@@ -24,6 +24,17 @@ def run(
     policy: Path | None = typer.Option(None, "--policy", help="The agent's policy (JSON file)."),
     description: str = typer.Option("", "--description", help="For its Agent Card."),
     port: int = typer.Option(0, "--port", min=0, max=65535, help="0: any free port."),
+    environment: str = typer.Option(
+        "staging",
+        "--environment",
+        help="staging or production (production takes messages "
+        "only from agents certified for it: mesh gates).",
+    ),
+    owner: str = typer.Option("platform", "--owner", help="Team or person accountable."),
+    version: str = typer.Option("1", "--version", help="The agent's own release version."),
+    rollback_note: str = typer.Option(
+        "", "--rollback-note", help="How to go back to an earlier version (a gate's evidence)."
+    ),
 ) -> None:
     """Run a sidecar for AGENT_ID on 127.0.0.1 until Ctrl-C or SIGTERM."""
     current = settings()
@@ -40,5 +51,9 @@ def run(
         depends_on_agents=tuple(depends_on),
         depends_on_tools=tuple(tool),
         policy=parse_agent_policy(text, str(policy)),
+        environment=environment,
+        owner=owner,
+        version=version,
+        rollback_note=rollback_note,
     )
     run_sidecar(cluster(current), spec, port, console.print)

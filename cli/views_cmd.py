@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from enum import StrEnum
 
 import typer
@@ -17,7 +18,9 @@ from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import to_record
+from mesh.domain.agents import AgentState
 from mesh.domain.dependencies import dependency_graph, render
+from mesh.domain.gates import PRODUCTION, certified_for_production
 from mesh.domain.identity import PublicKeys
 from mesh.domain.task_record import to_record as task_record
 from mesh.errors import UnknownTargetError
@@ -33,7 +36,7 @@ class GraphFormat(StrEnum):
     mermaid = "mermaid"
 
 
-def _agents() -> dict[str, object]:
+def _agents() -> dict[str, AgentState]:
     with reading(settings()) as (where, codec):
         return dict(read_agents(where, codec.serde))
 
@@ -44,11 +47,12 @@ def list_agents(
 ) -> None:
     """Every agent with its status, owner, version, last heartbeat and instances."""
     table = Table(
-        "agent", "status", "owner", "version", "last heartbeat (UTC)", "instances", "skills",
-        "profile",
+        "agent", "status", "owner", "version", "environment", "certified", "last heartbeat (UTC)",
+        "instances", "skills", "profile",
     )  # fmt: skip
+    now_ms = int(time.time() * 1000)
     for agent_id, agent in sorted(_agents().items()):
-        record = to_record(agent)  # type: ignore[arg-type]
+        record = to_record(agent)
         card = json.loads(record["agent_card_json"] or "{}")
         skills = [s.get("id", "?") for s in card.get("skills", [])]
         instances = [i["instance_id"] for i in record["instances"]]
@@ -59,6 +63,8 @@ def list_agents(
                 "status": record["status"],
                 "owner": record["owner"],
                 "version": record["version"],
+                "environment": record["environment"],
+                "certified": _certified(agent, now_ms),
                 "last_heartbeat": _iso(record["last_heartbeat"]),
                 "instances": instances,
                 "skills": skills,
@@ -70,6 +76,8 @@ def list_agents(
             record["status"],
             record["owner"],
             record["version"],
+            record["environment"],
+            _certified(agent, now_ms),
             _time(record["last_heartbeat"]),
             str(len(instances)),
             ", ".join(skills),
@@ -77,6 +85,17 @@ def list_agents(
         )
     if not as_json:
         console.print(table)
+
+
+def _certified(agent: AgentState, now_ms: int) -> str:
+    """Whether the agent's current version is certified for production (mesh gates)."""
+    if certified_for_production(agent, now_ms):
+        return f"production until {_time(agent.certified_until_ms)}"
+    if PRODUCTION in agent.certifications:
+        return "lapsed"
+    if agent.gates_failing:
+        return f"no (failing: {', '.join(agent.gates_failing)})"
+    return "no"
 
 
 def _profile(card: dict[str, object]) -> str:
@@ -97,7 +116,7 @@ def show_agent(agent_id: str) -> None:
         raise UnknownTargetError(
             f"no agent {agent_id!r} in the registry; `mesh agents ls` lists the agents"
         )
-    record = to_record(agent)  # type: ignore[arg-type]
+    record = to_record(agent)
     record["public_key"] = record["public_key"].hex()
     record["key_signature"] = record["key_signature"].hex()
     record["agent_card"] = json.loads(record.pop("agent_card_json"))
@@ -110,7 +129,7 @@ def show_agent(agent_id: str) -> None:
 
 def graph(fmt: GraphFormat = typer.Option(GraphFormat.json, "--format")) -> None:
     """The dependency map: declared and observed edges between agents and tools."""
-    print(render(dependency_graph(_agents()), fmt.value))  # type: ignore[arg-type]
+    print(render(dependency_graph(_agents()), fmt.value))
 
 
 @state_app.command("show")

@@ -246,6 +246,7 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
             self.reports.check_chain(cause)
             self.plane.check_throttle(Kind.MESSAGE_SENT, int(self.clock() * 1000))
             recipient = await self._route(policy, to, capability, task_id)
+            self.check_certified(recipient)
             envelope = stamp(self.agent_id, recipient, task_id, cause)
             policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)

@@ -6,7 +6,9 @@ surface; :class:`sidecar.reports.Reports` asks these questions through it).
 * ``enforced``: the operator's policy in force narrowed by the agent's own; in production,
   with no operator policy, **deny** (``no_policy``).
 * ``_admission``: a verified incoming message is refused if it is a replay, or if the sender's
-  operator policy does not allow this recipient (:mod:`sidecar.admission`).
+  operator policy does not allow this recipient (:mod:`sidecar.admission`), or if this agent
+  runs in production and the sender is not certified for it (:mod:`mesh.domain.gates`).
+* ``check_certified``: the same rule on the sending side.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from mesh.domain.control import is_mesh_process
 from mesh.domain.envelope import Envelope
+from mesh.domain.gates import production_refusal
 from mesh.domain.policies import PolicyInForce
 from mesh.errors import PolicyViolationError, ProcessorError
 from mesh.settings import Settings
@@ -79,6 +82,18 @@ class Governed:
             else ("none (production denies)")
         )
 
+    def check_certified(self, recipient: str) -> None:
+        """A message to a production agent needs this agent certified for production at its
+        current version (:mod:`mesh.domain.gates`); refuse it otherwise (``not_certified``)."""
+        target = self.plane.agents.get(recipient)
+        if target is None:
+            return
+        now_ms = int(self.clock() * 1000)
+        own = self.plane.agents.get(self.agent_id)
+        refusal = production_refusal(self.agent_id, own, target.environment, now_ms)
+        if refusal is not None:
+            raise PolicyViolationError("not_certified", refusal)
+
     def halts(self) -> dict[str, dict[str, Any]]:
         return self.control.book.halts
 
@@ -102,6 +117,11 @@ class Governed:
         )
         if is_mesh_process(envelope.sender):
             return
+        sender = self.plane.agents.get(envelope.sender)
+        now_ms = int(self.clock() * 1000)
+        refusal = production_refusal(envelope.sender, sender, self.spec.environment, now_ms)
+        if refusal is not None:
+            raise PolicyViolationError("not_certified", f"{refusal}; refused on receipt")
         in_force, policy = self.plane.sender_policy(envelope.sender)
         if in_force is not None:
             where = f"{in_force.target} v{in_force.version} {in_force.hash[:16]}"

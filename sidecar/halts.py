@@ -31,9 +31,11 @@ __all__ = ["ControlView", "HaltChange"]
 
 @dataclass(frozen=True, slots=True)
 class HaltChange:
-    """The halt in force changed: ``halt`` is the new one (None: resumed)."""
+    """The halt in force changed: ``halt`` is the new one (None: resumed), ``lifted`` the one
+    it replaces (None: the agent was running)."""
 
     halt: dict[str, Any] | None
+    lifted: dict[str, Any] | None = None
 
 
 class ControlView:
@@ -71,8 +73,8 @@ class ControlView:
         halt = self.book.halt_for(self.agent_id, capabilities)
         if halt == self.applied:
             return None
-        self.applied = halt
-        return HaltChange(halt)
+        lifted, self.applied = self.applied, halt
+        return HaltChange(halt, lifted)
 
     def unavailable(self, now: float) -> str | None:
         """Why control cannot be trusted as of ``now`` (None: it can)."""

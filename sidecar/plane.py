@@ -310,8 +310,10 @@ class Plane:
             await self.outbox.write(
                 self.outbox.telemetry(Kind.HALT_ACK, halt["rule"], detail=detail)
             )
-        else:
-            await self.outbox.write(self.outbox.telemetry(Kind.RESUME_ACK, "resume"))
+        else:  # the detail names the halt lifted, so `mesh gates drill` can wait for it
+            lifted = change.lifted or {}
+            detail = f"{lifted.get('command_id', '')}: resumed"
+            await self.outbox.write(self.outbox.telemetry(Kind.RESUME_ACK, "resume", detail=detail))
         for handler in self.handlers:
             result = handler(halt)
             if result is not None:

@@ -55,6 +55,10 @@ class Agent:
         depends_on_agents: Iterable[str] = (),
         depends_on_tools: Iterable[str] = (),
         policy: AgentPolicy | None = None,
+        owner: str = "platform",
+        version: str = "1",
+        environment: str = "staging",
+        rollback_note: str = "",
     ) -> None:
         self.spec = AgentSpec(
             agent_id,
@@ -63,6 +67,10 @@ class Agent:
             depends_on_agents=tuple(depends_on_agents),
             depends_on_tools=tuple(depends_on_tools),
             policy=policy or AgentPolicy(),
+            owner=owner,
+            version=version,
+            environment=environment,
+            rollback_note=rollback_note,
         )
         self._on_message: MessageHandler | None = None
         self._on_halt: HaltHandler | None = None

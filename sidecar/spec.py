@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from mesh.domain.gates import ENVIRONMENTS, STAGING
 from mesh.errors import ConfigError
 from sidecar.policy import AgentPolicy
 
@@ -27,8 +28,16 @@ class AgentSpec:
     depends_on_tools: tuple[str, ...] = ()
     depends_on_topics: tuple[str, ...] = ()
     policy: AgentPolicy = field(default_factory=AgentPolicy)
+    #: ``staging`` or ``production``: a message to a production agent needs a sender certified
+    #: for production (mesh.domain.gates)
+    environment: str = STAGING
+    rollback_note: str = ""  # the owner's plan to go back (evidence for the rollback gate)
 
     def __post_init__(self) -> None:
+        if self.environment not in ENVIRONMENTS:
+            raise ConfigError(
+                f"environment {self.environment!r} is not one of {', '.join(ENVIRONMENTS)}"
+            )
         if not _AGENT_ID.fullmatch(self.agent_id):
             raise ConfigError(
                 f"agent id {self.agent_id!r} is not allowed: use 1-100 letters, digits, '.', "
@@ -62,4 +71,6 @@ class AgentSpec:
             "depends_on_tools": list(self.depends_on_tools),
             "depends_on_topics": list(self.depends_on_topics),
             "policy_json": self.policy.to_json(),
+            "environment": self.environment,
+            "rollback_note": self.rollback_note or None,
         }

@@ -75,9 +75,11 @@ class AckWatch:
         targets: Iterable[str],
         keys: KeyDirectory,
         deadline_s: float,
+        kind: str = Kind.HALT_ACK,
     ) -> Acks:
         """Collect acknowledgements of ``command_id`` from ``targets`` until all answered or
-        ``deadline_s`` passed."""
+        ``deadline_s`` passed. ``kind`` RESUME_ACK: of the resume that lifted halt
+        ``command_id`` (a sidecar's resume acknowledgement names the halt it lifted)."""
         waiting, acked = set(targets), []
         until = time.monotonic() + deadline_s
         try:
@@ -85,7 +87,7 @@ class AckWatch:
                 message = self._consumer.poll(0.1)
                 if message is None or message.error() is not None:
                     continue
-                by = self._acknowledger(message.value() or b"", command_id, keys)
+                by = self._acknowledger(message.value() or b"", command_id, keys, kind)
                 for target in by:
                     if target in waiting:
                         waiting.discard(target)
@@ -94,13 +96,15 @@ class AckWatch:
             self._consumer.close()
         return Acks(sorted(acked), sorted(waiting))
 
-    def _acknowledger(self, value: bytes, command_id: str, keys: KeyDirectory) -> tuple[str, ...]:
+    def _acknowledger(
+        self, value: bytes, command_id: str, keys: KeyDirectory, kind: str
+    ) -> tuple[str, ...]:
         """Who a record acknowledges the command for: its instance, and its agent (an agent
         target with no known instances is answered by any of its instances)."""
         try:
             opened = self._codec.open(value, verify=False)
             body, sender = opened.body, opened.envelope.sender
-            if opened.body_subject != TELEMETRY_SUBJECT or body.get("kind") != Kind.HALT_ACK:
+            if opened.body_subject != TELEMETRY_SUBJECT or body.get("kind") != kind:
                 return ()
             if not str(body.get("detail") or "").startswith(f"{command_id}:"):
                 return ()

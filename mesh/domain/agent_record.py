@@ -30,6 +30,12 @@ def to_record(state: AgentState) -> dict[str, Any]:
         "instances": [
             {"instance_id": instance, "last_heartbeat": at} for instance, at in state.instances
         ],
+        "environment": state.environment,
+        "rollback_note": state.rollback_note,
+        "certified_until": state.certified_until_ms,
+        "certified_by": state.certified_by,
+        "certified_versions": list(state.certified_versions),
+        "gates_failing": list(state.gates_failing),
     }
 
 
@@ -54,4 +60,10 @@ def from_record(record: dict[str, Any]) -> AgentState:
         instances=tuple(
             (i["instance_id"], i["last_heartbeat"]) for i in record.get("instances") or ()
         ),
+        environment=record.get("environment") or "staging",
+        rollback_note=record.get("rollback_note") or "",
+        certified_until_ms=record.get("certified_until"),
+        certified_by=record.get("certified_by") or "",
+        certified_versions=tuple(record.get("certified_versions") or ()),
+        gates_failing=tuple(record.get("gates_failing") or ()),
     )

@@ -23,6 +23,7 @@ clocks and partitions interleave:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -74,6 +75,12 @@ class AgentState:
     key_serial: int = 0
     key_signature: bytes = b""
     instances: tuple[tuple[str, int], ...] = ()  # (instance id, last heartbeat ms), sorted
+    environment: str = "staging"  # or "production" (mesh.domain.gates)
+    rollback_note: str = ""  # the owner's plan to go back, declared at registration
+    certified_until_ms: int | None = None  # when the current certification lapses
+    certified_by: str = ""
+    certified_versions: tuple[str, ...] = ()  # every version ever certified (rollback targets)
+    gates_failing: tuple[str, ...] = ()  # required gates the last refused certification named
 
 
 def apply(state: AgentState | None, subject: str, body: dict[str, Any], at_ms: int) -> AgentState:
@@ -157,18 +164,26 @@ def _registered(state: AgentState | None, body: dict[str, Any], at_ms: int) -> A
         depends_on_topics=tuple(body.get("depends_on_topics", ())),
         last_heartbeat_ms=at_ms,
         updated_at_ms=at_ms,
+        environment=body.get("environment") or "staging",
+        rollback_note=body.get("rollback_note") or "",
     )
     if state is None or state.public_key != key:
         return fresh
     # The same agent again (a restart): keep what was learnt about it, never go back in time,
-    # and stay halted if it was halted (only a resume lifts a halt).
+    # and stay halted if it was halted (only a resume lifts a halt). A certification holds
+    # for the version certified only: another version starts uncertified.
+    same = state.version == fresh.version
     return replace(
         fresh,
         observed_agents=state.observed_agents,
         observed_tools=state.observed_tools,
         status=AgentStatus.HALTED if state.status is AgentStatus.HALTED else AgentStatus.LIVE,
         last_heartbeat_ms=max(at_ms, state.last_heartbeat_ms or 0),
-        certifications=state.certifications if state.version == fresh.version else (),
+        certifications=state.certifications if same else (),
+        certified_until_ms=state.certified_until_ms if same else None,
+        certified_by=state.certified_by if same else "",
+        gates_failing=state.gates_failing if same else (),
+        certified_versions=state.certified_versions,
         updated_at_ms=max(at_ms, state.updated_at_ms),
         key_serial=state.key_serial,
         key_signature=state.key_signature,
@@ -210,12 +225,29 @@ def _capabilities(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentS
 
 
 def _certified(state: AgentState, body: dict[str, Any], at_ms: int) -> AgentState:
-    if body["agent_version"] != state.version or body["level"] in state.certifications:
+    """An operator's certification of the current version for a level (``granted``), or its
+    refusal: the gates that failed are kept, and a certification for that level is withdrawn
+    (the evidence now says a gate fails). One for another version changes nothing."""
+    if body["agent_version"] != state.version:
         return state
+    level = body["level"]
+    others = tuple(c for c in state.certifications if c != level)
+    when = max(at_ms, state.updated_at_ms)
+    if not body.get("granted", True):
+        failing = tuple(
+            g["gate"] for g in json.loads(body.get("gates_json") or "[]")
+            if g.get("required", True) and not g.get("passed")
+        )  # fmt: skip
+        return replace(state, certifications=others, gates_failing=failing, updated_at_ms=when)
+    versions = state.certified_versions
     return replace(
         state,
-        certifications=(*state.certifications, body["level"]),
-        updated_at_ms=max(at_ms, state.updated_at_ms),
+        certifications=(*others, level),
+        certified_until_ms=body.get("expires_at"),
+        certified_by=body["certified_by"],
+        certified_versions=versions if state.version in versions else (*versions, state.version),
+        gates_failing=(),
+        updated_at_ms=when,
     )
 
 

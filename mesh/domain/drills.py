@@ -33,6 +33,7 @@ class DrillResult:
     failures_in_row: int = 0
     last_success_ms: int | None = None
     command_ids: tuple[str, ...] = field(default_factory=tuple)
+    agent_version: str | None = None  # a gates drill of one agent (None: the canary's)
 
     def after(self, previous: DrillResult | None) -> DrillResult:
         """This result with the running counts carried on from the previous drill."""
@@ -56,6 +57,7 @@ class DrillResult:
             "last_success": self.last_success_ms,
             "every_s": self.every_s,
             "command_ids": list(self.command_ids),
+            "agent_version": self.agent_version,
         }
 
     @classmethod
@@ -71,6 +73,7 @@ class DrillResult:
             failures_in_row=int(record.get("failures_in_row") or 0),
             last_success_ms=record.get("last_success"),
             command_ids=tuple(record.get("command_ids") or ()),
+            agent_version=record.get("agent_version"),
         )
 
 

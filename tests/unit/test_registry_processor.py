@@ -183,6 +183,37 @@ def test_certification_needs_an_operator_key(
     assert [d["reason_code"] for d in driver.dead_letters()] == ["unknown_sender"]
 
 
+def test_a_refused_certification_names_its_gates_and_a_new_version_lapses_a_grant(
+    driver: TestDriver, research: AgentKey, operator: AgentKey
+) -> None:
+    register(driver, research)
+    gates = [
+        {"gate": "rollback_plan", "required": True, "passed": False},
+        {"gate": "ownership", "required": True, "passed": True},
+        {"gate": "extra", "required": False, "passed": False},
+    ]
+    verdict = {
+        "agent_id": "research", "agent_version": "1.0", "level": "production",
+        "certified_by": "cfo", "granted": False, "gates_json": json.dumps(gates),
+    }  # fmt: skip
+    subject = "mesh.registry.AgentCertified"
+    driver.pipe(REGISTRY_EVENTS, "research", driver.seal(operator, subject, verdict))
+    refused = driver.state("research")
+    assert (refused.certifications, refused.gates_failing) == ((), ("rollback_plan",))
+    granted = {**verdict, "granted": True, "gates_json": "[]", "expires_at": 5_000}
+    driver.pipe(REGISTRY_EVENTS, "research", driver.seal(operator, subject, granted))
+    state = driver.state("research")
+    assert state.certifications == ("production",)
+    assert (state.certified_until_ms, state.certified_by, state.gates_failing) == (5_000, "cfo", ())
+    assert state.certified_versions == ("1.0",)
+    register(driver, research, version="1.1")  # a new version starts uncertified
+    bumped = driver.state("research")
+    assert (bumped.certifications, bumped.certified_until_ms) == ((), None)
+    assert bumped.certified_versions == ("1.0",)  # what it can roll back to
+    driver.pipe(REGISTRY_EVENTS, "research", driver.seal(operator, subject, granted))
+    assert driver.state("research").certifications == ()  # a verdict on 1.0 says nothing of 1.1
+
+
 def test_observed_traffic_extends_the_dependency_map(
     driver: TestDriver, research: AgentKey
 ) -> None:
