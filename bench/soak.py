@@ -80,7 +80,7 @@ from confluent_kafka import TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from bench._report import RESULTS, median, write_results  # noqa: E402
-from demo.fleet import KILLSWITCH_POLICY, put_fleet_policy, run_fleet  # noqa: E402
+from demo.fleet import KILLSWITCH_POLICY, put_policies, run_fleet  # noqa: E402
 from mesh.adapters.kafka.config import base_config  # noqa: E402
 from mesh.adapters.kafka.reading import read_range, read_to_end, reader, watermarks  # noqa: E402
 from mesh.adapters.localkafka import local_kafka  # noqa: E402
@@ -350,7 +350,7 @@ def plot(samples: Samples, path: Path) -> None:
 
 async def soak(cluster: Cluster, serde: Serde) -> tuple[Samples, Load, dict[str, int]]:
     samples, load, stop = Samples(), Load(), asyncio.Event()
-    print(await asyncio.to_thread(put_fleet_policy, cluster, serde))  # before any agent sends
+    print(await asyncio.to_thread(put_policies, cluster, serde))  # before any agent sends
     started = time.monotonic()
     until = started + MINUTES * 60
     sampler = asyncio.create_task(sample_forever(cluster, samples, started, stop))

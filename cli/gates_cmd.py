@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 
 from cli.common import console, reading, settings
-from mesh.domain.gates import GateResult, evaluate, failing
-from stack.gates import certify as certify_agent
-from stack.gates import drill_agent, gather, load_profile, wait_certified
+from mesh.adapters.gates import certify as certify_agent
+from mesh.adapters.gates import drill_agent, gather, load_profile, wait_certified
+from mesh.domain.gates import GateResult, Profile, evaluate, failing
 
 app = typer.Typer(help="Production gates: check, drill and certify an agent.", no_args_is_help=True)
 
@@ -23,13 +23,22 @@ _ATTEST = typer.Option(
 )
 
 
-def _attestations(values: list[str]) -> dict[str, str]:
+def _attestations(values: list[str], profile: Profile) -> dict[str, str]:
+    """GATE=NOTE pairs, each naming an attested gate of the profile (a built-in gate is
+    judged from the mesh's evidence, never from what someone says)."""
+    attested = sorted(g.id for g in profile.gates if g.attested)
     found = {}
     for value in values:
-        gate, sep, note = value.partition("=")
-        if not sep or not gate.strip() or not note.strip():
+        gate, sep, note = (part.strip() for part in value.partition("="))
+        if not sep or not gate or not note:
             raise typer.BadParameter(f"{value!r} is not GATE=NOTE", param_hint="--attest")
-        found[gate.strip()] = note.strip()
+        if gate not in attested:
+            raise typer.BadParameter(
+                f"{gate!r} is not an attested gate of the profile (attested gates: "
+                f"{', '.join(attested) or 'none; add one as [gates.NAME] in a --profile'})",
+                param_hint="--attest",
+            )
+        found[gate] = note
     return found
 
 
@@ -51,7 +60,7 @@ def check(
     """Judge every gate from the evidence in the mesh (exit 1 if a required gate fails)."""
     gates, _ = load_profile(profile)
     with reading(settings()) as (where, codec):
-        evidence = gather(where, codec, agent_id, gates, _attestations(attest))
+        evidence = gather(where, codec, agent_id, gates, _attestations(attest, gates))
     results = evaluate(gates, evidence)
     if as_json:
         for result in results:
@@ -95,7 +104,9 @@ def certify(
     the verdict is signed and recorded either way (exit 1 if refused)."""
     gates, digest = load_profile(profile)
     with reading(settings()) as (where, codec):
-        verdict = certify_agent(where, codec, agent_id, by, gates, digest, _attestations(attest))
+        verdict = certify_agent(
+            where, codec, agent_id, by, gates, digest, _attestations(attest, gates)
+        )
         agent = wait_certified(where, codec, agent_id, verdict.granted)
     _show(agent_id, agent.version, agent.environment, verdict.results)
     if verdict.granted and verdict.expires_at_ms is not None:

@@ -14,6 +14,10 @@ No model is called; every agent reports realistic tool calls, token counts and c
 * ``review`` completes most tasks (with a business value) and escalates every fourth to the
   ``escalation`` capability, a human-in-the-loop desk (``human-desk``) that signs it off.
 
+``review`` and ``human-desk`` run in production, so ``drafting`` and ``review`` are certified
+before any work (:mod:`demo.gates`): on a fresh mesh, ``review`` is refused production until
+a drill of its kill-switch passes.
+
 Every agent is a real sidecar: signed messages on its own inbox, telemetry, registration,
 heartbeats; the registry, state, audit and kill-switch processors run as `mesh up` started them.
 """
@@ -27,10 +31,11 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from demo.gates import certify_fleet
 from mesh.adapters.commands import send_command
 from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.policies import publish_policy, read_policies
@@ -70,7 +75,15 @@ class FleetReport:
     seconds: float = 0.0
 
 
+#: Every demo agent's way back (evidence for the rollback gate of mesh.domain.gates).
+ROLLBACK = "redeploy the previous release tag; its certification is in the registry"
+
+
 def specs() -> list[AgentSpec]:
+    return [replace(spec, rollback_note=ROLLBACK) for spec in _specs()]
+
+
+def _specs() -> list[AgentSpec]:
     return [
         AgentSpec("intake", ("intake",), "opens tasks", depends_on_agents=("research-a",)),
         AgentSpec(
@@ -93,20 +106,28 @@ def specs() -> list[AgentSpec]:
     ]
 
 
-#: The operator's fleet default (policy as code: a file in the repository, `mesh policy check`).
-FLEET_POLICY = Path(__file__).resolve().parent / "policies" / "fleet.json"
+#: The operator's policies (policy as code: files in the repository, `mesh policy check`): the
+#: fleet default, and the two agents that message production agents, whose recipients and
+#: tools are bounded (a production gate: mesh.domain.gates).
+POLICIES = Path(__file__).resolve().parent / "policies"
+_TARGETS = {FLEET: "fleet.json", "drafting": "drafting.json", "review": "review.json"}
 
 
-def put_fleet_policy(cluster: Cluster, serde: Serde) -> str:
-    """Put the operator's fleet default in force (unless it already is): the fleet's limits
+def put_policies(cluster: Cluster, serde: Serde) -> str:
+    """Put the operator's policies in force (unless they already are): the fleet's limits
     are the operator's, and an agent's own policy can only narrow them."""
-    policy = json.loads(FLEET_POLICY.read_text())
     codec = MessageCodec(serde, PublicKeys())
     signers = trust_anchors(cluster.settings)
-    held = read_policies(cluster, codec, signers).book.targets.get(FLEET)
-    if held is None or held.policy_json != canonical(policy):
-        held = publish_policy(cluster, codec, signers, FLEET, policy, "the demo's fleet default")
-    return f"policy: the operator's fleet default v{held.version} in force ({held.hash[:16]})"
+    book = read_policies(cluster, codec, signers).book
+    shown = []
+    for target, name in _TARGETS.items():
+        policy = json.loads((POLICIES / name).read_text())
+        held = book.targets.get(target)
+        if held is None or held.policy_json != canonical(policy):
+            reason = f"the demo's policy for {target}"
+            held = publish_policy(cluster, codec, signers, target, policy, reason)
+        shown.append(f"{'fleet default' if target == FLEET else target} v{held.version}")
+    return f"policy: the operator's {', '.join(shown)} in force"
 
 
 async def run_fleet(
@@ -121,7 +142,7 @@ async def run_fleet(
     before the fleet detaches (`mesh demo` stays attached until Ctrl-C)."""
     report = FleetReport(tasks=tasks)
     started = time.monotonic()
-    say(await asyncio.to_thread(put_fleet_policy, cluster, serde))
+    say(await asyncio.to_thread(put_policies, cluster, serde))
     fleet = {s.agent_id: Sidecar(cluster, serde, s, heartbeat_s=2.0) for s in specs()}
     await asyncio.gather(*(sidecar.start() for sidecar in fleet.values()))
     say(f"fleet attached: {', '.join(fleet)}")
@@ -140,6 +161,7 @@ async def run_fleet(
     intake = fleet["intake"]
     while not set(fleet) <= set(intake.agents()):  # noqa: ASYNC110 - polls another task's view
         await asyncio.sleep(0.1)
+    await certify_fleet(cluster, serde, fleet, say)
     workers = [
         asyncio.create_task(_work(fleet[name], handler, say, report))
         for name, handler in _HANDLERS.items()

@@ -14,13 +14,16 @@ surface; :class:`sidecar.reports.Reports` asks these questions through it).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from dataclasses import replace
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mesh.domain.control import is_mesh_process
 from mesh.domain.envelope import Envelope
 from mesh.domain.gates import production_refusal
+from mesh.domain.identity import AgentKey
 from mesh.domain.policies import PolicyInForce
+from mesh.domain.topics import REGISTRY_EVENTS
 from mesh.errors import PolicyViolationError, ProcessorError
 from mesh.settings import Settings
 from sidecar.admission import check_replay, check_sender_policy
@@ -39,6 +42,9 @@ class Governed:
     plane: Plane
     control: ControlView
     clock: Callable[[], float]
+    key: AgentKey
+    #: The Sidecar's: seal with the agent's key, write and wait.
+    _write_event: Callable[..., Awaitable[None]]
 
     def check_may_act(self) -> None:
         """Fail closed: raise unless control is followed and no halt is in force."""
@@ -81,6 +87,14 @@ class Governed:
             if self.settings.profile == "development"
             else ("none (production denies)")
         )
+
+    async def move_to(self, environment: str) -> None:
+        """Run in another environment from now on (``staging`` -> ``production``: a version
+        certified in staging is promoted): registered again, the same key and version, so a
+        certification of this version still holds."""
+        self.spec = replace(self.spec, environment=environment)
+        registration = self.spec.registration(self.key.public_bytes, self.settings.profile)
+        await self._write_event(REGISTRY_EVENTS, "mesh.registry.AgentRegistered", registration)
 
     def check_certified(self, recipient: str) -> None:
         """A message to a production agent needs this agent certified for production at its

@@ -319,7 +319,10 @@ def _rollback_plan(profile: Profile, e: Evidence) -> Check:
         return True, f"earlier certified version(s) to roll back to: {', '.join(earlier)}"
     if e.agent.rollback_note:
         return True, f"rollback note registered by the owner: {e.agent.rollback_note}"
-    return False, "no earlier certified version and no rollback note (rollback_note in its spec)"
+    return False, (
+        "no earlier certified version and no rollback note (`mesh sidecar run --rollback-note`, "
+        "or rollback_note in the SDK's Agent)"
+    )
 
 
 def _logging(profile: Profile, e: Evidence) -> Check:

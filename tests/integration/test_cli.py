@@ -154,7 +154,13 @@ def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
         assert "tasks: 12/12 completed (3 escalated to a person" in out
         assert "halt: chain " in out and "research-b by chain_spend" in out
         assert "the same agents went on serving other chains" in out
-        assert "policy: the operator's fleet default v1 in force" in out
+        assert "policy: the operator's fleet default v1, drafting v1, review v1 in force" in out
+        # issue 21: review is refused production until its drill passes, then certified
+        assert "gates: review refused production, gates failing: killswitch_tested" in out
+        assert "review !! refused: not certified for production: gates failing" in out
+        assert "gates: review drill passed: halt acknowledged in" in out
+        assert "gates: review v1 certified for production until" in out
+        assert "review, drafting certified to message them" in out
         shown = run(["policy", "show", "intake"], settings)
         assert shown.returncode == 0 and '"budget_usd": 10.0' in shown.stdout
         assert "OK every chain verifies" in out
@@ -172,8 +178,10 @@ def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
         assert view["drill"]["healthy"], view["drill"]  # `mesh up` drilled the kill-switch
         assert "kill-switch drill: passed" in status.stdout
         assert any(key.startswith("chain:") for key in view["halts_in_force"])
-        [fleet] = [json.loads(line) for line in run(["policy", "history", "--json"],
-                                                     settings).stdout.splitlines()]  # fmt: skip
+        history = run(["policy", "history", "--json"], settings).stdout.splitlines()
+        by_target = {row["target"]: row for row in map(json.loads, history)}
+        assert set(by_target) == {"*", "drafting", "review"}
+        fleet = by_target["*"]
         assert (fleet["target"], fleet["version"]) == ("*", 1) and fleet["at"].endswith("Z")
         assert fleet["policy"]["budget_usd"] == 10.0
 
@@ -193,9 +201,12 @@ def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
             attached = again.wait_for_line("the fleet stays attached", 180)
             assert "processors: already running" in attached
             assert "research-b by chain_spend" in " ".join(attached.split())  # a new chain
-            assert "fleet default v1 in force" in attached  # in force: not published again
+            assert "fleet default v1, drafting v1" in attached  # in force: not published again
+            assert "(an earlier run)" in attached  # still certified: no second drill
             live = agent_rows(run(["agents", "ls", "--json"], settings).stdout)
             assert {live[a]["status"] for a in ("intake", "research-b", "human-desk")} == {"LIVE"}
+            assert live["review"]["environment"] == "production"
+            assert live["drafting"]["certified"].startswith("production until")
             assert "chain halt by chain_spend" in run(["halts"], settings).stdout
             again.process.send_signal(signal.SIGINT)  # Ctrl-C: the fleet detaches, retired
             assert again.process.wait(60) == 0, again.output()
