@@ -14,8 +14,8 @@ surface; :class:`sidecar.reports.Reports` asks these questions through it).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from mesh.domain.control import is_mesh_process
