@@ -12,7 +12,9 @@ No model is called; every agent reports realistic tool calls, token counts and c
   goes on serving the other tasks' chains.
 * ``drafting`` writes a draft (``draft`` in the context) and hands off to ``review``.
 * ``review`` completes most tasks (with a business value) and escalates every fourth to the
-  ``escalation`` capability, a human-in-the-loop desk (``human-desk``) that signs it off.
+  ``escalation`` capability, the help desk (``human-desk``). The desk parks the task with a
+  person through the real escalation path (``Sidecar.escalate``: an ``ESCALATED`` task, a
+  request an operator answers with `mesh escalations approve`), played by :mod:`demo.person`.
 
 ``review`` and ``human-desk`` run in production, so ``drafting`` and ``review`` are certified
 before any work (:mod:`demo.gates`): on a fresh mesh, ``review`` is refused production until
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.gates import certify_fleet
+from demo.person import answer_escalations
 from mesh.adapters.commands import send_command
 from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.policies import publish_policy, read_policies
@@ -166,6 +169,7 @@ async def run_fleet(
         asyncio.create_task(_work(fleet[name], handler, say, report))
         for name, handler in _HANDLERS.items()
     ]
+    workers.append(asyncio.create_task(answer_escalations(cluster, serde, say)))
     try:
         await _intake(intake, tasks, report, say)
         _account(report, fleet, started)
@@ -297,9 +301,18 @@ async def _review(me: Sidecar, msg: Delivery) -> None:
 
 
 async def _human(me: Sidecar, msg: Delivery) -> None:
-    async with me.tool("ticket", {"task": msg.task_id}):
-        await asyncio.sleep(0.3)  # a person reads it and files the ticket
-    await me.task_event(msg.task_id or "", "COMPLETED", summary="signed off", value_usd=120.0)
+    """The desk parks the task with a person (the real escalation path, demo.person answers
+    as `mesh escalations approve` would) and completes it once signed off."""
+    task_id = msg.task_id or ""
+    async with me.tool("ticket", {"task": task_id}):
+        await asyncio.sleep(0.05)  # the ticket for the person
+    answer = await me.escalate(
+        task_id, "a hard case: a person signs it off", details=msg.data(), wait_s=60
+    )
+    if answer.decision != "APPROVED":
+        await me.task_event(task_id, "FAILED", summary=f"rejected by a person: {answer.note}")
+        return
+    await me.task_event(task_id, "COMPLETED", summary="signed off", value_usd=120.0)
     await me.send("intake", reply_to=msg, data={"escalated": True})
 
 

@@ -13,15 +13,24 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
 
-from mesh.domain.approvals import APPROVAL_SUBJECT, ApprovalBook, ApprovalKind, Request, may_decide
+from mesh.domain.approvals import (
+    APPROVAL_SUBJECT,
+    ESCALATION,
+    ApprovalBook,
+    ApprovalKind,
+    Request,
+    may_decide,
+)
 from mesh.domain.envelope import Envelope
 from mesh.domain.topics import APPROVALS
 from mesh.errors import PolicyViolationError
 from sidecar.outbox import Outbox
+from sidecar.permits import arguments_digest
 
 __all__ = ["Approvals"]
 
@@ -82,6 +91,50 @@ class Approvals:
                     f"tool {tool!r} needs an operator's approval of this exact call: request "
                     f"{request_id} waits (`mesh approvals show {request_id}`, then `mesh "
                     f"approvals approve {request_id}`); ask for the permit again once approved",
+                )
+            await self.waiter.wait_changed(left)
+
+    async def escalate(
+        self,
+        arguments: dict[str, Any],
+        cause: Envelope | None,
+        wait_s: float,
+        parked: Callable[[str], Awaitable[None]],
+    ) -> Request:
+        """Ask a person (an operator) to decide on a task (``arguments``: the task, the reason,
+        the details); ``parked(request_id)`` is awaited once the request is new. Return the
+        request once decided, approved (used at once) or rejected.
+        PolicyViolationError ``escalation_pending`` when ``wait_s`` passes undecided (the
+        request waits on: asking again with the same arguments finds it)."""
+        digest = arguments_digest(arguments)
+        correlation = None if cause is None else cause.correlation_id
+        held = self.book.open_request(self.agent_id, ESCALATION, digest, correlation, _now_ms())
+        if held is None:
+            ask = (ESCALATION, arguments, digest, 0.0, correlation, None)
+            request_id = await self._ask(*ask)
+            await parked(request_id)
+        else:
+            request_id = held.request_id
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = self.book.requests.get(request_id)
+            state = "pending" if found is None else found.state(_now_ms())
+            if found is not None and state == "approved":
+                await self._use(found)
+                return found
+            if found is not None and state == "rejected":
+                return found
+            if state == "expired":
+                raise PolicyViolationError(
+                    "escalation_expired",
+                    f"escalation {request_id} lapsed undecided; escalate again",
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PolicyViolationError(
+                    "escalation_pending",
+                    f"escalation {request_id} waits for a person (`mesh escalations show "
+                    f"{request_id}`, then `mesh escalations approve|reject {request_id}`)",
                 )
             await self.waiter.wait_changed(left)
 

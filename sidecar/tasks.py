@@ -13,10 +13,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mesh.adapters.serde.codec import Serde
+from mesh.domain.approvals import Request
+from mesh.domain.envelope import Envelope
 from mesh.domain.topics import STATE, TASKS
+from mesh.errors import ProcessorError
 from mesh.settings import Cluster
 from sidecar import facts
+from sidecar.approvals import REQUEST_TTL_S
 from sidecar.context import read_task_state
+from sidecar.reports import Reports
+from sidecar.tools import Cause
 
 __all__ = ["TaskSteps"]
 
@@ -33,6 +39,9 @@ class TaskSteps:
     check_may_act: Callable[[], None]
     #: The Sidecar's: seal with the agent's key, write and wait.
     _write_event: Callable[..., Awaitable[None]]
+    #: The Sidecar's: the delivered message some work serves.
+    _cause: Callable[[Cause], Envelope | None]
+    reports: Reports
 
     async def task_event(
         self,
@@ -58,6 +67,39 @@ class TaskSteps:
             value_usd=value_usd,
         )
         await self._write_event(TASKS, "mesh.tasks.TaskEvent", body, key=task_id)
+
+    async def escalate(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        details: Any = None,
+        reply_to: Cause = None,
+        wait_s: float = REQUEST_TTL_S,
+    ) -> Request:
+        """Hand a decision on the task to a person and wait for the answer (human in the
+        loop). The task is parked (``ESCALATED``, shown by the state projections) and a request
+        with the exact task, reason and details waits on ``mesh.approvals.v1`` for an operator
+        (`mesh escalations approve|reject ID --note`, signed, single-use, expiring). The
+        answer comes back as the request decided (``decision``, ``decided_by``, ``note``) and
+        is recorded on the task (``ASSIGNED`` back to this agent, with the answer). Raises
+        PolicyViolationError ``escalation_pending`` if nobody answered within ``wait_s``
+        (escalating the same again waits for the same request)."""
+        self.check_may_act()
+        if self.reports.approvals is None:
+            raise ProcessorError(f"the sidecar of {self.agent_id!r} is not started")
+        cause = self._cause(reply_to)
+
+        async def parked(request_id: str) -> None:
+            summary = f"escalation {request_id}: {reason}"
+            await self.task_event(task_id, "ESCALATED", target="person", summary=summary)
+
+        arguments = {"task_id": task_id, "reason": reason, "details": details}
+        answer = await self.reports.approvals.escalate(arguments, cause, wait_s, parked)
+        verdict = "approved" if answer.decision == "APPROVED" else "rejected"
+        summary = f"escalation {answer.request_id} {verdict} by {answer.decided_by}: {answer.note}"
+        await self.task_event(task_id, "ASSIGNED", target=self.agent_id, summary=summary)
+        return answer
 
     async def write_context(
         self, task_id: str, key: str, value: Any, expected_version: int = 0

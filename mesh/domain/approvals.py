@@ -26,9 +26,13 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["APPROVAL_SUBJECT", "ApprovalBook", "ApprovalKind", "Request"]
+__all__ = ["APPROVAL_SUBJECT", "ESCALATION", "ApprovalBook", "ApprovalKind", "Request"]
 
 APPROVAL_SUBJECT = "mesh.approvals.ApprovalEvent"
+#: The ``tool`` of a request that escalates a task to a person (human-in-the-loop): its
+#: arguments are the task, the reason and the details, and the decision is the person's answer.
+#: The same steps bind it: signed by an operator, single-use, expiring, never self-decided.
+ESCALATION = "mesh.escalation"
 
 
 class ApprovalKind(StrEnum):
@@ -67,6 +71,10 @@ class Request:
             expiry = self.approval_expires_at_ms or 0
             return "approved" if now_ms <= expiry else "expired"
         return "pending" if now_ms <= self.expires_at_ms else "expired"
+
+    @property
+    def is_escalation(self) -> bool:
+        return self.tool == ESCALATION
 
     def matches(self, tool: str, digest: str, correlation_id: str | None) -> bool:
         return (self.tool, self.arguments_digest, self.correlation_id) == (
