@@ -26,6 +26,8 @@ __all__ = [
     "CONTROL",
     "DLQ",
     "DRILLS",
+    "KPIS",
+    "KPI_COSTS",
     "FLEET_FACTS",
     "INBOX_PATTERN",
     "KEYS",
@@ -67,6 +69,8 @@ THROTTLES = "mesh.throttles.v1"
 #: Scheduled kill-switch drills and their outcomes, signed by the operator key that ran them,
 #: kept whole as evidence (mesh.domain.drills).
 DRILLS = "mesh.drills.v1"
+KPIS = "mesh.kpis.v1"
+KPI_COSTS = "mesh.kpis.costs.v1"
 AUDIT = "mesh.audit.v1"
 AUDIT_CHECKPOINTS = "mesh.audit.checkpoints.v1"
 DLQ = "mesh.dlq.v1"
@@ -122,6 +126,8 @@ _ENTRIES: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(THROTTLES, "kind of action", "fleet rate limits in force", _COMPACT),
     TopicSpec(DRILLS, "canary agent id", "scheduled kill-switch drills, kept whole", _FOREVER),
+    TopicSpec(KPIS, "scope|bucket or task|ID, per partition", "KPI totals (kpis output)", _COMPACT),
+    TopicSpec(KPI_COSTS, "task id", "task costs re-keyed by task (kpis, internal)", _WEEK),
     TopicSpec(AUDIT, "source topic-partition", "hash-chained immutable audit log", _FOREVER),
     TopicSpec(AUDIT_CHECKPOINTS, "audit partition", "signed audit chain heads", _FOREVER),
     TopicSpec(DLQ, "source key", "what could not be decoded, verified or admitted", _DEAD),

@@ -12,6 +12,7 @@ def test_catalogue_holds_every_design_topic() -> None:
         "mesh.telemetry.v1", "mesh.control.v2", "mesh.audit.v1", "mesh.dlq.v1", "_mesh_schemas",
         "mesh.audit.checkpoints.v1", "mesh.keys.v1", "mesh.policies.v1",
         "mesh.killswitch.fleet.v1", "mesh.approvals.v1", "mesh.throttles.v1", "mesh.drills.v1",
+        "mesh.kpis.v1", "mesh.kpis.costs.v1",
     }  # fmt: skip
     assert inbox_topic("research").name == "mesh.inbox.research.v1"
 
