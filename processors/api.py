@@ -220,6 +220,10 @@ class Context(_Outputs[S], Protocol):
 class PunctuationContext(_Outputs[S], Protocol):
     """What a processor may do on a wall-clock tick: scan and replace state everywhere."""
 
+    def delete(self, key: str) -> None:
+        """Drop the key's state on every partition it is held (TABLE: tombstones)."""
+        ...
+
 
 class Processor(Protocol, Generic[S]):
     """Pure logic with keyed state restored as ``restore`` says, from ``store_topic``."""

@@ -41,7 +41,7 @@ from stack.keeper import Restarts, read_restarts
 __all__ = ["Service", "ServiceStatus", "down", "status", "up"]
 
 Say = Callable[[str], None]
-PROCESSOR_NAMES = ("registry", "state", "audit", "killswitch")
+PROCESSOR_NAMES = ("registry", "state", "audit", "killswitch", "kpis")
 _READY_TIMEOUT_S = 120.0
 _START_ATTEMPTS = 3  # restarts while `up` waits for readiness before it gives up
 

@@ -43,6 +43,8 @@ __all__ = [
     "WINDOWS",
     "Baseline",
     "Delta",
+    "KpiBook",
+    "KpiView",
     "TaskTrack",
     "Totals",
     "bucket_of",
@@ -50,9 +52,12 @@ __all__ = [
     "drill_fact",
     "figures",
     "parse_baselines",
+    "parse_piece_key",
+    "piece_key",
     "task_cost",
     "task_fact",
     "telemetry_fact",
+    "total",
 ]
 
 FLEET = "fleet"
@@ -182,7 +187,9 @@ def control_fact(body: Mapping[str, Any]) -> list[Delta]:
     drill = body.get("target") == CANARY or str(body.get("reason", "")).startswith(_DRILL_REASONS)
     manual = int(body.get("rule") == "operator" and not drill)
     halt = Totals(halts=1, halted_agents=len(affected), manual_halts=manual)
-    return [(FLEET, halt)] + [(f"agent:{a}", Totals(halts=1, manual_halts=manual)) for a in affected]
+    return [(FLEET, halt)] + [
+        (f"agent:{a}", Totals(halts=1, manual_halts=manual)) for a in affected
+    ]
 
 
 def drill_fact(body: Mapping[str, Any]) -> list[Delta]:
@@ -277,3 +284,79 @@ def figures(t: Totals, baseline: Baseline | None = None) -> dict[str, Any]:
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return None if not denominator else round(numerator / denominator, 6)
+
+
+# -- folding and reading -----------------------------------------------------------------------
+
+
+def piece_key(scope: str, at_ms: int | None) -> str:
+    """The state key of a scope's totals over one bucket (``at_ms``) or all time (None)."""
+    return f"t|{scope}|{'all' if at_ms is None else bucket_of(at_ms)}"
+
+
+def parse_piece_key(key: str) -> tuple[str, int | None] | None:
+    """(scope, bucket start or None for all time) of a totals key; None for any other key."""
+    if not key.startswith("t|"):
+        return None
+    scope, _, bucket = key[2:].rpartition("|")
+    return scope, None if bucket == "all" else int(bucket)
+
+
+class KpiView:
+    """Totals by (scope, bucket start or None for all time), added up from pieces."""
+
+    def __init__(self) -> None:
+        self.pieces: dict[tuple[str, int | None], Totals] = {}
+
+    def add(self, scope: str, bucket: int | None, totals: Totals) -> None:
+        held = self.pieces.get((scope, bucket))
+        self.pieces[(scope, bucket)] = totals if held is None else held + totals
+
+    def add_deltas(self, deltas: Iterable[Delta], at_ms: int) -> None:
+        for scope, delta in deltas:
+            self.add(scope, bucket_of(at_ms), delta)
+            self.add(scope, None, delta)
+
+    def scopes(self) -> list[str]:
+        return sorted({scope for scope, _ in self.pieces})
+
+    def window(self, scope: str, window: str, now_ms: int) -> Totals:
+        """A scope's totals over ``window`` (``1h``, ``1d``: whole five-minute buckets back
+        from now; ``all``)."""
+        span = WINDOWS[window]
+        if span is None:
+            return self.pieces.get((scope, None), Totals())
+        since = bucket_of(now_ms - span)
+        return total(
+            t for (s, bucket), t in self.pieces.items()
+            if s == scope and bucket is not None and bucket >= since
+        )  # fmt: skip
+
+
+class KpiBook(KpiView):
+    """The same facts folded in one place (`mesh kpis --from-audit`, tests): a task's cost is
+    placed at once, as the processor places it when it comes back re-keyed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracks: dict[str, TaskTrack] = {}
+
+    def task_event(self, body: Mapping[str, Any], at_ms: int) -> None:
+        task_id = str(body["task_id"])
+        self.tracks[task_id], deltas = task_fact(self.tracks.get(task_id), body, at_ms)
+        self.add_deltas(deltas, at_ms)
+
+    def telemetry(
+        self, agent_id: str, task_id: str | None, body: Mapping[str, Any], at_ms: int
+    ) -> None:
+        cost, deltas = telemetry_fact(agent_id, body)
+        self.add_deltas(deltas, at_ms)
+        if cost and task_id:
+            self.tracks[task_id], placed = task_cost(self.tracks.get(task_id), cost)
+            self.add_deltas(placed, at_ms)
+
+    def control(self, body: Mapping[str, Any], at_ms: int) -> None:
+        self.add_deltas(control_fact(body), at_ms)
+
+    def drill(self, body: Mapping[str, Any]) -> None:
+        self.add_deltas(drill_fact(body), int(body["at"]))

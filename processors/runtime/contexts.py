@@ -106,3 +106,11 @@ class TickContext(_Outputs[S]):
         partition = self._partition_of[key]
         self._core.store.partitions[partition][key] = state
         self._core.dirty[(partition, key)] = (state, None)
+
+    def delete(self, key: str) -> None:
+        """Drop the key on every partition this instance holds it (a tombstone each)."""
+        for partition, states in self._core.store.partitions.items():
+            if states.pop(key, None) is not None and (
+                self._core.processor.restore is Restore.TABLE
+            ):
+                self._core.dirty[(partition, key)] = (None, None)

@@ -20,6 +20,7 @@ from mesh.settings import Cluster
 from processors.api import Processor
 from processors.audit import AuditProcessor
 from processors.killswitch import KillSwitchProcessor, Policy
+from processors.kpis import KpisProcessor
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine, EngineConfig
 from processors.state import StateProcessor
@@ -67,11 +68,16 @@ def _killswitch(b: _Build) -> Processor[Any]:
     )
 
 
+def _kpis(b: _Build) -> Processor[Any]:
+    return KpisProcessor(b.codec.serde, control_signers(b.cluster.settings))
+
+
 PROCESSORS: dict[str, Callable[[_Build], Processor[Any]]] = {
     "registry": _registry,
     "state": _state,
     "audit": _audit,
     "killswitch": _killswitch,
+    "kpis": _kpis,
 }
 
 
