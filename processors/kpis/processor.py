@@ -81,10 +81,11 @@ class KpisProcessor:
         return None
 
     def process(self, event: Event, ctx: Context[State]) -> None:
+        if event.topic == KPI_COSTS:  # its own: a record that does not decode is dead-lettered
+            self._cost(event, ctx)
+            return
         try:
-            if event.topic == KPI_COSTS:
-                self._cost(event, ctx)
-            elif event.topic == TASKS:
+            if event.topic == TASKS:
                 self._task(event, ctx)
             elif event.topic == TELEMETRY:
                 self._telemetry(event, ctx)
