@@ -25,6 +25,7 @@ from cli import (
     gates_cmd,
     kafka_cmd,
     keys_cmd,
+    kpis_cmd,
     policy_cmd,
     processors_cmd,
     registry_cmd,
@@ -96,6 +97,7 @@ app.command("halt")(control_cmd.halt)
 app.command("resume")(control_cmd.resume)
 app.command("halts")(control_cmd.halts)
 app.command("tail")(tail_cmd.tail)
+app.command("kpis")(kpis_cmd.kpis)
 
 #: soft_wrap: a line is never broken at the terminal's width (or at 80 columns when output is a
 #: file or a pipe), so a log or a script reads each message as the one line it is.

@@ -17,16 +17,20 @@ import typer
 from rich.table import Table
 
 from cli.common import console, reading, settings
-from demo.fleet import KILLSWITCH_POLICY, FleetReport, run_fleet
+from cli.kpis_cmd import Format, baselines_of, kpi_rows, print_kpis
+from demo.fleet import KILLSWITCH_POLICY, WORKFLOW, WORKFLOWS, FleetReport, run_fleet
 from mesh.adapters.commands import read_halts
 from mesh.adapters.drills import read_drills
 from mesh.adapters.keyfiles import trust_anchors
+from mesh.adapters.kpis import read_kpis
 from mesh.adapters.localkafka import local_kafka
 from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.drills import CANARY, drill_health
+from mesh.domain.kpis import FLEET
 from mesh.errors import MeshError
-from mesh.settings import Settings
+from mesh.settings import Cluster, Settings
 from stack.supervisor import down as stack_down
 from stack.supervisor import status as stack_status
 from stack.supervisor import up as stack_up
@@ -167,8 +171,11 @@ def demo(
     verified: list[bool] = []
     mesh = _invoked_as()
 
+    done_before = _completed(where, registry)
+
     async def hold(report: FleetReport) -> None:
         _summary(report)
+        await asyncio.to_thread(_kpis, where, registry, done_before + len(report.completed))
         verified.append(await asyncio.to_thread(_verify, where.bootstrap))
         if stay:
             console.print(
@@ -240,6 +247,22 @@ def _summary(report: FleetReport) -> None:
         f"({halt['reason']}); from the triggering event to its sidecar refusing: {latency}; "
         "the same agents went on serving other chains"
     )
+
+
+def _completed(where: Cluster, registry: SchemaRegistry) -> int:
+    """Tasks of the demo's workflow the kpis processor has counted completed, all time."""
+    view = read_kpis(where, Serde(registry))
+    return view.window(f"workflow:{WORKFLOW}", "all", int(time.time() * 1000)).completed
+
+
+def _kpis(where: Cluster, registry: SchemaRegistry, completed: int) -> None:
+    """The KPIs of the last hour from mesh.kpis.v1, once the processor has counted this run."""
+    deadline = time.monotonic() + 30
+    while _completed(where, registry) < completed and time.monotonic() < deadline:
+        time.sleep(0.5)
+    view = read_kpis(where, Serde(registry))
+    rows = kpi_rows(view, [FLEET, f"workflow:{WORKFLOW}"], "1h", baselines_of(WORKFLOWS))
+    print_kpis(rows, Format.table, "KPIs over the last hour, from mesh.kpis.v1 (`mesh kpis`)")
 
 
 def _verify(bootstrap: str) -> bool:

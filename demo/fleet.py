@@ -52,7 +52,7 @@ from mesh.settings import Cluster
 from sidecar.core import Delivery, Sidecar
 from sidecar.spec import AgentSpec
 
-__all__ = ["KILLSWITCH_POLICY", "FleetReport", "run_fleet"]
+__all__ = ["KILLSWITCH_POLICY", "WORKFLOW", "WORKFLOWS", "FleetReport", "run_fleet"]
 
 Say = Callable[[str], None]
 Handler = Callable[[Sidecar, Delivery], Awaitable[None]]
@@ -61,6 +61,10 @@ ROGUE_TASK = 4  # intake hands this task to the rogue by name; on it, the rogue 
 #: The kill-switch policy `mesh demo` starts the processors with (its chain budget).
 KILLSWITCH_POLICY = Path(__file__).resolve().parent / "policies" / "killswitch.toml"
 REROUTE_AFTER_S = 6.0
+#: The kind of task the demo runs (its KPIs are reported under it), and what one costs without
+#: agents (``mesh kpis --workflows``).
+WORKFLOW = "customer-request"
+WORKFLOWS = Path(__file__).resolve().parent / "policies" / "workflows.toml"
 
 
 @dataclass
@@ -198,8 +202,9 @@ async def _intake(intake: Sidecar, tasks: int, report: FleetReport, say: Say) ->
     for i in range(tasks):
         task_id = f"task-{run}-{i:02d}"
         await intake.task_event(
-            task_id, "REQUESTED", capability="research", summary=f"customer request {i}"
-        )
+            task_id, "REQUESTED", capability="research", summary=f"customer request {i}",
+            workflow=WORKFLOW,
+        )  # fmt: skip
         await intake.write_context(task_id, "request", {"topic": _TOPICS[i % len(_TOPICS)]})
         if i == ROGUE_TASK:
             await intake.send(ROGUE, task_id=task_id, data={"index": i})
@@ -293,7 +298,7 @@ async def _review(me: Sidecar, msg: Delivery) -> None:
     index = int((msg.data() or {}).get("index", 0))
     task_id = msg.task_id or ""
     if index % 4 == 3:
-        await me.task_event(task_id, "ESCALATED", target="human-desk", capability="escalation")
+        await me.task_event(task_id, "HANDED_OFF", target="human-desk", capability="escalation")
         await me.send(capability="escalation", reply_to=msg, data=msg.data())
         return
     await me.task_event(task_id, "COMPLETED", summary="approved", value_usd=40.0)

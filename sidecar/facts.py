@@ -13,8 +13,8 @@ __all__ = ["context_write", "heartbeat", "key_rotated", "retired", "task_event"]
 
 
 def task_event(actor: str, task_id: str, kind: str, **fields: Any) -> dict[str, Any]:
-    """A ``mesh.tasks.TaskEvent``: ``fields`` are target, capability, summary, artifact_uris
-    and value_usd (each optional)."""
+    """A ``mesh.tasks.TaskEvent``: ``fields`` are target, capability, summary, artifact_uris,
+    value_usd and workflow (each optional)."""
     return {
         "task_id": task_id,
         "kind": kind,
@@ -24,6 +24,7 @@ def task_event(actor: str, task_id: str, kind: str, **fields: Any) -> dict[str, 
         "summary": fields.get("summary"),
         "artifact_uris": list(fields.get("artifact_uris", ())),
         "value_usd": fields.get("value_usd"),
+        "workflow": fields.get("workflow"),
     }
 
 

@@ -212,6 +212,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
             summary=b.get("summary"),
             artifact_uris=tuple(b.get("artifact_uris", ())),
             value_usd=b.get("value_usd"),
+            workflow=b.get("workflow"),
         )
         return JSONResponse({"recorded": True}, status_code=202)
 
@@ -299,7 +300,9 @@ _MODEL_CALL = frozenset(
     {"model", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "cause"}
 )
 _ERROR = frozenset({"name", "detail", "cause"})
-_TASK_EVENT = frozenset({"kind", "target", "capability", "summary", "artifact_uris", "value_usd"})
+_TASK_EVENT = frozenset(
+    {"kind", "target", "capability", "summary", "artifact_uris", "value_usd", "workflow"}
+)
 _CONTEXT = frozenset({"value", "expected_version"})
 
 

@@ -304,12 +304,15 @@ class Plane:
         halt = change.halt
         if halt is not None:
             produced = halt.get("trigger_produced_at")
+            latency = 0.0  # from the trigger to this acknowledgement: the KPIs' time to halt
             if produced and self.measuring:
-                self.counters.halt_latencies_ms.append(time.time() * 1000 - produced)
+                latency = max(0.0, time.time() * 1000 - produced)
+                self.counters.halt_latencies_ms.append(latency)
             detail = f"{halt['command_id']}: {halt['reason']}"
-            await self.outbox.write(
-                self.outbox.telemetry(Kind.HALT_ACK, halt["rule"], detail=detail)
+            ack = self.outbox.telemetry(
+                Kind.HALT_ACK, halt["rule"], detail=detail, latency_ms=latency
             )
+            await self.outbox.write(ack)
         else:  # the detail names the halt lifted, so `mesh gates drill` can wait for it
             lifted = change.lifted or {}
             detail = f"{lifted.get('command_id', '')}: resumed"

@@ -53,8 +53,10 @@ class TaskSteps:
         summary: str | None = None,
         artifact_uris: tuple[str, ...] = (),
         value_usd: float | None = None,
+        workflow: str | None = None,
     ) -> None:
-        """Record a step of a task (REQUESTED, ASSIGNED, HANDED_OFF, COMPLETED, ...)."""
+        """Record a step of a task (REQUESTED, ASSIGNED, HANDED_OFF, COMPLETED, ...);
+        ``workflow`` (on REQUESTED) names the kind of task its KPIs are reported under."""
         self.check_may_act()
         body = facts.task_event(
             self.agent_id,
@@ -65,6 +67,7 @@ class TaskSteps:
             summary=summary,
             artifact_uris=artifact_uris,
             value_usd=value_usd,
+            workflow=workflow,
         )
         await self._write_event(TASKS, "mesh.tasks.TaskEvent", body, key=task_id)
 

@@ -15,9 +15,11 @@ Scopes: ``fleet``, ``agent:<id>`` and ``workflow:<name>`` (the ``workflow`` a ta
   or failing agent;
 * **cost**: every model and tool call's ``cost_usd`` from telemetry (fleet, agent); a call
   made for a task also counts for the task's workflow (:func:`task_cost`);
-* **escalations** (``ESCALATED``) and **manual halts** (operator halts, drills excluded): the
-  intervention rate, per 100 tasks;
-* **halts** and the agents each reached (``affected_agents``): the blast radius;
+* **escalations** (``ESCALATED``) and **manual halts** (operator halts): the intervention
+  rate, per 100 tasks;
+* **halts** and the agents each reached (``affected_agents``): the blast radius. A drill's
+  halt (the canary's, or ``mesh gates drill``) tests the kill-switch: it is not counted as a
+  halt or an intervention;
 * **time to halt**: from a halt's trigger to each sidecar's ``HALT_ACK`` (its ``latency_ms``),
   and each passing drill's halt (``halt_ms``): the mean time to halt;
 * **handoffs**, and those of tasks that then failed: the handoff failure rate.
@@ -180,16 +182,18 @@ def telemetry_fact(agent_id: str, body: Mapping[str, Any]) -> tuple[float, list[
 
 def control_fact(body: Mapping[str, Any]) -> list[Delta]:
     """A control command: a halt counts, with the agents it reached; an operator's counts as
-    an intervention (drills do not: they test, they do not intervene)."""
+    an intervention. A drill's halt is a test, not a halt: its time to halt counts from its
+    result (:func:`drill_fact`), nothing else."""
     if body.get("action") != "HALT":
         return []
+    reason = str(body.get("reason", ""))
+    if body.get("target") == CANARY or reason.startswith(_DRILL_REASONS):
+        return []
     affected = list(body.get("affected_agents") or ())
-    drill = body.get("target") == CANARY or str(body.get("reason", "")).startswith(_DRILL_REASONS)
-    manual = int(body.get("rule") == "operator" and not drill)
+    manual = int(body.get("rule") == "operator")
     halt = Totals(halts=1, halted_agents=len(affected), manual_halts=manual)
-    return [(FLEET, halt)] + [
-        (f"agent:{a}", Totals(halts=1, manual_halts=manual)) for a in affected
-    ]
+    each = Totals(halts=1, manual_halts=manual)
+    return [(FLEET, halt)] + [(f"agent:{a}", each) for a in affected]
 
 
 def drill_fact(body: Mapping[str, Any]) -> list[Delta]:

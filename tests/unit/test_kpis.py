@@ -128,7 +128,7 @@ def folded() -> KpiBook:
 
 FLEET = Totals(
     tasks=3, completed=2, failed=1, value_usd=14.0, cost_usd=1.10, escalations=1,
-    manual_halts=1, halts=3, halted_agents=4, halt_ms=50.0, halt_samples=2, handoffs=2,
+    manual_halts=1, halts=2, halted_agents=3, halt_ms=50.0, halt_samples=2, handoffs=2,
     failed_handoffs=1,
 )  # fmt: skip
 
@@ -171,7 +171,7 @@ def test_the_figures_a_board_reads() -> None:
     assert f["cost_per_task_usd"] == pytest.approx(1.10 / 3, rel=1e-5)
     assert f["cost_per_completed_task_usd"] == pytest.approx(0.55)
     assert f["intervention_rate_per_100"] == pytest.approx(200 / 3, rel=1e-5)
-    assert f["blast_radius_agents_per_halt"] == pytest.approx(4 / 3, rel=1e-5)
+    assert f["blast_radius_agents_per_halt"] == 1.5
     assert f["mean_time_to_halt_ms"] == 25.0
     assert f["task_success_rate"] == pytest.approx(2 / 3, rel=1e-5)
     assert f["handoff_failure_rate"] == 0.5
