@@ -64,7 +64,7 @@ REROUTE_AFTER_S = 6.0
 #: The kind of task the demo runs (its KPIs are reported under it), and what one costs without
 #: agents (``mesh kpis --workflows``).
 WORKFLOW = "customer-request"
-WORKFLOWS = Path(__file__).resolve().parent / "policies" / "workflows.toml"
+WORKFLOWS = Path(__file__).resolve().parent / "workflows.toml"
 
 
 @dataclass
