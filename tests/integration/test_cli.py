@@ -161,6 +161,9 @@ def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
         assert "gates: review drill passed: halt acknowledged in" in out
         assert "gates: review v1 certified for production until" in out
         assert "review, drafting certified to message them" in out
+        assert "KPIs over the last hour, from mesh.kpis.v1" in out  # the kpis processor's
+        assert "workflow:customer-request: against $15.60 per task without agents" in out
+        assert "person approved escalation" in out  # the desk's tasks went to a person
         shown = run(["policy", "show", "intake"], settings)
         assert shown.returncode == 0 and '"budget_usd": 10.0' in shown.stdout
         assert "OK every chain verifies" in out
