@@ -29,6 +29,7 @@ from cli import (
     policy_cmd,
     processors_cmd,
     registry_cmd,
+    report_cmd,
     schemas_cmd,
     send_cmd,
     sidecar_cmd,
@@ -98,6 +99,7 @@ app.command("resume")(control_cmd.resume)
 app.command("halts")(control_cmd.halts)
 app.command("tail")(tail_cmd.tail)
 app.command("kpis")(kpis_cmd.kpis)
+app.command("report")(report_cmd.report)
 
 #: soft_wrap: a line is never broken at the terminal's width (or at 80 columns when output is a
 #: file or a pipe), so a log or a script reads each message as the one line it is.

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from mesh.domain.drills import CANARY
@@ -87,14 +87,17 @@ class Totals:
     failed_handoffs: int = 0
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        return Totals(*[getattr(self, n) + getattr(other, n) for n in _TOTALS])
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        return {n: getattr(self, n) for n in _TOTALS}  # not asdict(): it deep-copies
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Totals:
-        return cls(**{f.name: record.get(f.name, 0) for f in fields(cls)})
+        return cls(**{n: record.get(n, 0) for n in _TOTALS})
+
+
+_TOTALS = tuple(f.name for f in fields(Totals))
 
 
 def total(pieces: Iterable[Totals]) -> Totals:

@@ -1,12 +1,14 @@
-"""Issue 21, KPIs: on the broker, a scripted fleet's KPIs from the kpis processor equal the
-hand-computed values, and `mesh kpis --from-audit` (the same facts folded again from the
-audit log's original bytes) equals the processor."""
+"""Issue 21, KPIs and the compliance report: on the broker, a scripted fleet's KPIs from the
+kpis processor equal the hand-computed values, `mesh kpis --from-audit` (the same facts folded
+again from the audit log's original bytes) equals the processor, and `mesh report` renders a
+page whose figures say the same."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from html.parser import HTMLParser
 from typing import Any
 
 from mesh.adapters.keyfiles import control_signers, mesh_key
@@ -58,6 +60,7 @@ async def test_kpis_equal_hand_computed_values_and_the_audit_fold(
         Engine.keyed(AuditProcessor(mesh_key(settings)), cluster, codec),
         Engine.keyed(KpisProcessor(codec.serde, control_signers(settings)), cluster, codec),
     ]
+    started_ms = int(time.time() * 1000)
     with running(engines):
         async with mesh.sidecar("intake") as intake, mesh.sidecar("worker") as worker:
             await _until(lambda: {"intake", "worker"} <= set(worker.agents()), "registered")
@@ -91,4 +94,66 @@ async def test_kpis_equal_hand_computed_values_and_the_audit_fold(
         table = await asyncio.to_thread(run, ["kpis", "--agent", "worker", "--window", "1h"],
                                         settings)  # fmt: skip
         assert table.returncode == 0 and "agent:worker" in table.stdout
+
+        # the compliance report of the window: opened, its figures read back
+        out = settings.state_dir / "report.html"
+        window = ["--from", str(started_ms), "--to", str(int(time.time() * 1000) + 1000)]
+        wrote = await asyncio.to_thread(run, ["report", *window, "--out", str(out)], settings)
+        assert wrote.returncode == 0, wrote.stdout + wrote.stderr
+        assert "chain verified" in wrote.stdout
+        page = Page()
+        page.feed(out.read_text())
+        assert "the audit chain of the window verifies" in page.text
+        kpi = page.table_after("KPIs of the window")
+        fleet = dict(zip(kpi[0], next(r for r in kpi if r[0] == "fleet"), strict=True))
+        assert (fleet["tasks"], fleet["completed"], fleet["roi"]) == ("2", "1", "9.0")
+        assert fleet["intervention_rate_per_100"] == "50.0"
+        halts = page.table_after("Halts (kill-switch and operators)")
+        [halt] = halts[1:]
+        assert halt[1] == "AGENT worker" and halt[2] == "operator" and halt[3] == "a look"
+        assert halt[-1].startswith("audit ")  # each claim names its audit coordinates
+        inventory = {row[0]: row for row in page.table_after("Inventory (now)")[1:]}
+        assert inventory["worker"][1] == "platform"
+        mapping = {row[0]: row for row in page.table_after("Requirements and their evidence")}
+        assert "chain verifies" in mapping["EU AI Act Art. 12"][2]
+        assert "retention.ms=-1" in mapping["EU AI Act Art. 19, 26(6)"][2]
     registry.close()
+
+
+class Page(HTMLParser):
+    """The report's text and tables (rows of cell texts), in order, after each heading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = ""
+        self.blocks: list[tuple[str, list[list[str]]]] = []  # (preceding heading, table)
+        self._heading = ""
+        self._in: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("h2", "h3"):
+            self._in, self._heading = "heading", ""
+        elif tag == "table":
+            self.blocks.append((self._heading, []))
+        elif tag == "tr":
+            self.blocks[-1][1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("h2", "h3"):
+            self._in = None
+        elif tag in ("td", "th") and self._cell is not None:
+            self.blocks[-1][1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+        if self._in == "heading":
+            self._heading += data
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def table_after(self, heading: str) -> list[list[str]]:
+        return next(table for h, table in self.blocks if h.startswith(heading))
