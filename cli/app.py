@@ -19,6 +19,7 @@ from cli import (
     acl_cmd,
     approvals_cmd,
     audit_cmd,
+    console_cmd,
     control_cmd,
     demo_cmd,
     drill_cmd,
@@ -100,6 +101,7 @@ app.command("halts")(control_cmd.halts)
 app.command("tail")(tail_cmd.tail)
 app.command("kpis")(kpis_cmd.kpis)
 app.command("report")(report_cmd.report)
+app.command("console")(console_cmd.serve)
 
 #: soft_wrap: a line is never broken at the terminal's width (or at 80 columns when output is a
 #: file or a pipe), so a log or a script reads each message as the one line it is.

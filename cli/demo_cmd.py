@@ -18,6 +18,7 @@ from rich.table import Table
 
 from cli.common import console, reading, settings
 from cli.kpis_cmd import Format, baselines_of, kpi_rows, print_kpis
+from console.serve import urls
 from demo.fleet import KILLSWITCH_POLICY, WORKFLOW, WORKFLOWS, FleetReport, run_fleet
 from mesh.adapters.commands import read_halts
 from mesh.adapters.drills import read_drills
@@ -31,6 +32,7 @@ from mesh.domain.drills import CANARY, drill_health
 from mesh.domain.kpis import FLEET
 from mesh.errors import MeshError
 from mesh.settings import Cluster, Settings
+from stack.supervisor import CONSOLE_PORT
 from stack.supervisor import down as stack_down
 from stack.supervisor import status as stack_status
 from stack.supervisor import up as stack_up
@@ -39,12 +41,22 @@ RegistryPort = typer.Option(
     8081, "--registry-port", min=1, max=65535, help="Port of the schema registry's REST API."
 )
 Policy = typer.Option(None, "--policy", help="Kill-switch policy file (TOML).")
+ConsolePort = typer.Option(
+    CONSOLE_PORT, "--console-port", min=1, max=65535, help="Port of the operator console."
+)
 
 
-def up(registry_port: int = RegistryPort, policy: Path | None = Policy) -> None:
-    """Start Kafka (unless MESH_BOOTSTRAP_SERVERS), topics, schemas, registry and processors."""
-    where = stack_up(settings(), console.print, registry_port, policy)
+def up(
+    registry_port: int = RegistryPort,
+    policy: Path | None = Policy,
+    console_port: int = ConsolePort,
+) -> None:
+    """Start Kafka (unless MESH_BOOTSTRAP_SERVERS), topics, schemas, registry API, processors,
+    the scheduled drill and the operator console."""
+    current = settings()
+    where = stack_up(current, console.print, registry_port, policy, console_port)
     console.print(f"[bold green]mesh up[/]: bootstrap {where.bootstrap}; `mesh down` stops it")
+    console.print(f"console: {urls(where, '127.0.0.1', console_port)[0]}", soft_wrap=True)
 
 
 def down() -> None:
@@ -161,12 +173,14 @@ def demo(
     tasks: int = typer.Option(12, "--tasks", min=6, max=500, help="Tasks intake opens."),
     registry_port: int = RegistryPort,
     detach: bool | None = Detach,
+    console_port: int = ConsolePort,
 ) -> None:
     """Bring the mesh up and run the demo fleet: work, a runaway halted, audit verified; then
     keep the fleet attached until Ctrl-C (or --detach), so that it can be looked at live."""
     current = settings()
     stay = sys.stdin.isatty() if detach is None else not detach
-    where = stack_up(current, console.print, registry_port, KILLSWITCH_POLICY)
+    where = stack_up(current, console.print, registry_port, KILLSWITCH_POLICY, console_port)
+    link = urls(where, "127.0.0.1", console_port)[0]
     registry = open_registry(current, where)
     verified: list[bool] = []
     mesh = _invoked_as()
@@ -177,6 +191,7 @@ def demo(
         _summary(report)
         await asyncio.to_thread(_kpis, where, registry, done_before + len(report.completed))
         verified.append(await asyncio.to_thread(_verify, where.bootstrap))
+        console.print(f"watch and steer the fleet in the console: {link}", soft_wrap=True)
         if stay:
             console.print(
                 f"the fleet stays attached, the runaway chain's halt in force: try `{mesh} "

@@ -43,6 +43,8 @@ __all__ = ["Service", "ServiceStatus", "down", "status", "up"]
 Say = Callable[[str], None]
 PROCESSOR_NAMES = ("registry", "state", "audit", "killswitch", "kpis")
 _READY_TIMEOUT_S = 120.0
+#: The port of the operator console `mesh up` runs (`mesh console --link` prints its link).
+CONSOLE_PORT = 8090
 _START_ATTEMPTS = 3  # restarts while `up` waits for readiness before it gives up
 
 
@@ -84,7 +86,10 @@ def status(settings: Settings) -> list[ServiceStatus]:
 
 
 def services(
-    settings: Settings, registry_port: int = 8081, policy: Path | None = None
+    settings: Settings,
+    registry_port: int = 8081,
+    policy: Path | None = None,
+    console_port: int = CONSOLE_PORT,
 ) -> list[Service]:
     mesh = (sys.executable, "-m", "cli")
     found: list[Service] = []
@@ -107,6 +112,13 @@ def services(
     found.append(  # ready once its first drill ran (passed or not: `mesh status` says which)
         Service("drill", (*mesh, "drill", "run", "--every", str(DRILL_EVERY_S)), _drilled)
     )
+    found.append(  # ready once it answers (401 without a token)
+        Service(
+            "console",
+            (*mesh, "console", "--port", str(console_port)),
+            lambda _log: _listens(f"http://127.0.0.1:{console_port}/api/state"),
+        )
+    )
     return found
 
 
@@ -119,7 +131,11 @@ def _drilled(log: Path) -> bool:
 
 
 def up(
-    settings: Settings, say: Say, registry_port: int = 8081, policy: Path | None = None
+    settings: Settings,
+    say: Say,
+    registry_port: int = 8081,
+    policy: Path | None = None,
+    console_port: int = CONSOLE_PORT,
 ) -> Cluster:
     """Bring everything up (idempotent); returns the cluster it runs on. This host holds the
     mesh's and the operator's keys (created here on first use): the trust anchors that
@@ -135,7 +151,7 @@ def up(
     finally:
         registry.close()
     env = {**os.environ, "MESH_BOOTSTRAP_SERVERS": cluster.bootstrap, "PYTHONUNBUFFERED": "1"}
-    for service in services(settings, registry_port, policy):
+    for service in services(settings, registry_port, policy, console_port):
         _start(settings, service, env, say)
     return cluster
 
@@ -251,6 +267,14 @@ def _tail(path: Path, size: int = 4096) -> str:
             return log.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def _listens(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1.0)
+    except httpx.HTTPError:
+        return False
+    return True
 
 
 def _answers(url: str) -> bool:

@@ -146,7 +146,7 @@ def test_schemas_check_and_register(settings: Settings) -> None:
 def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
     settings: Settings,
 ) -> None:
-    port = ["--registry-port", str(free_port_pair())]
+    port = ["--registry-port", str(free_port_pair()), "--console-port", str(free_port_pair(1))]
     try:
         result = run(["demo", *port], settings)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -177,7 +177,9 @@ def test_demo_runs_the_fleet_halts_the_runaway_chain_and_verifies_the_audit(
         assert "halts in force: chain:" in status.stdout
         view = json.loads(run(["status", "--json"], settings).stdout)  # the same, for scripts
         assert view["healthy"] and view["processors_ready"]
-        assert {s["name"] for s in view["services"]} == {"processors", "registry-api", "drill"}
+        services = {s["name"] for s in view["services"]}
+        assert services == {"processors", "registry-api", "drill", "console"}
+        assert "watch and steer the fleet in the console: http://127.0.0.1:" in out
         assert view["drill"]["healthy"], view["drill"]  # `mesh up` drilled the kill-switch
         assert "kill-switch drill: passed" in status.stdout
         assert any(key.startswith("chain:") for key in view["halts_in_force"])

@@ -1,0 +1,243 @@
+"""What the console shows, kept current from Kafka and pushed to every open page.
+
+One thread follows the registry (``mesh.registry.v1``) and the control topic with the same
+tables the processors use (:mod:`mesh.adapters.kafka.table`), folding what arrives every
+``every_s``; every few seconds it also reads the KPI totals (``mesh.kpis.v1``) and the
+approvals topic (escalations and approvals waiting for a person). Each change becomes an event
+(``agents``: the records that changed or went; ``halts``, ``kpis``, ``escalations``: the whole
+list), handed to every subscriber's queue on the server's event loop. A page gets the whole
+state first (:meth:`Feed.snapshot`), then the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from mesh.adapters.approvals import read_approvals
+from mesh.adapters.kafka.agents import agent_table
+from mesh.adapters.kafka.halts import HaltTable
+from mesh.adapters.kpis import read_kpis
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agents import AgentState
+from mesh.domain.dependencies import capabilities, dependency_graph, render
+from mesh.domain.gates import PRODUCTION, certified_for_production
+from mesh.domain.kpis import FLEET, figures
+from mesh.errors import MeshError
+from mesh.settings import Cluster
+
+__all__ = ["Feed"]
+
+Event = dict[str, Any]
+_log = logging.getLogger("mesh.console")
+
+
+class Feed:
+    def __init__(
+        self,
+        cluster: Cluster,
+        codec: MessageCodec,
+        signers: Mapping[str, bytes],
+        every_s: float = 0.05,
+        slow_every_s: float = 3.0,
+    ) -> None:
+        self.cluster, self.codec, self.signers = cluster, codec, dict(signers)
+        self.every_s, self.slow_every_s = every_s, slow_every_s
+        self.agents: dict[str, dict[str, Any]] = {}
+        self.halts: list[dict[str, Any]] = []
+        self.kpis: list[dict[str, Any]] = []
+        self.escalations: list[dict[str, Any]] = []
+        self.graph: dict[str, Any] = {"nodes": [], "edges": []}
+        self.ready = threading.Event()
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
+
+    # -- the server's side -------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        self._subscribers.discard(queue)
+
+    def snapshot(self) -> Event:
+        with self._lock:
+            return {
+                "type": "snapshot",
+                "agents": sorted(self.agents.values(), key=lambda a: a["agent_id"]),
+                "halts": self.halts,
+                "graph": self.graph,
+                "kpis": self.kpis,
+                "escalations": self.escalations,
+            }
+
+    def _publish(self, event: Event) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        for queue in list(self._subscribers):
+            loop.call_soon_threadsafe(_offer, queue, event)
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except MeshError as exc:  # the broker went away: say so, start again
+                _log.warning("console: following the mesh failed (%s); retrying", exc)
+                self._stop.wait(2.0)
+
+    def _follow(self) -> None:
+        table = agent_table(self.cluster, self.codec.serde)
+        halts = HaltTable(self.cluster, self.codec, self.signers)
+        try:
+            table.catch_up()
+            halts.catch_up()
+            self._agents_changed(table.values, halts)
+            self._slow()
+            self.ready.set()
+            slow_at = time.monotonic()
+            while not self._stop.is_set():
+                agents_read, halts_read = table.poll(), halts.poll()
+                if agents_read or halts_read:
+                    self._agents_changed(table.values, halts)
+                if time.monotonic() - slow_at >= self.slow_every_s:
+                    self._slow()
+                    slow_at = time.monotonic()
+                self._stop.wait(self.every_s)
+        finally:
+            table.close()
+            halts.close()
+
+    def _agents_changed(self, records: Mapping[str, AgentState], halts: HaltTable) -> None:
+        now_ms = int(time.time() * 1000)
+        fresh = {
+            agent_id: agent_view(state, halts.book.halt_for(agent_id, capabilities(state)), now_ms)
+            for agent_id, state in records.items()
+        }
+        in_force = [halt_view(key, command) for key, command in sorted(halts.halts.items())]
+        with self._lock:
+            changed = [v for k, v in fresh.items() if self.agents.get(k) != v]
+            gone = [k for k in self.agents if k not in fresh]
+            halts_changed = in_force != self.halts
+            self.agents, self.halts = fresh, in_force
+            if changed or gone:
+                self.graph = _graph(records, fresh)
+        if changed or gone:
+            self._publish({"type": "agents", "upsert": changed, "remove": gone})
+            self._publish({"type": "graph", "graph": self.graph})
+        if halts_changed:
+            self._publish({"type": "halts", "halts": in_force})
+
+    def _slow(self) -> None:
+        """KPIs and the decisions waiting for a person: read whole, every few seconds."""
+        try:
+            view = read_kpis(self.cluster, self.codec.serde)
+            log = read_approvals(self.cluster, self.codec, self.signers)
+        except MeshError as exc:
+            _log.warning("console: KPIs or approvals unreadable: %s", exc)
+            return
+        now_ms = int(time.time() * 1000)
+        scopes = [FLEET] + [s for s in view.scopes() if s.startswith("workflow:")]
+        kpis = [
+            {"scope": s, "window": w, **figures(view.window(s, w, now_ms))}
+            for s in scopes
+            for w in ("1h", "all")
+        ]
+        kpis.append({"scope": FLEET, "window": "buckets", "series": _series(view, now_ms)})
+        waiting = [
+            {"request_id": r.request_id, "agent_id": r.agent_id, "escalation": r.is_escalation,
+             "tool": r.tool, "arguments": r.arguments_json, "asked_at": r.requested_at_ms}
+            for r in log.book.requests.values() if r.state(now_ms) == "pending"
+        ]  # fmt: skip
+        with self._lock:
+            kpis_changed, waiting_changed = kpis != self.kpis, waiting != self.escalations
+            self.kpis, self.escalations = kpis, waiting
+        if kpis_changed:
+            self._publish({"type": "kpis", "kpis": kpis})
+        if waiting_changed:
+            self._publish({"type": "escalations", "escalations": waiting})
+
+
+def _offer(queue: asyncio.Queue[Event], event: Event) -> None:
+    with contextlib.suppress(asyncio.QueueFull):  # a page that stopped reading misses events
+        queue.put_nowait(event)
+
+
+def agent_view(state: AgentState, halt: Mapping[str, Any] | None, now_ms: int) -> dict[str, Any]:
+    """One row of the fleet view."""
+    if certified_for_production(state, now_ms):
+        certified = "production"
+    elif PRODUCTION in state.certifications:
+        certified = "lapsed"
+    else:
+        certified = "no"
+    return {
+        "agent_id": state.agent_id,
+        "status": state.status.value,
+        "owner": state.owner,
+        "version": state.version,
+        "environment": state.environment,
+        "certified": certified,
+        "last_heartbeat": state.last_heartbeat_ms,
+        "instances": len(state.instances),
+        "skills": capabilities(state),
+        "halted_by": None if halt is None else f"{halt['rule']}: {halt['reason']}",
+    }
+
+
+def halt_view(key: str, command: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "key": key,
+        "scope": command["scope"],
+        "target": command["target"],
+        "rule": command["rule"],
+        "reason": command["reason"],
+        "requested_by": command["requested_by"],
+        "affected": list(command.get("affected_agents") or ()),
+        "evidence": list(command.get("evidence") or ()),
+        "command_id": command["command_id"],
+    }
+
+
+def _graph(
+    records: Mapping[str, AgentState], views: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    graph: dict[str, Any] = json.loads(render(dependency_graph(records), "json"))
+    for node in graph["nodes"]:
+        view = views.get(node["id"])
+        node["halted"] = bool(view and view["halted_by"])
+    return graph
+
+
+def _series(view: Any, now_ms: int) -> dict[str, list[float]]:
+    """The fleet's spend and completed tasks per five-minute bucket over the last day."""
+    buckets = sorted(
+        (bucket, totals) for (scope, bucket), totals in view.pieces.items()
+        if scope == FLEET and bucket is not None and bucket >= now_ms - 86_400_000
+    )  # fmt: skip
+    return {
+        "t": [b / 1000 for b, _ in buckets],
+        "cost_usd": [t.cost_usd for _, t in buckets],
+        "completed": [float(t.completed) for _, t in buckets],
+    }

@@ -1,0 +1,43 @@
+"""Run the console on this host (`mesh console`, and `mesh up`'s ``console`` service)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import uvicorn
+
+from console.app import build_app
+from console.auth import load_tokens
+from console.feed import Feed
+from mesh.adapters.keyfiles import trust_anchors
+from mesh.adapters.schemaregistry.factory import open_registry
+from mesh.adapters.serde.codec import Serde
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.identity import PublicKeys
+from mesh.settings import Cluster
+
+__all__ = ["run_console", "urls"]
+
+
+def urls(cluster: Cluster, host: str, port: int) -> tuple[str, str]:
+    """The operator's and the viewer's login links."""
+    tokens = load_tokens(cluster.settings.state_dir)
+    base = f"http://{host}:{port}/"
+    return f"{base}?token={tokens.operator}", f"{base}?token={tokens.viewer}"
+
+
+def run_console(cluster: Cluster, host: str, port: int, say: Callable[[str], None]) -> None:
+    """Serve until Ctrl-C or SIGTERM."""
+    registry = open_registry(cluster.settings, cluster)
+    try:
+        codec = MessageCodec(Serde(registry), PublicKeys())
+        feed = Feed(cluster, codec, trust_anchors(cluster.settings))
+        tokens = load_tokens(cluster.settings.state_dir)
+        app = build_app(cluster, feed, tokens)
+        operator, viewer = urls(cluster, host, port)
+        say(f"console: serving on http://{host}:{port}/")
+        say(f"console: operator {operator}")
+        say(f"console: read-only {viewer}")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        registry.close()

@@ -1,0 +1,231 @@
+// The Agent Mesh console: one server-sent event stream keeps every view current.
+"use strict";
+
+const role = document.querySelector('meta[name="mesh-role"]').content;
+const csrf = document.querySelector('meta[name="mesh-csrf"]').content;
+const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, kpis: [], escalations: [] };
+const sort = { key: "agent_id", up: true };
+let view = "fleet";
+let cy = null;
+let chart = null;
+
+document.body.classList.add(role);
+document.getElementById("who").textContent = role === "operator" ? "operator" : "viewer (read-only)";
+
+// -- the stream -------------------------------------------------------------------------------
+
+function connect() {
+  const live = document.getElementById("live");
+  const source = new EventSource("/events");
+  source.onopen = () => { live.textContent = "live"; live.className = "up"; };
+  source.onerror = () => { live.textContent = "reconnecting"; live.className = "down"; };
+  source.onmessage = (message) => apply(JSON.parse(message.data));
+}
+
+function apply(event) {
+  switch (event.type) {
+    case "snapshot":
+      state.agents = new Map(event.agents.map((a) => [a.agent_id, a]));
+      Object.assign(state, { halts: event.halts, graph: event.graph, kpis: event.kpis, escalations: event.escalations });
+      break;
+    case "agents":
+      event.upsert.forEach((a) => state.agents.set(a.agent_id, a));
+      event.remove.forEach((id) => state.agents.delete(id));
+      break;
+    case "graph": state.graph = event.graph; break;
+    case "halts": state.halts = event.halts; break;
+    case "kpis": state.kpis = event.kpis; break;
+    case "escalations": state.escalations = event.escalations; break;
+  }
+  render();
+}
+
+// -- views ------------------------------------------------------------------------------------
+
+function render() {
+  document.getElementById("halt-count").textContent = state.halts.length;
+  document.getElementById("escalation-count").textContent = state.escalations.length;
+  ({ fleet: renderFleet, map: renderMap, halts: renderHalts, kpis: renderKpis, escalations: renderEscalations })[view]();
+}
+
+function cell(row, text, cls) {
+  const td = row.insertCell();
+  td.textContent = text === null || text === undefined ? "-" : text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function when(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-"; }
+
+function renderFleet() {
+  const words = document.getElementById("filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  let rows = [...state.agents.values()].filter((a) => {
+    const text = [a.agent_id, a.status, a.owner, a.version, a.environment, a.certified, ...a.skills].join(" ").toLowerCase();
+    return words.every((w) => text.includes(w));
+  });
+  rows.sort((a, b) => {
+    const x = a[sort.key], y = b[sort.key];
+    return (x > y ? 1 : x < y ? -1 : 0) * (sort.up ? 1 : -1);
+  });
+  const body = document.querySelector("#fleet-table tbody");
+  body.replaceChildren();
+  for (const a of rows) {
+    const row = body.insertRow();
+    row.dataset.agent = a.agent_id;
+    cell(row, a.agent_id);
+    const status = cell(row, a.status, "status status-" + a.status);
+    if (a.halted_by) status.title = a.halted_by;
+    cell(row, a.owner); cell(row, a.version); cell(row, a.environment); cell(row, a.certified);
+    cell(row, when(a.last_heartbeat)); cell(row, a.instances); cell(row, a.skills.join(", "));
+    const actions = cell(row, "", "operator-only");
+    if (role === "operator" && a.status !== "RETIRED" && !a.agent_id.startsWith("mesh.")) {
+      const button = document.createElement("button");
+      button.className = "danger";
+      button.textContent = "Halt";
+      button.dataset.action = "halt";
+      button.onclick = () => confirmCommand("halt", { scope: "agent", target: a.agent_id }, `Halt agent ${a.agent_id}?`);
+      actions.append(button);
+    }
+  }
+  document.getElementById("fleet-count").textContent = `${rows.length} of ${state.agents.size} agents`;
+}
+
+function renderHalts() {
+  const body = document.querySelector("#halts-table tbody");
+  body.replaceChildren();
+  for (const h of state.halts) {
+    const row = body.insertRow();
+    row.dataset.haltKey = h.key;
+    cell(row, `${h.scope.toLowerCase()} ${h.target}`); cell(row, h.rule); cell(row, h.reason);
+    cell(row, h.requested_by); cell(row, h.affected.join(", ") || h.target); cell(row, h.evidence.join("; "));
+    const actions = cell(row, "", "operator-only");
+    if (role === "operator") {
+      const button = document.createElement("button");
+      button.className = "quiet";
+      button.textContent = "Resume";
+      button.onclick = () => confirmCommand("resume", { scope: h.scope.toLowerCase(), target: h.target }, `Lift the ${h.scope.toLowerCase()} halt of ${h.target}?`);
+      actions.append(button);
+    }
+  }
+}
+
+function renderMap() {
+  const elements = state.graph.nodes.map((n) => ({
+    data: { id: n.id, label: n.kind === "agent" ? `${n.id}\n${n.status}` : n.id, kind: n.kind, halted: n.halted ? 1 : 0 },
+  })).concat(state.graph.edges.filter((e) => state.graph.nodes.some((n) => n.id === e.to)).map((e, i) => ({
+    data: { id: `e${i}`, source: e.from, target: e.to, seen: e.seen },
+  })));
+  if (!cy) {
+    cy = cytoscape({
+      container: document.getElementById("graph"),
+      style: [
+        { selector: "node", style: { label: "data(label)", "text-wrap": "wrap", "font-size": 10, "background-color": "#5fb3f9", "text-valign": "bottom" } },
+        { selector: "node[kind = 'tool']", style: { shape: "round-rectangle", "background-color": "#b9c4cf" } },
+        { selector: "node[halted = 1]", style: { "background-color": "#c02020" } },
+        { selector: "edge", style: { "curve-style": "bezier", "target-arrow-shape": "triangle", width: 1.5 } },
+        { selector: "edge[seen = 'observed']", style: { "line-style": "dashed" } },
+      ],
+    });
+  }
+  cy.elements().remove();
+  cy.add(elements);
+  cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.2 }).run();
+}
+
+function fmt(value) {
+  if (value === null || value === undefined) return "-";
+  return typeof value === "number" ? Number(value.toPrecision(4)).toString() : value;
+}
+
+function renderKpis() {
+  const body = document.querySelector("#kpis-table tbody");
+  body.replaceChildren();
+  const names = ["tasks", "completed", "task_success_rate", "value_usd", "cost_usd", "roi", "cost_per_completed_task_usd",
+    "intervention_rate_per_100", "blast_radius_agents_per_halt", "mean_time_to_halt_ms", "handoff_failure_rate"];
+  let series = null;
+  for (const k of state.kpis) {
+    if (k.window === "buckets") { series = k.series; continue; }
+    const row = body.insertRow();
+    row.dataset.scope = `${k.scope}|${k.window}`;
+    cell(row, k.scope); cell(row, k.window);
+    names.forEach((n) => cell(row, fmt(k[n])));
+  }
+  if (!series || !series.t.length) return;
+  const data = [series.t, series.cost_usd, series.completed];
+  const holder = document.getElementById("spend-chart");
+  if (!chart) {
+    chart = new uPlot({
+      width: Math.max(400, holder.clientWidth || 800), height: 240,
+      series: [{}, { label: "spend $", stroke: "#c02020" }, { label: "tasks completed", stroke: "#167a3a", scale: "n" }],
+      axes: [{}, { label: "$" }, { side: 1, scale: "n", label: "tasks" }],
+    }, data, holder);
+  } else {
+    chart.setData(data);
+  }
+}
+
+function renderEscalations() {
+  const body = document.querySelector("#escalations-table tbody");
+  body.replaceChildren();
+  for (const e of state.escalations) {
+    const row = body.insertRow();
+    row.dataset.request = e.request_id;
+    cell(row, e.request_id); cell(row, e.escalation ? "escalation" : `approval of ${e.tool}`);
+    cell(row, e.agent_id); cell(row, e.arguments); cell(row, when(e.asked_at));
+  }
+}
+
+// -- halting and resuming -----------------------------------------------------------------------
+
+function confirmCommand(action, what, question) {
+  const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-what").textContent = question;
+  const reason = document.getElementById("confirm-reason");
+  reason.value = "";
+  dialog.onclose = () => {
+    if (dialog.returnValue === "ok" && reason.value.trim()) send(action, { ...what, reason: reason.value.trim() });
+  };
+  dialog.showModal();
+}
+
+async function send(action, body) {
+  const flash = document.getElementById("flash");
+  const response = await fetch(`/api/${action}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-csrf-token": csrf },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json();
+  flash.textContent = response.ok
+    ? `${action} ${body.scope} ${body.target || ""} sent as ${answer.requested_by} (command ${answer.command_id})`
+    : `${action} refused: ${answer.message}`;
+}
+
+document.getElementById("halt-form").onsubmit = (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const body = { scope: form.get("scope"), target: form.get("target"), reason: form.get("reason") };
+  confirmCommand("halt", body, `Halt ${body.scope} ${body.target}?`);
+  document.getElementById("confirm-reason").value = body.reason;
+};
+
+// -- navigation ---------------------------------------------------------------------------------
+
+document.querySelectorAll("nav button").forEach((button) => {
+  button.onclick = () => {
+    view = button.dataset.view;
+    document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b === button));
+    document.querySelectorAll("section.view").forEach((s) => { s.hidden = s.id !== view; });
+    render();
+  };
+});
+document.querySelectorAll("#fleet-table th[data-key]").forEach((th) => {
+  th.onclick = () => {
+    sort.up = sort.key === th.dataset.key ? !sort.up : true;
+    sort.key = th.dataset.key;
+    renderFleet();
+  };
+});
+document.getElementById("filter").oninput = renderFleet;
+
+connect();

@@ -1,0 +1,179 @@
+"""Issue 11, the operator console in a real browser (Debian's chromium through Playwright),
+on a real broker: the fleet view lists the agents; a halt issued from the CLI appears without
+a reload; clicking Halt on an agent makes its sidecar refuse sends and the audit log record
+the operator; the read-only role cannot halt; a wrong token gets 401. Each view's screenshot
+is written to ``docs/console/`` (``MESH_SCREENSHOTS`` elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from mesh.adapters.keyfiles import mesh_key
+from mesh.settings import Cluster, Settings
+from processors.audit import AuditProcessor
+from processors.runtime.engine import Engine
+from tests.conftest import free_port_pair
+from tests.integration.fleet import codec_for, running
+from tests.integration.test_cli import Spawned, run, spawn
+from tests.integration.test_sidecar import registry_processor
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("MESH_SCREENSHOTS", Path(__file__).parents[2] / "docs" / "console"))
+
+
+class Console:
+    def __init__(self, settings: Settings, port: int, process: Spawned) -> None:
+        self.settings, self.base, self.process = settings, f"http://127.0.0.1:{port}", process
+        console_dir = settings.state_dir / "console"
+        self.operator = (console_dir / "operator.token").read_text().strip()
+        self.viewer = (console_dir / "viewer.token").read_text().strip()
+
+
+@pytest.fixture
+def mesh_console(settings: Settings, topics: object) -> Iterator[Console]:
+    codec, registry = codec_for(settings)
+    cluster = Cluster.of(settings)
+    sidecars: list[Spawned] = []
+    engines = [
+        Engine.keyed(registry_processor(settings), cluster, codec),
+        Engine.keyed(AuditProcessor(mesh_key(settings)), cluster, codec),
+    ]
+    with running(engines):
+        try:
+            for agent, skill in (("alpha", "research"), ("beta", "review")):
+                args = ["sidecar", "run", agent, "--capability", skill]
+                sidecars.append(spawn(args, settings, MESH_PROFILE="development"))
+                sidecars[-1].wait_for_line("sidecar of", 60)
+            port = free_port_pair(1)
+            process = spawn(["console", "--port", str(port)], settings)
+            process.wait_for_line("console: read-only", 60)
+            yield Console(settings, port, process)
+            process.close()
+        finally:
+            for sidecar in sidecars:
+                sidecar.close()
+    registry.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()
+
+
+def login(browser: Browser, console: Console, token: str) -> Page:
+    page = browser.new_page(viewport={"width": 1400, "height": 800})
+    page.goto(f"{console.base}/?token={token}")
+    expect(page.locator("#live")).to_have_text("live", timeout=15_000)
+    return page
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def view(page: Page, name: str) -> None:
+    page.click(f"nav button[data-view={name}]")
+
+
+def test_every_route_needs_a_token_and_only_an_operator_halts(mesh_console: Console) -> None:
+    base = mesh_console.base
+    assert httpx.get(f"{base}/?token=wrong").status_code == 401
+    assert httpx.get(f"{base}/").status_code == 401
+    assert httpx.get(f"{base}/api/state").status_code == 401
+    assert httpx.get(f"{base}/static/console.js").status_code == 401
+    viewer = {"authorization": f"Bearer {mesh_console.viewer}"}
+    assert httpx.get(f"{base}/api/state", headers=viewer).json()["role"] == "viewer"
+    halt = {"scope": "agent", "target": "alpha", "reason": "x"}
+    refused = httpx.post(f"{base}/api/halt", headers=viewer, json=halt)
+    assert refused.status_code == 403 and refused.json()["error"] == "read_only"
+    operator = {"authorization": f"Bearer {mesh_console.operator}"}
+    forged = httpx.post(f"{base}/api/halt", headers=operator, json=halt)  # no CSRF token
+    assert forged.status_code == 403 and forged.json()["error"] == "csrf"
+    token_file = mesh_console.settings.state_dir / "console" / "operator.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_console_watches_and_steers_the_fleet_in_chromium(
+    mesh_console: Console, browser: Browser
+) -> None:
+    settings = mesh_console.settings
+    page = login(browser, mesh_console, mesh_console.operator)
+    for agent in ("alpha", "beta"):  # the fleet view lists the agents
+        expect(page.locator(f"tr[data-agent={agent}] td.status")).to_have_text(
+            "LIVE", timeout=20_000
+        )
+    shot(page, "fleet")
+
+    halted = run(["halt", "alpha", "--reason", "from the cli", "--wait"], settings)
+    assert halted.returncode == 0, halted.stdout + halted.stderr
+    expect(page.locator("tr[data-agent=alpha] td.status")).to_have_text("HALTED", timeout=20_000)
+    view(page, "halts")  # the halt is listed, without a reload
+    expect(page.locator("#halts-table tbody tr")).to_contain_text("from the cli")
+    shot(page, "halts")
+
+    view(page, "fleet")
+    page.once("dialog", lambda d: d.accept())
+    page.click("tr[data-agent=beta] button[data-action=halt]")
+    page.fill("#confirm-reason", "clicked in the console")
+    page.click("#confirm-ok")
+    expect(page.locator("#flash")).to_contain_text("halt agent beta sent as operator:")
+    expect(page.locator("tr[data-agent=beta] td.status")).to_have_text("HALTED", timeout=20_000)
+    refused = _send_as("beta", settings)  # its sidecar refuses to act
+    assert refused.status_code == 409 and refused.json()["error"] == "halted", refused.text
+    commands = _audited("beta", "clicked in the console", settings)  # the audit log has it
+    assert '"requested_by": "operator:' in json.dumps(commands[0])
+
+    view(page, "map")
+    page.wait_for_timeout(500)
+    shot(page, "map")
+    view(page, "kpis")
+    shot(page, "kpis")
+    view(page, "escalations")
+    shot(page, "escalations")
+
+
+def test_the_viewer_watches_but_cannot_halt(mesh_console: Console, browser: Browser) -> None:
+    page = login(browser, mesh_console, mesh_console.viewer)
+    expect(page.locator("tr[data-agent=alpha] td.status")).to_have_text("LIVE", timeout=20_000)
+    assert page.locator("button[data-action=halt]").count() == 0
+    assert page.locator("#who").inner_text() == "viewer (read-only)"
+
+
+def _audited(agent: str, text: str, settings: Settings) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 30
+    while True:
+        audit = run(["audit", "replay", "--agent", agent], settings)
+        found = [r for r in map(json.loads, audit.stdout.splitlines()) if text in json.dumps(r)]
+        if found or time.monotonic() > deadline:
+            assert found, f"no audit record of {agent} with {text!r}:\n{audit.stdout[-2000:]}"
+            return found
+        time.sleep(0.5)
+
+
+def _send_as(agent: str, settings: Settings) -> httpx.Response:
+    connection = json.loads((settings.state_dir / "sidecars" / f"{agent}.json").read_text())
+    deadline = time.monotonic() + 10
+    while True:
+        answer = httpx.post(
+            f"{connection['url']}/v1/messages",
+            headers={"authorization": f"Bearer {connection['token']}"},
+            json={"to": "alpha", "text": "still there?"},
+        )
+        if answer.status_code == 409 or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)
