@@ -129,7 +129,7 @@ function renderMap() {
   }
   cy.elements().remove();
   cy.add(elements);
-  cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.2 }).run();
+  cy.layout({ name: "cose", animate: false, nodeRepulsion: () => 40000, idealEdgeLength: () => 90 }).run();
 }
 
 function fmt(value) {
@@ -153,10 +153,13 @@ function renderKpis() {
   if (!series || !series.t.length) return;
   const data = [series.t, series.cost_usd, series.completed];
   const holder = document.getElementById("spend-chart");
+  const span = () => [series.t[0] - 1800, series.t[series.t.length - 1] + 1800];  // half an hour either side
   if (!chart) {
     chart = new uPlot({
       width: Math.max(400, holder.clientWidth || 800), height: 240,
-      series: [{}, { label: "spend $", stroke: "#c02020" }, { label: "tasks completed", stroke: "#167a3a", scale: "n" }],
+      scales: { x: { time: true, range: () => span() } },
+      series: [{}, { label: "spend $", stroke: "#c02020", points: { size: 6 } },
+        { label: "tasks completed", stroke: "#167a3a", scale: "n", points: { size: 6 } }],
       axes: [{}, { label: "$" }, { side: 1, scale: "n", label: "tasks" }],
     }, data, holder);
   } else {
