@@ -40,6 +40,13 @@ def run(
         help="Touched every second while ready (default: <state>/run/processors-INSTANCE.health"
         "); `mesh processors probe` checks it.",
     ),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (`mesh up`: 9464).",
+    ),
 ) -> None:
     """Run processors until SIGINT/SIGTERM; each commits exactly once per interval."""
     current = settings()
@@ -55,7 +62,7 @@ def run(
         options = ProcessorOptions(stale_after_ms=int(stale_after_s * 1000), policy=limits)
         engines = build(names, where, registry, config, options)
         health = health_file or _health_file(current.state_dir, instance)
-        run_processors(engines, console.print, health_file=health)
+        run_processors(engines, console.print, health_file=health, metrics_port=metrics_port)
     finally:
         registry.close()
 

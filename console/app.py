@@ -4,7 +4,7 @@
   uPlot); ``/?token=...`` logs in (an HttpOnly, SameSite=Strict cookie) and redirects.
 * ``GET /events``: server-sent events, the whole state first, then every change
   (:mod:`console.feed`).
-* ``GET /api/state``: the whole state as JSON.
+* ``GET /api/state``: the whole state as JSON; ``GET /metrics``: Prometheus metrics.
 * ``POST /api/halt``, ``POST /api/resume``: ``{"scope": "agent"|"dependants"|"capability"|
   "fleet", "target": ..., "reason": ...}``, operator role and ``X-CSRF-Token`` required. The
   command is the one `mesh halt` sends, signed with this host's operator key, so the audit log
@@ -36,6 +36,7 @@ from starlette.routing import Route
 from console.auth import OPERATOR, Tokens, csrf_for
 from console.feed import Feed
 from mesh.adapters.commands import send_command
+from mesh.adapters.metrics import CONTENT_TYPE, exposition
 from mesh.domain.control import Action, Scope
 from mesh.errors import MeshError
 from mesh.settings import Cluster
@@ -103,6 +104,9 @@ def build_app(cluster: Cluster, feed: Feed, tokens: Tokens, keepalive_s: float =
             return _error(404, "not_found", f"no {name}")
         return Response(_static(name), media_type=kind)
 
+    async def metrics(request: Request, role: str, token: str) -> Response:
+        return Response(exposition(feed.families), media_type=CONTENT_TYPE)
+
     async def state(request: Request, role: str, token: str) -> Response:
         return JSONResponse({**feed.snapshot(), "role": role})
 
@@ -158,6 +162,7 @@ def build_app(cluster: Cluster, feed: Feed, tokens: Tokens, keepalive_s: float =
         Route("/", index, methods=["GET"]),
         Route("/events", guarded(events), methods=["GET"]),
         Route("/api/state", guarded(state), methods=["GET"]),
+        Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/api/halt", guarded(command(Action.HALT)), methods=["POST"]),
         Route("/api/resume", guarded(command(Action.RESUME)), methods=["POST"]),
         Route("/static/{name:path}", guarded(static), methods=["GET"]),

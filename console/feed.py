@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from mesh.adapters.approvals import read_approvals
 from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.kafka.halts import HaltTable
 from mesh.adapters.kpis import read_kpis
+from mesh.adapters.metrics import Family, counters
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
 from mesh.domain.dependencies import capabilities, dependency_graph, render
@@ -56,6 +58,7 @@ class Feed:
         self.graph: dict[str, Any] = {"nodes": [], "edges": []}
         self.ready = threading.Event()
         self._subscribers: set[asyncio.Queue[Event]] = set()
+        self.published = 0  # events handed to pages
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -90,10 +93,29 @@ class Feed:
                 "escalations": self.escalations,
             }
 
+    def families(self) -> list[Family]:
+        """The console's Prometheus metrics."""
+        with self._lock:
+            statuses = Counter(a["status"] for a in self.agents.values())
+            halts, waiting = len(self.halts), len(self.escalations)
+        return [
+            counters("mesh_console_agents", "Agents in the registry, by status.", "status",
+                     dict(statuses), kind="gauge"),
+            Family("mesh_console_halts_in_force", "gauge", "Halts in force.",
+                   samples=[((), float(halts))]),
+            Family("mesh_console_decisions_waiting", "gauge", "Escalations and approvals "
+                   "waiting for a person.", samples=[((), float(waiting))]),
+            Family("mesh_console_streams", "gauge", "Pages connected to the live stream.",
+                   samples=[((), float(len(self._subscribers)))]),
+            Family("mesh_console_events", "counter", "Changes pushed to the pages.",
+                   samples=[((), float(self.published))]),
+        ]  # fmt: skip
+
     def _publish(self, event: Event) -> None:
         loop = self._loop
         if loop is None:
             return
+        self.published += 1
         for queue in list(self._subscribers):
             loop.call_soon_threadsafe(_offer, queue, event)
 

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from mesh.adapters.metrics import CONTENT_TYPE, exposition
 from mesh.errors import (
     ControlUnavailableError,
     HaltedError,
@@ -42,6 +43,7 @@ from mesh.errors import (
     ThrottledError,
 )
 from sidecar.core import Sidecar
+from sidecar.exposition import sidecar_families
 
 __all__ = ["SidecarServer", "build_app", "new_token"]
 
@@ -84,6 +86,9 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
                 return _error(500, exc.code, str(exc))
 
         return call
+
+    async def metrics(request: Request) -> Response:
+        return Response(exposition(lambda: sidecar_families(sidecar)), media_type=CONTENT_TYPE)
 
     async def health(request: Request) -> Response:
         """200 while the agent may act or is halted (known state); 503 while the sidecar
@@ -247,6 +252,7 @@ def build_app(sidecar: Sidecar, token: str) -> Starlette:
         Route("/v1/tasks/{task_id}/events", guarded(task_event), methods=["POST"]),
         Route("/v1/tasks/{task_id}/context", guarded(read_context), methods=["GET"]),
         Route("/v1/tasks/{task_id}/context/{key}", guarded(write_context), methods=["PUT"]),
+        Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/openapi.json", spec, methods=["GET"]),
     ]
 

@@ -45,6 +45,8 @@ PROCESSOR_NAMES = ("registry", "state", "audit", "killswitch", "kpis")
 _READY_TIMEOUT_S = 120.0
 #: The port of the operator console `mesh up` runs (`mesh console --link` prints its link).
 CONSOLE_PORT = 8090
+#: Where the processors `mesh up` runs serve Prometheus metrics (docs/metrics.md).
+METRICS_PORT = 9464
 _START_ATTEMPTS = 3  # restarts while `up` waits for readiness before it gives up
 
 
@@ -105,7 +107,15 @@ def services(
     found.append(
         Service(
             "processors",
-            (*mesh, "processors", "run", *PROCESSOR_NAMES, *policy_args),
+            (
+                *mesh,
+                "processors",
+                "run",
+                *PROCESSOR_NAMES,
+                *policy_args,
+                "--metrics-port",
+                str(METRICS_PORT),
+            ),
             lambda log: "ready:" in _tail(log),
         )
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.adapters.keyfiles import control_signers, mesh_key, operator_key
+from mesh.adapters.metrics import serve_metrics
 from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
@@ -23,6 +24,7 @@ from processors.killswitch import KillSwitchProcessor, Policy
 from processors.kpis import KpisProcessor
 from processors.registry import RegistryProcessor
 from processors.runtime.engine import Engine, EngineConfig
+from processors.runtime.exposition import processor_families
 from processors.state import StateProcessor
 
 __all__ = ["PROCESSORS", "ProcessorOptions", "build", "run_processors"]
@@ -107,6 +109,7 @@ def run_processors(
     backoff: tuple[float, float] = (0.5, 30.0),
     stop: threading.Event | None = None,
     health_file: Path | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Run each engine in a thread, supervised, until SIGINT/SIGTERM.
 
@@ -121,6 +124,8 @@ def run_processors(
     ``stop``: set it to stop (default: a new event set by SIGINT and SIGTERM).
     ``health_file``: touched every second while every engine is assigned and restored, and
     removed on the way out (`mesh processors probe` reads its age: a liveness probe).
+    ``metrics_port``: Prometheus metrics on ``127.0.0.1:PORT/metrics``
+    (:mod:`processors.runtime.exposition`).
     """
     if stop is None:
         stop = threading.Event()
@@ -155,6 +160,12 @@ def run_processors(
             stop.wait(delay)
             delay = min(delay * 2, backoff[1])
 
+    if metrics_port is not None:
+        try:
+            serve_metrics(lambda: processor_families(engines, restarts), metrics_port)
+            report(f"metrics: http://127.0.0.1:{metrics_port}/metrics")
+        except OSError as exc:  # metrics are for watching; the processors run without them
+            report(f"metrics: not served, port {metrics_port}: {exc.strerror}")
     threads = [threading.Thread(target=work, args=(e,), name=e.group) for e in engines]
     for thread in threads:
         thread.start()

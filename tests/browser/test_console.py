@@ -23,6 +23,7 @@ from processors.runtime.engine import Engine
 from tests.conftest import free_port_pair
 from tests.integration.fleet import codec_for, running
 from tests.integration.test_cli import Spawned, run, spawn
+from tests.integration.test_metrics import scrape
 from tests.integration.test_sidecar import registry_processor
 
 CHROMIUM = "/usr/bin/chromium"
@@ -106,6 +107,15 @@ def test_every_route_needs_a_token_and_only_an_operator_halts(mesh_console: Cons
     assert forged.status_code == 403 and forged.json()["error"] == "csrf"
     token_file = mesh_console.settings.state_dir / "console" / "operator.token"
     assert token_file.stat().st_mode & 0o777 == 0o600
+    assert httpx.get(f"{base}/metrics").status_code == 401
+    deadline = time.monotonic() + 20
+    while True:  # Prometheus metrics, read with the official parser
+        found = scrape(f"{base}/metrics", mesh_console.viewer)
+        live = found["mesh_console_agents"].get((("status", "LIVE"),), 0)
+        if live == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert live == 2 and found["mesh_console_halts_in_force"][()] == 0
 
 
 def test_the_console_watches_and_steers_the_fleet_in_chromium(
