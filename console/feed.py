@@ -56,6 +56,7 @@ class Feed:
         self.kpis: list[dict[str, Any]] = []
         self.escalations: list[dict[str, Any]] = []
         self.graph: dict[str, Any] = {"nodes": [], "edges": []}
+        self._shape: object = None  # what the graph was drawn from
         self.ready = threading.Event()
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self.published = 0  # events handed to pages
@@ -75,7 +76,7 @@ class Feed:
         self._thread.join(timeout=10)
 
     def subscribe(self) -> asyncio.Queue[Event]:
-        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=200)
         self._subscribers.add(queue)
         return queue
 
@@ -158,18 +159,21 @@ class Feed:
             for agent_id, state in records.items()
         }
         in_force = [halt_view(key, command) for key, command in sorted(halts.halts.items())]
+        shape = _shape(records, fresh)
         with self._lock:
             changed = [v for k, v in fresh.items() if self.agents.get(k) != v]
             gone = [k for k in self.agents if k not in fresh]
             halts_changed = in_force != self.halts
             self.agents, self.halts = fresh, in_force
-            if changed or gone:
-                self.graph = _graph(records, fresh)
+            graph_changed = shape != self._shape  # not on a heartbeat: on an edge or a status
+            if graph_changed:
+                self._shape, self.graph = shape, _graph(records, fresh)
+        if halts_changed:  # first: what an operator waits for
+            self._publish({"type": "halts", "halts": in_force})
         if changed or gone:
             self._publish({"type": "agents", "upsert": changed, "remove": gone})
+        if graph_changed:
             self._publish({"type": "graph", "graph": self.graph})
-        if halts_changed:
-            self._publish({"type": "halts", "halts": in_force})
 
     def _slow(self) -> None:
         """KPIs and the decisions waiting for a person: read whole, every few seconds."""
@@ -240,6 +244,15 @@ def halt_view(key: str, command: Mapping[str, Any]) -> dict[str, Any]:
         "evidence": list(command.get("evidence") or ()),
         "command_id": command["command_id"],
     }
+
+
+def _shape(records: Mapping[str, AgentState], views: Mapping[str, dict[str, Any]]) -> object:
+    """What the dependency map depends on: statuses, halts and edges (not heartbeats)."""
+    return frozenset(
+        (a.agent_id, a.status, bool(views[a.agent_id]["halted_by"]), a.depends_on_agents,
+         a.depends_on_tools, a.observed_agents, a.observed_tools)
+        for a in records.values()
+    )  # fmt: skip
 
 
 def _graph(

@@ -6,6 +6,8 @@ const csrf = document.querySelector('meta[name="mesh-csrf"]').content;
 const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, kpis: [], escalations: [] };
 const sort = { key: "agent_id", up: true };
 let view = "fleet";
+let pending = false;
+const SHOWN = 300;  // rows of the fleet table drawn at once: filter or sort to see others
 let cy = null;
 let chart = null;
 
@@ -37,7 +39,12 @@ function apply(event) {
     case "kpis": state.kpis = event.kpis; break;
     case "escalations": state.escalations = event.escalations; break;
   }
-  render();
+  document.getElementById("halt-count").textContent = state.halts.length;
+  document.getElementById("escalation-count").textContent = state.escalations.length;
+  if (!pending) {  // at most one redraw per frame, however many changes arrive
+    pending = true;
+    requestAnimationFrame(() => { pending = false; render(); });
+  }
 }
 
 // -- views ------------------------------------------------------------------------------------
@@ -69,6 +76,8 @@ function renderFleet() {
   });
   const body = document.querySelector("#fleet-table tbody");
   body.replaceChildren();
+  const total = rows.length;
+  rows = rows.slice(0, SHOWN);
   for (const a of rows) {
     const row = body.insertRow();
     row.dataset.agent = a.agent_id;
@@ -87,7 +96,9 @@ function renderFleet() {
       actions.append(button);
     }
   }
-  document.getElementById("fleet-count").textContent = `${rows.length} of ${state.agents.size} agents`;
+  document.getElementById("fleet-count").textContent = total > SHOWN
+    ? `${SHOWN} shown of ${total} matching, of ${state.agents.size} agents (filter or sort to see others)`
+    : `${total} of ${state.agents.size} agents`;
 }
 
 function renderHalts() {
