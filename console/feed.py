@@ -3,10 +3,11 @@
 One thread follows the registry (``mesh.registry.v1``) and the control topic with the same
 tables the processors use (:mod:`mesh.adapters.kafka.table`), folding what arrives every
 ``every_s``; every few seconds it also reads the KPI totals (``mesh.kpis.v1``) and the
-approvals topic (escalations and approvals waiting for a person). Each change becomes an event
-(``agents``: the records that changed or went; ``halts``, ``kpis``, ``escalations``: the whole
-list), handed to every subscriber's queue on the server's event loop. A page gets the whole
-state first (:meth:`Feed.snapshot`), then the events.
+approvals topic (escalations and approvals waiting for a person), the newest dead letters and
+the mesh's health (:mod:`mesh.adapters.health`). Each change becomes an event (``agents``: the
+records that changed or went; ``halts``, ``kpis``, ``escalations``, ``dead_letters``,
+``health``: the whole of it), handed to every subscriber's queue on the server's event loop.
+A page gets the whole state first (:meth:`Feed.snapshot`), then the events.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mesh.adapters.approvals import read_approvals
+from mesh.adapters.health import dead_letters, health
 from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.kafka.halts import HaltTable
 from mesh.adapters.kpis import read_kpis
@@ -55,6 +57,8 @@ class Feed:
         self.halts: list[dict[str, Any]] = []
         self.kpis: list[dict[str, Any]] = []
         self.escalations: list[dict[str, Any]] = []
+        self.dead_letters: list[dict[str, Any]] = []
+        self.health: dict[str, Any] = {}
         self.graph: dict[str, Any] = {"nodes": [], "edges": []}
         self._shape: object = None  # what the graph was drawn from
         self.ready = threading.Event()
@@ -92,6 +96,8 @@ class Feed:
                 "graph": self.graph,
                 "kpis": self.kpis,
                 "escalations": self.escalations,
+                "dead_letters": self.dead_letters,
+                "health": self.health,
             }
 
     def families(self) -> list[Family]:
@@ -203,6 +209,23 @@ class Feed:
             self._publish({"type": "kpis", "kpis": kpis})
         if waiting_changed:
             self._publish({"type": "escalations", "escalations": waiting})
+        self._operations()
+
+    def _operations(self) -> None:
+        """The newest dead letters and the mesh's health."""
+        try:
+            letters = dead_letters(self.cluster, self.codec)
+            status = health(self.cluster, self.codec, self.signers)
+        except MeshError as exc:
+            _log.warning("console: dead letters or health unreadable: %s", exc)
+            return
+        with self._lock:
+            letters_changed, health_changed = letters != self.dead_letters, status != self.health
+            self.dead_letters, self.health = letters, status
+        if letters_changed:
+            self._publish({"type": "dead_letters", "dead_letters": letters})
+        if health_changed:
+            self._publish({"type": "health", "health": status})
 
 
 def _offer(queue: asyncio.Queue[Event], event: Event) -> None:

@@ -3,7 +3,7 @@
 
 const role = document.querySelector('meta[name="mesh-role"]').content;
 const csrf = document.querySelector('meta[name="mesh-csrf"]').content;
-const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, kpis: [], escalations: [] };
+const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, kpis: [], escalations: [], dead_letters: [], health: {} };
 const sort = { key: "agent_id", up: true };
 let view = "fleet";
 let pending = false;
@@ -28,7 +28,8 @@ function apply(event) {
   switch (event.type) {
     case "snapshot":
       state.agents = new Map(event.agents.map((a) => [a.agent_id, a]));
-      Object.assign(state, { halts: event.halts, graph: event.graph, kpis: event.kpis, escalations: event.escalations });
+      Object.assign(state, { halts: event.halts, graph: event.graph, kpis: event.kpis, escalations: event.escalations,
+        dead_letters: event.dead_letters, health: event.health });
       break;
     case "agents":
       event.upsert.forEach((a) => state.agents.set(a.agent_id, a));
@@ -38,7 +39,10 @@ function apply(event) {
     case "halts": state.halts = event.halts; break;
     case "kpis": state.kpis = event.kpis; break;
     case "escalations": state.escalations = event.escalations; break;
+    case "dead_letters": state.dead_letters = event.dead_letters; break;
+    case "health": state.health = event.health; break;
   }
+  document.getElementById("dead-count").textContent = state.dead_letters.length;
   document.getElementById("halt-count").textContent = state.halts.length;
   document.getElementById("escalation-count").textContent = state.escalations.length;
   if (!pending) {  // at most one redraw per frame, however many changes arrive
@@ -52,7 +56,8 @@ function apply(event) {
 function render() {
   document.getElementById("halt-count").textContent = state.halts.length;
   document.getElementById("escalation-count").textContent = state.escalations.length;
-  ({ fleet: renderFleet, map: renderMap, halts: renderHalts, kpis: renderKpis, escalations: renderEscalations })[view]();
+  ({ fleet: renderFleet, map: renderMap, halts: renderHalts, kpis: renderKpis, escalations: renderEscalations,
+    dead: renderDead, health: renderHealth })[view]();
 }
 
 function cell(row, text, cls) {
@@ -187,6 +192,45 @@ function renderEscalations() {
     cell(row, e.request_id); cell(row, e.escalation ? "escalation" : `approval of ${e.tool}`);
     cell(row, e.agent_id); cell(row, e.arguments); cell(row, when(e.asked_at));
   }
+}
+
+function renderDead() {
+  const body = document.querySelector("#dead-table tbody");
+  body.replaceChildren();
+  for (const d of state.dead_letters) {
+    const row = body.insertRow();
+    row.dataset.dlq = d.dlq;
+    cell(row, when(d.detected_at)); cell(row, d.reason_code); cell(row, d.reason);
+    cell(row, d.source); cell(row, d.detected_by); cell(row, d.size);
+    row.onclick = () => {
+      const bytes = atob(d.original_base64 || "");
+      const hex = [...bytes].map((c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join(" ");
+      document.getElementById("dead-bytes").textContent = `${d.source}: ${bytes.length} bytes\n${hex}`;
+    };
+  }
+}
+
+function renderHealth() {
+  const h = state.health || {};
+  const holder = document.getElementById("health-body");
+  holder.replaceChildren();
+  const add = (title, rows) => {
+    const heading = document.createElement("h3");
+    heading.textContent = title;
+    const table = document.createElement("table");
+    for (const [k, v] of rows) {
+      const row = table.insertRow();
+      cell(row, k); cell(row, typeof v === "object" && v !== null ? JSON.stringify(v) : v);
+    }
+    holder.append(heading, table);
+  };
+  if (!h.broker) { holder.textContent = "reading the mesh's health ..."; return; }
+  add("Broker", [["up", h.broker.up], ["nodes", (h.broker.nodes || []).join(", ")], ["controller", h.broker.controller]]);
+  if (h.topics) add("Topics", [["present", `${h.topics.present} of ${h.topics.expected}`], ["missing", h.topics.missing.join(", ") || "none"]]);
+  if (h.schema_registry) add("Schema registry", [["subjects", h.schema_registry.subjects]]);
+  if (h.processors) add("Processors (offsets behind their inputs' ends)", Object.entries(h.processors).map(([name, p]) => [name,
+    p.error ? `error: ${p.error}` : p.offsets_behind === null ? "not running (never committed)" : `${p.offsets_behind} behind over ${p.partitions} partitions`]));
+  if (h.drill) add("Kill-switch drill", [[h.drill.healthy ? "healthy" : "UNHEALTHY", h.drill.summary]]);
 }
 
 // -- halting and resuming -----------------------------------------------------------------------

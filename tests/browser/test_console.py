@@ -17,11 +17,12 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mesh.adapters.keyfiles import mesh_key
+from mesh.domain.topics import inbox_topic
 from mesh.settings import Cluster, Settings
 from processors.audit import AuditProcessor
 from processors.runtime.engine import Engine
 from tests.conftest import free_port_pair
-from tests.integration.fleet import codec_for, running
+from tests.integration.fleet import Sent, codec_for, produce, running
 from tests.integration.test_cli import Spawned, run, spawn
 from tests.integration.test_metrics import scrape
 from tests.integration.test_sidecar import registry_processor
@@ -155,6 +156,19 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
     shot(page, "kpis")
     view(page, "escalations")
     shot(page, "escalations")
+
+    produce(settings, [Sent(inbox_topic("alpha").name, "k", b"\x00junk that is no message")])
+    view(page, "dead")  # alpha's sidecar dead-letters it; the page shows it with its bytes
+    expect(page.locator("#dead-table tbody tr").first).to_contain_text(
+        "mesh.inbox.alpha.v1", timeout=30_000
+    )
+    page.locator("#dead-table tbody tr").first.click()
+    expect(page.locator("#dead-bytes")).to_contain_text("00 6a 75 6e 6b")  # "\0junk"
+    shot(page, "dead-letters")
+    view(page, "health")
+    expect(page.locator("#health-body")).to_contain_text("registry", timeout=30_000)
+    expect(page.locator("#health-body")).to_contain_text("subjects")
+    shot(page, "health")
 
 
 def test_the_viewer_watches_but_cannot_halt(mesh_console: Console, browser: Browser) -> None:

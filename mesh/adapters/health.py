@@ -1,0 +1,125 @@
+"""The mesh's health and its recent dead letters, as the console shows them (one-shot reads).
+
+* :func:`dead_letters`: the newest records of ``mesh.dlq.v1`` across its partitions: what
+  was refused, why, from where, and the original bytes.
+* :func:`health`: the broker (its nodes, the mesh's topics), the schema registry (subjects),
+  each processor's consumer group (records behind the ends of its inputs, from committed
+  offsets) and the last scheduled drill.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from mesh.adapters.drills import read_drills
+from mesh.adapters.kafka.config import base_config
+from mesh.adapters.kafka.reading import newest_first, partitions_of, reader, watermarks
+from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.drills import CANARY, drill_health
+from mesh.domain.topics import DLQ, catalogue
+from mesh.errors import MeshError
+from mesh.settings import Cluster
+
+__all__ = ["PROCESSOR_GROUPS", "dead_letters", "health"]
+
+#: The processors `mesh up` runs, by the name their consumer group is made from.
+PROCESSOR_GROUPS = ("registry", "state", "audit", "killswitch", "kpis")
+
+
+def dead_letters(cluster: Cluster, codec: MessageCodec, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest ``limit`` dead letters, newest first."""
+    consumer = reader(cluster)
+    topic = cluster.topic(DLQ)
+    found: list[dict[str, Any]] = []
+    try:
+        for partition in partitions_of(consumer, topic):
+            for n, message in enumerate(newest_first(consumer, topic, partition)):
+                if n >= limit:
+                    break
+                found.append(_letter(codec, partition, message.offset() or 0, message.value()))
+    finally:
+        consumer.close()
+    found.sort(key=lambda d: d.get("detected_at") or 0, reverse=True)
+    return found[:limit]
+
+
+def _letter(
+    codec: MessageCodec, partition: int, offset: int, value: bytes | None
+) -> dict[str, Any]:
+    where = {"dlq": f"{partition}@{offset}"}
+    try:
+        record = codec.serde.decode(value or b"").record
+    except MeshError as exc:
+        return {**where, "reason_code": "unreadable", "reason": str(exc)}
+    original = bytes(record.get("original") or b"")
+    return {
+        **where,
+        "reason_code": record["reason_code"],
+        "reason": record["reason"],
+        "source": f"{record['source_topic']}[{record['source_partition']}]"
+        f"@{record['source_offset']}",
+        "detected_by": record.get("detected_by"),
+        "detected_at": record.get("detected_at"),
+        "size": len(original),
+        "original_base64": base64.b64encode(original).decode(),
+    }
+
+
+def health(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> dict[str, Any]:
+    """What is up, and how far behind: broker, topics, registry, processors, drill."""
+    admin = AdminClient(base_config(cluster))
+    try:
+        metadata = admin.list_topics(timeout=10)
+    except KafkaException as exc:
+        return {"broker": {"up": False, "error": str(exc)}}
+    names = {cluster.topic(spec.name) for spec in catalogue()}
+    topics = {n: len(t.partitions) for n, t in metadata.topics.items() if n in names}
+    last = read_drills(cluster, codec, signers).get(CANARY)
+    drill_ok, drill = drill_health(last, _now_ms())
+    return {
+        "broker": {
+            "up": True,
+            "nodes": sorted(f"{b.id} {b.host}:{b.port}" for b in metadata.brokers.values()),
+            "controller": metadata.controller_id,
+        },
+        "topics": {
+            "present": len(topics),
+            "expected": len(names),
+            "missing": sorted(names - set(topics)),
+        },
+        "schema_registry": {"subjects": len(codec.serde.registry.subjects())},
+        "processors": {name: _behind(cluster, admin, name) for name in PROCESSOR_GROUPS},
+        "drill": {"healthy": drill_ok, "summary": drill},
+    }
+
+
+def _behind(cluster: Cluster, admin: AdminClient, name: str) -> dict[str, Any]:
+    """The group's offsets behind the ends of what it committed on (None: never committed)."""
+    group = cluster.topic(f"mesh-{name}")
+    try:
+        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+        partitions = result[group].result().topic_partitions
+    except KafkaException as exc:
+        return {"error": str(exc)}
+    committed = [tp for tp in partitions if tp.offset >= 0]
+    if not committed:
+        return {"offsets_behind": None, "partitions": 0}
+    probe = reader(cluster)
+    try:
+        behind = sum(
+            max(0, watermarks(probe, TopicPartition(tp.topic, tp.partition))[1] - tp.offset)
+            for tp in committed
+        )
+    finally:
+        probe.close()
+    return {"offsets_behind": behind, "partitions": len(committed)}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
