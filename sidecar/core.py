@@ -31,10 +31,12 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from mesh.adapters import tracing
 from mesh.adapters.kafka.config import aiokafka_consumer_config, aiokafka_producer_config
 from mesh.adapters.keyfiles import load_or_create_key, trust_anchors
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
+from mesh.adapters.tracing import SpanKind
 from mesh.domain.agents import AgentState
 from mesh.domain.envelope import Envelope
 from mesh.domain.identity import AgentKey, PublicKeys
@@ -144,6 +146,7 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
         self._partitions: dict[str, int] = {}
         self._heartbeats = 0
         self.started = False
+        tracing.configure_from_env(f"agent-mesh-sidecar-{spec.agent_id}")
 
     @property
     def halt(self) -> dict[str, Any] | None:
@@ -237,6 +240,19 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
         """
         if body is None:
             body = message_body(text, data)
+        parent = self._traceparent_of(reply_to)
+        with tracing.span("send", SpanKind.PRODUCER, parent, {"mesh.sender": self.agent_id}):
+            return await self._send(to, body, capability, task_id, reply_to, subject)
+
+    async def _send(
+        self,
+        to: str | None,
+        body: Mapping[str, Any],
+        capability: str | None,
+        task_id: str | None,
+        reply_to: Cause,
+        subject: str,
+    ) -> str:
         cause = None
         try:
             self.check_may_act()
@@ -248,6 +264,7 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
             recipient = await self._route(policy, to, capability, task_id)
             self.check_certified(recipient)
             envelope = stamp(self.agent_id, recipient, task_id, cause)
+            envelope = envelope._replace(traceparent=tracing.traceparent_or(envelope.traceparent))
             policy.check_hops(envelope.hop_count)
             self.serde.validate(subject, body)
             policy.check_message(subject, body, "its policy")
@@ -303,7 +320,9 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
                     "deliver", exc, peer=delivery.envelope.sender, about=delivery.envelope
                 )
                 continue
-            return delivery
+            with tracing.span("receive", SpanKind.CONSUMER, delivery.envelope.traceparent,
+                              {"mesh.recipient": self.agent_id}):  # fmt: skip
+                return delivery
 
     def ack(self, message_id: str) -> bool:
         """The agent is done with the message (its offset may be committed)."""
@@ -332,9 +351,22 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
         name no cause serve this message's chain (the SDK wraps every handler in it)."""
         token = _serving.set(None if delivery is None else delivery.envelope)
         try:
-            yield
+            if delivery is None:
+                yield
+                return
+            envelope, name = delivery.envelope, f"handle {delivery.subject}"
+            attributes = {"mesh.agent": self.agent_id}
+            with tracing.span(name, SpanKind.INTERNAL, envelope.traceparent, attributes):
+                yield
         finally:
             _serving.reset(token)
+
+    def _traceparent_of(self, cause: Cause) -> str | None:
+        """The trace a send continues: the message it replies to (or is handling)."""
+        if isinstance(cause, Delivery):
+            return cause.envelope.traceparent
+        envelope = _serving.get() if cause is None else self.inbox.recent.get(cause)
+        return None if envelope is None else envelope.traceparent
 
     def _cause(self, cause: Cause) -> Envelope | None:
         """The delivered message some work serves: named (a Delivery or a recently delivered
