@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import heapq
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 from cli.common import cluster, console, parse_time, settings
 from mesh.adapters.audit.export import decoded_view, export_line, involves
-from mesh.adapters.audit.log import AuditLog, Claims, Window, verify_log
+from mesh.adapters.audit.log import AuditLog, Claims, Window, in_source_order, verify_log
 from mesh.adapters.audit.sources import audited_ends, check_sources
 from mesh.adapters.keyfiles import mesh_anchor
 from mesh.adapters.schemaregistry.factory import open_registry
@@ -221,7 +219,7 @@ def replay(
     try:
         codec = MessageCodec(session.serde, PublicKeys())
         shown = 0
-        for _, link in _in_source_order(session.log, window):
+        for _, link in in_source_order(session.log, window):
             view = decoded_view(link, codec)
             if involves(view, agent, task):
                 print(json.dumps(view, default=str))
@@ -237,18 +235,6 @@ def replay(
             err=True,
         )
         raise typer.Exit(1)
-
-
-def _in_source_order(log: AuditLog, window: Window) -> Iterator[tuple[int, Link]]:
-    def links(partition: int) -> Iterator[tuple[int, int, int, Link]]:
-        for entry in log.entries(partition, window):
-            if entry.link is not None:
-                link = entry.link
-                yield link.source_timestamp_ms, partition, link.sequence, link
-
-    merged = heapq.merge(*(links(p) for p in log.partitions()))
-    for _, partition, _, link in merged:
-        yield partition, link
 
 
 @app.command()

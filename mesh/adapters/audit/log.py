@@ -7,6 +7,7 @@ A time window selects audit records by their Kafka timestamp (when they were rec
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -22,7 +23,15 @@ from mesh.domain.topics import AUDIT, AUDIT_CHECKPOINTS, catalogue, config_confl
 from mesh.errors import KafkaUnavailableError, MeshError
 from mesh.settings import Cluster
 
-__all__ = ["ALL_TIME", "AuditLog", "Claims", "Window", "verify_log"]
+__all__ = [
+    "ALL_TIME",
+    "AuditLog",
+    "Claims",
+    "Window",
+    "in_source_order",
+    "verify_log",
+    "verify_one",
+]
 
 
 class Window(NamedTuple):
@@ -123,21 +132,40 @@ def verify_log(
 ) -> list[PartitionResult]:
     """Verify every audit partition in ``window`` (see :mod:`mesh.domain.audit.verify`);
     with ``claims``, also collect what each link read says about its source record."""
-    results = []
-    for partition in log.partitions():
-        checkpoints = log.checkpoints(partition)
-        entries = log.entries(partition, window)
-        results.append(
-            verify_partition(
-                partition,
-                entries if claims is None else _tap(entries, claims),
-                checkpoints,
-                public_key,
-                from_start=window.from_ms is None,
-                complete=window.to_ms is None,
-            )
-        )
-    return results
+    return [verify_one(log, p, window, public_key, claims) for p in log.partitions()]
+
+
+def verify_one(
+    log: AuditLog,
+    partition: int,
+    window: Window = ALL_TIME,
+    public_key: bytes | None = None,
+    claims: Claims | None = None,
+) -> PartitionResult:
+    """Verify one audit partition in ``window`` (a console shows them as they finish)."""
+    entries = log.entries(partition, window)
+    return verify_partition(
+        partition,
+        entries if claims is None else _tap(entries, claims),
+        log.checkpoints(partition),
+        public_key,
+        from_start=window.from_ms is None,
+        complete=window.to_ms is None,
+    )
+
+
+def in_source_order(log: AuditLog, window: Window) -> Iterator[tuple[int, Link]]:
+    """(audit partition, link) of every link in ``window``, merged in source-time order."""
+
+    def links(partition: int) -> Iterator[tuple[int, int, int, Link]]:
+        for entry in log.entries(partition, window):
+            if entry.link is not None:
+                link = entry.link
+                yield link.source_timestamp_ms, partition, link.sequence, link
+
+    merged = heapq.merge(*(links(p) for p in log.partitions()))
+    for _, partition, _, link in merged:
+        yield partition, link
 
 
 def _tap(entries: Iterator[Entry], claims: Claims) -> Iterator[Entry]:
