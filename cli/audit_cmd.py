@@ -219,7 +219,7 @@ def replay(
     try:
         codec = MessageCodec(session.serde, PublicKeys())
         shown = 0
-        for _, link in in_source_order(session.log, window):
+        for _, _, link in in_source_order(session.log, window):
             view = decoded_view(link, codec)
             if involves(view, agent, task):
                 print(json.dumps(view, default=str))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.common import cluster, console, settings
+from cli.views_cmd import task_as_of
 from console.serve import run_console, urls
 
 HOST = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default).")
@@ -21,4 +22,7 @@ def serve(host: str = HOST, port: int = PORT, link: bool = LINK, viewer: bool = 
         operator_url, viewer_url = urls(cluster(current), host, port)
         console.print(viewer_url if viewer else operator_url, soft_wrap=True)
         return
-    run_console(cluster(current), host, port, lambda line: console.print(line, soft_wrap=True))
+    run_console(
+        cluster(current), host, port, lambda line: console.print(line, soft_wrap=True),
+        lambda where, codec: lambda task_id, as_of: task_as_of(where, codec, task_id, as_of),
+    )  # fmt: skip

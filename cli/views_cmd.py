@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import time
 from enum import StrEnum
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -24,6 +25,7 @@ from mesh.domain.gates import PRODUCTION, certified_for_production
 from mesh.domain.identity import PublicKeys
 from mesh.domain.task_record import to_record as task_record
 from mesh.errors import UnknownTargetError
+from mesh.settings import Cluster
 from processors.state.rebuild import rebuild_task
 
 agents_app = typer.Typer(help="The live agent registry.")
@@ -132,6 +134,17 @@ def graph(fmt: GraphFormat = typer.Option(GraphFormat.json, "--format")) -> None
     print(render(dependency_graph(_agents()), fmt.value))
 
 
+def task_as_of(
+    where: Cluster, codec: MessageCodec, task_id: str, as_of_ms: int | None
+) -> tuple[dict[str, Any] | None, int]:
+    """A task's state as JSON, rebuilt from the log as of a time (None: now); and how many
+    of its records were refused (`mesh state show`, the console's task view)."""
+    agents = read_agents(where, codec.serde)
+    keys = read_keys(where, codec.serde, mesh_anchor(where.settings))
+    state, skipped = rebuild_task(where, codec, agents, keys, task_id, as_of_ms)
+    return (None if state is None else task_record(state)), skipped
+
+
 @state_app.command("show")
 def show_state(
     task_id: str,
@@ -142,12 +155,9 @@ def show_state(
     current = settings()
     where = cluster(current)
     registry = open_registry(current, where)
-    serde = Serde(registry)
     try:
-        agents = read_agents(where, serde)
-        keys = read_keys(where, serde, mesh_anchor(current))
-        codec = MessageCodec(serde, PublicKeys(), max_bytes=current.max_message_bytes)
-        state, skipped = rebuild_task(where, codec, agents, keys, task_id, as_of_ms)
+        codec = MessageCodec(Serde(registry), PublicKeys(), max_bytes=current.max_message_bytes)
+        state, skipped = task_as_of(where, codec, task_id, as_of_ms)
     finally:
         registry.close()
     if state is None:
@@ -156,7 +166,7 @@ def show_state(
             f"no events for task {task_id!r}" + (f" up to {as_of}" if as_of else "") + note
         )
         raise typer.Exit(1)
-    console.print_json(json.dumps(task_record(state)))
+    console.print_json(json.dumps(state))
     if skipped:
         console.print(f"({skipped} refused events skipped, as the processor refused them)")
 

@@ -5,6 +5,7 @@
 * ``GET /events``: server-sent events, the whole state first, then every change
   (:mod:`console.feed`).
 * ``GET /api/state``: the whole state as JSON; ``GET /metrics``: Prometheus metrics.
+* ``/api/audit/...`` and ``/api/tasks/{id}``: :mod:`console.records`.
 * ``POST /api/halt``, ``POST /api/resume``: ``{"scope": "agent"|"dependants"|"capability"|
   "fleet", "target": ..., "reason": ...}``, operator role and ``X-CSRF-Token`` required. The
   command is the one `mesh halt` sends, signed with this host's operator key, so the audit log
@@ -35,6 +36,7 @@ from starlette.routing import Route
 
 from console.auth import OPERATOR, Tokens, csrf_for
 from console.feed import Feed
+from console.records import Records, TaskLookup
 from mesh.adapters.commands import send_command
 from mesh.adapters.metrics import CONTENT_TYPE, exposition
 from mesh.domain.control import Action, Scope
@@ -65,7 +67,13 @@ def _static(name: str) -> bytes:
     return resources.files("console").joinpath("static", name).read_bytes()
 
 
-def build_app(cluster: Cluster, feed: Feed, tokens: Tokens, keepalive_s: float = 15.0) -> Starlette:
+def build_app(
+    cluster: Cluster,
+    feed: Feed,
+    tokens: Tokens,
+    keepalive_s: float = 15.0,
+    task_lookup: TaskLookup | None = None,
+) -> Starlette:
     def presented(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
         if auth.startswith("Bearer "):
@@ -158,7 +166,19 @@ def build_app(cluster: Cluster, feed: Feed, tokens: Tokens, keepalive_s: float =
 
         return handle
 
+    records = Records(cluster, feed.codec, task_lookup)
+
+    def reading(handler: Handler) -> Callable[[Request, str, str], Awaitable[Response]]:
+        async def call(request: Request, role: str, token: str) -> Response:
+            return await handler(request)
+
+        return call
+
     routes = [
+        Route("/api/audit/search", guarded(reading(records.search)), methods=["GET"]),
+        Route("/api/audit/verify", guarded(reading(records.verify)), methods=["GET"]),
+        Route("/api/audit/export", guarded(reading(records.export)), methods=["GET"]),
+        Route("/api/tasks/{task_id}", guarded(reading(records.task)), methods=["GET"]),
         Route("/", index, methods=["GET"]),
         Route("/events", guarded(events), methods=["GET"]),
         Route("/api/state", guarded(state), methods=["GET"]),

@@ -9,6 +9,7 @@ import uvicorn
 from console.app import build_app
 from console.auth import load_tokens
 from console.feed import Feed
+from console.records import TaskLookup
 from mesh.adapters.keyfiles import trust_anchors
 from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
@@ -26,14 +27,22 @@ def urls(cluster: Cluster, host: str, port: int) -> tuple[str, str]:
     return f"{base}?token={tokens.operator}", f"{base}?token={tokens.viewer}"
 
 
-def run_console(cluster: Cluster, host: str, port: int, say: Callable[[str], None]) -> None:
-    """Serve until Ctrl-C or SIGTERM."""
+def run_console(
+    cluster: Cluster,
+    host: str,
+    port: int,
+    say: Callable[[str], None],
+    tasks: Callable[[Cluster, MessageCodec], TaskLookup] | None = None,
+) -> None:
+    """Serve until Ctrl-C or SIGTERM. ``tasks`` makes the task view's lookup (the service
+    that starts the console gives it: the rebuild is the state processor's fold)."""
     registry = open_registry(cluster.settings, cluster)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
         feed = Feed(cluster, codec, trust_anchors(cluster.settings))
         tokens = load_tokens(cluster.settings.state_dir)
-        app = build_app(cluster, feed, tokens)
+        lookup = None if tasks is None else tasks(cluster, codec)
+        app = build_app(cluster, feed, tokens, task_lookup=lookup)
         operator, viewer = urls(cluster, host, port)
         say(f"console: serving on http://{host}:{port}/")
         say(f"console: operator {operator}")

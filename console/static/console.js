@@ -57,7 +57,7 @@ function render() {
   document.getElementById("halt-count").textContent = state.halts.length;
   document.getElementById("escalation-count").textContent = state.escalations.length;
   ({ fleet: renderFleet, map: renderMap, halts: renderHalts, kpis: renderKpis, escalations: renderEscalations,
-    dead: renderDead, health: renderHealth })[view]();
+    dead: renderDead, health: renderHealth, tasks: () => {}, audit: () => {} })[view]();
 }
 
 function cell(row, text, cls) {
@@ -232,6 +232,102 @@ function renderHealth() {
     p.error ? `error: ${p.error}` : p.offsets_behind === null ? "not running (never committed)" : `${p.offsets_behind} behind over ${p.partitions} partitions`]));
   if (h.drill) add("Kill-switch drill", [[h.drill.healthy ? "healthy" : "UNHEALTHY", h.drill.summary]]);
 }
+
+// -- tasks and the audit log (read on demand) -------------------------------------------------
+
+function what(r) {
+  const b = r.body || {};
+  return [r.subject, b.kind, b.action, b.key].filter(Boolean).join(" ");
+}
+
+async function searchAudit(params) {
+  const answer = await fetch(`/api/audit/search?${new URLSearchParams(params)}`);
+  return (await answer.json()).records || [];
+}
+
+let taskEvents = [];
+document.getElementById("task-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const task = new FormData(e.target).get("task").trim();
+  taskEvents = await searchAudit({ task });
+  const body = document.querySelector("#timeline-table tbody");
+  body.replaceChildren();
+  for (const r of taskEvents) {
+    const row = body.insertRow();
+    cell(row, when(r.at)); cell(row, r.audit); cell(row, what(r)); cell(row, r.sender);
+    cell(row, (r.body || {}).target || r.recipient); cell(row, (r.body || {}).summary);
+  }
+  const slider = document.getElementById("as-of");
+  document.getElementById("task-when").hidden = taskEvents.length === 0;
+  if (!taskEvents.length) { document.getElementById("task-body").textContent = `no records of task ${task}`; return; }
+  slider.min = taskEvents[0].at; slider.max = taskEvents[taskEvents.length - 1].at + 1000; slider.value = slider.max;
+  slider.dataset.task = task;
+  showTask();
+};
+
+async function showTask() {
+  const slider = document.getElementById("as-of");
+  document.getElementById("as-of-text").textContent = when(Number(slider.value));
+  const answer = await fetch(`/api/tasks/${encodeURIComponent(slider.dataset.task)}?as_of=${slider.value}`);
+  const holder = document.getElementById("task-body");
+  holder.replaceChildren();
+  if (!answer.ok) { holder.textContent = (await answer.json()).message; return; }
+  const t = (await answer.json()).task;
+  const table = document.createElement("table");
+  table.id = "task-state";
+  const rows = [["status", t.status], ["participants", (t.participants || []).join(", ")],
+    ["handoffs", (t.handoffs || []).map((h) => `${h.from_agent} → ${h.to_agent}`).join(", ")],
+    ["artifacts", (t.artifacts || []).join(", ")], ["version", t.version]];
+  for (const [k, v] of Object.entries(t.context || {})) rows.push([`context: ${k}`, `${v.value_json} (v${v.version}, ${v.written_by})`]);
+  for (const [k, v] of rows) { const row = table.insertRow(); cell(row, k); cell(row, v); }
+  holder.append(table);
+}
+document.getElementById("as-of").oninput = showTask;
+
+function auditParams() {
+  const form = new FormData(document.getElementById("audit-form"));
+  const params = {};
+  for (const name of ["agent", "task"]) if (form.get(name)) params[name] = form.get(name);
+  for (const name of ["from", "to"]) if (form.get(name)) params[name] = Date.parse(form.get(name) + "Z");
+  return params;
+}
+
+document.getElementById("audit-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const records = await searchAudit(auditParams());
+  const body = document.querySelector("#audit-table tbody");
+  body.replaceChildren();
+  for (const r of records) {
+    const row = body.insertRow();
+    cell(row, r.audit); cell(row, when(r.at)); cell(row, r.source); cell(row, what(r) || r.undecodable);
+    cell(row, r.sender); cell(row, r.task_id);
+  }
+  document.getElementById("export").href = `/api/audit/export?${new URLSearchParams(auditParams())}`;
+};
+
+document.getElementById("verify").onclick = async () => {
+  const out = document.getElementById("verify-progress");
+  out.textContent = "verifying ...\n";
+  const answer = await fetch(`/api/audit/verify?${new URLSearchParams(auditParams())}`);
+  const reader = answer.body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffered += decoder.decode(value, { stream: true });
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = JSON.parse(buffered.slice(0, newline));
+      buffered = buffered.slice(newline + 1);
+      out.textContent += line.done
+        ? `${line.ok ? "OK: every chain verifies" : "FAILED"} (${line.records} records)\n`
+        : line.error ? `error: ${line.error}\n`
+        : `partition ${line.partition + 1} of ${line.of}: ${line.records} records, ${line.ok ? "ok" : line.problem}\n`;
+    }
+  }
+};
+document.getElementById("export").href = "/api/audit/export";
 
 // -- halting and resuming -----------------------------------------------------------------------
 

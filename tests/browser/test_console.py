@@ -130,6 +130,27 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
         )
     shot(page, "fleet")
 
+    _api("alpha", settings, "POST", "/v1/tasks/t-refund/events", {"kind": "REQUESTED"})
+    _api("alpha", settings, "PUT", "/v1/tasks/t-refund/context/request", {"value": {"usd": 40}})
+    _api("alpha", settings, "POST", "/v1/tasks/t-refund/events",
+         {"kind": "HANDED_OFF", "target": "beta"})  # fmt: skip
+    view(page, "tasks")  # its timeline from the audit log, its context as of a time
+    page.fill("#task-form input[name=task]", "t-refund")
+    for _ in range(30):  # until the audit processor has recorded all three
+        page.click("#task-form button")
+        page.wait_for_timeout(500)
+        if page.locator("#timeline-table tbody tr").count() == 3:
+            break
+    expect(page.locator("#timeline-table tbody tr")).to_have_count(3)
+    expect(page.locator("#task-state")).to_contain_text("HANDED_OFF")
+    expect(page.locator("#task-state")).to_contain_text('{"usd":40}')
+    shot(page, "tasks")
+    page.eval_on_selector(
+        "#as-of", "s => { s.value = s.min; s.dispatchEvent(new Event('input')); }"
+    )
+    expect(page.locator("#task-state")).to_contain_text("REQUESTED")
+
+    view(page, "fleet")
     halted = run(["halt", "alpha", "--reason", "from the cli", "--wait"], settings)
     assert halted.returncode == 0, halted.stdout + halted.stderr
     expect(page.locator("tr[data-agent=alpha] td.status")).to_have_text("HALTED", timeout=20_000)
@@ -148,6 +169,19 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
     assert refused.status_code == 409 and refused.json()["error"] == "halted", refused.text
     commands = _audited("beta", "clicked in the console", settings)  # the audit log has it
     assert '"requested_by": "operator:' in json.dumps(commands[0])
+
+    view(page, "audit")  # search, verify with progress, export
+    page.fill("#audit-form input[name=agent]", "beta")
+    page.click("#audit-form button[value=search]")
+    expect(page.locator("#audit-table tbody")).to_contain_text("ControlCommand HALToperator:root")
+    page.click("#verify")
+    expect(page.locator("#verify-progress")).to_contain_text("OK: every chain verifies",
+                                                             timeout=30_000)  # fmt: skip
+    shot(page, "audit")
+    exported = httpx.get(f"{mesh_console.base}/api/audit/export?agent=beta",
+                         headers={"authorization": f"Bearer {mesh_console.viewer}"})  # fmt: skip
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert lines and all("record_hash" in line and "original_b64" in line for line in lines)
 
     view(page, "map")
     page.wait_for_timeout(500)
@@ -187,6 +221,15 @@ def _audited(agent: str, text: str, settings: Settings) -> list[dict[str, object
             assert found, f"no audit record of {agent} with {text!r}:\n{audit.stdout[-2000:]}"
             return found
         time.sleep(0.5)
+
+
+def _api(agent: str, settings: Settings, method: str, path: str, body: object) -> None:
+    connection = json.loads((settings.state_dir / "sidecars" / f"{agent}.json").read_text())
+    answer = httpx.request(
+        method, f"{connection['url']}{path}", json=body,
+        headers={"authorization": f"Bearer {connection['token']}"},
+    )  # fmt: skip
+    assert answer.status_code < 300, answer.text
 
 
 def _send_as(agent: str, settings: Settings) -> httpx.Response:

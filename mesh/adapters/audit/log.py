@@ -154,18 +154,19 @@ def verify_one(
     )
 
 
-def in_source_order(log: AuditLog, window: Window) -> Iterator[tuple[int, Link]]:
-    """(audit partition, link) of every link in ``window``, merged in source-time order."""
+def in_source_order(log: AuditLog, window: Window) -> Iterator[tuple[int, int, Link]]:
+    """(audit partition, audit offset, link) of every link in ``window``, merged in
+    source-time order."""
 
-    def links(partition: int) -> Iterator[tuple[int, int, int, Link]]:
+    def links(partition: int) -> Iterator[tuple[int, int, int, int, Link]]:
         for entry in log.entries(partition, window):
             if entry.link is not None:
                 link = entry.link
-                yield link.source_timestamp_ms, partition, link.sequence, link
+                yield link.source_timestamp_ms, partition, link.sequence, entry.offset, link
 
     merged = heapq.merge(*(links(p) for p in log.partitions()))
-    for _, partition, _, link in merged:
-        yield partition, link
+    for _, partition, _, offset, link in merged:
+        yield partition, offset, link
 
 
 def _tap(entries: Iterator[Entry], claims: Claims) -> Iterator[Entry]:
