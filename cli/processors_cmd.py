@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cli.common import cluster, console, settings
+from mesh.adapters import tracing
 from mesh.adapters.schemaregistry.factory import open_registry
 from processors.killswitch import load_policy
 from processors.runtime.engine import EngineConfig
@@ -50,6 +51,7 @@ def run(
 ) -> None:
     """Run processors until SIGINT/SIGTERM; each commits exactly once per interval."""
     current = settings()
+    tracing.configure_from_env("agent-mesh-processors")
     limits = load_policy(policy)
     where = cluster(current)
     registry = open_registry(current, where)

@@ -121,6 +121,11 @@ class Event:
         return self._message
 
     @property
+    def decoded(self) -> OpenedMessage | None:
+        """The message, if the processor decoded it (None: it never looked inside)."""
+        return self._message
+
+    @property
     def envelope(self) -> Envelope:
         return self.message.envelope
 

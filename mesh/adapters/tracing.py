@@ -4,7 +4,8 @@ Every message's envelope carries a W3C ``traceparent``. The sidecar makes each h
 ``send`` (a producer span; the message's ``traceparent`` is this span, so the receiver's spans
 are its children), ``receive`` (a consumer span, child of the message's span) and ``handle``
 (the agent's code working on a delivered message: whatever it sends from there is a child of
-it). A task that goes from agent to agent is therefore one trace.
+it); a processor that decodes a message records ``process <name>``, a child of the message's
+span. A task that goes from agent to agent is therefore one trace.
 
 Spans are exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set (:func:`configure_from_env`, service name from
@@ -24,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["SpanKind", "configure_from_env", "span", "traceparent_or"]
+__all__ = ["SpanKind", "configure_from_env", "record_span", "span", "traceparent_or"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACER = "agent-mesh"
@@ -73,6 +74,23 @@ def span(
         name, context=ctx, kind=kind, attributes=dict(attributes or {})
     ) as current:
         yield current
+
+
+def record_span(
+    name: str,
+    kind: SpanKind,
+    parent: str,
+    start_ns: int,
+    attributes: Mapping[str, str | int] | None = None,
+) -> None:
+    """A span that began at ``start_ns`` and ends now, child of the ``parent`` traceparent
+    (a processor's work on a record it decoded anyway: nothing is decoded for tracing)."""
+    ctx = _PROPAGATOR.extract({"traceparent": parent})
+    tracer = trace.get_tracer(_TRACER)
+    done = tracer.start_span(
+        name, context=ctx, kind=kind, attributes=dict(attributes or {}), start_time=start_ns
+    )
+    done.end()
 
 
 def traceparent_or(fallback: str | None) -> str | None:

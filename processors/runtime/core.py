@@ -20,12 +20,14 @@ this makes a replay after a lost commit harmless too.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic
 
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
+from mesh.adapters.tracing import SpanKind, record_span
 from mesh.domain.deadletter import SourceCoordinates, dead_letter_value
 from mesh.domain.topics import DLQ
 from mesh.errors import (
@@ -121,6 +123,7 @@ class Core(Generic[S]):
         self.store.partitions.setdefault(record.partition, {})
         event = self.event(record)
         context = EventContext(self, record, now_ms, self.tables.view())
+        started_ns = time.time_ns()
         try:
             try:
                 self.processor.process(event, context)
@@ -130,7 +133,15 @@ class Core(Generic[S]):
                 self.processor.process(event, context)
         except REFUSALS as exc:
             return [self._dead_letter(record, exc)]
+        self._traced(event, started_ns)
         return context.outputs
+
+    def _traced(self, event: Event, started_ns: int) -> None:
+        """A span for the work on a message the processor decoded (its trace continues)."""
+        opened = event.decoded
+        if opened is not None and opened.envelope.traceparent:
+            name = f"process {self.processor.name}"
+            record_span(name, SpanKind.CONSUMER, opened.envelope.traceparent, started_ns)
 
     def punctuate(self, now_ms: int) -> list[OutRecord]:
         context = TickContext(self, now_ms)

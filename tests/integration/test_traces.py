@@ -1,9 +1,12 @@
 """Issue 11, traces: a two-hop exchange through two sidecars (a message, then the reply sent
 while handling it) is one connected OpenTelemetry trace: send, receive, handle, send,
-receive, each the child of the one before (the SDK's in-memory exporter collects them)."""
+receive, each the child of the one before, and the state processor's work on the message a
+child of its send (the SDK's in-memory exporter collects them)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,3 +61,11 @@ async def test_a_message_and_its_reply_are_one_connected_trace(mesh: Mesh) -> No
     assert receives[1].parent.span_id == sends[1].context.span_id
     assert question.envelope.traceparent is not None
     assert f"{sends[0].context.span_id:016x}" in question.envelope.traceparent
+    deadline = time.monotonic() + 45  # the state processor's work on the message: a child too
+    while not (processed := [s for s in EXPORTED.get_finished_spans()
+                             if s.name == "process state"
+                             and s.parent is not None
+                             and s.parent.span_id == sends[0].context.span_id]):  # fmt: skip
+        assert time.monotonic() < deadline, "no processor span in the trace"
+        await asyncio.sleep(0.1)
+    assert processed[0].context.trace_id == sends[0].context.trace_id
