@@ -2,8 +2,9 @@
 
 * ``GET /``: the page (one HTML file, vanilla JavaScript, the vendored cytoscape.js and
   uPlot); ``/?token=...`` logs in (an HttpOnly, SameSite=Strict cookie) and redirects.
-* ``GET /events``: server-sent events, the whole state first, then every change
-  (:mod:`console.feed`).
+* ``GET /events?q=WORDS&limit=N``: server-sent events, the whole state first, then every
+  change (:mod:`console.feed`); the agents only those matching ``q``, at most ``limit`` (500)
+  in the first snapshot: the fleet view filters on the server.
 * ``GET /api/state``: the whole state as JSON; ``GET /metrics``: Prometheus metrics.
 * ``/api/audit/...`` and ``/api/tasks/{id}``: :mod:`console.records`.
 * ``POST /api/halt``, ``POST /api/resume``: ``{"scope": "agent"|"dependants"|"capability"|
@@ -35,7 +36,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from console.auth import OPERATOR, Tokens, csrf_for
-from console.feed import Feed
+from console.feed import Feed, Filter
 from console.records import Records, TaskLookup
 from mesh.adapters.commands import send_command
 from mesh.adapters.metrics import CONTENT_TYPE, exposition
@@ -119,11 +120,16 @@ def build_app(
         return JSONResponse({**feed.snapshot(), "role": role})
 
     async def events(request: Request, role: str, token: str) -> Response:
-        queue = feed.subscribe()
+        try:
+            limit = int(request.query_params.get("limit", 500))
+        except ValueError:
+            return _error(400, "bad_request", "limit is a count")
+        wanted = Filter.parse(request.query_params.get("q"), limit)
+        queue = feed.subscribe(wanted)
 
         async def stream() -> AsyncIterator[bytes]:
             try:
-                yield _sse({**feed.snapshot(), "role": role})
+                yield _sse({**feed.snapshot(wanted), "role": role, "q": " ".join(wanted.words)})
                 while True:
                     try:
                         event = await asyncio.wait_for(queue.get(), keepalive_s)

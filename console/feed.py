@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from mesh.adapters.approvals import read_approvals
@@ -36,7 +37,7 @@ from mesh.domain.kpis import FLEET, figures
 from mesh.errors import MeshError
 from mesh.settings import Cluster
 
-__all__ = ["Feed"]
+__all__ = ["Feed", "Filter"]
 
 Event = dict[str, Any]
 _log = logging.getLogger("mesh.console")
@@ -62,7 +63,7 @@ class Feed:
         self.graph: dict[str, Any] = {"nodes": [], "edges": []}
         self._shape: object = None  # what the graph was drawn from
         self.ready = threading.Event()
-        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._subscribers: dict[asyncio.Queue[Event], Filter] = {}
         self.published = 0  # events handed to pages
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -79,19 +80,28 @@ class Feed:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def subscribe(self) -> asyncio.Queue[Event]:
+    def subscribe(self, wanted: Filter | None = None) -> asyncio.Queue[Event]:
+        """A queue of the changes; agents only those ``wanted`` matches (server-side filter:
+        a page over 10,000 agents gets the ones it asked for)."""
         queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=200)
-        self._subscribers.add(queue)
+        self._subscribers[queue] = wanted or Filter()
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
-        self._subscribers.discard(queue)
+        self._subscribers.pop(queue, None)
 
-    def snapshot(self) -> Event:
+    def snapshot(self, wanted: Filter | None = None) -> Event:
+        wanted = wanted or Filter()
         with self._lock:
+            matching = sorted(
+                (a for a in self.agents.values() if wanted.matches(a)),
+                key=lambda a: a["agent_id"],
+            )
             return {
                 "type": "snapshot",
-                "agents": sorted(self.agents.values(), key=lambda a: a["agent_id"]),
+                "agents": matching[: wanted.limit],
+                "matching": len(matching),
+                "total": len(self.agents),
                 "halts": self.halts,
                 "graph": self.graph,
                 "kpis": self.kpis,
@@ -123,8 +133,13 @@ class Feed:
         if loop is None:
             return
         self.published += 1
-        for queue in list(self._subscribers):
-            loop.call_soon_threadsafe(_offer, queue, event)
+        for queue, wanted in list(self._subscribers.items()):
+            sent = event
+            if event["type"] == "agents" and wanted.words:
+                sent = {**event, "upsert": [a for a in event["upsert"] if wanted.matches(a)]}
+                if not sent["upsert"] and not sent["remove"]:
+                    continue
+            loop.call_soon_threadsafe(_offer, queue, sent)
 
     # -- the thread --------------------------------------------------------------------------
 
@@ -177,7 +192,8 @@ class Feed:
         if halts_changed:  # first: what an operator waits for
             self._publish({"type": "halts", "halts": in_force})
         if changed or gone:
-            self._publish({"type": "agents", "upsert": changed, "remove": gone})
+            self._publish({"type": "agents", "upsert": changed, "remove": gone,
+                           "total": len(fresh)})  # fmt: skip
         if graph_changed:
             self._publish({"type": "graph", "graph": self.graph})
 
@@ -226,6 +242,28 @@ class Feed:
             self._publish({"type": "dead_letters", "dead_letters": letters})
         if health_changed:
             self._publish({"type": "health", "health": status})
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which agents a page asked for: every word must occur in the agent's row (id, status,
+    owner, version, environment, certification, skills); at most ``limit`` in a snapshot."""
+
+    words: tuple[str, ...] = ()
+    limit: int = 500
+
+    @classmethod
+    def parse(cls, text: str | None, limit: int = 500) -> Filter:
+        return cls(tuple((text or "").lower().split()), max(1, min(limit, 10_000)))
+
+    def matches(self, agent: Mapping[str, Any]) -> bool:
+        if not self.words:
+            return True
+        text = " ".join(
+            str(agent.get(k) or "") for k in
+            ("agent_id", "status", "owner", "version", "environment", "certified")
+        ).lower() + " " + " ".join(agent.get("skills") or ()).lower()  # fmt: skip
+        return all(word in text for word in self.words)
 
 
 def _offer(queue: asyncio.Queue[Event], event: Event) -> None:

@@ -16,9 +16,14 @@ document.getElementById("who").textContent = role === "operator" ? "operator" : 
 
 // -- the stream -------------------------------------------------------------------------------
 
+let source = null;
+let totals = { matching: 0, total: 0 };
+
 function connect() {
   const live = document.getElementById("live");
-  const source = new EventSource("/events");
+  if (source) source.close();
+  const q = document.getElementById("filter").value.trim();
+  source = new EventSource(`/events?${new URLSearchParams({ q, limit: 2000 })}`);  // filtered on the server
   source.onopen = () => { live.textContent = "live"; live.className = "up"; };
   source.onerror = () => { live.textContent = "reconnecting"; live.className = "down"; };
   source.onmessage = (message) => apply(JSON.parse(message.data));
@@ -28,12 +33,15 @@ function apply(event) {
   switch (event.type) {
     case "snapshot":
       state.agents = new Map(event.agents.map((a) => [a.agent_id, a]));
+      totals = { matching: event.matching, total: event.total };
       Object.assign(state, { halts: event.halts, graph: event.graph, kpis: event.kpis, escalations: event.escalations,
         dead_letters: event.dead_letters, health: event.health });
       break;
     case "agents":
       event.upsert.forEach((a) => state.agents.set(a.agent_id, a));
       event.remove.forEach((id) => state.agents.delete(id));
+      totals.total = event.total;
+      totals.matching = Math.max(totals.matching, state.agents.size);
       break;
     case "graph": state.graph = event.graph; break;
     case "halts": state.halts = event.halts; break;
@@ -101,9 +109,10 @@ function renderFleet() {
       actions.append(button);
     }
   }
-  document.getElementById("fleet-count").textContent = total > SHOWN
-    ? `${SHOWN} shown of ${total} matching, of ${state.agents.size} agents (filter or sort to see others)`
-    : `${total} of ${state.agents.size} agents`;
+  const matching = Math.max(total, totals.matching);
+  document.getElementById("fleet-count").textContent = total > SHOWN || matching > total
+    ? `${Math.min(total, SHOWN)} shown of ${matching} matching, of ${totals.total} agents (filter or sort to see others)`
+    : `${total} of ${totals.total} agents`;
 }
 
 function renderHalts() {
@@ -380,6 +389,11 @@ document.querySelectorAll("#fleet-table th[data-key]").forEach((th) => {
     renderFleet();
   };
 });
-document.getElementById("filter").oninput = renderFleet;
+let refilter = null;
+document.getElementById("filter").oninput = () => {
+  renderFleet();  // at once from what the page holds, then from the server
+  clearTimeout(refilter);
+  refilter = setTimeout(connect, 300);
+};
 
 connect();

@@ -117,6 +117,11 @@ def test_every_route_needs_a_token_and_only_an_operator_halts(mesh_console: Cons
             break
         time.sleep(0.5)
     assert live == 2 and found["mesh_console_halts_in_force"][()] == 0
+    with httpx.stream("GET", f"{base}/events?q=review", headers=viewer, timeout=10) as stream:
+        first = next(line for line in stream.iter_lines() if line.startswith("data: "))
+    snapshot = json.loads(first.removeprefix("data: "))  # filtered on the server
+    assert [a["agent_id"] for a in snapshot["agents"]] == ["beta"]
+    assert (snapshot["matching"], snapshot["total"]) == (1, 2)
 
 
 def test_the_console_watches_and_steers_the_fleet_in_chromium(
