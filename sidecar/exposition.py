@@ -19,7 +19,17 @@ def sidecar_families(sidecar: Sidecar) -> list[Family]:
     def one(name: str, kind: str, help: str, value: float) -> Family:
         return Family(name, kind, help, ("agent",), [(agent, float(value))])
 
+    def by(name: str, help: str, label: str, counts: dict[str, int]) -> Family:
+        samples: list[tuple[tuple[str, ...], float]] = [
+            ((sidecar.agent_id, k), float(v)) for k, v in sorted(counts.items())
+        ]
+        return Family(name, "counter", help, ("agent", label), samples)
+
     return [
+        by("mesh_sidecar_refused_by_rule", "Refusals by the rule that refused.", "rule",
+           c.refused_by_rule),
+        by("mesh_sidecar_dead_lettered_by_reason", "Incoming records dead-lettered, by reason.",
+           "reason", c.dead_lettered_by_reason),
         one("mesh_sidecar_messages_sent", "counter", "Messages written.", c.sent),
         one("mesh_sidecar_messages_received", "counter", "Messages delivered.", c.received),
         one("mesh_sidecar_refused", "counter", "Sends, calls and deliveries refused.", c.refused),

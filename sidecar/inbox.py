@@ -75,6 +75,8 @@ class Counters:
     apply_failures: int = 0  # halt changes whose acknowledgement could not be produced
     commit_failures: int = 0  # inbox commits that failed on stop (those records redeliver)
     halt_latencies_ms: list[float] = field(default_factory=list)
+    refused_by_rule: dict[str, int] = field(default_factory=dict)  # the policy's rule -> count
+    dead_lettered_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class Recent:
@@ -143,6 +145,8 @@ class Inbox:
             source = SourceCoordinates(at.topic, at.partition, offset, key)
             await self.outbox.write(self.outbox.dead_letter(exc, value, source, self.detected_by))
             self.counters.dead_lettered += 1  # counted once written (a stop mid-write redelivers)
+            reasons = self.counters.dead_lettered_by_reason
+            reasons[exc.code] = reasons.get(exc.code, 0) + 1
             self._handled(at, offset)
             return
         if opened.envelope.message_id in self.recent:

@@ -226,6 +226,7 @@ class Reports:
         """Report a refusal: the rule, and the operator policy in force when it was refused."""
         self.counters.refused += 1
         rule = getattr(exc, "rule", exc.code)
+        self.counters.refused_by_rule[rule] = self.counters.refused_by_rule.get(rule, 0) + 1
         detail = f"{rule}: {exc}"
         in_force = self.plane.operator_policy
         if in_force is not None:

@@ -109,6 +109,7 @@ class Core(Generic[S]):
         #: partition beyond it breaks co-partitioning (checked, never silently mis-stored).
         self.store_partitions: int | None = None
         self.dead_letters = 0
+        self.dead_letters_by_reason: dict[str, int] = {}
         self.replay_refusals = 0
         #: TABLE keys changed since the last flush: (partition, key) -> (state, source).
         self.dirty: dict[tuple[int, str], tuple[S | None, bytes | None]] = {}
@@ -272,6 +273,7 @@ class Core(Generic[S]):
             self.serde, error, record.value or b"", self.detected_by, coordinates
         )
         self.dead_letters += 1
+        self.dead_letters_by_reason[error.code] = self.dead_letters_by_reason.get(error.code, 0) + 1
         return OutRecord(self.topic(DLQ), record.key, value)
 
 

@@ -20,7 +20,14 @@ def processor_families(engines: Sequence[Engine], restarts: Mapping[str, int]) -
         ]
         return Family(name, kind, help, ("processor",), samples)
 
+    dead = Family(
+        "mesh_processor_dead_letters", "counter", "Records dead-lettered, by reason.",
+        ("processor", "reason"),
+        [((e.job.name, reason), float(n))
+         for e in engines for reason, n in sorted(e.job.dead_letters_by_reason.items())],
+    )  # fmt: skip
     return [
+        dead,
         family("mesh_processor_records_in", "counter", "Input records handled.",
                lambda e: e.metrics.records_in),
         family("mesh_processor_records_out", "counter", "Records produced (state included).",

@@ -5,12 +5,14 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import uvicorn
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.adapters.kafka.admin import TopicAdmin
 from mesh.adapters.kafka.config import consumer_config, producer_config
@@ -123,3 +125,19 @@ def _compatibility_and_config(client: SchemaRegistryClient) -> None:
         client.register_schema("hb", Schema(json.dumps(breaking), "AVRO"))
     assert caught.value.http_status_code == 409
     assert client.get_latest_version("hb").version == 1
+
+
+def test_the_registry_api_serves_prometheus_metrics(served: tuple[str, KafkaRegistry]) -> None:
+    url, _ = served
+    registered = httpx.post(f"{url}/subjects/metrics-value/versions",
+                            json={"schema": '"string"'})  # fmt: skip
+    assert registered.status_code == 200, registered.text
+    assert httpx.get(f"{url}/subjects/nope/versions").status_code == 404
+    families = {
+        s.name: s
+        for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+        for s in f.samples
+        if s.name != "mesh_registry_requests_total" or s.labels["status"] == "404"
+    }
+    assert families["mesh_registry_subjects"].value >= 1
+    assert families["mesh_registry_requests_total"].labels == {"method": "GET", "status": "404"}

@@ -14,10 +14,13 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mesh.adapters.metrics import CONTENT_TYPE, Family, exposition
 from mesh.adapters.schemaregistry.core import RegisteredSchema
 from mesh.adapters.schemaregistry.port import SchemaRegistry
 from mesh.errors import ConfigError, InvalidSchemaError, MeshError, SchemaRegistryError
@@ -49,8 +52,16 @@ def registry_app(registry: SchemaRegistry) -> Starlette:
         Route("/config", api.put_config, methods=["PUT"]),
         Route("/config/{subject}", api.get_config, methods=["GET"]),
         Route("/config/{subject}", api.put_config, methods=["PUT"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+
+    async def count(request: Request, call_next: Handler) -> Response:
+        response = await call_next(request)
+        key = (request.method, str(response.status_code))
+        api.requests[key] = api.requests.get(key, 0) + 1
+        return response
+
+    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=count)])
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -75,6 +86,21 @@ class _Api:
 
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
+        self.requests: dict[tuple[str, str], int] = {}  # (method, status) -> count
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus metrics: requests by method and status, subjects registered."""
+        subjects = float(len(await run_in_threadpool(self.registry.subjects)))
+        requests = Family(
+            "mesh_registry_requests", "counter", "REST requests served, by method and status.",
+            ("method", "status"), [(k, float(v)) for k, v in sorted(self.requests.items())],
+        )  # fmt: skip
+        families = [
+            requests,
+            Family("mesh_registry_subjects", "gauge", "Subjects registered.", (),
+                   [((), subjects)]),
+        ]  # fmt: skip
+        return Response(exposition(lambda: families), media_type=CONTENT_TYPE)
 
     async def _run(self, call: Callable[[], Any]) -> Response:
         try:
