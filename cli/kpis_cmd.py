@@ -46,7 +46,7 @@ _COLUMNS = (
 def kpis(
     workflow: str | None = typer.Option(None, "--workflow", help="Only this workflow."),
     agent: str | None = typer.Option(None, "--agent", help="Only this agent."),
-    window: str = typer.Option("all", "--window", help="1h, 1d or all."),
+    window: str = typer.Option("all", "--window", help="5m, 1h, 1d or all."),
     fmt: Format = typer.Option(Format.table, "--format", help="table, json or csv."),
     from_audit: bool = typer.Option(
         False,
@@ -60,7 +60,9 @@ def kpis(
 ) -> None:
     """The KPIs of the fleet, each workflow and each agent, over a window."""
     if window not in WINDOWS:
-        raise typer.BadParameter(f"{window!r} is not one of 1h, 1d, all", param_hint="--window")
+        raise typer.BadParameter(
+            f"{window!r} is not one of {', '.join(WINDOWS)}", param_hint="--window"
+        )
     baselines = baselines_of(workflows)
     with reading(settings()) as (where, codec):
         view: KpiView = (

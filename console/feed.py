@@ -33,7 +33,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState
 from mesh.domain.dependencies import capabilities, dependency_graph, render
 from mesh.domain.gates import PRODUCTION, certified_for_production
-from mesh.domain.kpis import FLEET, figures
+from mesh.domain.kpis import FLEET, KpiView, Totals, figures
 from mesh.errors import MeshError
 from mesh.settings import Cluster
 
@@ -59,6 +59,7 @@ class Feed:
         self.kpis: list[dict[str, Any]] = []
         self.escalations: list[dict[str, Any]] = []
         self.dead_letters: list[dict[str, Any]] = []
+        self.activity: dict[str, dict[str, float]] = {}  # agent -> spend, messages, errors
         self.health: dict[str, Any] = {}
         self.graph: dict[str, Any] = {"nodes": [], "edges": []}
         self._shape: object = None  # what the graph was drawn from
@@ -107,6 +108,7 @@ class Feed:
                 "kpis": self.kpis,
                 "escalations": self.escalations,
                 "dead_letters": self.dead_letters,
+                "activity": self.activity,
                 "health": self.health,
             }
 
@@ -213,6 +215,7 @@ class Feed:
             for w in ("1h", "all")
         ]
         kpis.append({"scope": FLEET, "window": "buckets", "series": _series(view, now_ms)})
+        activity = _activity(view, now_ms)
         waiting = [
             {"request_id": r.request_id, "agent_id": r.agent_id, "escalation": r.is_escalation,
              "tool": r.tool, "arguments": r.arguments_json, "asked_at": r.requested_at_ms}
@@ -220,9 +223,12 @@ class Feed:
         ]  # fmt: skip
         with self._lock:
             kpis_changed, waiting_changed = kpis != self.kpis, waiting != self.escalations
-            self.kpis, self.escalations = kpis, waiting
+            activity_changed = activity != self.activity
+            self.kpis, self.escalations, self.activity = kpis, waiting, activity
         if kpis_changed:
             self._publish({"type": "kpis", "kpis": kpis})
+        if activity_changed:
+            self._publish({"type": "activity", "activity": activity})
         if waiting_changed:
             self._publish({"type": "escalations", "escalations": waiting})
         self._operations()
@@ -324,6 +330,24 @@ def _graph(
         view = views.get(node["id"])
         node["halted"] = bool(view and view["halted_by"])
     return graph
+
+
+def _activity(view: KpiView, now_ms: int) -> dict[str, dict[str, float]]:
+    """Per agent with any: spend over the last five minutes (one bucket, so up to ten) and
+    the last hour, messages out and in and errors over the last hour (mesh.kpis.v1)."""
+    found = {}
+    for scope in view.scopes():
+        if not scope.startswith("agent:"):
+            continue
+        hour, recent = view.window(scope, "1h", now_ms), view.window(scope, "5m", now_ms)
+        if hour == Totals():
+            continue
+        found[scope.removeprefix("agent:")] = {
+            "spend_5m": round(recent.cost_usd, 6), "spend_1h": round(hour.cost_usd, 6),
+            "sent_1h": hour.messages_sent, "received_1h": hour.messages_received,
+            "errors_1h": hour.errors,
+        }  # fmt: skip
+    return found
 
 
 def _series(view: Any, now_ms: int) -> dict[str, list[float]]:

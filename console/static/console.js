@@ -3,7 +3,7 @@
 
 const role = document.querySelector('meta[name="mesh-role"]').content;
 const csrf = document.querySelector('meta[name="mesh-csrf"]').content;
-const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, kpis: [], escalations: [], dead_letters: [], health: {} };
+const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, kpis: [], escalations: [], dead_letters: [], health: {}, activity: {} };
 const sort = { key: "agent_id", up: true };
 let view = "fleet";
 let pending = false;
@@ -35,7 +35,7 @@ function apply(event) {
       state.agents = new Map(event.agents.map((a) => [a.agent_id, a]));
       totals = { matching: event.matching, total: event.total };
       Object.assign(state, { halts: event.halts, graph: event.graph, kpis: event.kpis, escalations: event.escalations,
-        dead_letters: event.dead_letters, health: event.health });
+        dead_letters: event.dead_letters, health: event.health, activity: event.activity || {} });
       break;
     case "agents":
       event.upsert.forEach((a) => state.agents.set(a.agent_id, a));
@@ -49,6 +49,7 @@ function apply(event) {
     case "escalations": state.escalations = event.escalations; break;
     case "dead_letters": state.dead_letters = event.dead_letters; break;
     case "health": state.health = event.health; break;
+    case "activity": state.activity = event.activity; break;
   }
   document.getElementById("dead-count").textContent = state.dead_letters.length;
   document.getElementById("halt-count").textContent = state.halts.length;
@@ -79,7 +80,8 @@ function when(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").sli
 
 function renderFleet() {
   const words = document.getElementById("filter").value.toLowerCase().split(/\s+/).filter(Boolean);
-  let rows = [...state.agents.values()].filter((a) => {
+  const none = { spend_5m: 0, spend_1h: 0, sent_1h: 0, received_1h: 0, errors_1h: 0 };
+  let rows = [...state.agents.values()].map((a) => ({ ...none, ...a, ...(state.activity[a.agent_id] || {}) })).filter((a) => {
     const text = [a.agent_id, a.status, a.owner, a.version, a.environment, a.certified, ...a.skills].join(" ").toLowerCase();
     return words.every((w) => text.includes(w));
   });
@@ -98,7 +100,9 @@ function renderFleet() {
     const status = cell(row, a.status, "status status-" + a.status);
     if (a.halted_by) status.title = a.halted_by;
     cell(row, a.owner); cell(row, a.version); cell(row, a.environment); cell(row, a.certified);
-    cell(row, when(a.last_heartbeat)); cell(row, a.instances); cell(row, a.skills.join(", "));
+    cell(row, when(a.last_heartbeat)); cell(row, a.instances);
+    cell(row, fmt(a.spend_5m)); cell(row, fmt(a.spend_1h)); cell(row, `${a.sent_1h} / ${a.received_1h}`);
+    cell(row, a.errors_1h, a.errors_1h ? "status-HALTED" : ""); cell(row, a.skills.join(", "));
     const actions = cell(row, "", "operator-only");
     if (role === "operator" && a.status !== "RETIRED" && !a.agent_id.startsWith("mesh.")) {
       const button = document.createElement("button");

@@ -22,7 +22,9 @@ Scopes: ``fleet``, ``agent:<id>`` and ``workflow:<name>`` (the ``workflow`` a ta
   halt or an intervention;
 * **time to halt**: from a halt's trigger to each sidecar's ``HALT_ACK`` (its ``latency_ms``),
   and each passing drill's halt (``halt_ms``): the mean time to halt;
-* **handoffs**, and those of tasks that then failed: the handoff failure rate.
+* **handoffs**, and those of tasks that then failed: the handoff failure rate;
+* **messages** sent and received (``MESSAGE_SENT``, by sender and by its peer) and **errors**
+  reported (``ERROR``): the console's activity per agent.
 
 A workflow may declare what a task costs without agents (:class:`Baseline`, human minutes at a
 rate, or a per-run cost of existing automation); the figures then show the saving or loss per
@@ -65,7 +67,12 @@ __all__ = [
 FLEET = "fleet"
 BUCKET_MS = 300_000
 #: window name -> milliseconds (None: all time)
-WINDOWS: dict[str, int | None] = {"1h": 3_600_000, "1d": 86_400_000, "all": None}
+WINDOWS: dict[str, int | None] = {
+    "5m": 300_000,
+    "1h": 3_600_000,
+    "1d": 86_400_000,
+    "all": None,
+}
 _SPEND_KINDS = ("MODEL_CALL", "TOOL_CALL")
 _DRILL_REASONS = ("scheduled kill-switch drill", "gates drill")
 
@@ -85,6 +92,9 @@ class Totals:
     halt_samples: int = 0
     handoffs: int = 0
     failed_handoffs: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    errors: int = 0
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(*[getattr(self, n) + getattr(other, n) for n in _TOTALS])
@@ -180,6 +190,13 @@ def telemetry_fact(agent_id: str, body: Mapping[str, Any]) -> tuple[float, list[
     latency = body.get("latency_ms")
     if kind == "HALT_ACK" and latency:
         return 0.0, [(s, Totals(halt_ms=float(latency), halt_samples=1)) for s in scopes]
+    if kind == "MESSAGE_SENT":
+        sent: list[Delta] = [(s, Totals(messages_sent=1)) for s in scopes]
+        if body.get("peer"):
+            sent.append((f"agent:{body['peer']}", Totals(messages_received=1)))
+        return 0.0, sent
+    if kind == "ERROR":
+        return 0.0, [(s, Totals(errors=1)) for s in scopes]
     return 0.0, []
 
 
@@ -276,6 +293,9 @@ def figures(t: Totals, baseline: Baseline | None = None) -> dict[str, Any]:
         "task_success_rate": _ratio(t.completed, ended),
         "handoffs": t.handoffs,
         "handoff_failure_rate": _ratio(t.failed_handoffs, t.handoffs),
+        "messages_sent": t.messages_sent,
+        "messages_received": t.messages_received,
+        "errors": t.errors,
     }
     if baseline is not None:
         per_task = _ratio(t.cost_usd, t.completed)

@@ -202,3 +202,13 @@ def test_baselines_from_toml() -> None:
         parse_baselines("[workflow.x]\nhuman_minutes = 3")
     with pytest.raises(ConfigError, match="must be a number >= 0"):
         parse_baselines("[workflow.x]\nusd_per_run = -1")
+
+
+def test_messages_and_errors_count_for_the_sender_and_the_peer() -> None:
+    book = KpiBook()
+    book.telemetry("worker", None, {"kind": "MESSAGE_SENT", "peer": "review"}, 1_000)
+    book.telemetry("worker", None, {"kind": "ERROR", "name": "timeout"}, 1_000)
+    worker = book.window("agent:worker", "all", 2_000)
+    assert (worker.messages_sent, worker.errors) == (1, 1)
+    assert book.window("agent:review", "all", 2_000).messages_received == 1
+    assert figures(book.window("fleet", "all", 2_000))["messages_sent"] == 1
