@@ -25,8 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -71,6 +70,7 @@ from sidecar.policy import AgentPolicy
 from sidecar.reports import Reports
 from sidecar.rotation import KeyRotation
 from sidecar.routing import route, stamp
+from sidecar.serving import Serving
 from sidecar.spec import AgentSpec
 from sidecar.supervise import Supervisor
 from sidecar.tasks import TaskSteps
@@ -81,12 +81,9 @@ __all__ = ["MESSAGE_SUBJECT", "Delivery", "Sidecar", "ToolCall", "message_body"]
 
 MESSAGE_SUBJECT = "mesh.a2a.Message"
 _log = logging.getLogger("mesh.sidecar")
-#: The delivered message the agent's code is handling (the SDK sets it around a handler), so
-#: its sends, permits and reports continue that message's chain without naming it.
-_serving: ContextVar[Envelope | None] = ContextVar("mesh_serving", default=None)
 
 
-class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
+class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed, Serving):
     def __init__(
         self,
         cluster: Cluster,
@@ -344,43 +341,6 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed):
         return self.plane.follower
 
     # -- internals: outgoing ---------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def serving(self, delivery: Delivery | None) -> Iterator[None]:
-        """While the agent's code handles ``delivery``: its sends, permits and reports that
-        name no cause serve this message's chain (the SDK wraps every handler in it)."""
-        token = _serving.set(None if delivery is None else delivery.envelope)
-        try:
-            if delivery is None:
-                yield
-                return
-            envelope, name = delivery.envelope, f"handle {delivery.subject}"
-            attributes = {"mesh.agent": self.agent_id}
-            with tracing.span(name, SpanKind.INTERNAL, envelope.traceparent, attributes):
-                yield
-        finally:
-            _serving.reset(token)
-
-    def _traceparent_of(self, cause: Cause) -> str | None:
-        """The trace a send continues: the message it replies to (or is handling)."""
-        if isinstance(cause, Delivery):
-            return cause.envelope.traceparent
-        envelope = _serving.get() if cause is None else self.inbox.recent.get(cause)
-        return None if envelope is None else envelope.traceparent
-
-    def _cause(self, cause: Cause) -> Envelope | None:
-        """The delivered message some work serves: named (a Delivery or a recently delivered
-        message id), else the one being handled (:meth:`serving`), else none (a new chain)."""
-        if isinstance(cause, Delivery):
-            return cause.envelope
-        if cause is None:
-            return _serving.get()
-        found = self.inbox.recent.get(cause)
-        if found is None:
-            raise PolicyViolationError(
-                "unknown_cause", f"no recently delivered message {cause!r} to serve or reply to"
-            )
-        return found
 
     async def _write_event(
         self, topic: str, subject: str, body: Mapping[str, Any], key: str | None = None
