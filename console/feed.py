@@ -23,17 +23,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import Message
+
 from mesh.adapters.approvals import read_approvals
 from mesh.adapters.health import dead_letters, health
-from mesh.adapters.kafka.agents import agent_table
 from mesh.adapters.kafka.halts import HaltTable
+from mesh.adapters.kafka.table import Table
 from mesh.adapters.kpis import read_kpis
 from mesh.adapters.metrics import Family, counters
+from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agent_record import from_record
 from mesh.domain.agents import AgentState
 from mesh.domain.dependencies import capabilities, dependency_graph, render
 from mesh.domain.gates import PRODUCTION, certified_for_production
 from mesh.domain.kpis import FLEET, KpiView, Totals, figures
+from mesh.domain.topics import REGISTRY
 from mesh.errors import MeshError
 from mesh.settings import Cluster
 
@@ -62,7 +67,7 @@ class Feed:
         self.activity: dict[str, dict[str, float]] = {}  # agent -> spend, messages, errors
         self.health: dict[str, Any] = {}
         self.graph: dict[str, Any] = {"nodes": [], "edges": []}
-        self._shape: object = None  # what the graph was drawn from
+        self._shapes: dict[str, object] = {}  # per agent, what the graph was drawn from
         self.ready = threading.Event()
         self._subscribers: dict[asyncio.Queue[Event], Filter] = {}
         self.published = 0  # events handed to pages
@@ -154,19 +159,22 @@ class Feed:
                 self._stop.wait(2.0)
 
     def _follow(self) -> None:
-        table = agent_table(self.cluster, self.codec.serde)
+        table = _Tracked(self.cluster, self.codec.serde)
         halts = HaltTable(self.cluster, self.codec, self.signers)
         try:
             table.catch_up()
             halts.catch_up()
-            self._agents_changed(table.values, halts)
+            self._refresh(table, halts, table.drain(), everyone=True)
             self._slow()
             self.ready.set()
             slow_at = time.monotonic()
             while not self._stop.is_set():
-                agents_read, halts_read = table.poll(), halts.poll()
-                if agents_read or halts_read:
-                    self._agents_changed(table.values, halts)
+                # halts first: what an operator waits for is never queued behind heartbeats
+                halts_read = halts.poll()
+                if halts_read:
+                    self._refresh(table, halts, table.drain(), everyone=True)
+                if table.poll(max_records=5000):
+                    self._refresh(table, halts, table.drain(), everyone=False)
                 if time.monotonic() - slow_at >= self.slow_every_s:
                     self._slow()
                     slow_at = time.monotonic()
@@ -175,27 +183,38 @@ class Feed:
             table.close()
             halts.close()
 
-    def _agents_changed(self, records: Mapping[str, AgentState], halts: HaltTable) -> None:
+    def _refresh(self, table: _Tracked, halts: HaltTable, keys: set[str], everyone: bool) -> None:
+        """Redo the rows of the agents that changed (all of them when the halts changed:
+        a halt can reach any agent), and the dependency map if an edge or a status did."""
+        records = table.values
         now_ms = int(time.time() * 1000)
-        fresh = {
-            agent_id: agent_view(state, halts.book.halt_for(agent_id, capabilities(state)), now_ms)
-            for agent_id, state in records.items()
-        }
+        todo = set(records) | set(self.agents) if everyone else keys
+        fresh: dict[str, dict[str, Any]] = {}
+        for agent_id in todo:
+            state = records.get(agent_id)
+            if state is not None:
+                halt = halts.book.halt_for(agent_id, capabilities(state))
+                fresh[agent_id] = agent_view(state, halt, now_ms)
         in_force = [halt_view(key, command) for key, command in sorted(halts.halts.items())]
-        shape = _shape(records, fresh)
         with self._lock:
             changed = [v for k, v in fresh.items() if self.agents.get(k) != v]
-            gone = [k for k in self.agents if k not in fresh]
+            gone = [k for k in todo if k in self.agents and k not in records]
+            for agent_id in gone:
+                del self.agents[agent_id]
+                self._shapes.pop(agent_id, None)
+            self.agents.update(fresh)
             halts_changed = in_force != self.halts
-            self.agents, self.halts = fresh, in_force
-            graph_changed = shape != self._shape  # not on a heartbeat: on an edge or a status
-            if graph_changed:
-                self._shape, self.graph = shape, _graph(records, fresh)
-        if halts_changed:  # first: what an operator waits for
+            self.halts = in_force
+            shapes = {k: _shape(records[k], fresh[k]) for k in fresh}
+            graph_changed = bool(gone) or any(self._shapes.get(k) != v for k, v in shapes.items())
+            self._shapes.update(shapes)
+            if graph_changed:  # not on a heartbeat: on an edge or a status
+                self.graph = _graph(records, self.agents)
+            total = len(self.agents)
+        if halts_changed:
             self._publish({"type": "halts", "halts": in_force})
         if changed or gone:
-            self._publish({"type": "agents", "upsert": changed, "remove": gone,
-                           "total": len(fresh)})  # fmt: skip
+            self._publish({"type": "agents", "upsert": changed, "remove": gone, "total": total})
         if graph_changed:
             self._publish({"type": "graph", "graph": self.graph})
 
@@ -272,6 +291,25 @@ class Filter:
         return all(word in text for word in self.words)
 
 
+class _Tracked(Table[AgentState]):
+    """The registry table, remembering which agents changed since the last :meth:`drain`."""
+
+    def __init__(self, cluster: Cluster, serde: Serde) -> None:
+        self.changed: set[str] = set()
+        super().__init__(
+            cluster, cluster.topic(REGISTRY), lambda v: from_record(serde.decode(v).record)
+        )
+
+    def _fold(self, message: Message) -> None:
+        super()._fold(message)
+        if message.key() is not None:
+            self.changed.add((message.key() or b"").decode(errors="replace"))
+
+    def drain(self) -> set[str]:
+        changed, self.changed = self.changed, set()
+        return changed
+
+
 def _offer(queue: asyncio.Queue[Event], event: Event) -> None:
     with contextlib.suppress(asyncio.QueueFull):  # a page that stopped reading misses events
         queue.put_nowait(event)
@@ -313,13 +351,10 @@ def halt_view(key: str, command: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _shape(records: Mapping[str, AgentState], views: Mapping[str, dict[str, Any]]) -> object:
-    """What the dependency map depends on: statuses, halts and edges (not heartbeats)."""
-    return frozenset(
-        (a.agent_id, a.status, bool(views[a.agent_id]["halted_by"]), a.depends_on_agents,
-         a.depends_on_tools, a.observed_agents, a.observed_tools)
-        for a in records.values()
-    )  # fmt: skip
+def _shape(agent: AgentState, view: Mapping[str, Any]) -> object:
+    """What the dependency map draws of an agent: status, halt, edges (not heartbeats)."""
+    return (agent.status, bool(view["halted_by"]), agent.depends_on_agents,
+            agent.depends_on_tools, agent.observed_agents, agent.observed_tools)  # fmt: skip
 
 
 def _graph(
