@@ -133,16 +133,21 @@ class Core(Generic[S]):
                 context = EventContext(self, record, now_ms, self.tables.view(False))
                 self.processor.process(event, context)
         except REFUSALS as exc:
+            self._traced(event, started_ns, exc.code)
             return [self._dead_letter(record, exc)]
         self._traced(event, started_ns)
         return context.outputs
 
-    def _traced(self, event: Event, started_ns: int) -> None:
-        """A span for the work on a message the processor decoded (its trace continues)."""
+    def _traced(self, event: Event, started_ns: int, refused: str | None = None) -> None:
+        """A span for the work on a message the processor decoded (its trace continues),
+        refused or not."""
         opened = event.decoded
         if opened is not None and opened.envelope.traceparent:
             name = f"process {self.processor.name}"
-            record_span(name, SpanKind.CONSUMER, opened.envelope.traceparent, started_ns)
+            attributes = {} if refused is None else {"mesh.refused": refused}
+            record_span(
+                name, SpanKind.CONSUMER, opened.envelope.traceparent, started_ns, attributes
+            )
 
     def punctuate(self, now_ms: int) -> list[OutRecord]:
         context = TickContext(self, now_ms)
