@@ -35,6 +35,7 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.envelope import Envelope, RecipientKind
 from mesh.domain.identity import AgentKey, PublicKeys
+from mesh.domain.tasks import TASK_EVENT
 from mesh.domain.topics import REGISTRY_EVENTS, TASKS, TELEMETRY
 from mesh.settings import Cluster, Settings, load_settings
 from processors.kpis import KpisProcessor
@@ -45,7 +46,6 @@ TASK_COUNT = 4_000  # x 3 task events + 2 model calls = 20,000 source records
 AGENTS = 20
 ROUNDS = 3
 SOURCES = [TASKS, TELEMETRY]
-TASK_EVENT = "mesh.tasks.TaskEvent"
 TELEMETRY_EVENT = "mesh.telemetry.TelemetryEvent"
 
 

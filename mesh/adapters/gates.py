@@ -39,7 +39,7 @@ from mesh.adapters.kafka.producing import produce_one
 from mesh.adapters.keyfiles import mesh_anchor, operator_key, trust_anchors
 from mesh.adapters.policies import read_policies
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.agents import AgentState, AgentStatus
+from mesh.domain.agents import CERTIFIED_SUBJECT, AgentState, AgentStatus
 from mesh.domain.control import KILLSWITCH_AGENT, Action, Scope, control_record
 from mesh.domain.dependencies import capabilities, dependants, with_capability
 from mesh.domain.drills import CANARY, DrillResult
@@ -62,8 +62,6 @@ from mesh.errors import ConfigError, MeshError, UnknownTargetError
 from mesh.settings import Cluster
 
 __all__ = ["Certified", "certify", "drill_agent", "gather", "load_profile"]
-
-CERTIFIED_SUBJECT = "mesh.registry.AgentCertified"
 
 
 def load_profile(path: Path | None) -> tuple[Profile, str]:

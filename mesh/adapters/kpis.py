@@ -22,14 +22,13 @@ from mesh.domain.audit.chain import Link
 from mesh.domain.drills import DRILL_SUBJECT
 from mesh.domain.keys import KeyDirectory
 from mesh.domain.kpis import KpiBook, KpiView, Totals, parse_piece_key
+from mesh.domain.tasks import TASK_EVENT
 from mesh.domain.telemetry import TELEMETRY_SUBJECT
 from mesh.domain.topics import CONTROL, DRILLS, KPIS, TASKS, TELEMETRY
 from mesh.errors import MeshError
 from mesh.settings import Cluster
 
 __all__ = ["AuditFold", "kpis_from_audit", "read_kpis"]
-
-TASK_EVENT = "mesh.tasks.TaskEvent"
 
 
 class _Pieces(TopicFold):

@@ -26,7 +26,7 @@ from mesh.adapters.kafka.keys import read_keys
 from mesh.adapters.keyfiles import mesh_anchor, operator_key
 from mesh.adapters.kpis import AuditFold
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.agents import AgentState
+from mesh.domain.agents import CERTIFIED_SUBJECT, AgentState
 from mesh.domain.approvals import APPROVAL_SUBJECT
 from mesh.domain.audit.chain import Checkpoint, Link
 from mesh.domain.audit.verify import Entry, PartitionResult, verify_partition
@@ -36,8 +36,6 @@ from mesh.errors import MeshError
 from mesh.settings import Cluster
 
 __all__ = ["Item", "ReportData", "gather_report"]
-
-CERTIFIED = "mesh.registry.AgentCertified"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +147,7 @@ class _Collector:
 
     def _place(self, topic: str, subject: str, item: Item) -> None:
         body = item.body
-        if topic == REGISTRY_EVENTS and subject == CERTIFIED:
+        if topic == REGISTRY_EVENTS and subject == CERTIFIED_SUBJECT:
             self.data.certifications.append(item)
         elif topic == CONTROL and body.get("action") == "HALT":
             self.data.halts.append(item)

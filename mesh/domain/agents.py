@@ -38,6 +38,7 @@ from mesh.errors import (
 )
 
 __all__ = [
+    "CERTIFIED_SUBJECT",
     "AgentState",
     "AgentStatus",
     "admitted_halted",
@@ -46,6 +47,10 @@ __all__ = [
     "mark_stale",
     "registered_key",
 ]
+
+
+#: An operator's verdict on an agent version (mesh.domain.gates): certified, or refused.
+CERTIFIED_SUBJECT = "mesh.registry.AgentCertified"
 
 
 class AgentStatus(StrEnum):
@@ -324,7 +329,7 @@ def _acknowledged(state: AgentState, status: AgentStatus, at_ms: int) -> AgentSt
 _HANDLERS = {
     "mesh.registry.Heartbeat": _heartbeat,
     "mesh.registry.CapabilitiesChanged": _capabilities,
-    "mesh.registry.AgentCertified": _certified,
+    CERTIFIED_SUBJECT: _certified,
     "mesh.registry.AgentRetired": _retired,
     "mesh.registry.KeyRotated": _rotated,
     "mesh.registry.KeyRevoked": _revoked,

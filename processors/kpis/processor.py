@@ -43,6 +43,7 @@ from mesh.domain.kpis import (
     task_fact,
     telemetry_fact,
 )
+from mesh.domain.tasks import TASK_EVENT
 from mesh.domain.telemetry import TELEMETRY_SUBJECT
 from mesh.domain.topics import CONTROL, DRILLS, KPI_COSTS, KPIS, TASKS, TELEMETRY
 from mesh.errors import MeshError
@@ -51,7 +52,6 @@ from processors.api import Context, Event, PunctuationContext, Restore
 __all__ = ["KpisProcessor", "State"]
 
 State = Totals | TaskTrack
-TASK_EVENT = "mesh.tasks.TaskEvent"
 TASK_COST = "mesh.kpis.TaskCost"
 _KEEP_MS = 86_400_000 + BUCKET_MS
 _log = logging.getLogger("mesh.kpis")

@@ -36,7 +36,14 @@ from dataclasses import replace
 from typing import Any
 
 from mesh.domain.agent_record import from_record, to_record
-from mesh.domain.agents import AgentState, AgentStatus, admitted_halted, apply, mark_stale
+from mesh.domain.agents import (
+    CERTIFIED_SUBJECT,
+    AgentState,
+    AgentStatus,
+    admitted_halted,
+    apply,
+    mark_stale,
+)
 from mesh.domain.control import MESH_AGENT_PREFIX, is_mesh_process
 from mesh.domain.dependencies import capabilities
 from mesh.domain.identity import AgentKey, verify_signature
@@ -60,7 +67,7 @@ from processors.api import Agents, Context, Event, PunctuationContext, Restore
 
 __all__ = ["RegistryProcessor"]
 
-CERTIFIED = "mesh.registry.AgentCertified"
+CERTIFIED = CERTIFIED_SUBJECT
 REGISTERED = "mesh.registry.AgentRegistered"
 ROTATED = "mesh.registry.KeyRotated"
 REVOKED = "mesh.registry.KeyRevoked"
