@@ -63,15 +63,6 @@ __all__ = [
 PRODUCTION = "production"
 STAGING = "staging"
 ENVIRONMENTS = (STAGING, PRODUCTION)
-_BUILT_IN = (
-    "blast_radius",
-    "spend_limits",
-    "killswitch_tested",
-    "rollback_plan",
-    "logging",
-    "escalation_path",
-    "ownership",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +186,7 @@ def evaluate(profile: Profile, evidence: Evidence) -> tuple[GateResult, ...]:
     """Every gate of the profile, judged from the evidence."""
     results = []
     for gate in profile.gates:
-        if gate.id in _BUILT_IN and not gate.attested:
+        if gate.id in _CHECKS and not gate.attested:
             passed, why = _CHECKS[gate.id](profile, evidence)
         else:
             note = evidence.attestations.get(gate.id)

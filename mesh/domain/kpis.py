@@ -34,7 +34,7 @@ completed task against it, with the assumption written beside it.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -58,6 +58,7 @@ __all__ = [
     "parse_baselines",
     "parse_piece_key",
     "piece_key",
+    "placed",
     "task_cost",
     "task_fact",
     "telemetry_fact",
@@ -329,6 +330,14 @@ def parse_piece_key(key: str) -> tuple[str, int | None] | None:
     return scope, None if bucket == "all" else int(bucket)
 
 
+def placed(deltas: Iterable[Delta], at_ms: int) -> Iterator[tuple[str, int | None, Totals]]:
+    """Where each delta counts: its scope's five-minute bucket of ``at_ms``, and all time
+    (None). The processor and :class:`KpiView` both place deltas so."""
+    for scope, delta in deltas:
+        yield scope, bucket_of(at_ms), delta
+        yield scope, None, delta
+
+
 class KpiView:
     """Totals by (scope, bucket start or None for all time), added up from pieces."""
 
@@ -340,9 +349,8 @@ class KpiView:
         self.pieces[(scope, bucket)] = totals if held is None else held + totals
 
     def add_deltas(self, deltas: Iterable[Delta], at_ms: int) -> None:
-        for scope, delta in deltas:
-            self.add(scope, bucket_of(at_ms), delta)
-            self.add(scope, None, delta)
+        for scope, bucket, delta in placed(deltas, at_ms):
+            self.add(scope, bucket, delta)
 
     def scopes(self) -> list[str]:
         return sorted({scope for scope, _ in self.pieces})

@@ -39,6 +39,7 @@ from mesh.domain.kpis import (
     drill_fact,
     parse_piece_key,
     piece_key,
+    placed,
     task_cost,
     task_fact,
     telemetry_fact,
@@ -163,10 +164,10 @@ class KpisProcessor:
 
     @staticmethod
     def _add(ctx: Context[State], deltas: list[Delta], at_ms: int) -> None:
-        for scope, delta in deltas:
-            for key in (piece_key(scope, at_ms), piece_key(scope, None)):
-                held = ctx.get(key)
-                ctx.put(key, (held if isinstance(held, Totals) else Totals()) + delta)
+        for scope, bucket, delta in placed(deltas, at_ms):
+            key = piece_key(scope, bucket)
+            held = ctx.get(key)
+            ctx.put(key, (held if isinstance(held, Totals) else Totals()) + delta)
 
     def encode_state(self, state: State) -> dict[str, Any]:
         if isinstance(state, TaskTrack):
