@@ -212,3 +212,21 @@ def test_messages_and_errors_count_for_the_sender_and_the_peer() -> None:
     assert (worker.messages_sent, worker.errors) == (1, 1)
     assert book.window("agent:review", "all", 2_000).messages_received == 1
     assert figures(book.window("fleet", "all", 2_000))["messages_sent"] == 1
+
+
+def test_forged_records_count_for_nothing() -> None:
+    """A hostile agent inflating the KPIs: spend signed with a key the registry does not hold,
+    a halt and a drill result signed by an agent instead of an operator. All skipped."""
+    driver = _driven()
+    mallory = AgentKey.generate("worker")  # claims to be worker, with another key
+    forged: list[Fact] = [
+        spend(mallory, "MODEL_CALL", 99.0, "t1", 9_000),
+        (CONTROL, CONTROL_SUBJECT, B, halt("x", "operator", ["x"], "fake", 9_100)[3], None, 9_100),
+        (DRILLS, DRILL_SUBJECT, B, DrillResult(CANARY, 9_200, True, 300.0, 1.0, 1.0).to_record(),
+         None, 9_200),
+    ]  # fmt: skip
+    for topic, subject, by, body, task_id, at in forged:
+        key = task_id if topic == TASKS else str(body.get("target") or by.agent_id)
+        driver.pipe(topic, key, driver.seal(by, subject, body, task_id=task_id, at_ms=at))
+    assert _close(_view(driver).window("fleet", "all", 10_000), FLEET)  # unchanged
+    assert driver.core.processor.skipped == 3  # type: ignore[attr-defined]
