@@ -1,7 +1,7 @@
 """The processors' Prometheus metrics (``mesh processors run --metrics-port``), per processor:
-records in and out, committed transactions, lag in records, the slowest commit's end-to-end
-delay, restores (records, seconds, assignments), records handled twice across a rebalance,
-and restarts."""
+records in and out, committed transactions, lag in records (in all and per input partition),
+the slowest commit's end-to-end delay, restores (records, seconds, assignments), records
+handled twice across a rebalance, and restarts."""
 
 from __future__ import annotations
 
@@ -26,8 +26,15 @@ def processor_families(engines: Sequence[Engine], restarts: Mapping[str, int]) -
         [((e.job.name, reason), float(n))
          for e in engines for reason, n in sorted(e.job.dead_letters_by_reason.items())],
     )  # fmt: skip
+    by_partition = Family(
+        "mesh_processor_partition_lag_records", "gauge", "Records not yet handled, per "
+        "assigned input partition.", ("processor", "topic", "partition"),
+        [((e.job.name, topic, str(partition)), float(n))
+         for e in engines for (topic, partition), n in sorted(e.metrics.partition_lag.items())],
+    )  # fmt: skip
     return [
         dead,
+        by_partition,
         family("mesh_processor_records_in", "counter", "Input records handled.",
                lambda e: e.metrics.records_in),
         family("mesh_processor_records_out", "counter", "Records produced (state included).",

@@ -25,6 +25,8 @@ class Metrics:
     restoring_now: int = 0
     lag: int = 0
     max_lag: int = 0
+    #: Records not yet processed per assigned (topic, partition), as last sampled.
+    partition_lag: dict[tuple[str, int], int] = field(default_factory=dict)
     max_commit_delay_ms: int = 0
     transactions: int = 0  # committed
     #: Per committed batch: ms from the oldest record's timestamp to its commit (end-to-end lag).
@@ -66,13 +68,15 @@ class Metrics:
         self._window = [*self._window[-59:], (now, self.records_in)]
         try:
             positions = consumer.position(assigned) if assigned else []
-            lag = 0
+            lags = {}
             for tp in positions:
                 _, high = consumer.get_watermark_offsets(tp, cached=True)
                 if high >= 0 and tp.offset >= 0:
-                    lag += max(0, high - tp.offset)
+                    lags[(tp.topic, tp.partition)] = max(0, high - tp.offset)
         except KafkaException:
             return
+        self.partition_lag = lags
+        lag = sum(lags.values())
         self.lag = lag
         self.max_lag = max(self.max_lag, lag)
 

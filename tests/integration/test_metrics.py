@@ -47,13 +47,24 @@ def test_processors_and_a_sidecar_serve_prometheus_metrics(
         while True:  # the registry processor handles the sidecar's registration and beats
             found = scrape(f"http://127.0.0.1:{port}/metrics")
             handled = found["mesh_processor_records_in_total"][(("processor", "registry"),)]
-            if handled > 0 or time.monotonic() > deadline:
+            sampled = "mesh_processor_partition_lag_records" in found  # once a second
+            if (handled > 0 and sampled) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert handled > 0
         assert found["mesh_processor_ready"][(("processor", "kpis"),)] == 1.0
         assert found["mesh_processor_transactions_total"][(("processor", "registry"),)] >= 1
         assert (("processor", "kpis"),) in found["mesh_processor_lag_records"]
+        per_partition = {  # the lag per assigned input partition adds up to the processor's
+            labels: n
+            for labels, n in found["mesh_processor_partition_lag_records"].items()
+            if ("processor", "registry") in labels
+        }
+        assert per_partition and all(dict(k)["partition"].isdigit() for k in per_partition)
+        assert (
+            sum(per_partition.values())
+            == found["mesh_processor_lag_records"][(("processor", "registry"),)]
+        )
 
         connection = json.loads((settings.state_dir / "sidecars" / "metered.json").read_text())
         assert httpx.get(f"{connection['url']}/metrics").status_code == 401  # its token
