@@ -2,9 +2,12 @@
 
 One thread follows the registry (``mesh.registry.v1``) and the control topic with the same
 tables the processors use (:mod:`mesh.adapters.kafka.table`), folding what arrives every
-``every_s``; every few seconds it also reads the KPI totals (``mesh.kpis.v1``) and the
-approvals topic (escalations and approvals waiting for a person), the newest dead letters and
-the mesh's health (:mod:`mesh.adapters.health`). Each change becomes an event (``agents``: the
+``every_s``; every few seconds it also reads the KPI totals (``mesh.kpis.v1``), the
+approvals topic (escalations and approvals waiting for a person) and the newest dead
+letters, and every ten the mesh's health (:mod:`mesh.adapters.health`, each processor's
+throughput worked out from two reads of its committed offsets). The acknowledgements of the
+halts in force are followed on telemetry from the oldest halt on (:class:`HaltAcks`), so the
+halts view says who stopped and how fast. Each change becomes an event (``agents``: the
 records that changed or went; ``halts``, ``kpis``, ``escalations``, ``dead_letters``,
 ``health``: the whole of it), handed to every subscriber's queue on the server's event loop.
 A page gets the whole state first (:meth:`Feed.snapshot`), then the events.
@@ -19,12 +22,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Message
 
+from mesh.adapters.acks import Ack, HaltAcks, live_targets
 from mesh.adapters.approvals import read_approvals
 from mesh.adapters.health import dead_letters, health
 from mesh.adapters.kafka.halts import HaltTable
@@ -35,11 +39,12 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import from_record
 from mesh.domain.agents import AgentState
+from mesh.domain.control import CHAIN_PREFIX
 from mesh.domain.dependencies import capabilities, dependency_graph, render
 from mesh.domain.gates import PRODUCTION, certified_for_production
-from mesh.domain.kpis import FLEET, KpiView, Totals, figures
+from mesh.domain.kpis import BUCKET_MS, FLEET, KpiView, Totals, figures
 from mesh.domain.topics import REGISTRY
-from mesh.errors import MeshError
+from mesh.errors import MeshError, UnknownSenderError
 from mesh.settings import Cluster
 
 __all__ = ["Feed", "Filter"]
@@ -56,9 +61,12 @@ class Feed:
         signers: Mapping[str, bytes],
         every_s: float = 0.05,
         slow_every_s: float = 3.0,
+        health_every_s: float = 10.0,
     ) -> None:
         self.cluster, self.codec, self.signers = cluster, codec, dict(signers)
         self.every_s, self.slow_every_s = every_s, slow_every_s
+        self.health_every_s, self._health_at = health_every_s, -health_every_s
+        self._committed: dict[str, tuple[float, int]] = {}  # processor -> (when, offsets)
         self.agents: dict[str, dict[str, Any]] = {}
         self.halts: list[dict[str, Any]] = []
         self.kpis: list[dict[str, Any]] = []
@@ -75,16 +83,21 @@ class Feed:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
+        self._slow_thread = threading.Thread(target=self._run_slow, name="console-slow",
+                                             daemon=True)  # fmt: skip
+        self._acks: HaltAcks | None = None
 
     # -- the server's side -------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._thread.start()
+        self._slow_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        self._slow_thread.join(timeout=10)
 
     def subscribe(self, wanted: Filter | None = None) -> asyncio.Queue[Event]:
         """A queue of the changes; agents only those ``wanted`` matches (server-side filter:
@@ -161,31 +174,40 @@ class Feed:
     def _follow(self) -> None:
         table = _Tracked(self.cluster, self.codec.serde)
         halts = HaltTable(self.cluster, self.codec, self.signers)
+        acks: HaltAcks | None = None
         try:
             table.catch_up()
             halts.catch_up()
+            since = min(halts.issued_at.values(), default=int(time.time() * 1000)) - 1000
+            acks = HaltAcks(self.cluster, self.codec, _registered_key(table), since)
+            acks.catch_up()
+            self._acks = acks
+            self._halts(table, halts)
             self._refresh(table, halts, table.drain(), everyone=True)
-            self._slow()
             self.ready.set()
-            slow_at = time.monotonic()
             while not self._stop.is_set():
-                # halts first: what an operator waits for is never queued behind heartbeats
-                halts_read = halts.poll()
-                if halts_read:
-                    self._refresh(table, halts, table.drain(), everyone=True)
-                if table.poll(max_records=5000):
+                # halts first: what an operator waits for is never queued behind heartbeats;
+                # with nothing to do, the wait is on the control topic (a halt wakes it)
+                before = dict(halts.halts)
+                if halts.poll(wait_s=self.every_s):  # pushed before the rows are redone
+                    self._halts(table, halts)
+                    touched = rows_to_redo(before, halts.halts)
+                    everyone = touched is None
+                    self._refresh(table, halts, table.drain() | (touched or set()), everyone)
+                if table.poll(max_records=500):  # small bites: back to the halts soon
                     self._refresh(table, halts, table.drain(), everyone=False)
-                if time.monotonic() - slow_at >= self.slow_every_s:
-                    self._slow()
-                    slow_at = time.monotonic()
-                self._stop.wait(self.every_s)
+                if acks.poll(max_records=500):
+                    self._halts(table, halts)
         finally:
             table.close()
             halts.close()
+            if acks is not None:
+                acks.close()
 
     def _refresh(self, table: _Tracked, halts: HaltTable, keys: set[str], everyone: bool) -> None:
-        """Redo the rows of the agents that changed (all of them when the halts changed:
-        a halt can reach any agent), and the dependency map if an edge or a status did."""
+        """Redo the rows of the agents in ``keys`` (those that changed, and those a halt or a
+        resume reached) or of ``everyone`` (a fleet or capability halt came or went), and the
+        dependency map if an edge or a status did."""
         records = table.values
         now_ms = int(time.time() * 1000)
         todo = set(records) | set(self.agents) if everyone else keys
@@ -195,7 +217,6 @@ class Feed:
             if state is not None:
                 halt = halts.book.halt_for(agent_id, capabilities(state))
                 fresh[agent_id] = agent_view(state, halt, now_ms)
-        in_force = [halt_view(key, command) for key, command in sorted(halts.halts.items())]
         with self._lock:
             changed = [v for k, v in fresh.items() if self.agents.get(k) != v]
             gone = [k for k in todo if k in self.agents and k not in records]
@@ -203,20 +224,39 @@ class Feed:
                 del self.agents[agent_id]
                 self._shapes.pop(agent_id, None)
             self.agents.update(fresh)
-            halts_changed = in_force != self.halts
-            self.halts = in_force
             shapes = {k: _shape(records[k], fresh[k]) for k in fresh}
             graph_changed = bool(gone) or any(self._shapes.get(k) != v for k, v in shapes.items())
             self._shapes.update(shapes)
             if graph_changed:  # not on a heartbeat: on an edge or a status
                 self.graph = _graph(records, self.agents)
             total = len(self.agents)
-        if halts_changed:
-            self._publish({"type": "halts", "halts": in_force})
         if changed or gone:
             self._publish({"type": "agents", "upsert": changed, "remove": gone, "total": total})
         if graph_changed:
             self._publish({"type": "graph", "graph": self.graph})
+
+    def _in_force(self, table: _Tracked, halts: HaltTable) -> list[dict[str, Any]]:
+        by_command = self._acks.by_command if self._acks is not None else {}
+        return [
+            halt_view(key, command, halts.issued_at.get(command["command_id"]),
+                      by_command.get(command["command_id"], {}), _reach(table.values, command))
+            for key, command in sorted(halts.halts.items())
+        ]  # fmt: skip
+
+    def _halts(self, table: _Tracked, halts: HaltTable) -> None:
+        """The halts view, redone (a halt, a resume or an acknowledgement arrived)."""
+        in_force = self._in_force(table, halts)
+        with self._lock:
+            changed, self.halts = in_force != self.halts, in_force
+        if changed:
+            self._publish({"type": "halts", "halts": in_force, "at": int(time.time() * 1000)})
+
+    def _run_slow(self) -> None:
+        """Its own thread: reading the KPIs, approvals, dead letters and health whole takes
+        long enough that a halt must not wait behind it."""
+        while not self._stop.is_set():
+            self._slow()
+            self._stop.wait(self.slow_every_s)
 
     def _slow(self) -> None:
         """KPIs and the decisions waiting for a person: read whole, every few seconds."""
@@ -253,20 +293,43 @@ class Feed:
         self._operations()
 
     def _operations(self) -> None:
-        """The newest dead letters and the mesh's health."""
+        """The newest dead letters; the mesh's health every ``health_every_s`` (it asks the
+        broker for every processor group's offsets and members: not every few seconds)."""
         try:
             letters = dead_letters(self.cluster, self.codec)
-            status = health(self.cluster, self.codec, self.signers)
+            due = time.monotonic() - self._health_at >= self.health_every_s
+            status = health(self.cluster, self.codec, self.signers) if due else None
         except MeshError as exc:
             _log.warning("console: dead letters or health unreadable: %s", exc)
             return
+        if status is not None:
+            self._health_at = time.monotonic()
+            _throughput(status.get("processors") or {}, self._committed, self._health_at)
         with self._lock:
-            letters_changed, health_changed = letters != self.dead_letters, status != self.health
-            self.dead_letters, self.health = letters, status
+            letters_changed = letters != self.dead_letters
+            health_changed = status is not None and status != self.health
+            self.dead_letters = letters
+            if status is not None:
+                self.health = status
         if letters_changed:
             self._publish({"type": "dead_letters", "dead_letters": letters})
         if health_changed:
             self._publish({"type": "health", "health": status})
+
+
+def _throughput(
+    processors: Mapping[str, dict[str, Any]], before: dict[str, tuple[float, int]], now: float
+) -> None:
+    """Each processor group's committed offsets per second since the last read (transaction
+    markers included: an offset is a record or a commit's marker)."""
+    for name, group in processors.items():
+        committed = group.get("committed")
+        if committed is None:
+            continue
+        if name in before and now > before[name][0]:
+            then, was = before[name]
+            group["offsets_per_s"] = round(max(0, committed - was) / (now - then), 1)
+        before[name] = (now, committed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +400,22 @@ def agent_view(state: AgentState, halt: Mapping[str, Any] | None, now_ms: int) -
     }
 
 
-def halt_view(key: str, command: Mapping[str, Any]) -> dict[str, Any]:
+def halt_view(
+    key: str,
+    command: Mapping[str, Any],
+    issued_at: int | None,
+    acks: Mapping[str, Ack],
+    targets: Iterable[str],
+) -> dict[str, Any]:
+    """One halt in force: what, why, by whom, whom it reaches, and who stopped how fast.
+
+    ``acks``: its verified HALT_ACKs by instance; ``targets``: the running instances it
+    reaches now (``mesh.adapters.acks.live_targets``), so ``waiting`` lists the ones that have
+    not acknowledged it. ``slowest_ack_ms``: from the command's produce to the last
+    acknowledgement; ``trigger_to_ack_ms``: from the triggering record (automatic halts)."""
+    answered = {target for ack in acks.values() for target in ack.targets}
+    slowest = max((a.at_ms for a in acks.values()), default=None)
+    triggered = [a.latency_ms for a in acks.values() if a.latency_ms > 0]
     return {
         "key": key,
         "scope": command["scope"],
@@ -348,7 +426,49 @@ def halt_view(key: str, command: Mapping[str, Any]) -> dict[str, Any]:
         "affected": list(command.get("affected_agents") or ()),
         "evidence": list(command.get("evidence") or ()),
         "command_id": command["command_id"],
+        "issued_at": issued_at,
+        "acknowledged": sorted(acks),
+        "waiting": sorted(t for t in targets if t not in answered),
+        "slowest_ack_ms": None
+        if slowest is None or issued_at is None
+        else max(0, slowest - issued_at),
+        "trigger_to_ack_ms": round(max(triggered), 1) if triggered else None,
     }
+
+
+def rows_to_redo(
+    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
+) -> set[str] | None:
+    """The agents whose halt may differ between two sets of halts in force (by control key);
+    None: any agent's (a fleet or capability halt changed). A chain halt stops no agent."""
+    agents: set[str] = set()
+    for key in set(before) | set(after):
+        old, new = before.get(key), after.get(key)
+        if old is new or (old and new and old["command_id"] == new["command_id"]):
+            continue
+        if key == "*" or key.startswith("capability:"):
+            return None
+        if not key.startswith(CHAIN_PREFIX):
+            agents.add(key)
+            for command in (old, new):
+                agents.update((command or {}).get("affected_agents") or ())
+    return agents
+
+
+def _reach(records: Mapping[str, AgentState], command: Mapping[str, Any]) -> list[str]:
+    """The running instances a halt reaches (every agent for a fleet halt)."""
+    affected = command.get("affected_agents") or ()
+    return live_targets(records, records if command["scope"] == "FLEET" else affected)
+
+
+def _registered_key(table: _Tracked) -> Callable[[str], bytes]:
+    def key_for(agent_id: str) -> bytes:
+        state = table.values.get(agent_id)
+        if state is None:
+            raise UnknownSenderError(f"{agent_id!r} is not in the registry")
+        return state.public_key
+
+    return key_for
 
 
 def _shape(agent: AgentState, view: Mapping[str, Any]) -> object:
@@ -386,7 +506,8 @@ def _activity(view: KpiView, now_ms: int) -> dict[str, dict[str, float]]:
 
 
 def _series(view: Any, now_ms: int) -> dict[str, list[float]]:
-    """The fleet's spend and completed tasks per five-minute bucket over the last day."""
+    """The fleet's spend, completed tasks, messages per second (sent, averaged over the
+    bucket) and halts per five-minute bucket over the last day."""
     buckets = sorted(
         (bucket, totals) for (scope, bucket), totals in view.pieces.items()
         if scope == FLEET and bucket is not None and bucket >= now_ms - 86_400_000
@@ -395,4 +516,9 @@ def _series(view: Any, now_ms: int) -> dict[str, list[float]]:
         "t": [b / 1000 for b, _ in buckets],
         "cost_usd": [t.cost_usd for _, t in buckets],
         "completed": [float(t.completed) for _, t in buckets],
+        "messages_per_s": [  # the current bucket over the part of it gone by
+            round(t.messages_sent * 1000 / max(1000, min(BUCKET_MS, now_ms - b)), 3)
+            for b, t in buckets
+        ],
+        "halts": [float(t.halts) for _, t in buckets],
     }

@@ -7,9 +7,8 @@ const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, k
 const sort = { key: "agent_id", up: true };
 let view = "fleet";
 let pending = false;
-const SHOWN = 300;  // rows of the fleet table drawn at once: filter or sort to see others
 let cy = null;
-let chart = null;
+let chart = null, trafficChart = null;
 
 document.body.classList.add(role);
 document.getElementById("who").textContent = role === "operator" ? "operator" : "viewer (read-only)";
@@ -23,7 +22,7 @@ function connect() {
   const live = document.getElementById("live");
   if (source) source.close();
   const q = document.getElementById("filter").value.trim();
-  source = new EventSource(`/events?${new URLSearchParams({ q, limit: 2000 })}`);  // filtered on the server
+  source = new EventSource(`/events?${new URLSearchParams({ q, limit: 10000 })}`);  // filtered on the server
   source.onopen = () => { live.textContent = "live"; live.className = "up"; };
   source.onerror = () => { live.textContent = "reconnecting"; live.className = "down"; };
   source.onmessage = (message) => apply(JSON.parse(message.data));
@@ -44,16 +43,16 @@ function apply(event) {
       totals.matching = Math.max(totals.matching, state.agents.size);
       break;
     case "graph": state.graph = event.graph; break;
-    case "halts": state.halts = event.halts; break;
+    case "halts": state.halts = event.halts; state.haltsAt = event.at; break;
     case "kpis": state.kpis = event.kpis; break;
     case "escalations": state.escalations = event.escalations; break;
     case "dead_letters": state.dead_letters = event.dead_letters; break;
     case "health": state.health = event.health; break;
     case "activity": state.activity = event.activity; break;
   }
-  document.getElementById("dead-count").textContent = state.dead_letters.length;
-  document.getElementById("halt-count").textContent = state.halts.length;
-  document.getElementById("escalation-count").textContent = state.escalations.length;
+  if (event.type === "snapshot" || event.type === "agents" || event.type === "activity") fleetDirty = true;
+  if (event.type === "snapshot") fleetAt = 0;  // a new filter's answer is drawn at once
+  counts();
   if (!pending) {  // at most one redraw per frame, however many changes arrive
     pending = true;
     requestAnimationFrame(() => { pending = false; render(); });
@@ -62,9 +61,16 @@ function apply(event) {
 
 // -- views ------------------------------------------------------------------------------------
 
+// The counts in the navigation, written only when they change.
+function counts() {
+  for (const [id, n] of [["dead-count", state.dead_letters.length], ["halt-count", state.halts.length],
+    ["escalation-count", state.escalations.length]]) {
+    const node = document.getElementById(id);
+    if (node.textContent !== String(n)) node.textContent = n;
+  }
+}
+
 function render() {
-  document.getElementById("halt-count").textContent = state.halts.length;
-  document.getElementById("escalation-count").textContent = state.escalations.length;
   ({ fleet: renderFleet, map: renderMap, halts: renderHalts, kpis: renderKpis, escalations: renderEscalations,
     dead: renderDead, health: renderHealth, tasks: () => {}, audit: () => {} })[view]();
 }
@@ -78,22 +84,52 @@ function cell(row, text, cls) {
 
 function when(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-"; }
 
-function renderFleet() {
+// The fleet table is virtualised: the page holds every agent the server sent (up to 10,000,
+// filtered on the server), but draws only the rows in the scrolled window, each ROW pixels
+// high, between two spacer rows. The list is refiltered and resorted at most every
+// RESORT_MS while heartbeats stream in (or at once when the filter or the sort changes);
+// scrolling only redraws the window.
+const ROW = 28, RESORT_MS = 250;
+let fleetRows = [], fleetDirty = true, fleetAt = 0, fleetLater = null;
+
+function fleetList() {
   const words = document.getElementById("filter").value.toLowerCase().split(/\s+/).filter(Boolean);
   const none = { spend_5m: 0, spend_1h: 0, sent_1h: 0, received_1h: 0, errors_1h: 0 };
-  let rows = [...state.agents.values()].map((a) => ({ ...none, ...a, ...(state.activity[a.agent_id] || {}) })).filter((a) => {
-    const text = [a.agent_id, a.status, a.owner, a.version, a.environment, a.certified, ...a.skills].join(" ").toLowerCase();
-    return words.every((w) => text.includes(w));
-  });
-  rows.sort((a, b) => {
-    const x = a[sort.key], y = b[sort.key];
-    return (x > y ? 1 : x < y ? -1 : 0) * (sort.up ? 1 : -1);
-  });
+  const rows = [];
+  for (const a of state.agents.values()) {
+    if (a.text === undefined) a.text = [a.agent_id, a.status, a.owner, a.version, a.environment, a.certified, ...a.skills].join(" ").toLowerCase();
+    if (words.every((w) => a.text.includes(w))) rows.push({ ...none, ...a, ...(state.activity[a.agent_id] || {}) });
+  }
+  const k = sort.key, sign = sort.up ? 1 : -1;
+  rows.sort((a, b) => (a[k] > b[k] ? 1 : a[k] < b[k] ? -1 : 0) * sign);
+  return rows;
+}
+
+function renderFleet(now) {
+  const elapsed = performance.now() - fleetAt;
+  if (fleetDirty && (now || elapsed >= RESORT_MS)) {
+    fleetRows = fleetList();
+    fleetDirty = false;
+    fleetAt = performance.now();
+  } else if (fleetDirty && !fleetLater) {
+    fleetLater = setTimeout(() => { fleetLater = null; if (view === "fleet") renderFleet(); }, RESORT_MS - elapsed);
+  }
+  drawFleetWindow();
+  const matching = Math.max(fleetRows.length, totals.matching);
+  document.getElementById("fleet-count").textContent = matching > fleetRows.length
+    ? `${fleetRows.length} held of ${matching} matching, of ${totals.total} agents (filter to narrow)`
+    : `${fleetRows.length} of ${totals.total} agents`;
+}
+
+function drawFleetWindow() {
+  const box = document.getElementById("fleet-scroll");
+  const first = Math.max(0, Math.floor(box.scrollTop / ROW) - 5);
+  const shown = fleetRows.slice(first, first + Math.ceil((box.clientHeight || 600) / ROW) + 10);
   const body = document.querySelector("#fleet-table tbody");
   body.replaceChildren();
-  const total = rows.length;
-  rows = rows.slice(0, SHOWN);
-  for (const a of rows) {
+  const spacer = (rows) => { if (rows > 0) body.insertRow().style.height = `${rows * ROW}px`; };
+  spacer(first);
+  for (const a of shown) {
     const row = body.insertRow();
     row.dataset.agent = a.agent_id;
     cell(row, a.agent_id);
@@ -113,10 +149,7 @@ function renderFleet() {
       actions.append(button);
     }
   }
-  const matching = Math.max(total, totals.matching);
-  document.getElementById("fleet-count").textContent = total > SHOWN || matching > total
-    ? `${Math.min(total, SHOWN)} shown of ${matching} matching, of ${totals.total} agents (filter or sort to see others)`
-    : `${total} of ${totals.total} agents`;
+  spacer(fleetRows.length - first - shown.length);
 }
 
 function renderHalts() {
@@ -126,11 +159,19 @@ function renderHalts() {
     const row = body.insertRow();
     row.dataset.haltKey = h.key;
     cell(row, `${h.scope.toLowerCase()} ${h.target}`); cell(row, h.rule); cell(row, h.reason);
-    cell(row, h.requested_by); cell(row, h.affected.join(", ") || h.target); cell(row, h.evidence.join("; "));
-    const actions = cell(row, "", "operator-only");
+    cell(row, h.requested_by); cell(row, when(h.issued_at)); cell(row, h.affected.join(", ") || h.target);
+    cell(row, stopped(h), h.waiting.length ? "status-HALTED" : "").dataset.stopped = h.acknowledged.length;
+    cell(row, h.evidence.join("; "));
+    const map = document.createElement("button");
+    map.className = "quiet";
+    map.textContent = "Map";
+    map.title = "show its blast radius on the dependency map";
+    map.onclick = () => { reach = new Set(h.affected.length ? h.affected : [h.target]); show("map"); };
+    const actions = cell(row, "");
+    actions.append(map);
     if (role === "operator") {
       const button = document.createElement("button");
-      button.className = "quiet";
+      button.className = "quiet operator-only";
       button.textContent = "Resume";
       button.onclick = () => confirmCommand("resume", { scope: h.scope.toLowerCase(), target: h.target }, `Lift the ${h.scope.toLowerCase()} halt of ${h.target}?`);
       actions.append(button);
@@ -138,9 +179,22 @@ function renderHalts() {
   }
 }
 
+// Who stopped: instances that acknowledged the halt, how long after it was produced the last
+// one did (and from the triggering record, for an automatic halt), and who has not yet.
+function stopped(h) {
+  const parts = [`${h.acknowledged.length} stopped`];
+  if (h.slowest_ack_ms !== null) parts.push(`last after ${h.slowest_ack_ms} ms from the signed command`);
+  if (h.trigger_to_ack_ms !== null) parts.push(`${h.trigger_to_ack_ms} ms from the trigger`);
+  if (h.waiting.length) parts.push(`waiting for ${h.waiting.join(", ")}`);
+  return parts.join("; ");
+}
+
+let reach = new Set();  // the blast radius picked in the halts view, outlined on the map
+
 function renderMap() {
   const elements = state.graph.nodes.map((n) => ({
-    data: { id: n.id, label: n.kind === "agent" ? `${n.id}\n${n.status}` : n.id, kind: n.kind, halted: n.halted ? 1 : 0 },
+    data: { id: n.id, label: n.kind === "agent" ? `${n.id}\n${n.status}` : n.id, kind: n.kind, halted: n.halted ? 1 : 0,
+      reach: reach.has(n.id) ? 1 : 0 },
   })).concat(state.graph.edges.filter((e) => state.graph.nodes.some((n) => n.id === e.to)).map((e, i) => ({
     data: { id: `e${i}`, source: e.from, target: e.to, seen: e.seen },
   })));
@@ -151,6 +205,7 @@ function renderMap() {
         { selector: "node", style: { label: "data(label)", "text-wrap": "wrap", "font-size": 10, "background-color": "#5fb3f9", "text-valign": "bottom" } },
         { selector: "node[kind = 'tool']", style: { shape: "round-rectangle", "background-color": "#b9c4cf" } },
         { selector: "node[halted = 1]", style: { "background-color": "#c02020" } },
+        { selector: "node[reach = 1]", style: { "border-width": 4, "border-color": "#f2a900" } },
         { selector: "edge", style: { "curve-style": "bezier", "target-arrow-shape": "triangle", width: 1.5 } },
         { selector: "edge[seen = 'observed']", style: { "line-style": "dashed" } },
       ],
@@ -193,6 +248,19 @@ function renderKpis() {
     }, data, holder);
   } else {
     chart.setData(data);
+  }
+  const traffic = [series.t, series.messages_per_s, series.halts];
+  if (!trafficChart) {
+    const place = document.getElementById("traffic-chart");
+    trafficChart = new uPlot({
+      width: Math.max(400, place.clientWidth || 800), height: 200,
+      scales: { x: { time: true, range: () => span() } },
+      series: [{}, { label: "messages/s", stroke: "#2f6fb0", points: { size: 6 } },
+        { label: "halts", stroke: "#c02020", scale: "n", points: { size: 6 } }],
+      axes: [{}, { label: "msg/s" }, { side: 1, scale: "n", label: "halts" }],
+    }, traffic, place);
+  } else {
+    trafficChart.setData(traffic);
   }
 }
 
@@ -241,8 +309,15 @@ function renderHealth() {
   add("Broker", [["up", h.broker.up], ["nodes", (h.broker.nodes || []).join(", ")], ["controller", h.broker.controller]]);
   if (h.topics) add("Topics", [["present", `${h.topics.present} of ${h.topics.expected}`], ["missing", h.topics.missing.join(", ") || "none"]]);
   if (h.schema_registry) add("Schema registry", [["subjects", h.schema_registry.subjects]]);
-  if (h.processors) add("Processors (offsets behind their inputs' ends)", Object.entries(h.processors).map(([name, p]) => [name,
-    p.error ? `error: ${p.error}` : p.offsets_behind === null ? "not running (never committed)" : `${p.offsets_behind} behind over ${p.partitions} partitions`]));
+  const group = (p) => {
+    if (p.error) return `error: ${p.error}`;
+    const members = `${p.instances} running (${p.state.toLowerCase()})`;
+    if (p.offsets_behind === null) return `${members}; never committed`;
+    const rate = p.offsets_per_s === undefined ? "" : `; ${p.offsets_per_s} offsets/s committed`;
+    return `${members}; ${p.offsets_behind} behind over ${p.partitions} partitions${rate}`;
+  };
+  if (h.processors) add("Processors (instances, offsets behind their inputs' ends, throughput)",
+    Object.entries(h.processors).map(([name, p]) => [name, group(p)]));
   if (h.drill) add("Kill-switch drill", [[h.drill.healthy ? "healthy" : "UNHEALTHY", h.drill.summary]]);
 }
 
@@ -378,24 +453,31 @@ document.getElementById("halt-form").onsubmit = (e) => {
 
 // -- navigation ---------------------------------------------------------------------------------
 
+function show(name) {
+  view = name;
+  document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b.dataset.view === name));
+  document.querySelectorAll("section.view").forEach((s) => { s.hidden = s.id !== name; });
+  render();
+}
 document.querySelectorAll("nav button").forEach((button) => {
-  button.onclick = () => {
-    view = button.dataset.view;
-    document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b === button));
-    document.querySelectorAll("section.view").forEach((s) => { s.hidden = s.id !== view; });
-    render();
-  };
+  button.onclick = () => { if (button.dataset.view !== "map") reach = new Set(); show(button.dataset.view); };
 });
 document.querySelectorAll("#fleet-table th[data-key]").forEach((th) => {
   th.onclick = () => {
     sort.up = sort.key === th.dataset.key ? !sort.up : true;
     sort.key = th.dataset.key;
-    renderFleet();
+    fleetDirty = true;
+    renderFleet(true);
   };
 });
+let scrolled = false;
+document.getElementById("fleet-scroll").onscroll = () => {
+  if (!scrolled) { scrolled = true; requestAnimationFrame(() => { scrolled = false; drawFleetWindow(); }); }
+};
 let refilter = null;
 document.getElementById("filter").oninput = () => {
-  renderFleet();  // at once from what the page holds, then from the server
+  fleetDirty = true;
+  renderFleet(true);  // at once from what the page holds, then from the server
   clearTimeout(refilter);
   refilter = setTimeout(connect, 300);
 };

@@ -15,12 +15,13 @@ Acknowledgements are verified against the key directory (the keys the mesh count
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from mesh.adapters.kafka.reading import partitions_of, reader, watermarks
+from mesh.adapters.kafka.table import TopicFold
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import AgentState, AgentStatus, live_instances
 from mesh.domain.control import is_mesh_process
@@ -30,12 +31,51 @@ from mesh.domain.topics import TELEMETRY
 from mesh.errors import MeshError, TopicNotFoundError
 from mesh.settings import Cluster
 
-__all__ = ["AckWatch", "Acks", "live_targets"]
+__all__ = ["Ack", "AckWatch", "Acks", "HaltAcks", "acknowledgement", "live_targets"]
 
 
 class Acks(NamedTuple):
     acknowledged: list[str]
     missing: list[str]
+
+
+class Ack(NamedTuple):
+    """One verified acknowledgement: of which command, by whom, when (the sidecar's clock),
+    and its trigger-to-acknowledgement latency (0 unless the halt carried its trigger)."""
+
+    command_id: str
+    sender: str
+    instance: str
+    at_ms: int
+    latency_ms: float
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """What it answers for: its instance, and its agent (an agent target with no known
+        instances is answered by any of its instances)."""
+        if self.instance:
+            return (f"{self.sender}/{self.instance}", self.sender)
+        return (self.sender,)
+
+
+def acknowledgement(
+    codec: MessageCodec, value: bytes, key_for: Callable[[str], bytes], kind: str
+) -> Ack | None:
+    """The ``kind`` acknowledgement ``value`` is, verified with its sender's key (``key_for``
+    raises MeshError for a sender with none), or None: any other record, or a forged one."""
+    try:
+        opened = codec.open(value, verify=False)
+        body, sender = opened.body, opened.envelope.sender
+        if opened.body_subject != TELEMETRY_SUBJECT or body.get("kind") != kind:
+            return None
+        command_id, colon, _ = str(body.get("detail") or "").partition(":")
+        if not colon:
+            return None
+        opened.verify(key_for(sender))
+    except MeshError:
+        return None  # not an acknowledgement anyone can count
+    return Ack(command_id, sender, str(body.get("instance_id") or ""),
+               opened.envelope.created_at_ms, float(body.get("latency_ms") or 0.0))  # fmt: skip
 
 
 def live_targets(agents: Mapping[str, AgentState], affected: Iterable[str]) -> list[str]:
@@ -87,8 +127,8 @@ class AckWatch:
                 message = self._consumer.poll(0.1)
                 if message is None or message.error() is not None:
                     continue
-                by = self._acknowledger(message.value() or b"", command_id, keys, kind)
-                for target in by:
+                ack = acknowledgement(self._codec, message.value() or b"", keys.key_for, kind)
+                for target in ack.targets if ack and ack.command_id == command_id else ():
                     if target in waiting:
                         waiting.discard(target)
                         acked.append(target)
@@ -96,20 +136,24 @@ class AckWatch:
             self._consumer.close()
         return Acks(sorted(acked), sorted(waiting))
 
-    def _acknowledger(
-        self, value: bytes, command_id: str, keys: KeyDirectory, kind: str
-    ) -> tuple[str, ...]:
-        """Who a record acknowledges the command for: its instance, and its agent (an agent
-        target with no known instances is answered by any of its instances)."""
-        try:
-            opened = self._codec.open(value, verify=False)
-            body, sender = opened.body, opened.envelope.sender
-            if opened.body_subject != TELEMETRY_SUBJECT or body.get("kind") != kind:
-                return ()
-            if not str(body.get("detail") or "").startswith(f"{command_id}:"):
-                return ()
-            opened.verify(keys.key_for(sender))
-        except MeshError:
-            return ()  # not an acknowledgement this command can count
-        instance = body.get("instance_id")
-        return (f"{sender}/{instance}", sender) if instance else (sender,)
+
+class HaltAcks(TopicFold):
+    """The verified HALT_ACKs on telemetry from ``since_ms`` on, by command id (the console's
+    halts view: who stopped, and how long after the halt). ``key_for``: the sender's key (the
+    console uses the registry's, which the registry processor accepted only when signed)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        codec: MessageCodec,
+        key_for: Callable[[str], bytes],
+        since_ms: int,
+    ) -> None:
+        self.by_command: dict[str, dict[str, Ack]] = {}
+        self._codec, self._key_for = codec, key_for
+        super().__init__(cluster, cluster.topic(TELEMETRY), since_ms)
+
+    def _fold(self, message: Message) -> None:
+        ack = acknowledgement(self._codec, message.value() or b"", self._key_for, Kind.HALT_ACK)
+        if ack is not None:
+            self.by_command.setdefault(ack.command_id, {})[ack.targets[0]] = ack

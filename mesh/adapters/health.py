@@ -100,16 +100,20 @@ def health(cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) 
 
 
 def _behind(cluster: Cluster, admin: AdminClient, name: str) -> dict[str, Any]:
-    """The group's offsets behind the ends of what it committed on (None: never committed)."""
+    """The group's offsets behind the ends of what it committed on (None: never committed),
+    the sum of its committed offsets (two reads apart give its throughput), and its members
+    (the running instances) with the group's state."""
     group = cluster.topic(f"mesh-{name}")
     try:
         result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
         partitions = result[group].result().topic_partitions
+        described = admin.describe_consumer_groups([group])[group].result()
     except KafkaException as exc:
         return {"error": str(exc)}
+    members = {"instances": len(described.members), "state": str(described.state.name)}
     committed = [tp for tp in partitions if tp.offset >= 0]
     if not committed:
-        return {"offsets_behind": None, "partitions": 0}
+        return {"offsets_behind": None, "partitions": 0, "committed": 0, **members}
     probe = reader(cluster)
     try:
         behind = sum(
@@ -118,7 +122,12 @@ def _behind(cluster: Cluster, admin: AdminClient, name: str) -> dict[str, Any]:
         )
     finally:
         probe.close()
-    return {"offsets_behind": behind, "partitions": len(committed)}
+    return {
+        "offsets_behind": behind,
+        "partitions": len(committed),
+        "committed": sum(tp.offset for tp in committed),
+        **members,
+    }
 
 
 def _now_ms() -> int:

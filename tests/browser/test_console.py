@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +17,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from mesh.adapters.keyfiles import mesh_key
+from mesh.adapters.keyfiles import control_signers, mesh_key
 from mesh.domain.topics import inbox_topic
 from mesh.settings import Cluster, Settings
 from processors.audit import AuditProcessor
+from processors.kpis import KpisProcessor
 from processors.runtime.engine import Engine
 from tests.conftest import free_port_pair
 from tests.integration.fleet import Sent, codec_for, produce, running
@@ -47,6 +49,7 @@ def mesh_console(settings: Settings, topics: object) -> Iterator[Console]:
     engines = [
         Engine.keyed(registry_processor(settings), cluster, codec),
         Engine.keyed(AuditProcessor(mesh_key(settings)), cluster, codec),
+        Engine.keyed(KpisProcessor(codec.serde, control_signers(settings)), cluster, codec),
     ]
     with running(engines):
         try:
@@ -159,9 +162,16 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
     halted = run(["halt", "alpha", "--reason", "from the cli", "--wait"], settings)
     assert halted.returncode == 0, halted.stdout + halted.stderr
     expect(page.locator("tr[data-agent=alpha] td.status")).to_have_text("HALTED", timeout=20_000)
-    view(page, "halts")  # the halt is listed, without a reload
-    expect(page.locator("#halts-table tbody tr")).to_contain_text("from the cli")
+    view(page, "halts")  # the halt is listed, without a reload, with who stopped how fast
+    row = page.locator("#halts-table tbody tr", has_text="from the cli")
+    expect(row).to_contain_text("operator:")
+    stopped = row.locator("td[data-stopped]")
+    expect(stopped).to_contain_text(re.compile(r"1 stopped; last after \d+ ms"))
+    expect(stopped).not_to_contain_text("waiting")
     shot(page, "halts")
+    row.locator("button", has_text="Map").click()  # its blast radius, outlined on the map
+    reach = "() => cy && cy.$id('alpha').data('reach') === 1 && cy.$id('beta').data('reach') === 0"
+    page.wait_for_function(reach)
 
     view(page, "fleet")
     page.once("dialog", lambda d: d.accept())
@@ -191,7 +201,9 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
     view(page, "map")
     page.wait_for_timeout(500)
     shot(page, "map")
-    view(page, "kpis")
+    view(page, "kpis")  # the kpis processor counted the halts: charted per five minutes
+    expect(page.locator("#traffic-chart .u-legend")).to_contain_text("halts", timeout=20_000)
+    expect(page.locator("#kpis-table tbody")).to_contain_text("fleet")
     shot(page, "kpis")
     view(page, "escalations")
     shot(page, "escalations")
@@ -207,6 +219,7 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
     view(page, "health")
     expect(page.locator("#health-body")).to_contain_text("registry", timeout=30_000)
     expect(page.locator("#health-body")).to_contain_text("subjects")
+    expect(page.locator("#health-body")).to_contain_text("1 running (stable)")
     shot(page, "health")
 
 

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from console.auth import OPERATOR, VIEWER, csrf_for, load_tokens
-from console.feed import agent_view, halt_view
+from console.feed import agent_view, halt_view, rows_to_redo
+from mesh.adapters.acks import Ack
 from mesh.domain.agents import AgentState, AgentStatus
 from mesh.domain.control import Action, Scope, control_record
 
@@ -35,5 +36,38 @@ def test_a_fleet_row_says_status_certification_and_who_halted_it() -> None:
     assert row["skills"] == ["review"] and row["instances"] == 1
     assert row["halted_by"] == "operator: look"
     assert agent_view(agent, None, now_ms=11)["certified"] == "lapsed"
-    listed = halt_view("review", halt)
+    listed = halt_view("review", halt, 1_000, {}, ["review/i-1"])
     assert (listed["requested_by"], listed["affected"]) == ("operator:root", ["review"])
+    assert listed["waiting"] == ["review/i-1"] and listed["slowest_ack_ms"] is None
+
+
+def test_a_halt_says_who_acknowledged_it_how_fast_and_who_has_not() -> None:
+    halt = control_record(Action.HALT, Scope.AGENT, "review", rule="spend", reason="over",
+                          requested_by="mesh.killswitch", affected=["review"])  # fmt: skip
+    acks = {
+        "review/i-1": Ack(halt["command_id"], "review", "i-1", at_ms=1_012, latency_ms=30.0),
+        "review/i-2": Ack(halt["command_id"], "review", "i-2", at_ms=1_025, latency_ms=41.5),
+    }
+    listed = halt_view("review", halt, 1_000, acks, ["review/i-1", "review/i-2", "review/i-3"])
+    assert listed["acknowledged"] == ["review/i-1", "review/i-2"]
+    assert listed["waiting"] == ["review/i-3"]
+    assert listed["slowest_ack_ms"] == 25  # produce of the halt to the last acknowledgement
+    assert listed["trigger_to_ack_ms"] == 41.5
+    # an instance the registry no longer knows still counts as answered; a clock behind: 0
+    early = {"review/i-1": acks["review/i-1"]._replace(at_ms=990)}
+    listed = halt_view("review", halt, 1_000, early, ["review/i-1"])
+    assert listed["waiting"] == [] and listed["slowest_ack_ms"] == 0
+
+
+def test_a_halt_or_resume_redoes_the_rows_it_reaches_a_fleet_halt_every_row() -> None:
+    def halt(scope: Scope, target: str, affected: list[str]) -> dict[str, object]:
+        return control_record(Action.HALT, scope, target, rule="operator", reason="r",
+                              requested_by="operator:root", affected=affected)  # fmt: skip
+
+    one = halt(Scope.DEPENDANTS, "review", ["review", "publish"])
+    assert rows_to_redo({}, {"review": one}) == {"review", "publish"}
+    assert rows_to_redo({"review": one}, {}) == {"review", "publish"}  # its resume
+    assert rows_to_redo({"review": one}, {"review": dict(one)}) == set()  # the same command
+    assert rows_to_redo({}, {"chain:c-1": halt(Scope.CHAIN, "c-1", ["x"])}) == set()
+    assert rows_to_redo({}, {"*": halt(Scope.FLEET, "*", [])}) is None
+    assert rows_to_redo({"capability:pay": halt(Scope.CAPABILITY, "pay", ["a"])}, {}) is None

@@ -3,7 +3,8 @@
 Records are folded in log order through :class:`~mesh.domain.control.HaltBook` (ordered
 control); only commands signed by one of ``signers`` count, and what changes nothing
 (unsigned, forged, a tombstone, a stale command) is kept in ``ignored`` with where it was and
-why. ``catch_up`` reads to the end; ``poll`` folds what has arrived without waiting (the
+why; ``issued_at`` keeps when each halt in force was produced (the console's time to halt).
+``catch_up`` reads to the end; ``poll`` folds what has arrived without waiting (the
 processor runtime's global table of halts).
 """
 
@@ -28,6 +29,7 @@ class HaltTable(TopicFold):
     def __init__(self, cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]) -> None:
         self.book = HaltBook()
         self.ignored: list[str] = []
+        self.issued_at: dict[str, int] = {}  # command id -> when its signer produced it
         self._codec, self._signers = codec, dict(signers)
         super().__init__(cluster, cluster.topic(CONTROL))
 
@@ -46,6 +48,11 @@ class HaltTable(TopicFold):
         except MeshError as exc:
             self.ignored.append(f"{where}: {exc}")
             return
-        stale = self.book.apply(key, opened.body, opened.envelope.sender).stale
+        outcome = self.book.apply(key, opened.body, opened.envelope.sender)
+        if outcome.changed and opened.body.get("action") == "HALT":
+            self.issued_at[str(opened.body["command_id"])] = opened.envelope.created_at_ms
+        if outcome.lifted is not None:
+            self.issued_at.pop(str(outcome.lifted.get("command_id")), None)
+        stale = outcome.stale
         if stale is not None:
             self.ignored.append(f"{where}: {stale}")

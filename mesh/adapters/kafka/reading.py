@@ -144,12 +144,17 @@ def _metadata(consumer: Consumer, topic: str, timeout_s: float) -> Any:
 
 
 def read_available(
-    consumer: Consumer, on_message: Callable[[Message], None], max_records: int = 1000
+    consumer: Consumer,
+    on_message: Callable[[Message], None],
+    max_records: int = 1000,
+    wait_s: float = 0.0,
 ) -> int:
     """Call ``on_message`` for what the client has already fetched, without waiting (a
-    global table folded between batches); returns the records folded."""
+    global table folded between batches), or waiting up to ``wait_s`` for the first record;
+    returns the records folded."""
     folded = 0
-    for message in consumer.consume(max_records, 0):
+    first = consumer.poll(wait_s) if wait_s > 0 else None  # wakes on the first record
+    for message in ([first] if first is not None else []) + consumer.consume(max_records, 0):
         error = message.error()
         if error is None:
             on_message(message)

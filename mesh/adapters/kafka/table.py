@@ -21,10 +21,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 
-from mesh.adapters.kafka.reading import partitions_of, read_available, read_to_end, reader
-from mesh.errors import MeshError, TopicNotFoundError
+from mesh.adapters.kafka.reading import (
+    partitions_of,
+    read_available,
+    read_to_end,
+    reader,
+    watermarks,
+)
+from mesh.errors import KafkaUnavailableError, MeshError
 from mesh.settings import Cluster
 
 __all__ = ["Table", "TopicFold"]
@@ -37,26 +43,44 @@ _log = logging.getLogger("mesh.table")
 class TopicFold(ABC):
     """Every partition of one topic (its full name) from its beginning, handed record by record
     to :meth:`_fold`: the one reading loop of the global tables (agents, halts, keys, policies).
+    ``since_ms``: from the first record at or after that time instead (an event topic followed
+    from a point, such as the console reading the acknowledgements of the halts in force).
     """
 
-    def __init__(self, cluster: Cluster, topic: str) -> None:
+    def __init__(self, cluster: Cluster, topic: str, since_ms: int | None = None) -> None:
         self.topic = topic
         self._consumer = reader(cluster)
         try:
             partitions = partitions_of(self._consumer, topic)
-        except TopicNotFoundError:
+            self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+            if since_ms is not None:
+                self._partitions = self._from_time(since_ms)
+        except MeshError:
             self._consumer.close()
             raise
-        self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         self._consumer.assign(self._partitions)
+
+    def _from_time(self, since_ms: int) -> list[TopicPartition]:
+        asked = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in self._partitions]
+        try:
+            found = self._consumer.offsets_for_times(asked, 15)
+        except KafkaException as exc:
+            where = f"cannot find offsets by time in {self.topic}"
+            raise KafkaUnavailableError(f"{where}: {exc}") from exc
+        return [  # no record that late (the broker answers -1): from the end
+            tp if tp.offset >= 0 else TopicPartition(tp.topic, tp.partition, watermarks(
+                self._consumer, TopicPartition(tp.topic, tp.partition))[1])
+            for tp in found
+        ]  # fmt: skip
 
     def catch_up(self) -> int:
         """Read every partition to its current end; returns the records read."""
         return read_to_end(self._consumer, self._partitions, self._fold)
 
-    def poll(self, max_records: int = 1000) -> int:
-        """Fold what has already arrived, without waiting; returns the records folded."""
-        return read_available(self._consumer, self._fold, max_records)
+    def poll(self, max_records: int = 1000, wait_s: float = 0.0) -> int:
+        """Fold what has already arrived, without waiting (or up to ``wait_s`` for a first
+        record: a reader with nothing else to do); returns the records folded."""
+        return read_available(self._consumer, self._fold, max_records, wait_s)
 
     def close(self) -> None:
         self._consumer.close()
