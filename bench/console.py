@@ -11,9 +11,12 @@ On one broker, in one run:
    by a plain confluent-kafka consumer (fetch wait 10 ms, as the console's reader), produce
    to receipt.
 2. **10,000 agents heartbeating.** A load generator registers 10,000 agents and heartbeats
-   each every 5 s (2,000 events/s) for 60 s; the registry processor folds them into the
-   registry the console follows, the page open on the fleet view. The console process's CPU
-   and peak RSS are sampled from /proc, and 200 more halts and resumes are timed to the DOM.
+   each every 5 s (2,000 events/s) for 60 s; the registry processor (its own process, as
+   `mesh up` runs it) folds them into the registry the console follows, the page open on the
+   fleet view. The console process's CPU
+   and peak RSS are sampled from /proc, and 200 more halts and resumes are timed to the DOM,
+   and by a plain confluent-kafka reader of the control topic on the same broker (the
+   baseline under the same load: what the broker alone takes).
    The fleet table is virtualised: the rows in the DOM are counted, and the page is scrolled
    to the last of the 10,000 agents.
 Target: p99 < 500 ms.
@@ -40,14 +43,12 @@ from bench._report import median, percentile, write_results
 from bench.registry import FLEET, load_generator
 from mesh.adapters.commands import publish_command
 from mesh.adapters.kafka.config import consumer_config, producer_config
-from mesh.adapters.keyfiles import mesh_key, operator_key
+from mesh.adapters.keyfiles import operator_key
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.control import Action, Scope, control_record
-from mesh.domain.topics import TELEMETRY
+from mesh.domain.topics import CONTROL, TELEMETRY
 from mesh.settings import Cluster, Settings
-from processors.registry import RegistryProcessor
-from processors.runtime.engine import Engine
 
 SAMPLES, WARMUP, UNDER_LOAD = 220, 20, 200
 LOAD_S = 60.0
@@ -90,8 +91,29 @@ def start_console(settings: Settings, bootstrap: str) -> tuple[subprocess.Popen[
     raise SystemExit("the console did not start")
 
 
+def start_registry(settings: Settings, bootstrap: str) -> subprocess.Popen[str]:
+    """The registry processor, `mesh processors run registry`, once it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "processors", "run", "registry"],
+        env=environment(settings, bootstrap), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("ready:") or " ready:" in line:
+            threading.Thread(target=process.stdout.read, daemon=True).start()  # drain it
+            return process
+    raise SystemExit("the registry processor did not start")
+
+
 def dom_latencies(
-    page: Page, cluster: Cluster, codec: MessageCodec, count: int, server: list[float]
+    page: Page,
+    cluster: Cluster,
+    codec: MessageCodec,
+    count: int,
+    server: list[float],
+    produced: list[float] | None = None,
+    acked: list[float] | None = None,
 ) -> list[float]:
     """Halt, resume, halt ... one at a time; ms from produce to the page showing it. Appends
     to ``server`` the part until the console pushed the change (its ``at``)."""
@@ -109,7 +131,11 @@ def dom_latencies(
         halt_id = str(record["command_id"]) if action is Action.HALT else None
         seen = page.evaluate("() => window.__seen.length")
         produced_ms = time.time() * 1000
+        if produced is not None:
+            produced.append(produced_ms)
         publish_command(cluster, codec, record, producer)
+        if acked is not None:  # the broker has it (the produce's flush returned)
+            acked.append(time.time() * 1000 - produced_ms)
         page.wait_for_function(f"() => window.__seen.length > {seen}", timeout=10_000)
         at_ms, _, pushed_ms = page.evaluate(f"() => window.__seen[{seen}]")
         latencies.append(at_ms - produced_ms)
@@ -145,6 +171,37 @@ def raw_latencies(cluster: Cluster, codec: MessageCodec, count: int) -> list[flo
     return latencies
 
 
+class RawFollower:
+    """A plain confluent-kafka reader of the control topic (read_committed, fetch wait 10 ms,
+    as the console's), noting when each record arrives: under load, how much of the console's
+    latency the broker alone already takes."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        topic = cluster.topic(CONTROL)
+        self.arrived: list[float] = []
+        self._consumer = Consumer(consumer_config(cluster, f"bench-raw-{time.time_ns()}",
+                                                  **{"fetch.wait.max.ms": 10}))  # fmt: skip
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([
+            TopicPartition(topic, p, self._consumer.get_watermark_offsets(
+                TopicPartition(topic, p))[1]) for p in partitions
+        ])  # fmt: skip
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.1)
+            if message is not None and message.error() is None:
+                self.arrived.append(time.time() * 1000)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -161,10 +218,7 @@ def under_load(
     settings: Settings, bootstrap: str, codec: MessageCodec, page: Page, pid: int
 ) -> dict[str, Any]:
     cluster = Cluster(settings, bootstrap)
-    registry = Engine.keyed(RegistryProcessor(mesh_key(settings)), cluster, codec)
-    stop = threading.Event()
-    worker = threading.Thread(target=lambda: registry.run(until=stop.is_set), daemon=True)
-    worker.start()
+    registry = start_registry(settings, bootstrap)  # its own process, as `mesh up` runs it
     ready, go = multiprocessing.Event(), multiprocessing.Event()
     generator = multiprocessing.Process(
         target=load_generator, args=(settings, bootstrap, LOAD_S, ready, go)
@@ -178,16 +232,21 @@ def under_load(
     peak = rss_mib(pid)
     latencies: list[float] = []
     server: list[float] = []
+    produced: list[float] = []
+    acked: list[float] = []
+    raw = RawFollower(cluster)
     while generator.is_alive():
         if len(latencies) < UNDER_LOAD:
-            latencies += dom_latencies(page, cluster, codec, 2, server)
+            latencies += dom_latencies(page, cluster, codec, 2, server, produced, acked)
         peak = max(peak, rss_mib(pid))
         time.sleep(0.1)
     elapsed = time.monotonic() - started
     cpu = (cpu_seconds(pid) - cpu_before) / elapsed
     generator.join()
-    stop.set()
-    worker.join(30)
+    raw.close()
+    broker = [a - p for a, p in zip(raw.arrived, produced, strict=False)]
+    registry.terminate()
+    registry.wait(30)
     rows = "[...document.querySelectorAll('#fleet-table tbody tr[data-agent]')]"
     drawn = page.evaluate(f"() => {rows}.length")
     page.evaluate(
@@ -202,7 +261,16 @@ def under_load(
         "10k: console CPU (cores, mean)": cpu,
         "10k: console peak RSS (MiB)": peak,
         "10k: produce to DOM p50 (ms)": median(latencies),
+        "10k: produce to DOM p90 (ms)": percentile(latencies, 0.90),
         "10k: produce to DOM p99 (ms)": percentile(latencies, 0.99),
+        "10k: produce to DOM max (ms)": max(latencies),
+        "10k: halts over 200 ms": sum(1 for v in latencies if v > 200),
+        "10k: raw produce to consume p50 (ms)": median(broker),
+        "10k: raw produce to consume p99 (ms)": percentile(broker, 0.99),
+        "10k: raw over 200 ms": sum(1 for v in broker if v > 200),
+        "10k: produce acknowledged p50 (ms)": median(acked),
+        "10k: produce acknowledged p99 (ms)": percentile(acked, 0.99),
+        "10k: produce acknowledged over 200 ms": sum(1 for v in acked if v > 200),
         "10k: produce to console push p50 (ms)": median(server),
         "10k: produce to console push p99 (ms)": percentile(server, 0.99),
         "10k: halts timed": len(latencies),
@@ -252,6 +320,10 @@ def main() -> None:
         / figures["raw produce to consume p50 (ms)"],
         "produce to DOM p99 / 500 ms target": figures["produce to DOM p99 (ms)"] / 500,
         "under 10k agents p99 / 500 ms target": loaded["10k: produce to DOM p99 (ms)"] / 500,
+        "under 10k agents p50 / raw p50 under the same load": loaded["10k: produce to DOM p50 (ms)"]
+        / loaded["10k: raw produce to consume p50 (ms)"],
+        "under 10k agents p99 / raw p99 under the same load": loaded["10k: produce to DOM p99 (ms)"]
+        / loaded["10k: raw produce to consume p99 (ms)"],
     }
     for k, v in {**figures, **ratios}.items():
         print(f"{k}: {v:,.2f}" if isinstance(v, float) else f"{k}: {v}")
@@ -262,7 +334,10 @@ def main() -> None:
         f"{SAMPLES - WARMUP} halts/resumes one at a time after {WARMUP} warm-up, produce to the "
         "halt count changing in Debian's chromium (MutationObserver); raw = the same signed "
         f"bytes, plain confluent-kafka; then {FLEET} agents heartbeating every 5 s for "
-        f"{LOAD_S:.0f}s through the registry processor, page on the fleet view.",
+        f"{LOAD_S:.0f}s through the registry processor, page on the fleet view; under that "
+        "load a plain confluent-kafka reader of the control topic times the same commands "
+        "(raw under load). Console push = produce to the console handing the change to the "
+        "page's stream.",
     )
     print(f"wrote {path}")
 

@@ -11,7 +11,6 @@ and the details), so an answer is bound, signed and single-use the same way.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 
@@ -21,6 +20,7 @@ from cli.common import console, reading, settings
 from mesh.adapters.approvals import ApprovalLog, decide, read_approvals
 from mesh.adapters.keyfiles import trust_anchors
 from mesh.domain.approvals import Request
+from mesh.domain.moments import utc_text
 from mesh.errors import UnknownTargetError
 
 app = typer.Typer(help="Human approvals of tool calls the policy marks requires_approval.")
@@ -177,6 +177,4 @@ def _view(request: Request, state: str) -> dict[str, object]:
 
 
 def _at(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+    return None if ms is None else utc_text(ms)  # JSON null for a time not set

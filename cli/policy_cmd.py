@@ -7,7 +7,6 @@ with this host's operator key; sidecars pick it up without a restart.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.dependencies import capabilities
 from mesh.domain.identity import PublicKeys
+from mesh.domain.moments import utc_text
 from mesh.domain.policies import FLEET, PolicyInForce, canonical, diff_policies, policy_hash
 from mesh.errors import ConfigError
 from processors.killswitch import load_policy
@@ -170,8 +170,7 @@ def history(
         log = mesh.policies()
     for at_ms, record in log.history:
         if target is None or record.target == target:
-            when = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).isoformat(timespec="seconds")
-            when = when.replace("+00:00", "Z")
+            when = utc_text(at_ms)
             if as_json:
                 print(json.dumps({
                     "at": when, "target": record.target, "version": record.version,

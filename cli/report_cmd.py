@@ -13,7 +13,6 @@ from any browser. Exit 1 when the window's audit does not verify (the report sti
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import time
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from mesh.adapters.audit.log import Window
 from mesh.adapters.report import ReportData, gates_of, gather_report
 from mesh.domain.gates import certified_for_production
 from mesh.domain.kpis import FLEET, figures
+from mesh.domain.moments import utc_text as _when
 from mesh.errors import ConfigError
 
 
@@ -99,12 +99,6 @@ _CSS = (
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], raw: bool = False) -> str:

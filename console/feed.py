@@ -26,19 +26,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message
 
 from mesh.adapters.acks import Ack, HaltAcks, live_targets
-from mesh.adapters.approvals import read_approvals
-from mesh.adapters.health import dead_letters, health
+from mesh.adapters.approvals import ApprovalFollower, ApprovalLog
+from mesh.adapters.health import dead_letter_ends, dead_letters, health
 from mesh.adapters.kafka.halts import HaltTable
+from mesh.adapters.kafka.reading import reader
 from mesh.adapters.kafka.table import Table
-from mesh.adapters.kpis import read_kpis
+from mesh.adapters.kpis import KpiPieces
 from mesh.adapters.metrics import Family, counters
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import from_record
-from mesh.domain.agents import AgentState
+from mesh.domain.agents import AgentState, AgentStatus
 from mesh.domain.control import CHAIN_PREFIX
 from mesh.domain.dependencies import capabilities, dependency_graph, render
 from mesh.domain.gates import PRODUCTION, certified_for_production
@@ -67,6 +68,7 @@ class Feed:
         self.every_s, self.slow_every_s = every_s, slow_every_s
         self.health_every_s, self._health_at = health_every_s, -health_every_s
         self._committed: dict[str, tuple[float, int]] = {}  # processor -> (when, offsets)
+        self._dead_ends: tuple[int, ...] | None = None
         self.agents: dict[str, dict[str, Any]] = {}
         self.halts: list[dict[str, Any]] = []
         self.kpis: list[dict[str, Any]] = []
@@ -178,7 +180,8 @@ class Feed:
         try:
             table.catch_up()
             halts.catch_up()
-            since = min(halts.issued_at.values(), default=int(time.time() * 1000)) - 1000
+            now_ms = int(time.time() * 1000)  # acknowledgements of a halt at most a day old
+            since = max(min(halts.issued_at.values(), default=now_ms), now_ms - 86_400_000) - 1000
             acks = HaltAcks(self.cluster, self.codec, _registered_key(table), since)
             acks.catch_up()
             self._acks = acks
@@ -237,11 +240,13 @@ class Feed:
 
     def _in_force(self, table: _Tracked, halts: HaltTable) -> list[dict[str, Any]]:
         by_command = self._acks.by_command if self._acks is not None else {}
-        return [
-            halt_view(key, command, halts.issued_at.get(command["command_id"]),
-                      by_command.get(command["command_id"], {}), _reach(table.values, command))
-            for key, command in sorted(halts.halts.items())
-        ]  # fmt: skip
+        views = []
+        for key, command in sorted(halts.halts.items()):
+            command_id = str(command["command_id"])
+            acks = by_command.get(command_id, {})
+            reach = _reach(table.values, command)
+            views.append(halt_view(key, command, halts.issued_at.get(command_id), acks, reach))
+        return views
 
     def _halts(self, table: _Tracked, halts: HaltTable) -> None:
         """The halts view, redone (a halt, a resume or an acknowledgement arrived)."""
@@ -252,20 +257,41 @@ class Feed:
             self._publish({"type": "halts", "halts": in_force, "at": int(time.time() * 1000)})
 
     def _run_slow(self) -> None:
-        """Its own thread: reading the KPIs, approvals, dead letters and health whole takes
-        long enough that a halt must not wait behind it."""
+        """Its own thread: the KPIs, approvals, dead letters and health take long enough to
+        read that a halt must not wait behind them."""
         while not self._stop.is_set():
-            self._slow()
-            self._stop.wait(self.slow_every_s)
+            try:
+                self._follow_slow()
+            except MeshError as exc:  # the broker went away: say so, start again
+                _log.warning("console: KPIs or approvals unreadable (%s); retrying", exc)
+                self._stop.wait(2.0)
 
-    def _slow(self) -> None:
-        """KPIs and the decisions waiting for a person: read whole, every few seconds."""
+    def _follow_slow(self) -> None:
+        """The KPI pieces and the approvals (with the key directory) followed, not read whole
+        again every few seconds: a reader's start is what costs."""
+        kpis = KpiPieces(self.cluster, self.codec.serde)
         try:
-            view = read_kpis(self.cluster, self.codec.serde)
-            log = read_approvals(self.cluster, self.codec, self.signers)
-        except MeshError as exc:
-            _log.warning("console: KPIs or approvals unreadable: %s", exc)
-            return
+            approvals = ApprovalFollower(self.cluster, self.codec, self.signers)
+        except MeshError:
+            kpis.close()
+            raise
+        letters = reader(self.cluster)  # the dead letters, re-read when their ends move
+        try:
+            kpis.catch_up()
+            approvals.catch_up()
+            while not self._stop.is_set():
+                kpis.poll(max_records=10_000)
+                approvals.poll()
+                self._slow(kpis.view(), approvals.log)
+                self._operations(letters)
+                self._stop.wait(self.slow_every_s)
+        finally:
+            kpis.close()
+            approvals.close()
+            letters.close()
+
+    def _slow(self, view: KpiView, log: ApprovalLog) -> None:
+        """The KPI panels, each agent's activity and the decisions waiting for a person."""
         now_ms = int(time.time() * 1000)
         scopes = [FLEET] + [s for s in view.scopes() if s.startswith("workflow:")]
         kpis = [
@@ -290,13 +316,17 @@ class Feed:
             self._publish({"type": "activity", "activity": activity})
         if waiting_changed:
             self._publish({"type": "escalations", "escalations": waiting})
-        self._operations()
 
-    def _operations(self) -> None:
-        """The newest dead letters; the mesh's health every ``health_every_s`` (it asks the
-        broker for every processor group's offsets and members: not every few seconds)."""
+    def _operations(self, consumer: Consumer) -> None:
+        """The newest dead letters (read again only when one arrived); the mesh's health
+        every ``health_every_s`` (it asks the broker for every processor group's offsets and
+        members: not every few seconds)."""
         try:
-            letters = dead_letters(self.cluster, self.codec)
+            ends = dead_letter_ends(self.cluster, consumer)
+            letters = self.dead_letters
+            if ends != self._dead_ends:
+                letters = dead_letters(self.cluster, self.codec, consumer=consumer)
+                self._dead_ends = ends
             due = time.monotonic() - self._health_at >= self.health_every_s
             status = health(self.cluster, self.codec, self.signers) if due else None
         except MeshError as exc:
@@ -456,9 +486,11 @@ def rows_to_redo(
 
 
 def _reach(records: Mapping[str, AgentState], command: Mapping[str, Any]) -> list[str]:
-    """The running instances a halt reaches (every agent for a fleet halt)."""
+    """The running instances a halt reaches (every agent for a fleet halt) that may still act:
+    an agent the registry shows HALTED has acknowledged a halt, so it is not waited for."""
     affected = command.get("affected_agents") or ()
-    return live_targets(records, records if command["scope"] == "FLEET" else affected)
+    acting = {k: v for k, v in records.items() if v.status is AgentStatus.LIVE}
+    return live_targets(acting, records if command["scope"] == "FLEET" else affected)
 
 
 def _registered_key(table: _Tracked) -> Callable[[str], bytes]:

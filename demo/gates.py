@@ -13,7 +13,6 @@ signed halt, its acknowledgement, a resume) then passes, the certification is gr
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 
@@ -25,6 +24,7 @@ from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.drills import CANARY
 from mesh.domain.gates import PRODUCTION, certified_for_production
 from mesh.domain.identity import PublicKeys
+from mesh.domain.moments import utc_text
 from mesh.errors import AgentRefusedError, MeshError
 from mesh.settings import Cluster
 from sidecar.core import Sidecar
@@ -67,7 +67,7 @@ async def _certify(
     record = me.agents()[name]
     if certified_for_production(record, int(time.time() * 1000)):
         say(f"gates: {name} v{record.version} certified for production until "
-            f"{_iso(record.certified_until_ms)} (an earlier run)")  # fmt: skip
+            f"{utc_text(record.certified_until_ms)} (an earlier run)")  # fmt: skip
         return
     profile, digest = load_profile(None)
     verdict = await asyncio.to_thread(certify, cluster, codec, name, _BY, profile, digest)
@@ -88,7 +88,7 @@ async def _certify(
     if not verdict.granted:
         raise MeshError(f"{name} cannot be certified: gates failing {', '.join(verdict.failing)}")
     say(f"gates: {name} v{record.version} certified for production until "
-        f"{_iso(verdict.expires_at_ms)}")  # fmt: skip
+        f"{utc_text(verdict.expires_at_ms)}")  # fmt: skip
 
 
 async def _fleet_drill_passing(cluster: Cluster, codec: MessageCodec, say: Say) -> None:
@@ -127,9 +127,3 @@ async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 20
         if time.monotonic() > deadline:
             raise MeshError(f"the demo timed out waiting for {what}")
         await asyncio.sleep(0.1)
-
-
-def _iso(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -25,7 +25,8 @@ from sidecar.approvals import Approvals
 from sidecar.inbox import Counters
 from sidecar.outbox import Outbox
 from sidecar.permits import Permit, PermitBook, arguments_digest
-from sidecar.policy import AgentPolicy, SpendWindow
+from sidecar.policy import AgentPolicy
+from sidecar.spend import SpendWindow
 from sidecar.telemetry import Kind
 
 __all__ = ["Reports"]

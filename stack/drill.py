@@ -30,7 +30,7 @@ from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.keyfiles import operator_key
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
-from mesh.domain.control import Action, Scope, control_record
+from mesh.domain.control import Action, agent_command
 from mesh.domain.drills import CANARY, DrillResult
 from mesh.domain.identity import PublicKeys
 from mesh.errors import MeshError
@@ -150,11 +150,10 @@ class Drill:
         return elapsed
 
     def _command(self, action: Action, reason: str, lifts: str | None) -> dict[str, Any]:
-        return control_record(
-            action, Scope.AGENT, self.canary.agent_id, rule="operator", reason=reason,
-            requested_by=operator_key(self.cluster.settings).agent_id,
-            affected=[self.canary.agent_id], lifts=lifts,
-        )  # fmt: skip
+        operator = operator_key(self.cluster.settings).agent_id
+        return agent_command(
+            action, self.canary.agent_id, reason=reason, requested_by=operator, lifts=lifts
+        )
 
     async def _until_applied(
         self, record: dict[str, Any], applied: Callable[[], bool]

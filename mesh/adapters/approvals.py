@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
-from mesh.adapters.kafka.keys import read_keys
+from mesh.adapters.kafka.keys import KeyTable, read_keys
 from mesh.adapters.kafka.producing import produce_one
 from mesh.adapters.kafka.table import TopicFold
 from mesh.adapters.keyfiles import mesh_anchor, operator_key
@@ -27,7 +27,7 @@ from mesh.domain.topics import APPROVALS
 from mesh.errors import MeshError, UnknownTargetError
 from mesh.settings import Cluster
 
-__all__ = ["ApprovalLog", "decide", "fold_approval", "read_approvals"]
+__all__ = ["ApprovalFollower", "ApprovalLog", "decide", "fold_approval", "read_approvals"]
 
 #: The key an agent signed with at a time (agent id, epoch ms): history is judged by the key
 #: in force when it was written, so a request stays verifiable after the agent retires.
@@ -91,6 +91,37 @@ def read_approvals(
     keys = read_keys(cluster, codec.serde, mesh_anchor(cluster.settings))
     table = _ApprovalTable(cluster, codec, signers, lambda a, at: keys.as_of(at).key_for(a))
     return table.read_once().log
+
+
+class ApprovalFollower:
+    """The approvals topic followed, with the key directory it is judged by (the console's
+    decisions waiting for a person): :meth:`poll` folds what arrived, keys first."""
+
+    def __init__(self, cluster: Cluster, codec: MessageCodec, signers: Mapping[str, bytes]):
+        self._keys = KeyTable(cluster, codec.serde, mesh_anchor(cluster.settings))
+        try:
+            self._table = _ApprovalTable(
+                cluster, codec, signers, lambda a, at: self._keys.directory.as_of(at).key_for(a)
+            )
+        except MeshError:
+            self._keys.close()
+            raise
+
+    @property
+    def log(self) -> ApprovalLog:
+        return self._table.log
+
+    def catch_up(self) -> None:
+        self._keys.catch_up()
+        self._table.catch_up()
+
+    def poll(self) -> None:
+        self._keys.poll()
+        self._table.poll()
+
+    def close(self) -> None:
+        self._keys.close()
+        self._table.close()
 
 
 def decide(

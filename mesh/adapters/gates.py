@@ -40,7 +40,7 @@ from mesh.adapters.keyfiles import mesh_anchor, operator_key, trust_anchors
 from mesh.adapters.policies import read_policies
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agents import CERTIFIED_SUBJECT, AgentState, AgentStatus
-from mesh.domain.control import KILLSWITCH_AGENT, Action, Scope, control_record
+from mesh.domain.control import KILLSWITCH_AGENT, Action, agent_command
 from mesh.domain.dependencies import capabilities, dependants, with_capability
 from mesh.domain.drills import CANARY, DrillResult
 from mesh.domain.envelope import RecipientKind, new_envelope
@@ -152,19 +152,22 @@ def drill_agent(
     halt_ms = resume_ms = None
     ids: list[str] = []
     failure = None
+    operator = operator_key(cluster.settings).agent_id
     try:
-        halt = _command(cluster, Action.HALT, agent_id, "gates drill", None)
+        halt = agent_command(Action.HALT, agent_id, reason="gates drill", requested_by=operator)
         ids.append(str(halt["command_id"]))
         step = Step(cluster, codec, producer, targets, keys, deadline_s)
         halt_ms = step.timed(halt, ids[0], Kind.HALT_ACK)
-        resume = _command(cluster, Action.RESUME, agent_id, "gates drill over", ids[0])
+        resume = agent_command(Action.RESUME, agent_id, reason="gates drill over",
+                               requested_by=operator, lifts=ids[0])  # fmt: skip
         ids.append(str(resume["command_id"]))
         resume_ms = step.timed(resume, ids[0], Kind.RESUME_ACK)
     except MeshError as exc:
         failure = str(exc)
         if len(ids) == 1:  # never leave the agent halted by a drill
             with contextlib.suppress(MeshError):
-                lift = _command(cluster, Action.RESUME, agent_id, "gates drill failed", ids[0])
+                lift = agent_command(Action.RESUME, agent_id, reason="gates drill failed",
+                                     requested_by=operator, lifts=ids[0])  # fmt: skip
                 publish_command(cluster, codec, lift, producer)
     result = DrillResult(
         agent_id, started_ms, failure is None, profile.drill_max_age_s, halt_ms, resume_ms,
@@ -172,15 +175,6 @@ def drill_agent(
     )  # fmt: skip
     publish_drill(cluster, codec, result)
     return result
-
-
-def _command(
-    cluster: Cluster, action: Action, agent_id: str, reason: str, lifts: str | None
-) -> dict[str, Any]:
-    return control_record(
-        action, Scope.AGENT, agent_id, rule="operator", reason=reason,
-        requested_by=operator_key(cluster.settings).agent_id, affected=[agent_id], lifts=lifts,
-    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from mesh.adapters.drills import read_drills
@@ -26,15 +26,19 @@ from mesh.domain.topics import DLQ, catalogue
 from mesh.errors import MeshError
 from mesh.settings import Cluster
 
-__all__ = ["PROCESSOR_GROUPS", "dead_letters", "health"]
+__all__ = ["PROCESSOR_GROUPS", "dead_letter_ends", "dead_letters", "health"]
 
 #: The processors `mesh up` runs, by the name their consumer group is made from.
 PROCESSOR_GROUPS = ("registry", "state", "audit", "killswitch", "kpis")
 
 
-def dead_letters(cluster: Cluster, codec: MessageCodec, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest ``limit`` dead letters, newest first."""
-    consumer = reader(cluster)
+def dead_letters(
+    cluster: Cluster, codec: MessageCodec, limit: int = 100, consumer: Consumer | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` dead letters, newest first (read with ``consumer``, a
+    :func:`reader` kept by the caller, or a reader of its own)."""
+    own = consumer is None
+    consumer = consumer or reader(cluster)
     topic = cluster.topic(DLQ)
     found: list[dict[str, Any]] = []
     try:
@@ -44,9 +48,18 @@ def dead_letters(cluster: Cluster, codec: MessageCodec, limit: int = 100) -> lis
                     break
                 found.append(_letter(codec, partition, message.offset() or 0, message.value()))
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
     found.sort(key=lambda d: d.get("detected_at") or 0, reverse=True)
     return found[:limit]
+
+
+def dead_letter_ends(cluster: Cluster, consumer: Consumer) -> tuple[int, ...]:
+    """The end offset of every partition of ``mesh.dlq.v1``: unchanged, no new dead letter."""
+    topic = cluster.topic(DLQ)
+    return tuple(
+        watermarks(consumer, TopicPartition(topic, p))[1] for p in partitions_of(consumer, topic)
+    )
 
 
 def _letter(

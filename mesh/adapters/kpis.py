@@ -28,10 +28,13 @@ from mesh.domain.topics import CONTROL, DRILLS, KPIS, TASKS, TELEMETRY
 from mesh.errors import MeshError
 from mesh.settings import Cluster
 
-__all__ = ["AuditFold", "kpis_from_audit", "read_kpis"]
+__all__ = ["AuditFold", "KpiPieces", "kpis_from_audit", "read_kpis"]
 
 
-class _Pieces(TopicFold):
+class KpiPieces(TopicFold):
+    """The processor's pieces on ``mesh.kpis.v1`` (per partition), latest first; :meth:`view`
+    adds them up. Read once (:func:`read_kpis`) or followed (the console)."""
+
     def __init__(self, cluster: Cluster, serde: Serde) -> None:
         self.latest: dict[tuple[int, str], Totals | None] = {}
         self._serde = serde
@@ -49,16 +52,18 @@ class _Pieces(TopicFold):
         totals = self._serde.decode(value).record.get("totals")
         self.latest[at] = None if totals is None else Totals.from_record(totals)
 
+    def view(self) -> KpiView:
+        view = KpiView()
+        for (_, key), totals in self.latest.items():
+            parsed = parse_piece_key(key)
+            if totals is not None and parsed is not None:
+                view.add(*parsed, totals)
+        return view
+
 
 def read_kpis(cluster: Cluster, serde: Serde) -> KpiView:
     """The processor's totals, every partition's piece added up."""
-    fold = _Pieces(cluster, serde).read_once()
-    view = KpiView()
-    for (_, key), totals in fold.latest.items():
-        parsed = parse_piece_key(key)
-        if totals is not None and parsed is not None:
-            view.add(*parsed, totals)
-    return view
+    return KpiPieces(cluster, serde).read_once().view()
 
 
 class AuditFold:

@@ -116,6 +116,17 @@ def control_record(
     }
 
 
+def agent_command(
+    action: Action, agent_id: str, *, reason: str, requested_by: str, lifts: str | None = None
+) -> dict[str, Any]:
+    """An operator's halt or resume of one agent alone (what a drill sends: `mesh gates
+    drill` and the scheduled drill of the canary)."""
+    return control_record(
+        action, Scope.AGENT, agent_id, rule="operator", reason=reason,
+        requested_by=requested_by, affected=[agent_id], lifts=lifts,
+    )  # fmt: skip
+
+
 class Outcome(NamedTuple):
     """What one command did: ``changed`` (a halt set or lifted), ``lifted`` (the halt a
     resume lifted), or why it changed nothing (``stale``)."""

@@ -35,9 +35,10 @@ from sidecar.http import openapi
 from sidecar.inbox import Counters, Inbox, Position
 from sidecar.outbox import MemorySink, Outbox
 from sidecar.plane import Plane
-from sidecar.policy import AgentPolicy, SpendWindow
+from sidecar.policy import AgentPolicy
 from sidecar.routing import route, stamp
 from sidecar.spec import AgentSpec
+from sidecar.spend import SpendWindow
 from sidecar.supervise import Supervisor
 from sidecar.telemetry import Kind, telemetry_body, telemetry_envelope
 
