@@ -1,16 +1,17 @@
 """What the console shows, kept current from Kafka and pushed to every open page.
 
-One thread follows the registry (``mesh.registry.v1``) and the control topic with the same
-tables the processors use (:mod:`mesh.adapters.kafka.table`), folding what arrives every
-``every_s``; every few seconds it also reads the KPI totals (``mesh.kpis.v1``), the
-approvals topic (escalations and approvals waiting for a person) and the newest dead
-letters, and every ten the mesh's health (:mod:`mesh.adapters.health`, each processor's
-throughput worked out from two reads of its committed offsets). The acknowledgements of the
-halts in force are followed on telemetry from the oldest halt on (:class:`HaltAcks`), so the
-halts view says who stopped and how fast. Each change becomes an event (``agents``: the
-records that changed or went; ``halts``, ``kpis``, ``escalations``, ``dead_letters``,
-``health``: the whole of it), handed to every subscriber's queue on the server's event loop.
-A page gets the whole state first (:meth:`Feed.snapshot`), then the events.
+The feed thread follows the registry (``mesh.registry.v1``) and the control topic with the
+same tables the processors use (:mod:`mesh.adapters.kafka.table`), waiting on the control
+topic so a halt wakes it, and telemetry (:class:`console.watch.TelemetryWatch`: who
+acknowledged each halt in force, each agent's spend over the last minute). A second thread
+follows the KPI totals (``mesh.kpis.v1``) and the approvals topic (escalations and approvals
+waiting for a person) every few seconds, the newest dead letters when they move, and every
+ten seconds the mesh's health (:mod:`mesh.adapters.health`, each processor's throughput
+worked out from two reads of its committed offsets): those reads never hold a halt up.
+Each change becomes an event (``agents``: the records that changed or went; ``halts``,
+``spend``, ``kpis``, ``escalations``, ``dead_letters``, ``health``: the whole of it), handed
+to every subscriber's queue on the server's event loop. A page gets the whole state first
+(:meth:`Feed.snapshot`), then the events.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message
 
-from mesh.adapters.acks import Ack, HaltAcks, live_targets
+from console.watch import SPEND_WINDOW_MS, TelemetryWatch
+from mesh.adapters.acks import Ack, live_targets
 from mesh.adapters.approvals import ApprovalFollower, ApprovalLog
 from mesh.adapters.health import dead_letter_ends, dead_letters, health
 from mesh.adapters.kafka.halts import HaltTable
@@ -87,7 +89,9 @@ class Feed:
         self._thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
         self._slow_thread = threading.Thread(target=self._run_slow, name="console-slow",
                                              daemon=True)  # fmt: skip
-        self._acks: HaltAcks | None = None
+        self._watch: TelemetryWatch | None = None
+        self.spend: dict[str, float] = {}  # agent -> spend over the last minute
+        self._spend_at = 0.0
 
     # -- the server's side -------------------------------------------------------------------
 
@@ -129,6 +133,7 @@ class Feed:
                 "escalations": self.escalations,
                 "dead_letters": self.dead_letters,
                 "activity": self.activity,
+                "spend": self.spend,
                 "health": self.health,
             }
 
@@ -176,15 +181,16 @@ class Feed:
     def _follow(self) -> None:
         table = _Tracked(self.cluster, self.codec.serde)
         halts = HaltTable(self.cluster, self.codec, self.signers)
-        acks: HaltAcks | None = None
+        watch: TelemetryWatch | None = None
         try:
             table.catch_up()
             halts.catch_up()
             now_ms = int(time.time() * 1000)  # acknowledgements of a halt at most a day old
-            since = max(min(halts.issued_at.values(), default=now_ms), now_ms - 86_400_000) - 1000
-            acks = HaltAcks(self.cluster, self.codec, _registered_key(table), since)
-            acks.catch_up()
-            self._acks = acks
+            since = max(min(halts.issued_at.values(), default=now_ms), now_ms - 86_400_000)
+            since = min(since, now_ms - SPEND_WINDOW_MS)  # and the last minute's spend
+            watch = TelemetryWatch(self.cluster, self.codec, _registered_key(table), since)
+            watch.catch_up()
+            self._watch = watch
             self._halts(table, halts)
             self._refresh(table, halts, table.drain(), everyone=True)
             self.ready.set()
@@ -199,13 +205,16 @@ class Feed:
                     self._refresh(table, halts, table.drain() | (touched or set()), everyone)
                 if table.poll(max_records=500):  # small bites: back to the halts soon
                     self._refresh(table, halts, table.drain(), everyone=False)
-                if acks.poll(max_records=500):
+                acknowledged = watch.acknowledged
+                watch.poll(max_records=500)
+                if watch.acknowledged != acknowledged:
                     self._halts(table, halts)
+                self._spend(watch)
         finally:
             table.close()
             halts.close()
-            if acks is not None:
-                acks.close()
+            if watch is not None:
+                watch.close()
 
     def _refresh(self, table: _Tracked, halts: HaltTable, keys: set[str], everyone: bool) -> None:
         """Redo the rows of the agents in ``keys`` (those that changed, and those a halt or a
@@ -239,7 +248,7 @@ class Feed:
             self._publish({"type": "graph", "graph": self.graph})
 
     def _in_force(self, table: _Tracked, halts: HaltTable) -> list[dict[str, Any]]:
-        by_command = self._acks.by_command if self._acks is not None else {}
+        by_command = self._watch.acks if self._watch is not None else {}
         views = []
         for key, command in sorted(halts.halts.items()):
             command_id = str(command["command_id"])
@@ -247,6 +256,17 @@ class Feed:
             reach = _reach(table.values, command)
             views.append(halt_view(key, command, halts.issued_at.get(command_id), acks, reach))
         return views
+
+    def _spend(self, watch: TelemetryWatch) -> None:
+        """Each agent's spend over the last minute, pushed once a second when it changed."""
+        if time.monotonic() - self._spend_at < 1.0:
+            return
+        self._spend_at = time.monotonic()
+        spent = watch.spent(int(time.time() * 1000))
+        with self._lock:
+            changed, self.spend = spent != self.spend, spent
+        if changed:
+            self._publish({"type": "spend", "spend": spent})
 
     def _halts(self, table: _Tracked, halts: HaltTable) -> None:
         """The halts view, redone (a halt, a resume or an acknowledgement arrived)."""
@@ -520,19 +540,18 @@ def _graph(
 
 
 def _activity(view: KpiView, now_ms: int) -> dict[str, dict[str, float]]:
-    """Per agent with any: spend over the last five minutes (one bucket, so up to ten) and
-    the last hour, messages out and in and errors over the last hour (mesh.kpis.v1)."""
+    """Per agent with any: spend, messages out and in and errors over the last hour
+    (mesh.kpis.v1; the last minute's spend comes from telemetry, :mod:`console.watch`)."""
     found = {}
     for scope in view.scopes():
         if not scope.startswith("agent:"):
             continue
-        hour, recent = view.window(scope, "1h", now_ms), view.window(scope, "5m", now_ms)
+        hour = view.window(scope, "1h", now_ms)
         if hour == Totals():
             continue
         found[scope.removeprefix("agent:")] = {
-            "spend_5m": round(recent.cost_usd, 6), "spend_1h": round(hour.cost_usd, 6),
-            "sent_1h": hour.messages_sent, "received_1h": hour.messages_received,
-            "errors_1h": hour.errors,
+            "spend_1h": round(hour.cost_usd, 6), "sent_1h": hour.messages_sent,
+            "received_1h": hour.messages_received, "errors_1h": hour.errors,
         }  # fmt: skip
     return found
 

@@ -3,7 +3,7 @@
 
 const role = document.querySelector('meta[name="mesh-role"]').content;
 const csrf = document.querySelector('meta[name="mesh-csrf"]').content;
-const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, kpis: [], escalations: [], dead_letters: [], health: {}, activity: {} };
+const state = { agents: new Map(), halts: [], graph: { nodes: [], edges: [] }, kpis: [], escalations: [], dead_letters: [], health: {}, activity: {}, spend: {} };
 const sort = { key: "agent_id", up: true };
 let view = "fleet";
 let pending = false;
@@ -34,7 +34,7 @@ function apply(event) {
       state.agents = new Map(event.agents.map((a) => [a.agent_id, a]));
       totals = { matching: event.matching, total: event.total };
       Object.assign(state, { halts: event.halts, graph: event.graph, kpis: event.kpis, escalations: event.escalations,
-        dead_letters: event.dead_letters, health: event.health, activity: event.activity || {} });
+        dead_letters: event.dead_letters, health: event.health, activity: event.activity || {}, spend: event.spend || {} });
       break;
     case "agents":
       event.upsert.forEach((a) => state.agents.set(a.agent_id, a));
@@ -49,8 +49,9 @@ function apply(event) {
     case "dead_letters": state.dead_letters = event.dead_letters; break;
     case "health": state.health = event.health; break;
     case "activity": state.activity = event.activity; break;
+    case "spend": state.spend = event.spend; break;
   }
-  if (event.type === "snapshot" || event.type === "agents" || event.type === "activity") fleetDirty = true;
+  if (["snapshot", "agents", "activity", "spend"].includes(event.type)) fleetDirty = true;
   if (event.type === "snapshot") fleetAt = 0;  // a new filter's answer is drawn at once
   counts();
   if (!pending) {  // at most one redraw per frame, however many changes arrive
@@ -94,11 +95,13 @@ let fleetRows = [], fleetDirty = true, fleetAt = 0, fleetLater = null;
 
 function fleetList() {
   const words = document.getElementById("filter").value.toLowerCase().split(/\s+/).filter(Boolean);
-  const none = { spend_5m: 0, spend_1h: 0, sent_1h: 0, received_1h: 0, errors_1h: 0 };
+  const none = { spend_1m: 0, spend_1h: 0, sent_1h: 0, received_1h: 0, errors_1h: 0 };
   const rows = [];
   for (const a of state.agents.values()) {
     if (a.text === undefined) a.text = [a.agent_id, a.status, a.owner, a.version, a.environment, a.certified, ...a.skills].join(" ").toLowerCase();
-    if (words.every((w) => a.text.includes(w))) rows.push({ ...none, ...a, ...(state.activity[a.agent_id] || {}) });
+    if (words.every((w) => a.text.includes(w))) {
+      rows.push({ ...none, ...a, ...(state.activity[a.agent_id] || {}), spend_1m: state.spend[a.agent_id] || 0 });
+    }
   }
   const k = sort.key, sign = sort.up ? 1 : -1;
   rows.sort((a, b) => (a[k] > b[k] ? 1 : a[k] < b[k] ? -1 : 0) * sign);
@@ -137,7 +140,7 @@ function drawFleetWindow() {
     if (a.halted_by) status.title = a.halted_by;
     cell(row, a.owner); cell(row, a.version); cell(row, a.environment); cell(row, a.certified);
     cell(row, when(a.last_heartbeat)); cell(row, a.instances);
-    cell(row, fmt(a.spend_5m)); cell(row, fmt(a.spend_1h)); cell(row, `${a.sent_1h} / ${a.received_1h}`);
+    cell(row, fmt(a.spend_1m)); cell(row, fmt(a.spend_1h)); cell(row, `${a.sent_1h} / ${a.received_1h}`);
     cell(row, a.errors_1h, a.errors_1h ? "status-HALTED" : ""); cell(row, a.skills.join(", "));
     const actions = cell(row, "", "operator-only");
     if (role === "operator" && a.status !== "RETIRED" && !a.agent_id.startsWith("mesh.")) {

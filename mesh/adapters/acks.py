@@ -18,11 +18,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import TopicPartition
 
 from mesh.adapters.kafka.reading import partitions_of, reader, watermarks
-from mesh.adapters.kafka.table import TopicFold
-from mesh.adapters.serde.messages import MessageCodec
+from mesh.adapters.serde.messages import MessageCodec, OpenedMessage
 from mesh.domain.agents import AgentState, AgentStatus, live_instances
 from mesh.domain.control import is_mesh_process
 from mesh.domain.keys import KeyDirectory
@@ -31,7 +30,7 @@ from mesh.domain.topics import TELEMETRY
 from mesh.errors import MeshError, TopicNotFoundError
 from mesh.settings import Cluster
 
-__all__ = ["Ack", "AckWatch", "Acks", "HaltAcks", "acknowledgement", "live_targets"]
+__all__ = ["Ack", "AckWatch", "Acks", "ack_of", "acknowledgement", "live_targets"]
 
 
 class Acks(NamedTuple):
@@ -65,12 +64,20 @@ def acknowledgement(
     raises MeshError for a sender with none), or None: any other record, or a forged one."""
     try:
         opened = codec.open(value, verify=False)
-        body, sender = opened.body, opened.envelope.sender
-        if opened.body_subject != TELEMETRY_SUBJECT or body.get("kind") != kind:
-            return None
-        command_id, colon, _ = str(body.get("detail") or "").partition(":")
-        if not colon:
-            return None
+    except MeshError:
+        return None
+    return ack_of(opened, key_for, kind)
+
+
+def ack_of(opened: OpenedMessage, key_for: Callable[[str], bytes], kind: str) -> Ack | None:
+    """:func:`acknowledgement` of a message already opened (unverified)."""
+    body, sender = opened.body, opened.envelope.sender
+    if opened.body_subject != TELEMETRY_SUBJECT or body.get("kind") != kind:
+        return None
+    command_id, colon, _ = str(body.get("detail") or "").partition(":")
+    if not colon:
+        return None
+    try:
         opened.verify(key_for(sender))
     except MeshError:
         return None  # not an acknowledgement anyone can count
@@ -135,25 +142,3 @@ class AckWatch:
         finally:
             self._consumer.close()
         return Acks(sorted(acked), sorted(waiting))
-
-
-class HaltAcks(TopicFold):
-    """The verified HALT_ACKs on telemetry from ``since_ms`` on, by command id (the console's
-    halts view: who stopped, and how long after the halt). ``key_for``: the sender's key (the
-    console uses the registry's, which the registry processor accepted only when signed)."""
-
-    def __init__(
-        self,
-        cluster: Cluster,
-        codec: MessageCodec,
-        key_for: Callable[[str], bytes],
-        since_ms: int,
-    ) -> None:
-        self.by_command: dict[str, dict[str, Ack]] = {}
-        self._codec, self._key_for = codec, key_for
-        super().__init__(cluster, cluster.topic(TELEMETRY), since_ms)
-
-    def _fold(self, message: Message) -> None:
-        ack = acknowledgement(self._codec, message.value() or b"", self._key_for, Kind.HALT_ACK)
-        if ack is not None:
-            self.by_command.setdefault(ack.command_id, {})[ack.targets[0]] = ack

@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mesh.adapters.keyfiles import control_signers, mesh_key
+from mesh.domain.identity import AgentKey
 from mesh.domain.topics import inbox_topic
 from mesh.settings import Cluster, Settings
 from processors.audit import AuditProcessor
@@ -26,6 +27,7 @@ from processors.runtime.engine import Engine
 from tests.conftest import free_port_pair
 from tests.integration.fleet import Sent, codec_for, produce, running
 from tests.integration.test_cli import Spawned, run, spawn
+from tests.integration.test_killswitch import telemetry
 from tests.integration.test_metrics import scrape
 from tests.integration.test_sidecar import registry_processor
 
@@ -137,6 +139,7 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
             "LIVE", timeout=20_000
         )
     shot(page, "fleet")
+    _spend_over_the_last_minute_counts_only_signed_calls(page, settings)
 
     _api("alpha", settings, "POST", "/v1/tasks/t-refund/events", {"kind": "REQUESTED"})
     _api("alpha", settings, "PUT", "/v1/tasks/t-refund/context/request", {"value": {"usd": 40}})
@@ -228,6 +231,20 @@ def test_the_viewer_watches_but_cannot_halt(mesh_console: Console, browser: Brow
     expect(page.locator("tr[data-agent=alpha] td.status")).to_have_text("LIVE", timeout=20_000)
     assert page.locator("button[data-action=halt]").count() == 0
     assert page.locator("#who").inner_text() == "viewer (read-only)"
+
+
+def _spend_over_the_last_minute_counts_only_signed_calls(page: Page, settings: Settings) -> None:
+    codec, registry = codec_for(settings)
+    try:  # $9 of model calls forged in beta's name (another key), then beta's own $0.50
+        forged = telemetry(codec, AgentKey.generate("beta"), "MODEL_CALL", cost_usd=9.0)
+        produce(settings, [forged])
+    finally:
+        registry.close()
+    _api("beta", settings, "POST", "/v1/telemetry/model-calls", {"model": "m", "cost_usd": 0.5})
+    _api("alpha", settings, "POST", "/v1/telemetry/model-calls", {"model": "m", "cost_usd": 0.25})
+    spend_1m = "td:nth-child(9)"  # the fleet's "spend 1m $" column
+    expect(page.locator(f"tr[data-agent=alpha] {spend_1m}")).to_have_text("0.25", timeout=20_000)
+    expect(page.locator(f"tr[data-agent=beta] {spend_1m}")).to_have_text("0.5", timeout=20_000)
 
 
 def _audited(agent: str, text: str, settings: Settings) -> list[dict[str, object]]:
