@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, Message
 from console.watch import SPEND_WINDOW_MS, TelemetryWatch
 from mesh.adapters.acks import Ack, live_targets
 from mesh.adapters.approvals import ApprovalFollower, ApprovalLog
-from mesh.adapters.health import dead_letter_ends, dead_letters, health
+from mesh.adapters.health import dead_letter_ends, dead_letters, health, processor_metrics
 from mesh.adapters.kafka.halts import HaltTable
 from mesh.adapters.kafka.reading import reader
 from mesh.adapters.kafka.table import Table
@@ -65,8 +65,12 @@ class Feed:
         every_s: float = 0.05,
         slow_every_s: float = 3.0,
         health_every_s: float = 10.0,
+        processor_metrics: Sequence[str] = (),
     ) -> None:
+        """``processor_metrics``: the processors' ``/metrics`` URLs (`mesh up` gives its
+        own), read with the health for each processor's restores, restarts and readiness."""
         self.cluster, self.codec, self.signers = cluster, codec, dict(signers)
+        self.processor_metrics = tuple(processor_metrics)
         self.every_s, self.slow_every_s = every_s, slow_every_s
         self.health_every_s, self._health_at = health_every_s, -health_every_s
         self._committed: dict[str, tuple[float, int]] = {}  # processor -> (when, offsets)
@@ -355,6 +359,8 @@ class Feed:
         if status is not None:
             self._health_at = time.monotonic()
             _throughput(status.get("processors") or {}, self._committed, self._health_at)
+            if self.processor_metrics:
+                status["processor_metrics"] = processor_metrics(self.processor_metrics)
         with self._lock:
             letters_changed = letters != self.dead_letters
             health_changed = status is not None and status != self.health

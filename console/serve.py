@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import uvicorn
 
@@ -33,13 +33,16 @@ def run_console(
     port: int,
     say: Callable[[str], None],
     tasks: Callable[[Cluster, MessageCodec], TaskLookup] | None = None,
+    processor_metrics: Sequence[str] = (),
 ) -> None:
     """Serve until Ctrl-C or SIGTERM. ``tasks`` makes the task view's lookup (the service
-    that starts the console gives it: the rebuild is the state processor's fold)."""
+    that starts the console gives it: the rebuild is the state processor's fold);
+    ``processor_metrics``: the processors' ``/metrics`` URLs, for the health view."""
     registry = open_registry(cluster.settings, cluster)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
-        feed = Feed(cluster, codec, trust_anchors(cluster.settings))
+        feed = Feed(cluster, codec, trust_anchors(cluster.settings),
+                    processor_metrics=processor_metrics)  # fmt: skip
         tokens = load_tokens(cluster.settings.state_dir)
         lookup = None if tasks is None else tasks(cluster, codec)
         app = build_app(cluster, feed, tokens, task_lookup=lookup)

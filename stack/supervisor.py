@@ -125,7 +125,14 @@ def services(
     found.append(  # ready once it answers (401 without a token)
         Service(
             "console",
-            (*mesh, "console", "--port", str(console_port)),
+            (
+                *mesh,
+                "console",
+                "--port",
+                str(console_port),
+                "--processor-metrics",
+                f"http://127.0.0.1:{METRICS_PORT}/metrics",
+            ),
             lambda _log: _listens(f"http://127.0.0.1:{console_port}/api/state"),
         )
     )

@@ -314,13 +314,19 @@ function renderHealth() {
   if (h.schema_registry) add("Schema registry", [["subjects", h.schema_registry.subjects]]);
   const group = (p) => {
     if (p.error) return `error: ${p.error}`;
-    const members = `${p.instances} running (${p.state.toLowerCase()})`;
+    const members = p.instances ? `${p.instances} running (${p.state.toLowerCase()})` : "not running";
     if (p.offsets_behind === null) return `${members}; never committed`;
     const rate = p.offsets_per_s === undefined ? "" : `; ${p.offsets_per_s} offsets/s committed`;
     return `${members}; ${p.offsets_behind} behind over ${p.partitions} partitions${rate}`;
   };
   if (h.processors) add("Processors (instances, offsets behind their inputs' ends, throughput)",
     Object.entries(h.processors).map(([name, p]) => [name, group(p)]));
+  const scraped = h.processor_metrics || {};
+  const restores = Object.entries(scraped).filter(([name]) => name !== "_unreachable").map(([name, m]) => [name,
+    `${m.ready ? "ready" : "NOT READY"}; ${m.records_in} records handled; restored ${m.restored_records} records in ` +
+    `${Number(m.restore_seconds).toFixed(2)} s over ${m.assignments} assignments; ${m.restarts} restarts`]);
+  for (const [url, why] of Object.entries(scraped._unreachable || {})) restores.push([url, `unreachable: ${why}`]);
+  if (restores.length) add("Processors' own metrics (restores and restarts, from their /metrics)", restores);
   if (h.drill) add("Kill-switch drill", [[h.drill.healthy ? "healthy" : "UNHEALTHY", h.drill.summary]]);
 }
 

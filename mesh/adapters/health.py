@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import httpx
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.adapters.drills import read_drills
 from mesh.adapters.kafka.config import base_config
@@ -26,7 +28,13 @@ from mesh.domain.topics import DLQ, catalogue
 from mesh.errors import MeshError
 from mesh.settings import Cluster
 
-__all__ = ["PROCESSOR_GROUPS", "dead_letter_ends", "dead_letters", "health"]
+__all__ = [
+    "PROCESSOR_GROUPS",
+    "dead_letter_ends",
+    "dead_letters",
+    "health",
+    "processor_metrics",
+]
 
 #: The processors `mesh up` runs, by the name their consumer group is made from.
 PROCESSOR_GROUPS = ("registry", "state", "audit", "killswitch", "kpis")
@@ -145,3 +153,35 @@ def _behind(cluster: Cluster, admin: AdminClient, name: str) -> dict[str, Any]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+#: From each processor's own Prometheus metrics: what the console's health view shows.
+_RESTORES = {
+    "mesh_processor_restored_records_total": "restored_records",
+    "mesh_processor_restore_seconds_total": "restore_seconds",
+    "mesh_processor_assignments_total": "assignments",
+    "mesh_processor_restarts_total": "restarts",
+    "mesh_processor_records_in_total": "records_in",
+    "mesh_processor_ready": "ready",
+}
+
+
+def processor_metrics(urls: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Restores, restarts and readiness per processor, scraped from the processors'
+    ``/metrics`` (``mesh processors run --metrics-port``) with Prometheus' own parser; a URL
+    that does not answer is reported under ``_unreachable`` rather than raised."""
+    found: dict[str, dict[str, Any]] = {}
+    for url in urls:
+        try:
+            answer = httpx.get(url, timeout=2.0)
+            answer.raise_for_status()
+            families = list(text_string_to_metric_families(answer.text))
+        except (httpx.HTTPError, ValueError) as exc:
+            found.setdefault("_unreachable", {})[url] = str(exc) or type(exc).__name__
+            continue
+        for family in families:
+            for sample in family.samples:
+                name, processor = _RESTORES.get(sample.name), sample.labels.get("processor")
+                if name and processor:
+                    found.setdefault(processor, {})[name] = sample.value
+    return found

@@ -18,12 +18,14 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mesh.adapters.keyfiles import control_signers, mesh_key
+from mesh.adapters.metrics import serve_metrics
 from mesh.domain.identity import AgentKey
 from mesh.domain.topics import inbox_topic
 from mesh.settings import Cluster, Settings
 from processors.audit import AuditProcessor
 from processors.kpis import KpisProcessor
 from processors.runtime.engine import Engine
+from processors.runtime.exposition import processor_families
 from tests.conftest import free_port_pair
 from tests.integration.fleet import Sent, codec_for, produce, running
 from tests.integration.test_cli import Spawned, run, spawn
@@ -53,6 +55,8 @@ def mesh_console(settings: Settings, topics: object) -> Iterator[Console]:
         Engine.keyed(AuditProcessor(mesh_key(settings)), cluster, codec),
         Engine.keyed(KpisProcessor(codec.serde, control_signers(settings)), cluster, codec),
     ]
+    metrics = free_port_pair(1)  # the processors' own /metrics, as `processors run` serves it
+    serve_metrics(lambda: processor_families(engines, {}), metrics)
     with running(engines):
         try:
             for agent, skill in (("alpha", "research"), ("beta", "review")):
@@ -60,7 +64,10 @@ def mesh_console(settings: Settings, topics: object) -> Iterator[Console]:
                 sidecars.append(spawn(args, settings, MESH_PROFILE="development"))
                 sidecars[-1].wait_for_line("sidecar of", 60)
             port = free_port_pair(1)
-            process = spawn(["console", "--port", str(port)], settings)
+            scraped = [f"http://127.0.0.1:{metrics}/metrics", "http://127.0.0.1:9/metrics"]
+            args = ["console", "--port", str(port)]
+            args += [a for url in scraped for a in ("--processor-metrics", url)]
+            process = spawn(args, settings)
             process.wait_for_line("console: read-only", 60)
             yield Console(settings, port, process)
             process.close()
@@ -223,6 +230,10 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
     expect(page.locator("#health-body")).to_contain_text("registry", timeout=30_000)
     expect(page.locator("#health-body")).to_contain_text("subjects")
     expect(page.locator("#health-body")).to_contain_text("1 running (stable)")
+    expect(page.locator("#health-body")).to_contain_text(  # the processors' own metrics
+        re.compile(r"registry\s*ready; \d+ records handled; restored \d+ records in")
+    )
+    expect(page.locator("#health-body")).to_contain_text("http://127.0.0.1:9/metrics")
     shot(page, "health")
 
 
