@@ -257,7 +257,7 @@ class Feed:
         for key, command in sorted(halts.halts.items()):
             command_id = str(command["command_id"])
             acks = by_command.get(command_id, {})
-            reach = _reach(table.values, command)
+            reach = halt_reach(table.values, command)
             views.append(halt_view(key, command, halts.issued_at.get(command_id), acks, reach))
         return views
 
@@ -511,9 +511,12 @@ def rows_to_redo(
     return agents
 
 
-def _reach(records: Mapping[str, AgentState], command: Mapping[str, Any]) -> list[str]:
+def halt_reach(records: Mapping[str, AgentState], command: Mapping[str, Any]) -> list[str]:
     """The running instances a halt reaches (every agent for a fleet halt) that may still act:
-    an agent the registry shows HALTED has acknowledged a halt, so it is not waited for."""
+    an agent the registry shows HALTED has acknowledged a halt, so it is not waited for. A
+    chain halt stops one chain, not its agents: nobody acknowledges it."""
+    if command["scope"] == "CHAIN":
+        return []
     affected = command.get("affected_agents") or ()
     acting = {k: v for k, v in records.items() if v.status is AgentStatus.LIVE}
     return live_targets(acting, records if command["scope"] == "FLEET" else affected)

@@ -164,7 +164,8 @@ function renderHalts() {
     cell(row, `${h.scope.toLowerCase()} ${h.target}`); cell(row, h.rule); cell(row, h.reason);
     cell(row, h.requested_by); cell(row, when(h.issued_at)); cell(row, h.affected.join(", ") || h.target);
     cell(row, stopped(h), h.waiting.length ? "status-HALTED" : "").dataset.stopped = h.acknowledged.length;
-    cell(row, h.evidence.join("; "));
+    const evidence = cell(row, h.evidence.slice(0, 3).join("; ") + (h.evidence.length > 3 ? `; and ${h.evidence.length - 3} more` : ""));
+    evidence.title = h.evidence.join("\n");
     const map = document.createElement("button");
     map.className = "quiet";
     map.textContent = "Map";
@@ -185,6 +186,7 @@ function renderHalts() {
 // Who stopped: instances that acknowledged the halt, how long after it was produced the last
 // one did (and from the triggering record, for an automatic halt), and who has not yet.
 function stopped(h) {
+  if (h.scope === "CHAIN") return "this chain only: its agents' sidecars refuse it and serve other chains";
   const parts = [`${h.acknowledged.length} stopped`];
   if (h.slowest_ack_ms !== null) parts.push(`last after ${h.slowest_ack_ms} ms from the signed command`);
   if (h.trigger_to_ack_ms !== null) parts.push(`${h.trigger_to_ack_ms} ms from the trigger`);

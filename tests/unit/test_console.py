@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from console.auth import OPERATOR, VIEWER, csrf_for, load_tokens
-from console.feed import agent_view, halt_view, rows_to_redo
+from console.feed import agent_view, halt_reach, halt_view, rows_to_redo
 from mesh.adapters.acks import Ack
 from mesh.domain.agents import AgentState, AgentStatus
 from mesh.domain.control import Action, Scope, control_record
@@ -71,3 +71,13 @@ def test_a_halt_or_resume_redoes_the_rows_it_reaches_a_fleet_halt_every_row() ->
     assert rows_to_redo({}, {"chain:c-1": halt(Scope.CHAIN, "c-1", ["x"])}) == set()
     assert rows_to_redo({}, {"*": halt(Scope.FLEET, "*", [])}) is None
     assert rows_to_redo({"capability:pay": halt(Scope.CAPABILITY, "pay", ["a"])}, {}) is None
+
+
+def test_a_chain_halt_waits_for_no_agent() -> None:
+    chain = control_record(Action.HALT, Scope.CHAIN, "c-1", rule="chain_spend", reason="over",
+                           requested_by="mesh.killswitch", affected=["intake"])  # fmt: skip
+    intake = AgentState("intake", "team", "1", b"k" * 32, "{}", instances=(("i-1", 5),))
+    assert halt_reach({"intake": intake}, chain) == []
+    agent = control_record(Action.HALT, Scope.AGENT, "intake", rule="operator", reason="r",
+                           requested_by="operator:root", affected=["intake"])  # fmt: skip
+    assert halt_reach({"intake": intake}, agent) == ["intake/i-1"]
