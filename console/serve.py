@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 import uvicorn
 
@@ -46,10 +48,22 @@ def run_console(
         tokens = load_tokens(cluster.settings.state_dir)
         lookup = None if tasks is None else tasks(cluster, codec)
         app = build_app(cluster, feed, tokens, task_lookup=lookup)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         operator, viewer = urls(cluster, host, port)
-        say(f"console: serving on http://{host}:{port}/")
-        say(f"console: operator {operator}")
-        say(f"console: read-only {viewer}")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        lines = (f"serving on http://{host}:{port}/", f"operator {operator}",
+                 f"read-only {viewer}")  # fmt: skip
+        threading.Thread(target=_announce, args=(server, lines, say), daemon=True).start()
+        server.run()
     finally:
         registry.close()
+
+
+def _announce(server: uvicorn.Server, lines: Iterable[str], say: Callable[[str], None]) -> None:
+    """Print the links once the socket listens, not before: whoever reads them (a person, a
+    test, a supervisor) may open them at once."""
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.05)
+    for line in lines:
+        say(f"console: {line}")
