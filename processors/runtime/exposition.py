@@ -26,11 +26,12 @@ def processor_families(engines: Sequence[Engine], restarts: Mapping[str, int]) -
         [((e.job.name, reason), float(n))
          for e in engines for reason, n in sorted(e.job.dead_letters_by_reason.items())],
     )  # fmt: skip
+    lags = {e.job.name: e.metrics.partition_lag for e in engines}  # one sample for both
     by_partition = Family(
         "mesh_processor_partition_lag_records", "gauge", "Records not yet handled, per "
         "assigned input partition.", ("processor", "topic", "partition"),
-        [((e.job.name, topic, str(partition)), float(n))
-         for e in engines for (topic, partition), n in sorted(e.metrics.partition_lag.items())],
+        [((name, topic, str(partition)), float(n))
+         for name, lag in lags.items() for (topic, partition), n in sorted(lag.items())],
     )  # fmt: skip
     return [
         dead,
@@ -42,7 +43,7 @@ def processor_families(engines: Sequence[Engine], restarts: Mapping[str, int]) -
         family("mesh_processor_transactions", "counter", "Transactions committed.",
                lambda e: e.metrics.transactions),
         family("mesh_processor_lag_records", "gauge", "Records not yet handled on the "
-               "assigned partitions.", lambda e: e.metrics.lag),
+               "assigned partitions.", lambda e: sum(lags[e.job.name].values())),
         family("mesh_processor_max_commit_delay_seconds", "gauge", "Slowest record "
                "timestamp to its transaction committing, so far.",
                lambda e: e.metrics.max_commit_delay_ms / 1000),

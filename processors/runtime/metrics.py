@@ -23,9 +23,9 @@ class Metrics:
     restored_records: int = 0
     restore_seconds: float = 0.0
     restoring_now: int = 0
-    lag: int = 0
     max_lag: int = 0
-    #: Records not yet processed per assigned (topic, partition), as last sampled.
+    #: Records not yet processed per assigned (topic, partition), as last sampled (replaced
+    #: whole, so a scrape from another thread sees one sample: :attr:`lag` is its sum).
     partition_lag: dict[tuple[str, int], int] = field(default_factory=dict)
     max_commit_delay_ms: int = 0
     transactions: int = 0  # committed
@@ -76,9 +76,12 @@ class Metrics:
         except KafkaException:
             return
         self.partition_lag = lags
-        lag = sum(lags.values())
-        self.lag = lag
-        self.max_lag = max(self.max_lag, lag)
+        self.max_lag = max(self.max_lag, sum(lags.values()))
+
+    @property
+    def lag(self) -> int:
+        """Records not yet processed on the assigned partitions, as last sampled."""
+        return sum(self.partition_lag.values())
 
     def records_per_second(self) -> float:
         if len(self._window) < 2:
