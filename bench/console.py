@@ -91,6 +91,15 @@ def start_console(settings: Settings, bootstrap: str) -> tuple[subprocess.Popen[
     raise SystemExit("the console did not start")
 
 
+def connected_producer(cluster: Cluster) -> Producer:
+    """One producer for every command of a phase, connected first: a new idempotent producer
+    waits for its producer id, which under load took about 500 ms (the first runs of this
+    bench made one per pair of commands and timed that)."""
+    producer = Producer(producer_config(cluster))
+    producer.list_topics(timeout=10)
+    return producer
+
+
 def start_registry(settings: Settings, bootstrap: str) -> subprocess.Popen[str]:
     """The registry processor, `mesh processors run registry`, once it is ready."""
     process = subprocess.Popen(
@@ -114,11 +123,11 @@ def dom_latencies(
     server: list[float],
     produced: list[float] | None = None,
     acked: list[float] | None = None,
+    producer: Producer | None = None,
 ) -> list[float]:
     """Halt, resume, halt ... one at a time; ms from produce to the page showing it. Appends
     to ``server`` the part until the console pushed the change (its ``at``)."""
-    producer = Producer(producer_config(cluster))
-    producer.list_topics(timeout=10)
+    producer = producer or connected_producer(cluster)
     operator = operator_key(cluster.settings).agent_id
     latencies: list[float] = []
     halt_id: str | None = None
@@ -235,9 +244,10 @@ def under_load(
     produced: list[float] = []
     acked: list[float] = []
     raw = RawFollower(cluster)
+    producer = connected_producer(cluster)
     while generator.is_alive():
         if len(latencies) < UNDER_LOAD:
-            latencies += dom_latencies(page, cluster, codec, 2, server, produced, acked)
+            latencies += dom_latencies(page, cluster, codec, 2, server, produced, acked, producer)
         peak = max(peak, rss_mib(pid))
         time.sleep(0.1)
     elapsed = time.monotonic() - started

@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 
+from confluent_kafka import KafkaException, Producer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -39,6 +41,7 @@ from console.auth import OPERATOR, Tokens, csrf_for
 from console.feed import Feed, Filter
 from console.records import Records, TaskLookup
 from mesh.adapters.commands import send_command
+from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.metrics import CONTENT_TYPE, exposition
 from mesh.domain.control import Action, Scope
 from mesh.errors import MeshError
@@ -142,6 +145,8 @@ def build_app(
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers=_NO_STORE)
 
+    commands = _Commands(cluster)
+
     def command(action: Action) -> Callable[[Request, str, str], Awaitable[Response]]:
         async def handle(request: Request, role: str, token: str) -> Response:
             if role != OPERATOR:
@@ -159,8 +164,9 @@ def build_app(
                 return _error(400, "bad_request", "a reason is required (it is audited)")
             try:
                 sent = await asyncio.to_thread(
-                    send_command, cluster, action, scope, target, f"{reason} (from the console)"
-                )
+                    send_command, cluster, action, scope, target, f"{reason} (from the console)",
+                    producer=commands.producer,
+                )  # fmt: skip
             except MeshError as exc:
                 return _error(409, exc.code, str(exc))
             record = sent.record
@@ -197,12 +203,40 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         feed.start(asyncio.get_running_loop())
+        await asyncio.to_thread(commands.connect)
         try:
             yield
         finally:
             await asyncio.to_thread(feed.stop)
+            await asyncio.to_thread(commands.close)
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+_log = logging.getLogger("mesh.console")
+
+
+class _Commands:
+    """The producer of the console's halts and resumes, connected when the console starts:
+    a new idempotent producer first waits for its producer id (about half a second on a busy
+    broker), which a halt from the console must not."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self.producer: Producer | None = None
+
+    def connect(self) -> None:
+        producer = Producer(producer_config(self._cluster))
+        try:
+            producer.list_topics(timeout=10)
+        except KafkaException as exc:  # no broker yet: each command makes its own producer
+            _log.warning("console: the command producer could not connect (%s)", exc)
+            return
+        self.producer = producer
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.flush(10)
 
 
 _NO_STORE = {"cache-control": "no-store"}

@@ -62,11 +62,14 @@ def send_command(
     reason: str,
     wait_s: float | None = None,
     force: bool = False,
+    producer: Producer | None = None,
 ) -> Sent:
     """Publish one signed command; returns it, the operator id that sent it, and notes. With
     ``wait_s`` (a halt), also wait that long for the running agents it reaches to acknowledge
     it (mesh.adapters.acks). A halt of an agent or capability the registry does not know is
-    refused (a typo would halt nobody while the real agent runs on) unless ``force``."""
+    refused (a typo would halt nobody while the real agent runs on) unless ``force``.
+    ``producer``: one kept connected by a long-running caller (the console); a new idempotent
+    producer first waits for its producer id, about half a second on a loaded broker."""
     key = operator_key(cluster.settings)
     registry = open_registry(cluster.settings, cluster)
     try:
@@ -87,7 +90,7 @@ def send_command(
             lifts=lifts,
         )
         value = seal_control(codec, key, record, int(time.time() * 1000))
-        _produce(cluster, control_key(scope, target), value)
+        _produce(cluster, control_key(scope, target), value, producer)
         acks = None
         if watch is not None and wait_s is not None:
             agents = read_agents(cluster, codec.serde)
@@ -168,8 +171,8 @@ def _affected(
     return sorted(agents), ()
 
 
-def _produce(cluster: Cluster, key: str, value: bytes) -> None:
-    produce_one(cluster, cluster.topic(CONTROL), key, value, "the command")
+def _produce(cluster: Cluster, key: str, value: bytes, producer: Producer | None) -> None:
+    produce_one(cluster, cluster.topic(CONTROL), key, value, "the command", producer)
 
 
 def publish_command(
