@@ -165,7 +165,7 @@ def build_app(
             try:
                 sent = await asyncio.to_thread(
                     send_command, cluster, action, scope, target, f"{reason} (from the console)",
-                    producer=commands.producer,
+                    producer=commands.producer, agents=feed.registry(),
                 )  # fmt: skip
             except MeshError as exc:
                 return _error(409, exc.code, str(exc))

@@ -94,6 +94,7 @@ class Feed:
         self._slow_thread = threading.Thread(target=self._run_slow, name="console-slow",
                                              daemon=True)  # fmt: skip
         self._watch: TelemetryWatch | None = None
+        self._table: _Tracked | None = None
         self.spend: dict[str, float] = {}  # agent -> spend over the last minute
         self._spend_at = 0.0
 
@@ -140,6 +141,14 @@ class Feed:
                 "spend": self.spend,
                 "health": self.health,
             }
+
+    def registry(self) -> dict[str, AgentState] | None:
+        """The registry as the feed follows it (a copy), to check a command against without
+        reading the topic again; None until the feed has caught up."""
+        table = self._table
+        if table is None or not self.ready.is_set():
+            return None
+        return dict(table.values)  # one C-level copy: the feed thread cannot change it midway
 
     def families(self) -> list[Family]:
         """The console's Prometheus metrics."""
@@ -195,6 +204,7 @@ class Feed:
             watch = TelemetryWatch(self.cluster, self.codec, _registered_key(table), since)
             watch.catch_up()
             self._watch = watch
+            self._table = table
             self._halts(table, halts)
             self._refresh(table, halts, table.drain(), everyone=True)
             self.ready.set()
@@ -215,6 +225,7 @@ class Feed:
                     self._halts(table, halts)
                 self._spend(watch)
         finally:
+            self._table = None
             table.close()
             halts.close()
             if watch is not None:

@@ -22,6 +22,7 @@ from mesh.adapters.schemaregistry.factory import open_registry
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.control import seal_control
 from mesh.adapters.serde.messages import MessageCodec
+from mesh.domain.agents import AgentState
 from mesh.domain.control import (
     Action,
     Scope,
@@ -63,22 +64,26 @@ def send_command(
     wait_s: float | None = None,
     force: bool = False,
     producer: Producer | None = None,
+    agents: Mapping[str, AgentState] | None = None,
 ) -> Sent:
     """Publish one signed command; returns it, the operator id that sent it, and notes. With
     ``wait_s`` (a halt), also wait that long for the running agents it reaches to acknowledge
     it (mesh.adapters.acks). A halt of an agent or capability the registry does not know is
     refused (a typo would halt nobody while the real agent runs on) unless ``force``.
     ``producer``: one kept connected by a long-running caller (the console); a new idempotent
-    producer first waits for its producer id, about half a second on a loaded broker."""
+    producer first waits for its producer id, about half a second on a loaded broker.
+    ``agents``: the registry as a long-running caller already follows it (the console), so a
+    command does not read the whole registry topic again first."""
     key = operator_key(cluster.settings)
     registry = open_registry(cluster.settings, cluster)
     try:
         codec = MessageCodec(Serde(registry), PublicKeys())
         watch = AckWatch(cluster, codec) if wait_s is not None else None
         lifts = _halt_to_lift(cluster, codec, scope, target) if action is Action.RESUME else None
+        registry_now = _Registry(cluster, codec.serde, agents)
         if action is Action.HALT and not force:
-            _refuse_unknown(cluster, codec.serde, scope, target)
-        affected, notes = _affected(cluster, codec.serde, scope, target)
+            _refuse_unknown(registry_now, scope, target)
+        affected, notes = _affected(registry_now, scope, target)
         record = control_record(
             action,
             scope,
@@ -93,8 +98,8 @@ def send_command(
         _produce(cluster, control_key(scope, target), value, producer)
         acks = None
         if watch is not None and wait_s is not None:
-            agents = read_agents(cluster, codec.serde)
-            targets = live_targets(agents, affected if scope is not Scope.FLEET else agents)
+            known = registry_now.agents()
+            targets = live_targets(known, affected if scope is not Scope.FLEET else known)
             keys = read_keys(cluster, codec.serde, mesh_anchor(cluster.settings))
             acks = watch.wait(record["command_id"], targets, keys, wait_s)
     finally:
@@ -102,7 +107,22 @@ def send_command(
     return Sent(record, key.agent_id, notes, acks)
 
 
-def _refuse_unknown(cluster: Cluster, serde: Serde, scope: Scope, target: str) -> None:
+class _Registry:
+    """The registry a command is checked against: the caller's, or read once when first
+    needed."""
+
+    def __init__(
+        self, cluster: Cluster, serde: Serde, agents: Mapping[str, AgentState] | None
+    ) -> None:
+        self._cluster, self._serde, self._agents = cluster, serde, agents
+
+    def agents(self) -> Mapping[str, AgentState]:
+        if self._agents is None:
+            self._agents = read_agents(self._cluster, self._serde)
+        return self._agents
+
+
+def _refuse_unknown(registry: _Registry, scope: Scope, target: str) -> None:
     if scope in (Scope.FLEET, Scope.CHAIN):  # a chain is known by its messages, not a registry
         return
     if scope is not Scope.CAPABILITY and is_mesh_process(target):
@@ -111,7 +131,7 @@ def _refuse_unknown(cluster: Cluster, serde: Serde, scope: Scope, target: str) -
             "sent. Stop it as a process (`mesh down`, or its supervisor)"
         )
     try:
-        agents = read_agents(cluster, serde)
+        agents = registry.agents()
     except MeshError:
         return  # halting is the safe side: without the registry, the halt goes out unchecked
     why = unknown_target(agents, scope is Scope.CAPABILITY, target)
@@ -141,9 +161,7 @@ def _halt_to_lift(cluster: Cluster, codec: MessageCodec, scope: Scope, target: s
     return str(found[key]["command_id"])
 
 
-def _affected(
-    cluster: Cluster, serde: Serde, scope: Scope, target: str
-) -> tuple[list[str], tuple[str, ...]]:
+def _affected(registry: _Registry, scope: Scope, target: str) -> tuple[list[str], tuple[str, ...]]:
     """Who the command reaches. An agent-and-dependants halt reaches exactly the agents it
     names, so it is refused when the registry cannot be read; a fleet or capability halt is
     obeyed by every sidecar it matches whatever it names, so it still goes out, with a note."""
@@ -152,7 +170,7 @@ def _affected(
     if scope is Scope.CHAIN:  # every sidecar refuses the chain's work, whoever it is
         return [], ()
     try:
-        agents = read_agents(cluster, serde)
+        agents = registry.agents()
     except MeshError as exc:
         if scope is Scope.DEPENDANTS:
             raise KafkaUnavailableError(

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from console.auth import csrf_for
 from mesh.adapters.keyfiles import control_signers, mesh_key
 from mesh.adapters.metrics import serve_metrics
 from mesh.domain.identity import AgentKey
@@ -118,6 +119,10 @@ def test_every_route_needs_a_token_and_only_an_operator_halts(mesh_console: Cons
     operator = {"authorization": f"Bearer {mesh_console.operator}"}
     forged = httpx.post(f"{base}/api/halt", headers=operator, json=halt)  # no CSRF token
     assert forged.status_code == 403 and forged.json()["error"] == "csrf"
+    signed = {**operator, "x-csrf-token": csrf_for(mesh_console.operator)}
+    typo = httpx.post(f"{base}/api/halt", headers=signed, json={**halt, "target": "alpah"})
+    assert typo.status_code == 409, typo.text  # checked against the registry the console holds
+    assert "did you mean alpha" in typo.json()["message"]
     token_file = mesh_console.settings.state_dir / "console" / "operator.token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert httpx.get(f"{base}/metrics").status_code == 401
