@@ -38,8 +38,9 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from console.auth import OPERATOR, Tokens, csrf_for
-from console.feed import Feed, Filter
+from console.feed import Feed
 from console.records import Records, TaskLookup
+from console.views import Filter
 from mesh.adapters.commands import send_command
 from mesh.adapters.kafka.config import producer_config
 from mesh.adapters.metrics import CONTENT_TYPE, exposition

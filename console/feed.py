@@ -18,19 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Message
 
+from console.views import (
+    Filter,
+    add_throughput,
+    agent_activity,
+    agent_view,
+    halt_reach,
+    halt_view,
+    kpi_panels,
+    map_graph,
+    map_shape,
+    rows_to_redo,
+    waiting_decisions,
+)
 from console.watch import SPEND_WINDOW_MS, TelemetryWatch
-from mesh.adapters.acks import Ack, live_targets
 from mesh.adapters.approvals import ApprovalFollower, ApprovalLog
 from mesh.adapters.health import dead_letter_ends, dead_letters, health, processor_metrics
 from mesh.adapters.kafka.halts import HaltTable
@@ -41,16 +51,14 @@ from mesh.adapters.metrics import Family, counters
 from mesh.adapters.serde.codec import Serde
 from mesh.adapters.serde.messages import MessageCodec
 from mesh.domain.agent_record import from_record
-from mesh.domain.agents import AgentState, AgentStatus
-from mesh.domain.control import CHAIN_PREFIX
-from mesh.domain.dependencies import capabilities, dependency_graph, render
-from mesh.domain.gates import PRODUCTION, certified_for_production
-from mesh.domain.kpis import BUCKET_MS, FLEET, KpiView, Totals, figures
+from mesh.domain.agents import AgentState
+from mesh.domain.dependencies import capabilities
+from mesh.domain.kpis import KpiView
 from mesh.domain.topics import REGISTRY
 from mesh.errors import MeshError, UnknownSenderError
 from mesh.settings import Cluster
 
-__all__ = ["Feed", "Filter"]
+__all__ = ["Feed"]
 
 Event = dict[str, Any]
 _log = logging.getLogger("mesh.console")
@@ -90,9 +98,16 @@ class Feed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
-        self._slow_thread = threading.Thread(target=self._run_slow, name="console-slow",
-                                             daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._retrying, args=(self._follow, "following the mesh"),
+            name="console-feed", daemon=True,
+        )  # fmt: skip
+        # its own thread: the KPIs, approvals, dead letters and health take long enough to
+        # read that a halt must not wait behind them
+        self._slow_thread = threading.Thread(
+            target=self._retrying, args=(self._follow_slow, "reading KPIs and approvals"),
+            name="console-slow", daemon=True,
+        )  # fmt: skip
         self._watch: TelemetryWatch | None = None
         self._table: _Tracked | None = None
         self.spend: dict[str, float] = {}  # agent -> spend over the last minute
@@ -183,12 +198,14 @@ class Feed:
 
     # -- the thread --------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _retrying(self, follow: Callable[[], None], what: str) -> None:
+        """Run ``follow`` until the console stops; when the broker goes away, say so and
+        start it again (both threads' loop)."""
         while not self._stop.is_set():
             try:
-                self._follow()
-            except MeshError as exc:  # the broker went away: say so, start again
-                _log.warning("console: following the mesh failed (%s); retrying", exc)
+                follow()
+            except MeshError as exc:
+                _log.warning("console: %s failed (%s); retrying", what, exc)
                 self._stop.wait(2.0)
 
     def _follow(self) -> None:
@@ -251,11 +268,11 @@ class Feed:
                 del self.agents[agent_id]
                 self._shapes.pop(agent_id, None)
             self.agents.update(fresh)
-            shapes = {k: _shape(records[k], fresh[k]) for k in fresh}
+            shapes = {k: map_shape(records[k], fresh[k]) for k in fresh}
             graph_changed = bool(gone) or any(self._shapes.get(k) != v for k, v in shapes.items())
             self._shapes.update(shapes)
             if graph_changed:  # not on a heartbeat: on an edge or a status
-                self.graph = _graph(records, self.agents)
+                self.graph = map_graph(records, self.agents)
             total = len(self.agents)
         if changed or gone:
             self._publish({"type": "agents", "upsert": changed, "remove": gone, "total": total})
@@ -277,29 +294,20 @@ class Feed:
         if time.monotonic() - self._spend_at < 1.0:
             return
         self._spend_at = time.monotonic()
-        spent = watch.spent(int(time.time() * 1000))
-        with self._lock:
-            changed, self.spend = spent != self.spend, spent
-        if changed:
-            self._publish({"type": "spend", "spend": spent})
+        self._update("spend", watch.spent(int(time.time() * 1000)))
 
     def _halts(self, table: _Tracked, halts: HaltTable) -> None:
         """The halts view, redone (a halt, a resume or an acknowledgement arrived)."""
-        in_force = self._in_force(table, halts)
-        with self._lock:
-            changed, self.halts = in_force != self.halts, in_force
-        if changed:
-            self._publish({"type": "halts", "halts": in_force, "at": int(time.time() * 1000)})
+        self._update("halts", self._in_force(table, halts), at=int(time.time() * 1000))
 
-    def _run_slow(self) -> None:
-        """Its own thread: the KPIs, approvals, dead letters and health take long enough to
-        read that a halt must not wait behind them."""
-        while not self._stop.is_set():
-            try:
-                self._follow_slow()
-            except MeshError as exc:  # the broker went away: say so, start again
-                _log.warning("console: KPIs or approvals unreadable (%s); retrying", exc)
-                self._stop.wait(2.0)
+    def _update(self, kind: str, value: Any, **extra: Any) -> None:
+        """Keep ``value`` as the feed's ``kind`` (its attribute of that name); if it changed,
+        push it whole to the pages as a ``kind`` event (with ``extra``)."""
+        with self._lock:
+            changed = value != getattr(self, kind)
+            setattr(self, kind, value)
+        if changed:
+            self._publish({"type": kind, kind: value, **extra})
 
     def _follow_slow(self) -> None:
         """The KPI pieces and the approvals (with the key directory) followed, not read whole
@@ -328,29 +336,9 @@ class Feed:
     def _slow(self, view: KpiView, log: ApprovalLog) -> None:
         """The KPI panels, each agent's activity and the decisions waiting for a person."""
         now_ms = int(time.time() * 1000)
-        scopes = [FLEET] + [s for s in view.scopes() if s.startswith("workflow:")]
-        kpis = [
-            {"scope": s, "window": w, **figures(view.window(s, w, now_ms))}
-            for s in scopes
-            for w in ("1h", "all")
-        ]
-        kpis.append({"scope": FLEET, "window": "buckets", "series": _series(view, now_ms)})
-        activity = _activity(view, now_ms)
-        waiting = [
-            {"request_id": r.request_id, "agent_id": r.agent_id, "escalation": r.is_escalation,
-             "tool": r.tool, "arguments": r.arguments_json, "asked_at": r.requested_at_ms}
-            for r in log.book.requests.values() if r.state(now_ms) == "pending"
-        ]  # fmt: skip
-        with self._lock:
-            kpis_changed, waiting_changed = kpis != self.kpis, waiting != self.escalations
-            activity_changed = activity != self.activity
-            self.kpis, self.escalations, self.activity = kpis, waiting, activity
-        if kpis_changed:
-            self._publish({"type": "kpis", "kpis": kpis})
-        if activity_changed:
-            self._publish({"type": "activity", "activity": activity})
-        if waiting_changed:
-            self._publish({"type": "escalations", "escalations": waiting})
+        self._update("kpis", kpi_panels(view, now_ms))
+        self._update("activity", agent_activity(view, now_ms))
+        self._update("escalations", waiting_decisions(log, now_ms))
 
     def _operations(self, consumer: Consumer) -> None:
         """The newest dead letters (read again only when one arrived); the mesh's health
@@ -369,56 +357,12 @@ class Feed:
             return
         if status is not None:
             self._health_at = time.monotonic()
-            _throughput(status.get("processors") or {}, self._committed, self._health_at)
+            add_throughput(status.get("processors") or {}, self._committed, self._health_at)
             if self.processor_metrics:
                 status["processor_metrics"] = processor_metrics(self.processor_metrics)
-        with self._lock:
-            letters_changed = letters != self.dead_letters
-            health_changed = status is not None and status != self.health
-            self.dead_letters = letters
-            if status is not None:
-                self.health = status
-        if letters_changed:
-            self._publish({"type": "dead_letters", "dead_letters": letters})
-        if health_changed:
-            self._publish({"type": "health", "health": status})
-
-
-def _throughput(
-    processors: Mapping[str, dict[str, Any]], before: dict[str, tuple[float, int]], now: float
-) -> None:
-    """Each processor group's committed offsets per second since the last read (transaction
-    markers included: an offset is a record or a commit's marker)."""
-    for name, group in processors.items():
-        committed = group.get("committed")
-        if committed is None:
-            continue
-        if name in before and now > before[name][0]:
-            then, was = before[name]
-            group["offsets_per_s"] = round(max(0, committed - was) / (now - then), 1)
-        before[name] = (now, committed)
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    """Which agents a page asked for: every word must occur in the agent's row (id, status,
-    owner, version, environment, certification, skills); at most ``limit`` in a snapshot."""
-
-    words: tuple[str, ...] = ()
-    limit: int = 500
-
-    @classmethod
-    def parse(cls, text: str | None, limit: int = 500) -> Filter:
-        return cls(tuple((text or "").lower().split()), max(1, min(limit, 10_000)))
-
-    def matches(self, agent: Mapping[str, Any]) -> bool:
-        if not self.words:
-            return True
-        text = " ".join(
-            str(agent.get(k) or "") for k in
-            ("agent_id", "status", "owner", "version", "environment", "certified")
-        ).lower() + " " + " ".join(agent.get("skills") or ()).lower()  # fmt: skip
-        return all(word in text for word in self.words)
+        self._update("dead_letters", letters)
+        if status is not None:
+            self._update("health", status)
 
 
 class _Tracked(Table[AgentState]):
@@ -445,94 +389,6 @@ def _offer(queue: asyncio.Queue[Event], event: Event) -> None:
         queue.put_nowait(event)
 
 
-def agent_view(state: AgentState, halt: Mapping[str, Any] | None, now_ms: int) -> dict[str, Any]:
-    """One row of the fleet view."""
-    if certified_for_production(state, now_ms):
-        certified = "production"
-    elif PRODUCTION in state.certifications:
-        certified = "lapsed"
-    else:
-        certified = "no"
-    return {
-        "agent_id": state.agent_id,
-        "status": state.status.value,
-        "owner": state.owner,
-        "version": state.version,
-        "environment": state.environment,
-        "certified": certified,
-        "last_heartbeat": state.last_heartbeat_ms,
-        "instances": len(state.instances),
-        "skills": capabilities(state),
-        "halted_by": None if halt is None else f"{halt['rule']}: {halt['reason']}",
-    }
-
-
-def halt_view(
-    key: str,
-    command: Mapping[str, Any],
-    issued_at: int | None,
-    acks: Mapping[str, Ack],
-    targets: Iterable[str],
-) -> dict[str, Any]:
-    """One halt in force: what, why, by whom, whom it reaches, and who stopped how fast.
-
-    ``acks``: its verified HALT_ACKs by instance; ``targets``: the running instances it
-    reaches now (``mesh.adapters.acks.live_targets``), so ``waiting`` lists the ones that have
-    not acknowledged it. ``slowest_ack_ms``: from the command's produce to the last
-    acknowledgement; ``trigger_to_ack_ms``: from the triggering record (automatic halts)."""
-    answered = {target for ack in acks.values() for target in ack.targets}
-    slowest = max((a.at_ms for a in acks.values()), default=None)
-    triggered = [a.latency_ms for a in acks.values() if a.latency_ms > 0]
-    return {
-        "key": key,
-        "scope": command["scope"],
-        "target": command["target"],
-        "rule": command["rule"],
-        "reason": command["reason"],
-        "requested_by": command["requested_by"],
-        "affected": list(command.get("affected_agents") or ()),
-        "evidence": list(command.get("evidence") or ()),
-        "command_id": command["command_id"],
-        "issued_at": issued_at,
-        "acknowledged": sorted(acks),
-        "waiting": sorted(t for t in targets if t not in answered),
-        "slowest_ack_ms": None
-        if slowest is None or issued_at is None
-        else max(0, slowest - issued_at),
-        "trigger_to_ack_ms": round(max(triggered), 1) if triggered else None,
-    }
-
-
-def rows_to_redo(
-    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
-) -> set[str] | None:
-    """The agents whose halt may differ between two sets of halts in force (by control key);
-    None: any agent's (a fleet or capability halt changed). A chain halt stops no agent."""
-    agents: set[str] = set()
-    for key in set(before) | set(after):
-        old, new = before.get(key), after.get(key)
-        if old is new or (old and new and old["command_id"] == new["command_id"]):
-            continue
-        if key == "*" or key.startswith("capability:"):
-            return None
-        if not key.startswith(CHAIN_PREFIX):
-            agents.add(key)
-            for command in (old, new):
-                agents.update((command or {}).get("affected_agents") or ())
-    return agents
-
-
-def halt_reach(records: Mapping[str, AgentState], command: Mapping[str, Any]) -> list[str]:
-    """The running instances a halt reaches (every agent for a fleet halt) that may still act:
-    an agent the registry shows HALTED has acknowledged a halt, so it is not waited for. A
-    chain halt stops one chain, not its agents: nobody acknowledges it."""
-    if command["scope"] == "CHAIN":
-        return []
-    affected = command.get("affected_agents") or ()
-    acting = {k: v for k, v in records.items() if v.status is AgentStatus.LIVE}
-    return live_targets(acting, records if command["scope"] == "FLEET" else affected)
-
-
 def _registered_key(table: _Tracked) -> Callable[[str], bytes]:
     def key_for(agent_id: str) -> bytes:
         state = table.values.get(agent_id)
@@ -541,55 +397,3 @@ def _registered_key(table: _Tracked) -> Callable[[str], bytes]:
         return state.public_key
 
     return key_for
-
-
-def _shape(agent: AgentState, view: Mapping[str, Any]) -> object:
-    """What the dependency map draws of an agent: status, halt, edges (not heartbeats)."""
-    return (agent.status, bool(view["halted_by"]), agent.depends_on_agents,
-            agent.depends_on_tools, agent.observed_agents, agent.observed_tools)  # fmt: skip
-
-
-def _graph(
-    records: Mapping[str, AgentState], views: Mapping[str, dict[str, Any]]
-) -> dict[str, Any]:
-    graph: dict[str, Any] = json.loads(render(dependency_graph(records), "json"))
-    for node in graph["nodes"]:
-        view = views.get(node["id"])
-        node["halted"] = bool(view and view["halted_by"])
-    return graph
-
-
-def _activity(view: KpiView, now_ms: int) -> dict[str, dict[str, float]]:
-    """Per agent with any: spend, messages out and in and errors over the last hour
-    (mesh.kpis.v1; the last minute's spend comes from telemetry, :mod:`console.watch`)."""
-    found = {}
-    for scope in view.scopes():
-        if not scope.startswith("agent:"):
-            continue
-        hour = view.window(scope, "1h", now_ms)
-        if hour == Totals():
-            continue
-        found[scope.removeprefix("agent:")] = {
-            "spend_1h": round(hour.cost_usd, 6), "sent_1h": hour.messages_sent,
-            "received_1h": hour.messages_received, "errors_1h": hour.errors,
-        }  # fmt: skip
-    return found
-
-
-def _series(view: Any, now_ms: int) -> dict[str, list[float]]:
-    """The fleet's spend, completed tasks, messages per second (sent, averaged over the
-    bucket) and halts per five-minute bucket over the last day."""
-    buckets = sorted(
-        (bucket, totals) for (scope, bucket), totals in view.pieces.items()
-        if scope == FLEET and bucket is not None and bucket >= now_ms - 86_400_000
-    )  # fmt: skip
-    return {
-        "t": [b / 1000 for b, _ in buckets],
-        "cost_usd": [t.cost_usd for _, t in buckets],
-        "completed": [float(t.completed) for _, t in buckets],
-        "messages_per_s": [  # the current bucket over the part of it gone by
-            round(t.messages_sent * 1000 / max(1000, min(BUCKET_MS, now_ms - b)), 3)
-            for b, t in buckets
-        ],
-        "halts": [float(t.halts) for _, t in buckets],
-    }

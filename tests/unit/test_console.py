@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from console.auth import OPERATOR, VIEWER, csrf_for, load_tokens
-from console.feed import agent_view, halt_reach, halt_view, rows_to_redo
+from console.views import agent_view, halt_reach, halt_view, rows_to_redo
 from mesh.adapters.acks import Ack
 from mesh.domain.agents import AgentState, AgentStatus
 from mesh.domain.control import Action, Scope, control_record
