@@ -8,7 +8,6 @@ const sort = { key: "agent_id", up: true };
 let view = "fleet";
 let pending = false;
 let cy = null;
-let chart = null, trafficChart = null;
 
 document.body.classList.add(role);
 document.getElementById("who").textContent = role === "operator" ? "operator" : "viewer (read-only)";
@@ -240,33 +239,29 @@ function renderKpis() {
     names.forEach((n) => cell(row, fmt(k[n])));
   }
   if (!series || !series.t.length) return;
-  const data = [series.t, series.cost_usd, series.completed];
-  const holder = document.getElementById("spend-chart");
-  const span = () => [series.t[0] - 1800, series.t[series.t.length - 1] + 1800];  // half an hour either side
-  if (!chart) {
-    chart = new uPlot({
-      width: Math.max(400, holder.clientWidth || 800), height: 240,
-      scales: { x: { time: true, range: () => span() } },
-      series: [{}, { label: "spend $", stroke: "#c02020", points: { size: 6 } },
-        { label: "tasks completed", stroke: "#167a3a", scale: "n", points: { size: 6 } }],
-      axes: [{}, { label: "$" }, { side: 1, scale: "n", label: "tasks" }],
-    }, data, holder);
-  } else {
-    chart.setData(data);
-  }
-  const traffic = [series.t, series.messages_per_s, series.halts];
-  if (!trafficChart) {
-    const place = document.getElementById("traffic-chart");
-    trafficChart = new uPlot({
-      width: Math.max(400, place.clientWidth || 800), height: 200,
-      scales: { x: { time: true, range: () => span() } },
-      series: [{}, { label: "messages/s", stroke: "#2f6fb0", points: { size: 6 } },
-        { label: "halts", stroke: "#c02020", scale: "n", points: { size: 6 } }],
-      axes: [{}, { label: "msg/s" }, { side: 1, scale: "n", label: "halts" }],
-    }, traffic, place);
-  } else {
-    trafficChart.setData(traffic);
-  }
+  buckets = series;
+  bucketChart("spend-chart", 240, [series.cost_usd, "spend $", "#c02020", "$"],
+    [series.completed, "tasks completed", "#167a3a", "tasks"]);
+  bucketChart("traffic-chart", 200, [series.messages_per_s, "messages/s", "#2f6fb0", "msg/s"],
+    [series.halts, "halts", "#c02020", "halts"]);
+}
+
+// A chart of two series over the fleet's five-minute buckets (uPlot), one on each axis: made
+// once, then given new data; its time axis spans the current buckets, half an hour either side.
+const charts = {};
+let buckets = null;
+
+function bucketChart(id, height, [left, leftLabel, leftColour, leftAxis], [right, rightLabel, rightColour, rightAxis]) {
+  const data = [buckets.t, left, right];
+  if (charts[id]) { charts[id].setData(data); return; }
+  const holder = document.getElementById(id);
+  charts[id] = new uPlot({
+    width: Math.max(400, holder.clientWidth || 800), height,
+    scales: { x: { time: true, range: () => [buckets.t[0] - 1800, buckets.t[buckets.t.length - 1] + 1800] } },
+    series: [{}, { label: leftLabel, stroke: leftColour, points: { size: 6 } },
+      { label: rightLabel, stroke: rightColour, scale: "n", points: { size: 6 } }],
+    axes: [{}, { label: leftAxis }, { side: 1, scale: "n", label: rightAxis }],
+  }, data, holder);
 }
 
 function renderEscalations() {
