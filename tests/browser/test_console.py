@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from console.auth import csrf_for
 from mesh.adapters.keyfiles import control_signers, mesh_key
@@ -183,6 +183,7 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
     stopped = row.locator("td[data-stopped]")
     expect(stopped).to_contain_text(re.compile(r"1 stopped; last after \d+ ms"))
     expect(stopped).not_to_contain_text("waiting")
+    _a_forged_ack_stops_nobody(page, settings, stopped)
     shot(page, "halts")
     row.locator("button", has_text="Map").click()  # its blast radius, outlined on the map
     reach = "() => cy && cy.$id('alpha').data('reach') === 1 && cy.$id('beta').data('reach') === 0"
@@ -261,6 +262,28 @@ def _spend_over_the_last_minute_counts_only_signed_calls(page: Page, settings: S
     spend_1m = "td:nth-child(9)"  # the fleet's "spend 1m $" column
     expect(page.locator(f"tr[data-agent=alpha] {spend_1m}")).to_have_text("0.25", timeout=20_000)
     expect(page.locator(f"tr[data-agent=beta] {spend_1m}")).to_have_text("0.5", timeout=20_000)
+
+
+def _a_forged_ack_stops_nobody(page: Page, settings: Settings, stopped: Locator) -> None:
+    """A HALT_ACK of alpha's halt in beta's name but signed with another key, for an instance
+    that never ran, is not counted: alpha's halt still shows the one instance that stopped."""
+    command_id = page.evaluate("() => state.halts.find((h) => h.target === 'alpha').command_id")
+    codec, registry = codec_for(settings)
+    try:
+        forged = telemetry(codec, AgentKey.generate("beta"), "HALT_ACK", name="operator",
+                           detail=f"{command_id}: forged", instance_id="ghost")  # fmt: skip
+        produce(settings, [forged])
+    finally:
+        registry.close()
+    # beta's own next report, on the same partition after it: once the page shows it, the
+    # console has read past the forgery
+    _api("beta", settings, "POST", "/v1/telemetry/model-calls", {"model": "m", "cost_usd": 0.3})
+    view(page, "fleet")  # $0.30 more within the minute (the $0.50 before it may have aged out)
+    expect(page.locator("tr[data-agent=beta] td:nth-child(9)")).to_have_text(
+        re.compile(r"^(0\.3|0\.8)$"), timeout=20_000
+    )
+    view(page, "halts")
+    expect(stopped).to_contain_text(re.compile(r"^1 stopped"))
 
 
 def _audited(agent: str, text: str, settings: Settings) -> list[dict[str, object]]:
