@@ -152,16 +152,24 @@ def dom_latencies(
     return latencies
 
 
+def raw_reader_at_end(cluster: Cluster, topic: str) -> Consumer:
+    """The baseline's reader: plain confluent-kafka, fetch wait 10 ms (as the console's),
+    assigned every partition of ``topic`` at its end."""
+    consumer = Consumer(consumer_config(cluster, f"bench-raw-{time.time_ns()}",
+                                        **{"fetch.wait.max.ms": 10}))  # fmt: skip
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([
+        TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+        for p in partitions
+    ])  # fmt: skip
+    return consumer
+
+
 def raw_latencies(cluster: Cluster, codec: MessageCodec, count: int) -> list[float]:
     """The same signed command bytes, produced and consumed with plain confluent-kafka."""
     topic = cluster.topic(TELEMETRY)
     producer = Producer(producer_config(cluster))
-    consumer = Consumer(consumer_config(cluster, f"bench-raw-{time.time_ns()}",
-                                        **{"fetch.wait.max.ms": 10}))  # fmt: skip
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
-            for p in partitions]  # fmt: skip
-    consumer.assign(ends)
+    consumer = raw_reader_at_end(cluster, topic)
     key = operator_key(cluster.settings)
     record = control_record(Action.HALT, Scope.AGENT, "raw", rule="operator", reason="raw",
                             requested_by=key.agent_id, affected=["raw"])  # fmt: skip
@@ -188,13 +196,7 @@ class RawFollower:
     def __init__(self, cluster: Cluster) -> None:
         topic = cluster.topic(CONTROL)
         self.arrived: list[float] = []
-        self._consumer = Consumer(consumer_config(cluster, f"bench-raw-{time.time_ns()}",
-                                                  **{"fetch.wait.max.ms": 10}))  # fmt: skip
-        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([
-            TopicPartition(topic, p, self._consumer.get_watermark_offsets(
-                TopicPartition(topic, p))[1]) for p in partitions
-        ])  # fmt: skip
+        self._consumer = raw_reader_at_end(cluster, topic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -14,13 +14,13 @@ from typing import NamedTuple
 from confluent_kafka import Consumer, TopicPartition
 
 from mesh.adapters.kafka.admin import TopicAdmin
-from mesh.adapters.kafka.reading import read_range, reader, watermarks
+from mesh.adapters.kafka.reading import offset_at_time, read_range, reader, watermarks
 from mesh.adapters.serde.codec import Serde
 from mesh.domain.audit.chain import AUDIT_SUBJECT, CHECKPOINT_SUBJECT, Checkpoint, Link
 from mesh.domain.audit.sources import Claim
 from mesh.domain.audit.verify import Entry, PartitionResult, verify_partition
 from mesh.domain.topics import AUDIT, AUDIT_CHECKPOINTS, catalogue, config_conflicts
-from mesh.errors import KafkaUnavailableError, MeshError
+from mesh.errors import MeshError
 from mesh.settings import Cluster
 
 __all__ = [
@@ -112,12 +112,7 @@ def _read(
 
 
 def _offset_at(consumer: Consumer, tp: TopicPartition, at_ms: int | None, default: int) -> int:
-    if at_ms is None:
-        return default
-    found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, at_ms)], 15)[0]
-    if found.error is not None:
-        raise KafkaUnavailableError(f"cannot find offsets by time in {tp.topic}: {found.error}")
-    return int(found.offset) if found.offset >= 0 else watermarks(consumer, tp)[1]
+    return default if at_ms is None else offset_at_time(consumer, tp, at_ms)
 
 
 #: What the links of a log claim, by source topic-partition (see :mod:`.sources`).

@@ -120,6 +120,18 @@ def watermarks(
             time.sleep(0.1)
 
 
+def offset_at_time(consumer: Consumer, tp: TopicPartition, at_ms: int) -> int:
+    """The offset of ``tp``'s first record at or after ``at_ms`` (its end if none is that
+    late)."""
+    try:
+        found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, at_ms)], 15)[0]
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"cannot find offsets by time in {tp.topic}: {exc}") from exc
+    if found.error is not None:
+        raise KafkaUnavailableError(f"cannot find offsets by time in {tp.topic}: {found.error}")
+    return int(found.offset) if found.offset >= 0 else watermarks(consumer, tp)[1]
+
+
 def partitions_of(consumer: Consumer, topic: str) -> list[int]:
     """The partition numbers of ``topic``; raise TopicNotFoundError if it does not exist."""
     metadata = _metadata(consumer, topic, 15).topics.get(topic)

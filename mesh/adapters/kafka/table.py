@@ -21,16 +21,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from mesh.adapters.kafka.reading import (
+    offset_at_time,
     partitions_of,
     read_available,
     read_to_end,
     reader,
-    watermarks,
 )
-from mesh.errors import KafkaUnavailableError, MeshError
+from mesh.errors import MeshError
 from mesh.settings import Cluster
 
 __all__ = ["Table", "TopicFold"]
@@ -61,17 +61,10 @@ class TopicFold(ABC):
         self._consumer.assign(self._partitions)
 
     def _from_time(self, since_ms: int) -> list[TopicPartition]:
-        asked = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in self._partitions]
-        try:
-            found = self._consumer.offsets_for_times(asked, 15)
-        except KafkaException as exc:
-            where = f"cannot find offsets by time in {self.topic}"
-            raise KafkaUnavailableError(f"{where}: {exc}") from exc
-        return [  # no record that late (the broker answers -1): from the end
-            tp if tp.offset >= 0 else TopicPartition(tp.topic, tp.partition, watermarks(
-                self._consumer, TopicPartition(tp.topic, tp.partition))[1])
-            for tp in found
-        ]  # fmt: skip
+        return [
+            TopicPartition(tp.topic, tp.partition, offset_at_time(self._consumer, tp, since_ms))
+            for tp in self._partitions
+        ]
 
     def catch_up(self) -> int:
         """Read every partition to its current end; returns the records read."""
