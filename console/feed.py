@@ -216,8 +216,8 @@ class Feed:
             table.catch_up()
             halts.catch_up()
             now_ms = int(time.time() * 1000)  # acknowledgements of a halt at most a day old
-            since = max(min(halts.issued_at.values(), default=now_ms), now_ms - 86_400_000)
-            since = min(since, now_ms - SPEND_WINDOW_MS)  # and the last minute's spend
+            oldest = max(min(halts.issued_at.values(), default=now_ms), now_ms - 86_400_000)
+            since = min(oldest - 1000, now_ms - SPEND_WINDOW_MS)  # and the last minute's spend
             watch = TelemetryWatch(self.cluster, self.codec, _registered_key(table), since)
             watch.catch_up()
             self._watch = watch
