@@ -150,6 +150,11 @@ class Sidecar(ToolCalls, TaskSteps, KeyRotation, Governed, Serving):
         """The halt in force for this agent (None: it may act, if control is followed)."""
         return self.control.applied
 
+    @property
+    def producer_replacements(self) -> int:
+        """Producers replaced because a write was not acknowledged in time (sidecar.outbox)."""
+        return self._sink.replacements
+
     def healthy(self) -> bool:
         """Control is followed and current (see sidecar.halts); false: the agent may not act."""
         return self.started and self.control.healthy(time.monotonic())

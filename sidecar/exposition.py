@@ -44,4 +44,6 @@ def sidecar_families(sidecar: Sidecar) -> list[Family]:
             1.0 if sidecar.halt else 0.0),
         one("mesh_sidecar_restarts", "counter", "Background loops restarted.",
             float(sum(sidecar.supervisor.restarts.values()))),
+        one("mesh_sidecar_producer_replacements", "counter", "Producers replaced after the "
+            "broker did not acknowledge a write in time.", sidecar.producer_replacements),
     ]  # fmt: skip

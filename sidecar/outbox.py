@@ -4,12 +4,16 @@
 port to Kafka: :class:`KafkaSink` on aiokafka in production, :class:`MemorySink` in unit tests.
 Writing awaits every delivery, so a call that returns was written and a call that raises wrote
 nothing it reports as written. Client errors are translated here into KafkaUnavailableError.
+No wait is unbounded: a producer that does not acknowledge within :data:`ACK_TIMEOUT_S` is
+replaced and the records are written again (see :class:`KafkaSink`).
 
 :meth:`Outbox.write_soon` hands a record to the producer without waiting for the broker (a tool
 permit's record: the call it authorizes must not wait a round trip for its audit trail). Its
 delivery is awaited by the next :meth:`Outbox.write`, which raises if it failed; the producer
 is idempotent and keeps order per partition, so a later record acknowledged on the same
 partition (the call's report, on the agent's telemetry partition) was written after it.
+(Except when the producer is replaced: a permit's record written again then lands after the
+report, once.)
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -31,7 +35,7 @@ from mesh.domain.topics import DLQ, TASKS, TELEMETRY
 from mesh.errors import KafkaUnavailableError, MeshError, ProcessorError
 from sidecar.telemetry import TELEMETRY_SUBJECT, Kind, telemetry_body, telemetry_envelope
 
-__all__ = ["KafkaSink", "MemorySink", "Outbox", "Record", "Sink"]
+__all__ = ["ACK_TIMEOUT_S", "KafkaSink", "MemorySink", "Outbox", "Record", "Sink"]
 
 _log = logging.getLogger("mesh.sidecar")
 
@@ -49,16 +53,39 @@ class Sink(Protocol):
         ...
 
 
-class KafkaSink:
-    """An idempotent aiokafka producer (``acks=all``)."""
+#: How long a write waits for the broker's acknowledgement before the producer is replaced.
+ACK_TIMEOUT_S = 15.0
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self._producer: AIOKafkaProducer | None = None
+
+class KafkaSink:
+    """An idempotent aiokafka producer (``acks=all``) whose acknowledgements are waited for at
+    most ``ack_timeout_s``.
+
+    aiokafka's idempotent producer never expires a batch: it retries until the broker takes
+    it, and a producer that has lost its way waits on, silently, for ever (aio-libs/aiokafka
+    issue 1101). A send or a heartbeat must not hang on it. Records not acknowledged within
+    ``ack_timeout_s`` are written once more through a new producer (a new producer id), and
+    only then, if they are still not acknowledged, does the write raise. A record can
+    therefore land twice, if the old producer was slow rather than lost: receivers skip a
+    message id they delivered already, and a registry event repeated changes nothing; a
+    telemetry record repeated is counted twice (at least once, never lost unreported).
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+        factory: Callable[..., Any] = AIOKafkaProducer,
+    ) -> None:
+        self._producer: Any = None
         self._config = dict(config)
+        self._factory = factory
+        self.ack_timeout_s = ack_timeout_s
+        self.replacements = 0  # producers replaced after an acknowledgement did not come
 
     async def start(self) -> None:
         if self._producer is None:
-            producer = AIOKafkaProducer(**self._config)
+            producer = self._factory(**self._config)
             await producer.start()
             self._producer = producer
 
@@ -67,21 +94,23 @@ class KafkaSink:
         (what was not acknowledged by then was never reported as written)."""
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await producer.stop()
-            except TimeoutError:
-                _log.warning("the producer did not flush and close within %gs", timeout_s)
-                with contextlib.suppress(Exception):  # its connections, at least, are closed
-                    async with asyncio.timeout(2):
-                        await producer.client.close()
+            await _close(producer, timeout_s)
 
     async def write(self, records: Sequence[Record]) -> None:
-        futures = await self.enqueue(records)
-        try:
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise _unavailable(len(records), exc) from exc
+        waiting = list(records)
+        for attempt in (1, 2):
+            futures = await self.enqueue(waiting)
+            done = await _acknowledged(futures, self.ack_timeout_s)
+            waiting = [r for r, f in zip(waiting, futures, strict=True) if f not in done]
+            if not waiting:
+                return
+            if attempt == 1:
+                await self._replace(len(waiting))
+        raise KafkaUnavailableError(
+            f"the broker did not acknowledge {len(waiting)} record(s) within "
+            f"{self.ack_timeout_s:g}s, twice (the second time through a new producer); they "
+            "may or may not have been written. Retry once the broker is reachable"
+        )
 
     async def enqueue(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
         if self._producer is None:
@@ -91,8 +120,48 @@ class KafkaSink:
         except KafkaError as exc:
             raise _unavailable(len(records), exc) from exc
 
+    async def _replace(self, waiting: int) -> None:
+        self.replacements += 1
+        _log.warning(
+            "%d record(s) not acknowledged within %gs; the producer is replaced and they are "
+            "written again",
+            waiting,
+            self.ack_timeout_s,
+        )
+        old, self._producer = self._producer, None
+        await self.start()
+        await _close(old, 2.0)
 
-def _unavailable(count: int, exc: KafkaError) -> KafkaUnavailableError:
+
+async def _acknowledged(
+    futures: Sequence[asyncio.Future[Any]], timeout_s: float
+) -> set[asyncio.Future[Any]]:
+    """The futures acknowledged within ``timeout_s``; raises if the broker refused any."""
+    if not futures:
+        return set()
+    done, _ = await asyncio.wait(futures, timeout=timeout_s)
+    for future in done:
+        if (exc := future.exception()) is not None:
+            raise _unavailable(len(futures), exc) from exc
+    return done
+
+
+async def _close(producer: Any, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await producer.stop()
+    except TimeoutError:
+        _log.warning("the producer did not flush and close within %gs", timeout_s)
+        with contextlib.suppress(Exception):  # its connections, at least, are closed
+            async with asyncio.timeout(2):
+                await producer.client.close()
+
+
+def _ack_timeout(sink: Sink) -> float:
+    return float(getattr(sink, "ack_timeout_s", ACK_TIMEOUT_S))
+
+
+def _unavailable(count: int, exc: BaseException) -> KafkaUnavailableError:
     return KafkaUnavailableError(
         f"the broker did not take {count} record(s): {exc!r}; nothing is reported as "
         "written. Retry once the broker is reachable"
@@ -110,9 +179,11 @@ class MemorySink:
 
     async def enqueue(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
         self.records.extend(records)
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return [done]
+        futures: list[asyncio.Future[Any]] = []
+        for _ in records:
+            futures.append(done := asyncio.get_running_loop().create_future())
+            done.set_result(None)
+        return futures
 
 
 class Outbox:
@@ -128,7 +199,8 @@ class Outbox:
         self.agent_id, self.key, self.codec, self.prefix = agent_id, key, codec, prefix
         self.sink = sink
         self.instance_id = instance_id  # stamped on telemetry: which replica observed it
-        self._soon: list[asyncio.Future[Any]] = []  # written soon, not yet seen acknowledged
+        # written soon, not yet seen acknowledged: each record with its future
+        self._soon: list[tuple[Record, asyncio.Future[Any]]] = []
 
     async def write(self, *records: Record) -> None:
         """Write and wait; also wait for what :meth:`write_soon` handed over before (raising
@@ -138,18 +210,19 @@ class Outbox:
 
     async def write_soon(self, *records: Record) -> None:
         """Hand records to the producer without waiting for the broker (see the module)."""
-        self._soon += await self.sink.enqueue(records)
+        self._soon += zip(records, await self.sink.enqueue(records), strict=True)
         if len(self._soon) > 1000:
             await self._settle()
 
     async def _settle(self) -> None:
+        """Wait (bounded) for what was handed over; what the producer did not acknowledge in
+        time is written again through the sink, which replaces a producer that is stuck."""
         if not self._soon:
             return
         pending, self._soon = self._soon, []
-        try:
-            await asyncio.gather(*pending)
-        except KafkaError as exc:
-            raise _unavailable(len(pending), exc) from exc
+        done = await _acknowledged([f for _, f in pending], _ack_timeout(self.sink))
+        if late := [record for record, future in pending if future not in done]:
+            await self.sink.write(late)
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
