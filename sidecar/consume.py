@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -71,6 +72,9 @@ class InboxConsumer:
                 _log.warning(
                     "%s: leaving the group took over %gs; left to expire", self.topic, timeout_s
                 )
+                with contextlib.suppress(Exception):  # its connections, at least, are closed
+                    async with asyncio.timeout(2):
+                        await consumer._client.close()  # aiokafka has no public close-only
 
     async def run(self) -> None:
         """Admit records until cancelled (the sidecar's supervisor restarts it on a failure)."""
