@@ -70,8 +70,9 @@ def send_command(
     ``wait_s`` (a halt), also wait that long for the running agents it reaches to acknowledge
     it (mesh.adapters.acks). A halt of an agent or capability the registry does not know is
     refused (a typo would halt nobody while the real agent runs on) unless ``force``.
-    ``producer``: one kept connected by a long-running caller (the console); a new idempotent
-    producer first waits for its producer id, about half a second on a loaded broker.
+    ``producer``: one kept connected by a long-running caller (the console); without it the
+    command goes out through a producer that needs no producer id (a command is repeatable,
+    see mesh.adapters.kafka.producing).
     ``agents``: the registry as a long-running caller already follows it (the console), so a
     command does not read the whole registry topic again first."""
     key = operator_key(cluster.settings)
@@ -190,7 +191,7 @@ def _affected(registry: _Registry, scope: Scope, target: str) -> tuple[list[str]
 
 
 def _produce(cluster: Cluster, key: str, value: bytes, producer: Producer | None) -> None:
-    produce_one(cluster, cluster.topic(CONTROL), key, value, "the command", producer)
+    produce_one(cluster, cluster.topic(CONTROL), key, value, "the command", producer, True)
 
 
 def publish_command(
@@ -206,7 +207,7 @@ def publish_command(
     key = operator_key(cluster.settings)
     value = seal_control(codec, key, record, int(time.time() * 1000))
     target = control_key(Scope(record["scope"]), str(record["target"]))
-    produce_one(cluster, cluster.topic(CONTROL), target, value, "the command", producer)
+    produce_one(cluster, cluster.topic(CONTROL), target, value, "the command", producer, True)
 
 
 class HaltsInForce(NamedTuple):

@@ -1,6 +1,13 @@
 """One record produced and confirmed: what an operator command sends (a halt, a key
-revocation, a policy). Idempotent producer, ``acks=all``; the call returns once the broker has
-the record, or raises KafkaUnavailableError saying which topic it did not reach."""
+revocation, a policy). ``acks=all``; the call returns once the broker has the record, or raises
+KafkaUnavailableError saying which topic it did not reach.
+
+The producer a one-shot call makes is idempotent unless the caller says the record may land
+twice (``repeatable``). An idempotent producer first asks the broker for a producer id, and a
+broker that answers "coordinator load in progress" (freshly started, or loaded) makes it retry:
+about half a second before the record goes out. A halt must not wait for that. A signed
+control command is repeatable: a single record cannot be reordered, and a second copy of the
+same signed command is folded by every reader as one that changed nothing."""
 
 from __future__ import annotations
 
@@ -20,12 +27,16 @@ def produce_one(
     value: bytes,
     what: str,
     producer: Producer | None = None,
+    repeatable: bool = False,
 ) -> None:
     """Produce ``value`` under ``key`` to ``topic`` (its full name) and wait for the broker;
     ``what`` names the record in the error ("the command", "the policy"). A one-shot command
     makes its own producer; a caller that produces again and again passes its own (a new
-    idempotent producer costs a connection and a producer id, about half a second here)."""
-    producer = producer or Producer(producer_config(cluster))
+    idempotent producer costs a connection and a producer id, about half a second here).
+    ``repeatable``: the record may land twice, so a one-shot producer needs no producer id."""
+    producer = producer or Producer(
+        producer_config(cluster, **{"enable.idempotence": not repeatable})
+    )
     failures: list[str] = []
 
     def delivered(error: object, _message: object) -> None:
