@@ -115,6 +115,24 @@ def test_a_replayed_old_resume_leaves_a_newer_halt_in_force() -> None:
         view.check(now=1)
 
 
+def test_a_command_written_twice_acts_once() -> None:
+    """The CLI's one-shot producer may write a command twice (mesh.adapters.kafka.producing):
+    the second halt is the same halt, applied once; the second resume finds nothing to lift."""
+    view = ControlView("a", stale_after_s=5)
+    view.confirmed(now=0)
+    command = halt("a")
+    for _ in range(2):
+        assert view.fold("a", command, "operator:alice") is None
+    assert (change := view.change(())) is not None and change.halt is not None
+    assert view.change(()) is None  # the copy changed nothing to apply
+    resume = halt("a", Action.RESUME, lifts=command["command_id"])
+    assert view.fold("a", resume, "operator:alice") is None
+    again = view.fold("a", resume, "operator:alice")
+    assert again is not None and "nothing in force" in again
+    assert (change := view.change(())) is not None and change.halt is None
+    view.check(now=1)
+
+
 def test_only_an_operator_lifts_a_halt_and_a_resume_must_name_it() -> None:
     view = ControlView("a", stale_after_s=5)
     view.confirmed(now=0)

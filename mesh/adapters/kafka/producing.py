@@ -7,7 +7,9 @@ twice (``repeatable``). An idempotent producer first asks the broker for a produ
 broker that answers "coordinator load in progress" (freshly started, or loaded) makes it retry:
 about half a second before the record goes out. A halt must not wait for that. A signed
 control command is repeatable: a single record cannot be reordered, and a second copy of the
-same signed command is folded by every reader as one that changed nothing."""
+same signed command acts once (the same halt again is applied once; a resume again finds
+nothing left to lift, and the kill-switch dead-letters it as a command that changed nothing).
+"""
 
 from __future__ import annotations
 
