@@ -3,9 +3,9 @@ revocation, a policy). ``acks=all``; the call returns once the broker has the re
 KafkaUnavailableError saying which topic it did not reach.
 
 The producer a one-shot call makes is idempotent unless the caller says the record may land
-twice (``repeatable``). An idempotent producer first asks the broker for a producer id, and a
-broker that answers "coordinator load in progress" (freshly started, or loaded) makes it retry:
-about half a second before the record goes out. A halt must not wait for that. A signed
+twice (``repeatable``). A new idempotent producer first gets a producer id from the broker,
+which took about half a second on every call in ``bench/halt_cli.py`` (a plain producer's
+whole produce: 3 ms). A halt must not wait for that. A signed
 control command is repeatable: a single record cannot be reordered, and a second copy of the
 same signed command acts once (the same halt again is applied once; a resume again finds
 nothing left to lift, and the kill-switch dead-letters it as a command that changed nothing).
