@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Message
 
 from console.views import (
     Filter,
-    add_throughput,
+    add_rates,
     agent_activity,
     agent_view,
     halt_reach,
@@ -81,7 +81,7 @@ class Feed:
         self.processor_metrics = tuple(processor_metrics)
         self.every_s, self.slow_every_s = every_s, slow_every_s
         self.health_every_s, self._health_at = health_every_s, -health_every_s
-        self._committed: dict[str, tuple[float, int]] = {}  # processor -> (when, offsets)
+        self._counted: dict[str, tuple[float, float]] = {}  # for rates: (when, count)
         self._dead_ends: tuple[int, ...] | None = None
         self.agents: dict[str, dict[str, Any]] = {}
         self.halts: list[dict[str, Any]] = []
@@ -357,9 +357,9 @@ class Feed:
             return
         if status is not None:
             self._health_at = time.monotonic()
-            add_throughput(status.get("processors") or {}, self._committed, self._health_at)
             if self.processor_metrics:
                 status["processor_metrics"] = processor_metrics(self.processor_metrics)
+            add_rates(status, self._counted, self._health_at)
         self._update("dead_letters", letters)
         if status is not None:
             self._update("health", status)

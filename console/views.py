@@ -9,7 +9,7 @@ I/O (the feed, :mod:`console.feed`, keeps them current).
 * the KPI panels, each agent's activity and the fleet's series from the KPI totals
   (:func:`kpi_panels`, :func:`agent_activity`, :func:`fleet_series`), the decisions waiting
   for a person (:func:`waiting_decisions`), and each processor's throughput from two reads
-  (:func:`add_throughput`).
+  (:func:`add_rates`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from mesh.domain.kpis import BUCKET_MS, FLEET, KpiView, Totals, figures
 
 __all__ = [
     "Filter",
-    "add_throughput",
+    "add_rates",
     "agent_activity",
     "agent_view",
     "fleet_series",
@@ -43,19 +43,25 @@ __all__ = [
 ]
 
 
-def add_throughput(
-    processors: Mapping[str, dict[str, Any]], before: dict[str, tuple[float, int]], now: float
+def add_rates(
+    status: Mapping[str, Any], before: dict[str, tuple[float, float]], now: float
 ) -> None:
-    """Each processor group's committed offsets per second since the last read (transaction
-    markers included: an offset is a record or a commit's marker)."""
-    for name, group in processors.items():
-        committed = group.get("committed")
-        if committed is None:
-            continue
-        if name in before and now > before[name][0]:
-            then, was = before[name]
-            group["offsets_per_s"] = round(max(0, committed - was) / (now - then), 1)
-        before[name] = (now, committed)
+    """Rates since the last read of the health, set in ``status``: each processor group's
+    committed offsets per second (``offsets_per_s``; transaction markers included: an offset is
+    a record or a commit's marker) and, from the processors' own /metrics, the records each
+    handled per second (``records_per_s``). ``before`` keeps (when, count) between reads; a
+    counter that went back (a restarted process) gives no rate until the next read."""
+    pairs = (("processors", "committed", "offsets_per_s"),
+             ("processor_metrics", "records_in", "records_per_s"))  # fmt: skip
+    for part, count, rate in pairs:
+        for name, group in (status.get(part) or {}).items():
+            value, seen = group.get(count), f"{part}/{name}"
+            if value is None:
+                continue
+            if seen in before and now > before[seen][0] and value >= before[seen][1]:
+                then, was = before[seen]
+                group[rate] = round((value - was) / (now - then), 1)
+            before[seen] = (now, value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -320,7 +320,8 @@ function renderHealth() {
     Object.entries(h.processors).map(([name, p]) => [name, group(p)]));
   const scraped = h.processor_metrics || {};
   const restores = Object.entries(scraped).filter(([name]) => name !== "_unreachable").map(([name, m]) => [name,
-    `${m.ready ? "ready" : "NOT READY"}; ${m.records_in} records handled; restored ${m.restored_records} records in ` +
+    `${m.ready ? "ready" : "NOT READY"}; ${m.records_in} records handled` +
+    `${m.records_per_s === undefined ? "" : ` (${m.records_per_s}/s)`}; restored ${m.restored_records} records in ` +
     `${Number(m.restore_seconds).toFixed(2)} s over ${m.assignments} assignments; ${m.restarts} restarts`]);
   for (const [url, why] of Object.entries(scraped._unreachable || {})) restores.push([url, `unreachable: ${why}`]);
   if (restores.length) add("Processors' own metrics (restores and restarts, from their /metrics)", restores);

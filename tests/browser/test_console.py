@@ -237,7 +237,7 @@ def test_the_console_watches_and_steers_the_fleet_in_chromium(
     expect(page.locator("#health-body")).to_contain_text("subjects")
     expect(page.locator("#health-body")).to_contain_text("1 running (stable)")
     expect(page.locator("#health-body")).to_contain_text(  # the processors' own metrics
-        re.compile(r"registry\s*ready; \d+ records handled; restored \d+ records in")
+        re.compile(r"registry\s*ready; \d+ records handled( \([\d.]+/s\))?; restored \d+ records")
     )
     expect(page.locator("#health-body")).to_contain_text("http://127.0.0.1:9/metrics")
     shot(page, "health")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from console.auth import OPERATOR, VIEWER, csrf_for, load_tokens
-from console.views import agent_view, halt_reach, halt_view, rows_to_redo
+from console.views import add_rates, agent_view, halt_reach, halt_view, rows_to_redo
 from mesh.adapters.acks import Ack
 from mesh.domain.agents import AgentState, AgentStatus
 from mesh.domain.control import Action, Scope, control_record
@@ -81,3 +81,23 @@ def test_a_chain_halt_waits_for_no_agent() -> None:
     agent = control_record(Action.HALT, Scope.AGENT, "intake", rule="operator", reason="r",
                            requested_by="operator:root", affected=["intake"])  # fmt: skip
     assert halt_reach({"intake": intake}, agent) == ["intake/i-1"]
+
+
+def test_health_rates_come_from_two_reads_and_skip_a_counter_that_went_back() -> None:
+    before: dict[str, tuple[float, float]] = {}
+    first = {"processors": {"registry": {"committed": 1_000}, "audit": {"error": "no group"}},
+             "processor_metrics": {"registry": {"records_in": 500.0},
+                                   "_unreachable": {"http://x/metrics": "refused"}}}  # fmt: skip
+    add_rates(first, before, now=100.0)
+    assert "offsets_per_s" not in first["processors"]["registry"]  # one read: no rate yet
+    second = {"processors": {"registry": {"committed": 1_600}},
+              "processor_metrics": {"registry": {"records_in": 800.0}}}  # fmt: skip
+    add_rates(second, before, now=110.0)
+    assert second["processors"]["registry"]["offsets_per_s"] == 60.0
+    assert second["processor_metrics"]["registry"]["records_per_s"] == 30.0
+    restarted = {"processor_metrics": {"registry": {"records_in": 20.0}}}
+    add_rates(restarted, before, now=120.0)
+    assert "records_per_s" not in restarted["processor_metrics"]["registry"]
+    later = {"processor_metrics": {"registry": {"records_in": 120.0}}}
+    add_rates(later, before, now=130.0)
+    assert later["processor_metrics"]["registry"]["records_per_s"] == 10.0
