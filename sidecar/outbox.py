@@ -44,6 +44,9 @@ Record = tuple[str, bytes, bytes]
 
 
 class Sink(Protocol):
+    #: how long a wait for acknowledgements may take before what is late is written again
+    ack_timeout_s: float
+
     async def write(self, records: Sequence[Record]) -> None:
         """Write every record and wait until each is acknowledged (or raise)."""
         ...
@@ -157,10 +160,6 @@ async def _close(producer: Any, timeout_s: float) -> None:
                 await producer.client.close()
 
 
-def _ack_timeout(sink: Sink) -> float:
-    return float(getattr(sink, "ack_timeout_s", ACK_TIMEOUT_S))
-
-
 def _unavailable(count: int, exc: BaseException) -> KafkaUnavailableError:
     return KafkaUnavailableError(
         f"the broker did not take {count} record(s): {exc!r}; nothing is reported as "
@@ -173,6 +172,7 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.records: list[Record] = []
+        self.ack_timeout_s = ACK_TIMEOUT_S  # its futures are resolved when handed out
 
     async def write(self, records: Sequence[Record]) -> None:
         self.records.extend(records)
@@ -220,7 +220,7 @@ class Outbox:
         if not self._soon:
             return
         pending, self._soon = self._soon, []
-        done = await _acknowledged([f for _, f in pending], _ack_timeout(self.sink))
+        done = await _acknowledged([f for _, f in pending], self.sink.ack_timeout_s)
         if late := [record for record, future in pending if future not in done]:
             await self.sink.write(late)
 
