@@ -191,7 +191,9 @@ def _affected(registry: _Registry, scope: Scope, target: str) -> tuple[list[str]
 
 
 def _produce(cluster: Cluster, key: str, value: bytes, producer: Producer | None) -> None:
-    produce_one(cluster, cluster.topic(CONTROL), key, value, "the command", producer, True)
+    produce_one(
+        cluster, cluster.topic(CONTROL), key, value, "the command", producer, repeatable=True
+    )
 
 
 def publish_command(
@@ -206,8 +208,7 @@ def publish_command(
     is the checked path)."""
     key = operator_key(cluster.settings)
     value = seal_control(codec, key, record, int(time.time() * 1000))
-    target = control_key(Scope(record["scope"]), str(record["target"]))
-    produce_one(cluster, cluster.topic(CONTROL), target, value, "the command", producer, True)
+    _produce(cluster, control_key(Scope(record["scope"]), str(record["target"])), value, producer)
 
 
 class HaltsInForce(NamedTuple):
